@@ -1,0 +1,150 @@
+//! Per-interval GPU activity of one process, from two readings of its counters.
+
+use std::collections::BTreeMap;
+
+use inferscope_shared::{CopyDir, GpuStats, NCCL_OPS};
+use serde::Serialize;
+
+use crate::probes::gpu_zip_with;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct CopyBytes {
+    pub htod: u64,
+    pub dtoh: u64,
+    pub dtod: u64,
+    pub other: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct NcclActivity {
+    pub calls: u64,
+    pub bytes: u64,
+}
+
+/// What a process asked of its GPU runtimes during one interval (counts are
+/// deltas; `live_bytes` is the level at the interval's end). The JSON schema is
+/// documented in docs/output.md.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct GpuActivity {
+    pub kernel_launches: u64,
+    pub graph_launches: u64,
+    pub memcpy_bytes: CopyBytes,
+    pub memcpy_calls: u64,
+    pub memset_calls: u64,
+    pub memset_bytes: u64,
+    pub alloc_calls: u64,
+    pub alloc_bytes: u64,
+    pub free_calls: u64,
+    pub live_bytes: i64,
+    pub sync_calls: u64,
+    pub sync_seconds: f64,
+    pub errors: u64,
+    /// Only the NCCL operations that were called.
+    pub nccl: BTreeMap<&'static str, NcclActivity>,
+}
+
+impl GpuActivity {
+    /// The activity between two cumulative readings of the same process.
+    pub fn between(previous: &GpuStats, now: &GpuStats) -> Self {
+        let d = gpu_zip_with(now, previous, u64::wrapping_sub);
+        let bytes = |dir: CopyDir| d.memcpy_bytes[dir as usize];
+        Self {
+            kernel_launches: d.kernel_launches,
+            graph_launches: d.graph_launches,
+            memcpy_bytes: CopyBytes {
+                htod: bytes(CopyDir::HostToDevice),
+                dtoh: bytes(CopyDir::DeviceToHost),
+                dtod: bytes(CopyDir::DeviceToDevice),
+                other: bytes(CopyDir::Other),
+            },
+            memcpy_calls: d.memcpy_calls,
+            memset_calls: d.memset_calls,
+            memset_bytes: d.memset_bytes,
+            alloc_calls: d.alloc_calls,
+            alloc_bytes: d.alloc_bytes,
+            free_calls: d.free_calls,
+            live_bytes: now.live_bytes,
+            sync_calls: d.sync_calls,
+            sync_seconds: d.sync_ns as f64 / 1e9,
+            errors: d.errors,
+            nccl: NCCL_OPS
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| d.nccl_calls[i] > 0)
+                .map(|(i, &name)| {
+                    (
+                        name,
+                        NcclActivity {
+                            calls: d.nccl_calls[i],
+                            bytes: d.nccl_bytes[i],
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    pub fn is_idle(&self) -> bool {
+        let live = self.live_bytes;
+        Self {
+            live_bytes: live,
+            ..Self::default()
+        } == *self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_deltas_and_live_bytes_is_a_level() {
+        let before = GpuStats {
+            kernel_launches: 10,
+            live_bytes: 4096,
+            memcpy_bytes: [1, 2, 3, 4],
+            ..Default::default()
+        };
+        let mut now = GpuStats {
+            kernel_launches: 15,
+            live_bytes: 1024,
+            memcpy_bytes: [11, 2, 5, 4],
+            ..Default::default()
+        };
+        now.nccl_calls[0] = 2;
+        now.nccl_bytes[0] = 800;
+        let a = GpuActivity::between(&before, &now);
+        assert_eq!(a.kernel_launches, 5);
+        assert_eq!(a.live_bytes, 1024);
+        assert_eq!(
+            a.memcpy_bytes,
+            CopyBytes {
+                htod: 10,
+                dtoh: 0,
+                dtod: 2,
+                other: 0
+            }
+        );
+        assert_eq!(a.nccl.len(), 1);
+        assert_eq!(a.nccl["all_reduce"], NcclActivity { calls: 2, bytes: 800 });
+        assert!(!a.is_idle());
+    }
+
+    #[test]
+    fn live_bytes_freed_on_another_cpu_sum_right() {
+        // One CPU's share goes negative when it frees what another CPU allocated.
+        let cpu0 = GpuStats {
+            live_bytes: 1024,
+            alloc_calls: 1,
+            ..Default::default()
+        };
+        let cpu1 = GpuStats {
+            live_bytes: -512,
+            free_calls: 1,
+            ..Default::default()
+        };
+        let total = gpu_zip_with(&cpu0, &cpu1, u64::wrapping_add);
+        let a = GpuActivity::between(&GpuStats::default(), &total);
+        assert_eq!((a.live_bytes, a.alloc_calls, a.free_calls), (512, 1, 1));
+    }
+}

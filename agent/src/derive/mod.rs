@@ -1,0 +1,3 @@
+//! Turns cumulative kernel counters into what happened in each interval.
+
+pub mod gpu;

@@ -1,0 +1,73 @@
+//! What a person needs to recognise a process: command, executable, container.
+
+use std::{fs, path::Path};
+
+use serde::Serialize;
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub comm: String,
+    pub exe: String,
+    pub container_id: Option<String>,
+}
+
+impl ProcessInfo {
+    /// Reads what is readable; a process that exits meanwhile leaves blanks, not an error.
+    pub fn read(proc_root: &Path, pid: u32) -> Self {
+        let dir = proc_root.join(pid.to_string());
+        let comm = fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let exe = fs::read_link(dir.join("exe"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let cgroup = fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
+        Self {
+            pid,
+            comm: comm.trim_end().to_string(),
+            exe,
+            container_id: container_id(&cgroup),
+        }
+    }
+}
+
+/// The container ID in a `/proc/PID/cgroup` listing: the 64-hex-digit name that
+/// Docker, containerd, CRI-O and Kubernetes give a container's cgroup
+/// (`docker-<id>.scope`, `cri-containerd-<id>.scope`, `crio-<id>`, `.../<id>`).
+pub fn container_id(cgroup: &str) -> Option<String> {
+    cgroup.lines().find_map(|line| {
+        let path = line.splitn(3, ':').nth(2)?;
+        path.rsplit('/').find_map(|part| {
+            let part = part.strip_suffix(".scope").unwrap_or(part);
+            let id = part.rsplit(['-', ':']).next()?;
+            (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_string())
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "3f4e1c2b9a8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f";
+
+    #[test]
+    fn container_ids_are_found_in_the_usual_runtimes_cgroup_names() {
+        for cgroup in [
+            format!("0::/system.slice/docker-{ID}.scope\n"),
+            format!("0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-{ID}.scope\n"),
+            format!("0::/kubepods/besteffort/pod1/crio-{ID}\n"),
+            format!("12:memory:/docker/{ID}\n"),
+        ] {
+            assert_eq!(container_id(&cgroup).as_deref(), Some(ID), "{cgroup}");
+        }
+    }
+
+    #[test]
+    fn host_processes_have_no_container_id() {
+        assert_eq!(
+            container_id("0::/user.slice/user-0.slice/session-1.scope\n"),
+            None
+        );
+        assert_eq!(container_id(""), None);
+    }
+}

@@ -1,0 +1,195 @@
+//! GPU runtime probes: one entry and one return program (`gpu_calls.bpf.c`),
+//! attached to every probed function of every runtime library file in use,
+//! once per file: a uprobe on a file fires in every process that maps it.
+
+use std::collections::HashMap;
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap as BpfHashMap, PerCpuArray, PerCpuHashMap},
+    programs::{
+        UProbe,
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
+    },
+};
+use inferscope_shared::{AllocKey, DROP_REASONS, GpuStats};
+
+use super::read_drops;
+use crate::{
+    discover::{RuntimeLibrary, maps::FileId, symbols},
+    runtimes::Runtime,
+};
+
+const ENTRY: &str = "gpu_call";
+const RETURN: &str = "gpu_call_return";
+
+pub struct GpuProbes {
+    ebpf: Ebpf,
+    attached: HashMap<(FileId, Runtime), Links>,
+}
+
+#[derive(Default)]
+struct Links {
+    entry: Vec<UProbeLinkId>,
+    ret: Vec<UProbeLinkId>,
+}
+
+impl GpuProbes {
+    pub fn load() -> Result<Self> {
+        // aya has no typed API for task storage, which only the kernel side touches.
+        let mut ebpf = EbpfLoader::new()
+            .allow_unsupported_maps()
+            .load(super::GPU_CALLS_OBJ)
+            .context("loading gpu_calls.bpf.o")?;
+        for name in [ENTRY, RETURN] {
+            program(&mut ebpf, name)?
+                .load()
+                .with_context(|| format!("verifying {name}"))?;
+        }
+        Ok(Self {
+            ebpf,
+            attached: HashMap::new(),
+        })
+    }
+
+    pub fn is_attached(&self, file: FileId, runtime: Runtime) -> bool {
+        self.attached.contains_key(&(file, runtime))
+    }
+
+    /// Attaches the runtime's table to the library file; returns how many functions were probed.
+    pub fn attach(&mut self, lib: &RuntimeLibrary) -> Result<usize> {
+        let key = (lib.target.file, lib.runtime);
+        if self.attached.contains_key(&key) {
+            return Ok(0);
+        }
+        let path = &lib.target.open_path;
+        let specs = lib.runtime.probes();
+        let offsets = symbols::function_offsets(path, specs.iter().map(|p| p.symbol))?;
+        let mut links = Links::default();
+        let result = (|| -> Result<()> {
+            for spec in specs {
+                let Some(&offset) = offsets.get(spec.symbol) else {
+                    continue;
+                };
+                let point = || UProbeAttachPoint {
+                    location: UProbeAttachLocation::AbsoluteOffset(offset),
+                    cookie: Some(spec.cookie.encode()),
+                };
+                let mut attach = |name| -> Result<UProbeLinkId> {
+                    program(&mut self.ebpf, name)?
+                        .attach(point(), path, UProbeScope::AllProcesses)
+                        .with_context(|| format!("attaching {name} to {} in {}", spec.symbol, path.display()))
+                };
+                links.entry.push(attach(ENTRY)?);
+                if spec.needs_return_probe() {
+                    links.ret.push(attach(RETURN)?);
+                }
+            }
+            Ok(())
+        })();
+        let probed = links.entry.len();
+        self.attached.insert(key, links);
+        if let Err(e) = result {
+            self.detach(lib.target.file, lib.runtime);
+            return Err(e);
+        }
+        Ok(probed)
+    }
+
+    pub fn detach(&mut self, file: FileId, runtime: Runtime) {
+        let Some(links) = self.attached.remove(&(file, runtime)) else {
+            return;
+        };
+        for (name, ids) in [(ENTRY, links.entry), (RETURN, links.ret)] {
+            if let Ok(prog) = program(&mut self.ebpf, name) {
+                for id in ids {
+                    if let Err(e) = prog.detach(id) {
+                        log::warn!("detaching {name}: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cumulative counters of every process that made a probed call, summed over CPUs.
+    pub fn stats(&self) -> Result<HashMap<u32, GpuStats>> {
+        let map: PerCpuHashMap<_, u32, GpuStats> =
+            PerCpuHashMap::try_from(self.map("gpu_stats")?).context("gpu_stats")?;
+        let mut out = HashMap::new();
+        for entry in map.iter() {
+            let (pid, per_cpu) = entry.context("reading gpu_stats")?;
+            out.insert(
+                pid,
+                per_cpu.iter().fold(GpuStats::default(), |acc, cpu| {
+                    zip_with(&acc, cpu, u64::wrapping_add)
+                }),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Releases what the kernel holds for a process that has exited.
+    pub fn forget(&mut self, pid: u32) {
+        if let Ok(mut map) = self
+            .ebpf
+            .map_mut("gpu_stats")
+            .ok_or(())
+            .and_then(|m| PerCpuHashMap::<_, u32, GpuStats>::try_from(m).map_err(|_| ()))
+        {
+            let _ = map.remove(&pid);
+        }
+        if let Some(m) = self.ebpf.map_mut("live_allocs") {
+            if let Ok(mut allocs) = BpfHashMap::<_, AllocKey, u64>::try_from(m) {
+                let dead: Vec<AllocKey> = allocs.keys().flatten().filter(|k| k.tgid == pid).collect();
+                for key in dead {
+                    let _ = allocs.remove(&key);
+                }
+            }
+        }
+    }
+
+    pub fn drops(&self) -> Result<[u64; DROP_REASONS.len()]> {
+        let map = PerCpuArray::try_from(self.map("drops")?)?;
+        Ok(read_drops(&map))
+    }
+
+    fn map(&self, name: &str) -> Result<&aya::maps::Map> {
+        self.ebpf
+            .map(name)
+            .ok_or_else(|| anyhow!("map {name} missing from gpu_calls.bpf.o"))
+    }
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from gpu_calls.bpf.o"))?
+        .try_into()
+        .with_context(|| format!("{name} is not a uprobe"))
+}
+
+/// Combines two counter sets field by field; `live_bytes` (signed) goes through
+/// the same two's-complement arithmetic. Used to sum CPUs and to take deltas.
+pub fn zip_with(a: &GpuStats, b: &GpuStats, f: impl Fn(u64, u64) -> u64) -> GpuStats {
+    let arr = |x: &[u64], y: &[u64]| -> Vec<u64> { x.iter().zip(y).map(|(x, y)| f(*x, *y)).collect() };
+    let mut out = GpuStats {
+        kernel_launches: f(a.kernel_launches, b.kernel_launches),
+        graph_launches: f(a.graph_launches, b.graph_launches),
+        memcpy_calls: f(a.memcpy_calls, b.memcpy_calls),
+        memset_calls: f(a.memset_calls, b.memset_calls),
+        memset_bytes: f(a.memset_bytes, b.memset_bytes),
+        alloc_calls: f(a.alloc_calls, b.alloc_calls),
+        alloc_bytes: f(a.alloc_bytes, b.alloc_bytes),
+        free_calls: f(a.free_calls, b.free_calls),
+        live_bytes: f(a.live_bytes as u64, b.live_bytes as u64) as i64,
+        sync_calls: f(a.sync_calls, b.sync_calls),
+        sync_ns: f(a.sync_ns, b.sync_ns),
+        errors: f(a.errors, b.errors),
+        ..GpuStats::default()
+    };
+    out.memcpy_bytes
+        .copy_from_slice(&arr(&a.memcpy_bytes, &b.memcpy_bytes));
+    out.nccl_calls.copy_from_slice(&arr(&a.nccl_calls, &b.nccl_calls));
+    out.nccl_bytes.copy_from_slice(&arr(&a.nccl_bytes, &b.nccl_bytes));
+    out
+}

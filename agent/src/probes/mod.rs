@@ -1,0 +1,44 @@
+//! Loads the committed eBPF objects with aya, attaches them, and reads what
+//! they produce: per-process GPU counters and process lifecycle events.
+
+mod gpu;
+mod process;
+
+pub use gpu::GpuProbes;
+pub use gpu::zip_with as gpu_zip_with;
+pub use process::{ProcessProbes, decode_event};
+
+use aya::maps::{MapData, PerCpuArray};
+use inferscope_shared::DROP_REASONS;
+
+/// The objects `cargo xtask ebpf` builds, embedded so that the binary is all one needs.
+static GPU_CALLS_OBJ: &[u8] = aya::include_bytes_aligned!("../../../ebpf-programs/obj/gpu_calls.bpf.o");
+static PROCESS_OBJ: &[u8] = aya::include_bytes_aligned!("../../../ebpf-programs/obj/process.bpf.o");
+
+/// Cumulative drops per reason (index as in [`DROP_REASONS`]), summed over CPUs.
+fn read_drops(map: &PerCpuArray<&MapData, u64>) -> [u64; DROP_REASONS.len()] {
+    let mut out = [0; DROP_REASONS.len()];
+    for (i, slot) in out.iter_mut().enumerate() {
+        if let Ok(values) = map.get(&(i as u32), 0) {
+            *slot = values.iter().sum();
+        }
+    }
+    out
+}
+
+/// aya refuses to load when RLIMIT_MEMLOCK is low on kernels that still charge
+/// BPF memory to it (< 5.11). Raise it where allowed; where it is not (memcg
+/// accounting, as here), the kernel does not need it.
+pub fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads the struct we pass and nothing else.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        log::debug!(
+            "RLIMIT_MEMLOCK not raised ({}); fine on kernels >= 5.11",
+            std::io::Error::last_os_error()
+        );
+    }
+}

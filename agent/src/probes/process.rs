@@ -1,0 +1,99 @@
+//! Process lifecycle probes (`process.bpf.c`): exec and exit tracepoints, and a
+//! uprobe on each dynamic loader file's `_dl_debug_state`.
+
+use std::collections::HashMap;
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::{
+    Btf, Ebpf,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{
+        BtfTracePoint, UProbe,
+        uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
+    },
+};
+use inferscope_shared::{DROP_REASONS, ProcEvent};
+
+use super::read_drops;
+use crate::discover::{ProbeTarget, maps::FileId, symbols};
+
+const LOADER_PROGRAM: &str = "on_loader_debug_state";
+/// glibc's (and musl's) debugger hook, called after the loader changes the set of objects.
+const LOADER_HOOK: &str = "_dl_debug_state";
+
+pub struct ProcessProbes {
+    ebpf: Ebpf,
+    loaders: HashMap<FileId, UProbeLinkId>,
+}
+
+impl ProcessProbes {
+    pub fn load(btf: &Btf) -> Result<Self> {
+        let mut ebpf = Ebpf::load(super::PROCESS_OBJ).context("loading process.bpf.o")?;
+        for (program, tracepoint) in [
+            ("on_exec", "sched_process_exec"),
+            ("on_exit", "sched_process_exit"),
+        ] {
+            let tp: &mut BtfTracePoint = ebpf
+                .program_mut(program)
+                .ok_or_else(|| anyhow!("{program} missing"))?
+                .try_into()?;
+            tp.load(tracepoint, btf)
+                .with_context(|| format!("verifying {program}"))?;
+            tp.attach()
+                .with_context(|| format!("attaching tp_btf/{tracepoint}"))?;
+        }
+        let loader: &mut UProbe = ebpf
+            .program_mut(LOADER_PROGRAM)
+            .ok_or_else(|| anyhow!("{LOADER_PROGRAM} missing"))?
+            .try_into()?;
+        loader.load().context("verifying the loader probe")?;
+        Ok(Self {
+            ebpf,
+            loaders: HashMap::new(),
+        })
+    }
+
+    /// Watches a dynamic loader file for dlopen/dlclose (once per file).
+    pub fn watch_loader(&mut self, loader: &ProbeTarget) -> Result<()> {
+        if self.loaders.contains_key(&loader.file) {
+            return Ok(());
+        }
+        let offsets = symbols::function_offsets(&loader.open_path, [LOADER_HOOK])?;
+        let offset = *offsets
+            .get(LOADER_HOOK)
+            .ok_or_else(|| anyhow!("{} has no {LOADER_HOOK}", loader.path.display()))?;
+        let program: &mut UProbe = self.ebpf.program_mut(LOADER_PROGRAM).unwrap().try_into()?;
+        let link = program
+            .attach(
+                UProbeAttachLocation::AbsoluteOffset(offset),
+                &loader.open_path,
+                UProbeScope::AllProcesses,
+            )
+            .with_context(|| format!("attaching to {LOADER_HOOK} in {}", loader.path.display()))?;
+        self.loaders.insert(loader.file, link);
+        Ok(())
+    }
+
+    /// The ring buffer of [`ProcEvent`]s; call once.
+    pub fn events(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map("proc_events")
+            .ok_or_else(|| anyhow!("proc_events missing"))?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    pub fn drops(&self) -> Result<[u64; DROP_REASONS.len()]> {
+        let map = PerCpuArray::try_from(self.ebpf.map("drops").ok_or_else(|| anyhow!("drops missing"))?)?;
+        Ok(read_drops(&map))
+    }
+}
+
+/// Decodes one ring buffer record; `None` for a record of the wrong size.
+pub fn decode_event(bytes: &[u8]) -> Option<ProcEvent> {
+    if bytes.len() < size_of::<ProcEvent>() {
+        return None;
+    }
+    // SAFETY: ProcEvent is plain integers; read_unaligned copes with any alignment.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ProcEvent>()) })
+}

@@ -1,0 +1,254 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Counts GPU runtime calls per process: CUDA runtime and driver, HIP, NCCL.
+ *
+ * One entry program and one return program serve every probed function; the
+ * agent attaches them with a cookie (see events.h) that says what the function
+ * does and where its interesting arguments are. Hot calls (launches, copies)
+ * only have the entry probe and are aggregated here, per CPU, per process.
+ * Calls that need a duration (synchronisation) or a result (allocation: the
+ * returned pointer) also get the return probe.
+ */
+#include "common.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 8192);
+	__type(key, __u32); /* tgid */
+	__type(value, struct gpu_stats);
+} gpu_stats SEC(".maps");
+
+/* Device pointer -> bytes, so that frees lower live bytes by the right amount. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct alloc_key);
+	__type(value, __u64);
+} live_allocs SEC(".maps");
+
+/*
+ * Per-thread state, freed by the kernel with the thread.
+ * `runtime_*` marks the CUDA runtime call in flight on this thread, so that the
+ * driver call it makes underneath is not counted a second time. There is no
+ * return probe on runtime launches (hot path), so the marker is checked for
+ * staleness instead: a driver call is nested in the runtime call only if its
+ * stack pointer is below the runtime call's and the runtime call's return
+ * address is still on the stack where it was pushed.
+ * `pending_*` carries what a return probe needs from its entry.
+ */
+struct thread_state {
+	__u64 runtime_sp;
+	__u64 runtime_ret;
+	__u32 runtime_op;
+	__u32 pad;
+	__u64 pending_cookie;
+	__u64 pending_start_ns;
+	__u64 pending_size;
+	__u64 pending_out_ptr;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct thread_state);
+} thread_states SEC(".maps");
+
+static const struct gpu_stats zero_stats;
+
+static __always_inline struct gpu_stats *stats_for(__u32 tgid)
+{
+	struct gpu_stats *s = bpf_map_lookup_elem(&gpu_stats, &tgid);
+	if (s)
+		return s;
+	/* NOEXIST: another CPU may have inserted it first, which is fine. */
+	bpf_map_update_elem(&gpu_stats, &tgid, &zero_stats, BPF_NOEXIST);
+	s = bpf_map_lookup_elem(&gpu_stats, &tgid);
+	if (!s)
+		count_drop(DROP_STATS_TABLE_FULL);
+	return s;
+}
+
+static __always_inline struct thread_state *thread_state(void)
+{
+	struct thread_state *t = bpf_task_storage_get(&thread_states, bpf_get_current_task_btf(), 0,
+						      BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!t)
+		count_drop(DROP_THREAD_STATE);
+	return t;
+}
+
+/* NCCL's ncclDataType_t -> bytes per element (ncclInt8 .. ncclFloat8e5m2). */
+static __always_inline __u64 nccl_type_size(__u64 datatype)
+{
+	switch (datatype) {
+	case 0: case 1: case 10: case 11: return 1; /* int8, uint8, fp8 e4m3/e5m2 */
+	case 6: case 9: return 2;                   /* float16, bfloat16 */
+	case 2: case 3: case 7: return 4;           /* int32, uint32, float32 */
+	case 4: case 5: case 8: return 8;           /* int64, uint64, float64 */
+	default: return 0;
+	}
+}
+
+static __always_inline __u32 copy_direction(const struct call_args *args, __u64 cookie)
+{
+	__u32 dir = COOKIE_DIR(cookie);
+	if (dir != COPY_FROM_KIND_ARG)
+		return dir;
+	/* cudaMemcpyKind / hipMemcpyKind: 1 HtoD, 2 DtoH, 3 DtoD; 0 HtoH and 4 Default -> other */
+	switch (arg_n(args, COOKIE_AUX_ARG(cookie))) {
+	case 1: return COPY_HTOD;
+	case 2: return COPY_DTOH;
+	case 3: return COPY_DTOD;
+	default: return COPY_OTHER;
+	}
+}
+
+/* Returns true when this driver call is made by a CUDA runtime call already counted. */
+static __always_inline bool nested_in_runtime_call(struct thread_state *t, __u32 op, __u64 sp)
+{
+	__u64 ret = 0;
+	if (t->runtime_op != op || sp >= t->runtime_sp)
+		return false;
+	if (bpf_probe_read_user(&ret, sizeof(ret), (void *)t->runtime_sp))
+		return false;
+	return ret == t->runtime_ret;
+}
+
+static __always_inline void mark_runtime_call(struct thread_state *t, __u32 op, __u64 sp)
+{
+	__u64 ret = 0;
+	bpf_probe_read_user(&ret, sizeof(ret), (void *)sp);
+	t->runtime_sp = sp;
+	t->runtime_ret = ret;
+	t->runtime_op = op;
+}
+
+SEC("uprobe")
+int gpu_call(struct pt_regs *ctx)
+{
+	__u64 cookie = bpf_get_attach_cookie(ctx);
+	__u32 op = COOKIE_OP(cookie);
+	__u64 sp = PT_REGS_SP(ctx);
+	struct thread_state *t = 0;
+
+	/* Only calls that can be forwarded runtime -> driver need the thread's state. */
+	if (op != GPU_OP_NCCL) {
+		t = thread_state();
+		if (t) {
+			if (COOKIE_DRIVER(cookie)) {
+				if (nested_in_runtime_call(t, op, sp))
+					return 0;
+			} else {
+				mark_runtime_call(t, op, sp);
+			}
+		}
+	}
+
+	struct gpu_stats *s = stats_for(current_tgid());
+	if (!s)
+		return 0;
+	struct call_args args;
+	read_args(ctx, &args);
+	__u64 size = arg_n(&args, COOKIE_SIZE_ARG(cookie));
+
+	switch (op) {
+	case GPU_OP_KERNEL_LAUNCH:
+		s->kernel_launches += 1;
+		break;
+	case GPU_OP_GRAPH_LAUNCH:
+		s->graph_launches += 1;
+		break;
+	case GPU_OP_MEMCPY: {
+		__u32 dir = copy_direction(&args, cookie);
+		s->memcpy_calls += 1;
+		if (dir < COPY_DIRECTIONS)
+			s->memcpy_bytes[dir] += size;
+		break;
+	}
+	case GPU_OP_MEMSET:
+		s->memset_calls += 1;
+		s->memset_bytes += size;
+		break;
+	case GPU_OP_ALLOC:
+		s->alloc_calls += 1;
+		s->alloc_bytes += size;
+		if (t) {
+			t->pending_cookie = cookie;
+			t->pending_size = size;
+			t->pending_out_ptr = arg_n(&args, COOKIE_AUX_ARG(cookie));
+		}
+		break;
+	case GPU_OP_FREE: {
+		struct alloc_key key = { .tgid = current_tgid(), .ptr = args.v[0] };
+		__u64 *bytes;
+		s->free_calls += 1;
+		bytes = bpf_map_lookup_elem(&live_allocs, &key);
+		if (bytes) {
+			s->live_bytes -= *bytes;
+			bpf_map_delete_elem(&live_allocs, &key);
+		}
+		break;
+	}
+	case GPU_OP_SYNC:
+		s->sync_calls += 1;
+		if (t) {
+			t->pending_cookie = cookie;
+			t->pending_start_ns = bpf_ktime_get_ns();
+		}
+		break;
+	case GPU_OP_NCCL: {
+		__u32 i = COOKIE_NCCL_OP(cookie);
+		if (i < NCCL_OPS) {
+			s->nccl_calls[i] += 1;
+			s->nccl_bytes[i] += size * nccl_type_size(arg_n(&args, COOKIE_AUX_ARG(cookie)));
+		}
+		break;
+	}
+	}
+	return 0;
+}
+
+SEC("uretprobe")
+int gpu_call_return(struct pt_regs *ctx)
+{
+	__u64 cookie = bpf_get_attach_cookie(ctx);
+	struct thread_state *t = bpf_task_storage_get(&thread_states, bpf_get_current_task_btf(), 0, 0);
+	/* No pending entry for this function: its entry was skipped as nested, or
+	 * it started before the probe was attached. */
+	if (!t || t->pending_cookie != cookie)
+		return 0;
+	t->pending_cookie = 0;
+
+	__u32 tgid = current_tgid();
+	struct gpu_stats *s = stats_for(tgid);
+	if (!s)
+		return 0;
+	long rc = PT_REGS_RC(ctx);
+	if ((int)rc != 0) {
+		s->errors += 1;
+		return 0;
+	}
+	switch (COOKIE_OP(cookie)) {
+	case GPU_OP_SYNC:
+		s->sync_ns += bpf_ktime_get_ns() - t->pending_start_ns;
+		break;
+	case GPU_OP_ALLOC: {
+		struct alloc_key key = { .tgid = tgid };
+		if (bpf_probe_read_user(&key.ptr, sizeof(key.ptr), (void *)t->pending_out_ptr)) {
+			count_drop(DROP_UNREADABLE_ARG);
+			break;
+		}
+		if (bpf_map_update_elem(&live_allocs, &key, &t->pending_size, BPF_ANY)) {
+			count_drop(DROP_ALLOC_TABLE_FULL);
+			break;
+		}
+		s->live_bytes += t->pending_size;
+		break;
+	}
+	}
+	return 0;
+}

@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The few kernel types inferscope's programs touch, declared CO-RE style:
+ * `preserve_access_index` makes every field access a relocation that libbpf/aya
+ * resolves against the running kernel's BTF, so only the fields we name must
+ * exist, wherever they sit. Keeping this small (instead of a 3 MB vmlinux.h
+ * dumped from one kernel) keeps the committed sources readable and the build
+ * independent of the machine that compiles it.
+ */
+#ifndef INFERSCOPE_KERNEL_H
+#define INFERSCOPE_KERNEL_H
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+
+/* Tell bpf_tracing.h to use the kernel's names for the x86-64 registers. */
+#define __VMLINUX_H__
+
+typedef __u8 u8;
+typedef __u32 u32;
+typedef __s32 s32;
+typedef __u64 u64;
+typedef __s64 s64;
+typedef _Bool bool;
+typedef int pid_t;
+#define true 1
+#define false 0
+
+struct pt_regs {
+	unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8;
+	unsigned long ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss;
+} __attribute__((preserve_access_index));
+
+struct task_struct {
+	int pid;
+	int tgid;
+} __attribute__((preserve_access_index));
+
+#endif

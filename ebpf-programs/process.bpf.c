@@ -1,0 +1,56 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Process lifecycle for discovery: exec, exit of a whole process, and "the
+ * dynamic loader changed the set of loaded objects" (a uprobe on ld.so's
+ * _dl_debug_state, the hook debuggers use: it runs after start-up loading and
+ * after every dlopen/dlclose). The agent reacts by reading /proc/PID/maps, so
+ * no syscall tracepoint (which would slow every syscall on the host) is needed.
+ */
+#include "common.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} proc_events SEC(".maps");
+
+/* Ring buffers carry untyped bytes: this keeps struct proc_event in the BTF,
+ * where the ABI layout test finds it. */
+const struct proc_event *unused_proc_event __attribute__((unused));
+
+static __always_inline void send(__u32 kind, __u32 pid)
+{
+	struct proc_event *e = bpf_ringbuf_reserve(&proc_events, sizeof(*e), 0);
+	if (!e) {
+		count_drop(DROP_PROC_EVENT);
+		return;
+	}
+	e->kind = kind;
+	e->pid = pid;
+	e->ktime_ns = bpf_ktime_get_ns();
+	bpf_ringbuf_submit(e, 0);
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, void *bprm)
+{
+	send(PROC_EXEC, BPF_CORE_READ(p, tgid));
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(on_exit, struct task_struct *p, bool group_dead)
+{
+	/* One event per process, not per thread. */
+	if (group_dead)
+		send(PROC_EXIT, BPF_CORE_READ(p, tgid));
+	return 0;
+}
+
+SEC("uprobe")
+int on_loader_debug_state(struct pt_regs *ctx)
+{
+	send(PROC_LIBS_CHANGED, current_tgid());
+	return 0;
+}

@@ -1,0 +1,165 @@
+//! The kernel/user ABI of inferscope, mirrored from `ebpf-programs/include/events.h`.
+//!
+//! Every `#[repr(C)]` type here has a twin in the C header; `tests/layout.rs`
+//! reads the twins back from the compiled objects' BTF and fails on any
+//! difference in size or field offset. Plain data only: no logic that the
+//! agent could keep elsewhere.
+
+#![no_std]
+
+/// What a probed GPU runtime function does, as far as the counters care (`enum gpu_op`).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GpuOp {
+    KernelLaunch = 1,
+    GraphLaunch = 2,
+    Memcpy = 3,
+    Memset = 4,
+    Alloc = 5,
+    Free = 6,
+    Sync = 7,
+    Nccl = 8,
+}
+
+/// Copy direction (`enum copy_dir`); the index into [`GpuStats::memcpy_bytes`].
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopyDir {
+    HostToDevice = 0,
+    DeviceToHost = 1,
+    DeviceToDevice = 2,
+    Other = 3,
+    /// Read the direction from the `cudaMemcpyKind`/`hipMemcpyKind` argument.
+    FromKindArg = 15,
+}
+
+pub const COPY_DIRECTIONS: usize = 4;
+
+/// NCCL collectives and point-to-point calls, in the order of [`GpuStats::nccl_calls`].
+pub const NCCL_OPS: [&str; 6] = [
+    "all_reduce",
+    "all_gather",
+    "reduce_scatter",
+    "broadcast",
+    "send",
+    "recv",
+];
+
+/// The attach cookie of one probed symbol: what it does and where its arguments are.
+/// Argument positions are 1-based (0: none), at most 5.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cookie {
+    pub op: GpuOp,
+    /// Argument holding the byte count (or element count, for NCCL).
+    pub size_arg: u8,
+    /// Copy-kind argument, NCCL datatype argument, or allocation out-pointer.
+    pub aux_arg: u8,
+    pub dir: CopyDir,
+    /// Index into [`NCCL_OPS`].
+    pub nccl_op: u8,
+    /// A CUDA driver API function: not counted when the CUDA runtime calls it.
+    pub driver: bool,
+}
+
+impl Cookie {
+    pub const fn new(op: GpuOp) -> Self {
+        Self {
+            op,
+            size_arg: 0,
+            aux_arg: 0,
+            dir: CopyDir::Other,
+            nccl_op: 0,
+            driver: false,
+        }
+    }
+
+    /// The packed form read by `COOKIE_*` in events.h.
+    pub const fn encode(self) -> u64 {
+        (self.op as u64)
+            | ((self.size_arg as u64 & 0xf) << 8)
+            | ((self.aux_arg as u64 & 0xf) << 12)
+            | ((self.dir as u64 & 0xf) << 16)
+            | ((self.nccl_op as u64 & 0xf) << 20)
+            | ((self.driver as u64) << 24)
+    }
+}
+
+/// Per-process GPU activity (`struct gpu_stats`), one copy per CPU; the agent sums them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GpuStats {
+    pub kernel_launches: u64,
+    pub graph_launches: u64,
+    pub memcpy_calls: u64,
+    pub memcpy_bytes: [u64; COPY_DIRECTIONS],
+    pub memset_calls: u64,
+    pub memset_bytes: u64,
+    pub alloc_calls: u64,
+    pub alloc_bytes: u64,
+    pub free_calls: u64,
+    /// A sum of signed per-CPU changes: one CPU may free what another allocated.
+    pub live_bytes: i64,
+    pub sync_calls: u64,
+    pub sync_ns: u64,
+    pub errors: u64,
+    pub nccl_calls: [u64; NCCL_OPS.len()],
+    pub nccl_bytes: [u64; NCCL_OPS.len()],
+}
+
+/// Key of the live device allocation table (`struct alloc_key`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllocKey {
+    pub tgid: u32,
+    pub pad: u32,
+    pub ptr: u64,
+}
+
+/// Why the kernel side did not count something (`enum drop_reason`), index into `drops`.
+pub const DROP_REASONS: [&str; 5] = [
+    "stats_table_full",
+    "alloc_table_full",
+    "thread_state_unavailable",
+    "proc_event_ring_full",
+    "unreadable_argument",
+];
+
+/// Kinds of [`ProcEvent`] (`enum proc_event_kind`).
+pub const PROC_EXEC: u32 = 1;
+pub const PROC_EXIT: u32 = 2;
+pub const PROC_LIBS_CHANGED: u32 = 3;
+
+/// A process lifecycle event from the `proc_events` ring buffer (`struct proc_event`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcEvent {
+    pub kind: u32,
+    pub pid: u32,
+    pub ktime_ns: u64,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain #[repr(C)] integers without padding, valid for any bit pattern.
+    unsafe impl aya::Pod for super::GpuStats {}
+    unsafe impl aya::Pod for super::AllocKey {}
+    unsafe impl aya::Pod for super::ProcEvent {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_fields_land_in_their_bits() {
+        let c = Cookie {
+            op: GpuOp::Nccl,
+            size_arg: 3,
+            aux_arg: 4,
+            dir: CopyDir::FromKindArg,
+            nccl_op: 5,
+            driver: true,
+        };
+        assert_eq!(c.encode(), 8 | 3 << 8 | 4 << 12 | 15 << 16 | 5 << 20 | 1 << 24);
+    }
+}

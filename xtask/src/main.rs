@@ -1,0 +1,87 @@
+//! `cargo xtask`: the project's build, check, fixture and test tasks, in Rust so
+//! that they run the same on a laptop and in CI.
+
+mod ebpf;
+mod fixtures;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "inferscope's development tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Compile ebpf-programs/*.bpf.c into the committed objects under ebpf-programs/obj.
+    Ebpf {
+        /// Rebuild into a scratch folder and fail if any committed object differs.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Fetch the real GPU runtime libraries the tests run against into .cache/fixtures.
+    Fixtures,
+    /// Fetch fixtures, build the agent, and run every test (the kernel ones need root).
+    Test {
+        /// Extra arguments for `cargo test`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build in release mode and run the benchmarks, printing ratios.
+    Bench,
+}
+
+fn main() -> Result<()> {
+    let root = workspace_root();
+    match Cli::parse().task {
+        Task::Ebpf { check } => ebpf::build(&root, check),
+        Task::Fixtures => fixtures::fetch(&root).map(|_| ()),
+        Task::Test { args } => test(&root, &args),
+        Task::Bench => bench(&root),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+fn test(root: &Path, args: &[String]) -> Result<()> {
+    let fixtures = fixtures::fetch(root)?;
+    // Integration tests run the real binary; build it first so they find it.
+    run(Command::new("cargo")
+        .current_dir(root)
+        .args(["build", "--package", "inferscope"]))?;
+    run(Command::new("cargo")
+        .current_dir(root)
+        .args(["test", "--workspace"])
+        .args(args)
+        .env("INFERSCOPE_BIN", root.join("target/debug/inferscope"))
+        .env("INFERSCOPE_FIXTURES", fixtures))
+}
+
+fn bench(root: &Path) -> Result<()> {
+    let fixtures = fixtures::fetch(root)?;
+    run(Command::new("cargo")
+        .current_dir(root)
+        .args(["run", "--release", "--package", "inferscope-benches"])
+        .env("INFERSCOPE_FIXTURES", fixtures))
+}
+
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
