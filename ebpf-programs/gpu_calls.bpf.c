@@ -32,11 +32,13 @@ struct {
 /*
  * Per-thread state, freed by the kernel with the thread.
  * `runtime_*` marks the CUDA runtime call in flight on this thread, so that the
- * driver call it makes underneath is not counted a second time. There is no
- * return probe on runtime launches (hot path), so the marker is checked for
- * staleness instead: a driver call is nested in the runtime call only if its
- * stack pointer is below the runtime call's and the runtime call's return
- * address is still on the stack where it was pushed.
+ * driver call it makes underneath is not counted a second time. Runtime calls
+ * with a return probe (allocation, synchronisation) clear the marker there.
+ * Launches and copies have no return probe (hot path), so their marker is
+ * checked for staleness instead: a driver call is nested in the runtime call
+ * only if its stack pointer is below the runtime call's and the runtime call's
+ * return address is still on the stack where it was pushed. (A return probe
+ * replaces that address with its trampoline, which is why the two cases differ.)
  * `pending_*` carries what a return probe needs from its entry.
  */
 struct thread_state {
@@ -108,11 +110,18 @@ static __always_inline __u32 copy_direction(const struct call_args *args, __u64 
 }
 
 /* Returns true when this driver call is made by a CUDA runtime call already counted. */
+static __always_inline bool has_return_probe(__u32 op)
+{
+	return op == GPU_OP_ALLOC || op == GPU_OP_SYNC;
+}
+
 static __always_inline bool nested_in_runtime_call(struct thread_state *t, __u32 op, __u64 sp)
 {
 	__u64 ret = 0;
 	if (t->runtime_op != op || sp >= t->runtime_sp)
 		return false;
+	if (has_return_probe(op))
+		return true; /* cleared by the runtime call's return probe */
 	if (bpf_probe_read_user(&ret, sizeof(ret), (void *)t->runtime_sp))
 		return false;
 	return ret == t->runtime_ret;
@@ -121,7 +130,8 @@ static __always_inline bool nested_in_runtime_call(struct thread_state *t, __u32
 static __always_inline void mark_runtime_call(struct thread_state *t, __u32 op, __u64 sp)
 {
 	__u64 ret = 0;
-	bpf_probe_read_user(&ret, sizeof(ret), (void *)sp);
+	if (!has_return_probe(op))
+		bpf_probe_read_user(&ret, sizeof(ret), (void *)sp);
 	t->runtime_sp = sp;
 	t->runtime_ret = ret;
 	t->runtime_op = op;
@@ -222,6 +232,8 @@ int gpu_call_return(struct pt_regs *ctx)
 	if (!t || t->pending_cookie != cookie)
 		return 0;
 	t->pending_cookie = 0;
+	if (!COOKIE_DRIVER(cookie))
+		t->runtime_op = 0;
 
 	__u32 tgid = current_tgid();
 	struct gpu_stats *s = stats_for(tgid);

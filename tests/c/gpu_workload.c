@@ -4,7 +4,7 @@
 // compares that line with what inferscope reports for this process.
 //
 // usage: gpu_workload RUNTIME LIBRARY N BYTES [--late]
-//   RUNTIME: cudart | cuda | hip | nccl
+//   RUNTIME: cudart | cuda | cudart+cuda | hip | nccl
 // protocol on stdin/stdout (lines): [--late: "started", waits "open"] then
 // "ready", waits "go", calls, prints the expectation JSON, waits "exit".
 #include <dlfcn.h>
@@ -192,6 +192,14 @@ static void nccl(int round, size_t bytes, char *a, char *b)
 	}
 }
 
+/* Runtime calls (which go through the driver underneath) and direct driver
+ * calls on the same thread: each must be counted exactly once. */
+static void cuda_both(int round, size_t bytes, char *a, char *b)
+{
+	cuda_runtime(round, bytes, a, b);
+	cuda_driver(round, bytes, a, b);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 5) {
@@ -204,6 +212,7 @@ int main(int argc, char **argv)
 	void (*round_fn)(int, size_t, char *, char *) =
 		!strcmp(runtime, "cudart") ? cuda_runtime :
 		!strcmp(runtime, "cuda") ? cuda_driver :
+		!strcmp(runtime, "cudart+cuda") ? cuda_both :
 		!strcmp(runtime, "hip") ? hip :
 		!strcmp(runtime, "nccl") ? nccl : NULL;
 	if (!round_fn) {

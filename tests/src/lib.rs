@@ -1,1 +1,277 @@
+//! Drives the real `inferscope` binary and real workload processes for the
+//! integration tests. Every wait is bounded and fails with what was awaited.
 
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::mpsc::{Receiver, RecvTimeoutError, channel},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::{Map, Value};
+
+/// How long any single step may take before the test fails.
+pub const STEP: Duration = Duration::from_secs(30);
+
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "these tests load eBPF programs: run them as root"
+    );
+}
+
+/// Where build.rs put the compiled workload and stand-in libraries.
+pub fn test_bin(name: &str) -> PathBuf {
+    Path::new(env!("TEST_BIN_DIR")).join(name)
+}
+
+pub fn stub_library(name: &str) -> PathBuf {
+    test_bin("stubs").join(name)
+}
+
+/// A real GPU runtime library: the CUDA runtime wheel (`cargo xtask fixtures`) or Debian's HIP.
+pub fn real_library(name: &str) -> PathBuf {
+    let path = match name {
+        "libcudart.so.12" => fixtures().join("nvidia/cuda_runtime/lib").join(name),
+        _ => Path::new("/usr/lib/x86_64-linux-gnu").join(name),
+    };
+    assert!(
+        path.exists(),
+        "{} missing: run `cargo xtask test` (or bash .ci/run) to install it",
+        path.display()
+    );
+    path
+}
+
+fn fixtures() -> PathBuf {
+    std::env::var_os("INFERSCOPE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/fixtures"))
+}
+
+fn agent_binary() -> PathBuf {
+    let path = std::env::var_os("INFERSCOPE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/inferscope"));
+    assert!(
+        path.exists(),
+        "{} missing: build it first (cargo xtask test does)",
+        path.display()
+    );
+    path
+}
+
+/// Lines of a child's stdout, read on a thread so that waits can time out.
+fn line_reader(stream: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn next_line(rx: &Receiver<String>, deadline: Instant, what: &str) -> String {
+    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Ok(line) => line,
+        Err(RecvTimeoutError::Timeout) => panic!("timed out waiting for {what}"),
+        Err(RecvTimeoutError::Disconnected) => panic!("output ended while waiting for {what}"),
+    }
+}
+
+/// `inferscope run --output json` as a child process.
+pub struct Agent {
+    child: Child,
+    reports: Receiver<String>,
+}
+
+impl Agent {
+    pub fn start(extra: &[&str]) -> Self {
+        require_root();
+        let mut child = Command::new(agent_binary())
+            .args(["run", "--output", "json", "--interval", "100ms"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting inferscope");
+        let reports = line_reader(child.stdout.take().unwrap());
+        let mut agent = Self { child, reports };
+        // The first report proves the probes are loaded and the initial scan is done.
+        agent.next_report("the first report");
+        agent
+    }
+
+    pub fn next_report(&mut self, what: &str) -> Value {
+        let line = next_line(&self.reports, Instant::now() + STEP, what);
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("report is not JSON ({e}): {line}"))
+    }
+
+    /// Reads reports until one lists `pid`: from then on, its calls are counted.
+    pub fn wait_until_tracked(&mut self, pid: u32) -> Value {
+        let deadline = Instant::now() + STEP;
+        loop {
+            assert!(Instant::now() < deadline, "pid {pid} never appeared in a report");
+            let report = self.next_report(&format!("a report listing pid {pid}"));
+            if let Some(p) = process(&report, pid) {
+                return p.clone();
+            }
+        }
+    }
+
+    /// Sums `pid`'s activity over every report until the one that says it exited.
+    pub fn activity_until_exit(&mut self, pid: u32) -> Value {
+        self.activities_until_exit(&[pid]).remove(0)
+    }
+
+    /// The same for several processes at once (reports read for one are lost to the others).
+    pub fn activities_until_exit(&mut self, pids: &[u32]) -> Vec<Value> {
+        let deadline = Instant::now() + STEP;
+        let mut totals = vec![Value::Object(Map::new()); pids.len()];
+        let mut exited = vec![false; pids.len()];
+        while exited.contains(&false) {
+            assert!(
+                Instant::now() < deadline,
+                "not all of {pids:?} were reported as exited"
+            );
+            let report = self.next_report(&format!("the reports of {pids:?} exiting"));
+            for (i, &pid) in pids.iter().enumerate() {
+                if let Some(p) = process(&report, pid) {
+                    add_into(&mut totals[i], &p["gpu"]);
+                    exited[i] |= p["exited"] == Value::Bool(true);
+                }
+            }
+        }
+        totals
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn process(report: &Value, pid: u32) -> Option<&Value> {
+    report["processes"].as_array()?.iter().find(|p| p["pid"] == pid)
+}
+
+/// Adds counters field by field; `live_bytes` is a level, so the latest wins.
+fn add_into(total: &mut Value, delta: &Value) {
+    match (total, delta) {
+        (Value::Object(t), Value::Object(d)) => {
+            for (k, v) in d {
+                let slot = t.entry(k.clone()).or_insert_with(|| match v {
+                    Value::Object(_) => Value::Object(Map::new()),
+                    _ => Value::from(0),
+                });
+                if k == "live_bytes" {
+                    *slot = v.clone();
+                } else {
+                    add_into(slot, v);
+                }
+            }
+        }
+        (t, d) => {
+            *t = match (t.as_u64(), d.as_u64()) {
+                (Some(a), Some(b)) => Value::from(a + b),
+                _ => Value::from(t.as_f64().unwrap_or(0.0) + d.as_f64().unwrap_or(0.0)),
+            }
+        }
+    }
+}
+
+/// `gpu_workload` (tests/c): calls a runtime's functions N times and prints the exact tally.
+pub struct Workload {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+}
+
+impl Workload {
+    pub fn start(runtime: &str, library: &Path, rounds: u32, bytes: u64) -> Self {
+        Self::start_with(&[], runtime, library, rounds, bytes, false)
+    }
+
+    /// Starts it through `launcher` (a command line such as `unshare ...`, or none);
+    /// `late`: dlopen the library only when told to.
+    pub fn start_with(
+        launcher: &[&str],
+        runtime: &str,
+        library: &Path,
+        rounds: u32,
+        bytes: u64,
+        late: bool,
+    ) -> Self {
+        let workload = test_bin("gpu_workload");
+        let mut cmd = match launcher.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&workload);
+                c
+            }
+            None => Command::new(&workload),
+        };
+        cmd.arg(runtime)
+            .arg(library)
+            .arg(rounds.to_string())
+            .arg(bytes.to_string());
+        if late {
+            cmd.arg("--late");
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting gpu_workload");
+        let stdin = child.stdin.take().unwrap();
+        let lines = line_reader(child.stdout.take().unwrap());
+        let mut w = Self { child, stdin, lines };
+        w.expect(if late { "started" } else { "ready" });
+        w
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn expect(&mut self, want: &str) {
+        let got = next_line(
+            &self.lines,
+            Instant::now() + STEP,
+            &format!("'{want}' from gpu_workload"),
+        );
+        assert_eq!(got, want, "gpu_workload said something else");
+    }
+
+    pub fn say(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").expect("gpu_workload's stdin");
+    }
+
+    /// Lets it make its calls; returns its own tally of what an exact observer sees.
+    pub fn run_calls(&mut self) -> Value {
+        self.say("go");
+        let line = next_line(&self.lines, Instant::now() + STEP, "gpu_workload's tally");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("tally is not JSON ({e}): {line}"))
+    }
+
+    pub fn exit(mut self) {
+        self.say("exit");
+        let status = self.child.wait().expect("waiting for gpu_workload");
+        assert!(status.success(), "gpu_workload failed: {status}");
+    }
+}
+
+/// The agent's activity with the fields the workload's tally has (timing aside).
+pub fn comparable(activity: &Value) -> Value {
+    let mut a = activity.clone();
+    a.as_object_mut().unwrap().remove("sync_seconds");
+    a
+}

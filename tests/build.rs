@@ -1,0 +1,60 @@
+//! Compiles the C programs and stand-in libraries the integration tests run.
+
+use std::{env, path::PathBuf, process::Command};
+
+fn cc(args: &[&str]) {
+    let status = Command::new("cc")
+        .args(args)
+        .status()
+        .expect("a C compiler (cc) is needed for the tests");
+    assert!(status.success(), "cc {args:?} failed");
+}
+
+fn main() {
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap());
+    let c = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap()).join("c");
+    let stubs = out.join("stubs");
+    std::fs::create_dir_all(&stubs).unwrap();
+    let (o, s) = (out.display().to_string(), stubs.display().to_string());
+    let src = |f: &str| c.join(f).display().to_string();
+    println!("cargo:rerun-if-changed=c");
+
+    cc(&[
+        "-O1",
+        "-Wall",
+        "-o",
+        &format!("{o}/gpu_workload"),
+        &src("gpu_workload.c"),
+        "-ldl",
+    ]);
+    cc(&[
+        "-O1",
+        "-shared",
+        "-fPIC",
+        "-Wl,-soname,libcuda.so.1",
+        "-o",
+        &format!("{s}/libcuda.so.1"),
+        &src("stub_cuda.c"),
+    ]);
+    cc(&[
+        "-O1",
+        "-shared",
+        "-fPIC",
+        "-Wl,-soname,libcudart.so.12",
+        "-o",
+        &format!("{s}/libcudart.so.12"),
+        &src("stub_cudart.c"),
+        &format!("{s}/libcuda.so.1"),
+        "-Wl,-rpath,$ORIGIN",
+    ]);
+    cc(&[
+        "-O1",
+        "-shared",
+        "-fPIC",
+        "-Wl,-soname,libnccl.so.2",
+        "-o",
+        &format!("{s}/libnccl.so.2"),
+        &src("stub_nccl.c"),
+    ]);
+    println!("cargo:rustc-env=TEST_BIN_DIR={o}");
+}

@@ -1,0 +1,160 @@
+//! Per-process GPU activity, end to end: the real agent binary, real eBPF, real
+//! processes calling real (or stand-in) GPU runtime libraries. Each test
+//! compares the agent's figures with the workload's own exact tally.
+
+use inferscope_tests::{Agent, Workload, comparable, real_library, stub_library};
+use serde_json::json;
+
+const ROUNDS: u32 = 50;
+const BYTES: u64 = 4096;
+
+/// Starts the workload, waits until the agent tracks it, runs it, and compares.
+fn counted_exactly(agent: &mut Agent, mut workload: Workload) -> serde_json::Value {
+    let pid = workload.pid();
+    agent.wait_until_tracked(pid);
+    let tally = workload.run_calls();
+    workload.exit();
+    let seen = agent.activity_until_exit(pid);
+    assert_eq!(
+        comparable(&seen),
+        tally,
+        "agent (left) vs the workload's tally (right) for pid {pid}"
+    );
+    seen
+}
+
+#[test]
+fn real_cuda_runtime_calls_are_counted_exactly() {
+    let mut agent = Agent::start(&[]);
+    let lib = real_library("libcudart.so.12");
+    let seen = counted_exactly(&mut agent, Workload::start("cudart", &lib, ROUNDS, BYTES));
+    // Without a GPU every call fails fast; what matters is that each was seen.
+    assert_eq!(seen["kernel_launches"], json!(3 * ROUNDS));
+    assert_eq!(seen["memcpy_calls"], json!(8 * ROUNDS));
+}
+
+#[test]
+fn real_hip_calls_are_counted_exactly() {
+    let mut agent = Agent::start(&[]);
+    let lib = real_library("libamdhip64.so.5");
+    let seen = counted_exactly(&mut agent, Workload::start("hip", &lib, ROUNDS, BYTES));
+    assert_eq!(seen["kernel_launches"], json!(2 * ROUNDS));
+}
+
+#[test]
+fn runtime_calls_through_the_driver_are_counted_once_and_direct_driver_calls_too() {
+    let mut agent = Agent::start(&[]);
+    let lib = stub_library("libcudart.so.12");
+    let seen = counted_exactly(&mut agent, Workload::start("cudart+cuda", &lib, ROUNDS, BYTES));
+    // Stand-ins succeed: every second allocation stays live, none is an error.
+    assert_eq!(seen["errors"], json!(0));
+    assert_eq!(seen["live_bytes"], json!((2 * ROUNDS as u64 / 2) * BYTES));
+    // The stand-in driver blocks 1 ms per synchronisation: a floor, not a timing.
+    let syncs = seen["sync_calls"].as_u64().unwrap() as f64;
+    assert!(seen["sync_seconds"].as_f64().unwrap() >= syncs * 0.001, "{seen}");
+}
+
+#[test]
+fn nccl_bytes_are_element_count_times_datatype_size() {
+    let mut agent = Agent::start(&[]);
+    let lib = stub_library("libnccl.so.2");
+    let seen = counted_exactly(&mut agent, Workload::start("nccl", &lib, ROUNDS, BYTES));
+    assert_eq!(
+        seen["nccl"]["all_reduce"]["bytes"],
+        json!(ROUNDS as u64 * (BYTES / 8) * 4)
+    );
+}
+
+#[test]
+fn a_library_dlopened_after_start_is_found_when_the_loader_reports_it() {
+    let mut agent = Agent::start(&[]);
+    let lib = stub_library("libcudart.so.12");
+    let mut w = Workload::start_with(&[], "cudart", &lib, ROUNDS, BYTES, true);
+    let pid = w.pid();
+    // Running but without a GPU runtime: not tracked yet.
+    let report = agent.next_report("a report before dlopen");
+    assert!(
+        inferscope_tests::process(&report, pid).is_none(),
+        "tracked before it loaded a runtime"
+    );
+    w.say("open");
+    w.expect("ready");
+    counted_exactly(&mut agent, w);
+}
+
+#[test]
+fn two_processes_sharing_one_library_file_are_counted_apart() {
+    let mut agent = Agent::start(&[]);
+    let lib = real_library("libcudart.so.12");
+    let mut a = Workload::start("cudart", &lib, 10, BYTES);
+    let mut b = Workload::start("cudart", &lib, 30, BYTES);
+    agent.wait_until_tracked(a.pid());
+    agent.wait_until_tracked(b.pid());
+    let (tally_a, tally_b) = (a.run_calls(), b.run_calls());
+    let (pid_a, pid_b) = (a.pid(), b.pid());
+    a.exit();
+    b.exit();
+    let seen = agent.activities_until_exit(&[pid_a, pid_b]);
+    assert_eq!(comparable(&seen[0]), tally_a, "first process");
+    assert_eq!(comparable(&seen[1]), tally_b, "second process");
+}
+
+#[test]
+fn an_exited_process_is_reported_once_more_then_released() {
+    let mut agent = Agent::start(&[]);
+    let lib = stub_library("libcudart.so.12");
+    let w = Workload::start("cudart", &lib, 5, BYTES);
+    let pid = w.pid();
+    counted_exactly(&mut agent, w);
+    let after = agent.next_report("the report after the exit");
+    assert!(
+        inferscope_tests::process(&after, pid).is_none(),
+        "pid {pid} still reported after its exit"
+    );
+}
+
+/// A library visible only inside another mount namespace (as in a container) is
+/// reached through /proc/PID/map_files, not by its path.
+#[test]
+fn a_library_in_another_mount_namespace_is_probed() {
+    let mut agent = Agent::start(&[]);
+    let lib = real_library("libcudart.so.12");
+    let private = "/mnt/inferscope-test-ns";
+    std::fs::create_dir_all(private).unwrap();
+    let script = format!(
+        "mount -t tmpfs none {private} && cp {} {private}/ && exec \"$0\" \"$@\"",
+        lib.display()
+    );
+    let unshare = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ];
+    let inside = std::path::Path::new(private).join("libcudart.so.12");
+    let w = Workload::start_with(&unshare, "cudart", &inside, ROUNDS, BYTES, false);
+    assert!(
+        !inside.exists(),
+        "the tmpfs should be invisible outside the namespace"
+    );
+    counted_exactly(&mut agent, w);
+}
+
+#[test]
+fn only_the_named_pid_is_reported_with_pid_filter() {
+    let lib = stub_library("libcudart.so.12");
+    let mut other = Workload::start("cudart", &lib, 1, BYTES);
+    let w = Workload::start("cudart", &lib, 5, BYTES);
+    let mut agent = Agent::start(&["--pid", &w.pid().to_string()]);
+    let report = agent.next_report("a filtered report");
+    assert!(
+        inferscope_tests::process(&report, other.pid()).is_none(),
+        "{report}"
+    );
+    counted_exactly(&mut agent, w);
+    other.run_calls();
+    other.exit();
+}
