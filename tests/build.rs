@@ -27,6 +27,36 @@ fn main() {
         &src("gpu_workload.c"),
         "-ldl",
     ]);
+    // The CUDA runtime linked statically, as some inference servers ship it.
+    let fixtures = env::var("INFERSCOPE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap()).join("../.cache/fixtures")
+        });
+    let cudart_static = fixtures.join("nvidia/cuda_runtime/lib/libcudart_static.a");
+    println!("cargo:rerun-if-env-changed=INFERSCOPE_FIXTURES");
+    println!("cargo:rerun-if-changed={}", cudart_static.display());
+    if cudart_static.exists() {
+        let archive = cudart_static.display().to_string();
+        let exe = format!("{o}/gpu_workload_static");
+        cc(&[
+            "-O1",
+            "-Wall",
+            "-DSTATIC_CUDART",
+            "-o",
+            &exe,
+            &src("gpu_workload.c"),
+            &archive,
+            "-ldl",
+            "-lpthread",
+            "-lrt",
+        ]);
+    } else {
+        println!(
+            "cargo:warning=no {}: run `cargo xtask fixtures`",
+            cudart_static.display()
+        );
+    }
     cc(&[
         "-O1",
         "-shared",

@@ -106,18 +106,18 @@ impl Session {
             }
         };
         let ProcessLibraries { runtimes, loader } = libs;
-        if let Some(loader) = &loader {
-            if let Err(e) = self.process.watch_loader(loader) {
-                log::warn!("pid {pid}: dlopen will be noticed late: {e:#}");
-            }
+        if let Some(loader) = &loader
+            && let Err(e) = self.process.watch_loader(loader)
+        {
+            log::warn!("pid {pid}: dlopen will be noticed late: {e:#}");
         }
         let mut files = BTreeSet::new();
         for lib in &runtimes {
             match self.gpu.attach(lib) {
                 Ok(0) => {}
                 Ok(n) => log::info!(
-                    "probing {n} {:?} functions in {}{} (first seen in pid {pid})",
-                    lib.runtime,
+                    "probing {n} {} functions in {}{} (first seen in pid {pid})",
+                    lib.runtime.name(),
                     lib.target.path.display(),
                     if lib.statically_linked {
                         " (statically linked)"

@@ -18,7 +18,7 @@ fn c_layout(object_file: &str, name: &str) -> (usize, BTreeMap<String, usize>) {
     let section = elf
         .section_by_name(".BTF")
         .expect("objects are built with -g, so they carry BTF");
-    let btf = Btf::from_bytes(&section.data().unwrap()).expect("valid BTF");
+    let btf = Btf::from_bytes(section.data().unwrap()).expect("valid BTF");
     let ty = btf
         .resolve_types_by_name(name)
         .unwrap_or_else(|e| panic!("struct {name} not in {object_file}: {e}"))

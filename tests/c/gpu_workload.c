@@ -4,6 +4,7 @@
 // compares that line with what inferscope reports for this process.
 //
 // usage: gpu_workload RUNTIME LIBRARY N BYTES [--late]
+//   (built with -DSTATIC_CUDART as gpu_workload_static: LIBRARY is ignored)
 //   RUNTIME: cudart | cuda | cudart+cuda | hip | nccl
 // protocol on stdin/stdout (lines): [--late: "started", waits "open"] then
 // "ready", waits "go", calls, prints the expectation JSON, waits "exit".
@@ -27,10 +28,30 @@ static void expect_line(const char *want)
 	}
 }
 
+#ifdef STATIC_CUDART
+/* Built against libcudart_static.a: the runtime lives in this executable, its
+ * symbols are local, so the calls are linked directly instead of looked up. */
+#define LINKED(X) X(cudaLaunchKernel) X(cudaLaunchKernel_ptsz) X(cudaLaunchKernelExC) X(cudaGraphLaunch) \
+	X(cudaMemcpy) X(cudaMemcpyAsync) X(cudaMemset) X(cudaMemsetAsync) X(cudaMalloc) X(cudaFree) \
+	X(cudaStreamSynchronize) X(cudaDeviceSynchronize) X(cudaEventSynchronize)
+#define DECLARE(f) extern void f(void);
+LINKED(DECLARE)
+#define ENTRY(f) {#f, (void *)f},
+static const struct { const char *name; void *fn; } linked[] = { LINKED(ENTRY) };
+
+static void *sym(const char *name)
+{
+	for (size_t i = 0; i < sizeof linked / sizeof linked[0]; i++)
+		if (!strcmp(linked[i].name, name))
+			return linked[i].fn;
+	return NULL;
+}
+#else
 static void *sym(const char *name)
 {
 	return dlsym(lib, name);
 }
+#endif
 
 /* What the observer must report; printed as JSON at the end. */
 static struct {
@@ -224,11 +245,13 @@ int main(int argc, char **argv)
 		printf("started\n");
 		expect_line("open");
 	}
+#ifndef STATIC_CUDART
 	lib = dlopen(argv[2], RTLD_NOW | RTLD_LOCAL);
 	if (!lib) {
 		fprintf(stderr, "gpu_workload: %s\n", dlerror());
 		return 2;
 	}
+#endif
 	/* Buffers big enough for any size used above; the calls may touch them. */
 	char *a = calloc(1, 4 * bytes + 64), *b = calloc(1, 4 * bytes + 64);
 	printf("ready\n");

@@ -53,7 +53,7 @@ fn fixtures() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/fixtures"))
 }
 
-fn agent_binary() -> PathBuf {
+pub fn agent_binary() -> PathBuf {
     let path = std::env::var_os("INFERSCOPE_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/inferscope"));
@@ -152,6 +152,20 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// Waits for the agent to stop by itself (`--duration`) and returns its exit status.
+    pub fn wait_for_exit(mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + STEP;
+        while self
+            .reports
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
+        {}
+        assert!(Instant::now() < deadline, "the agent did not stop by itself");
+        self.child.wait().expect("waiting for the agent")
+    }
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -200,6 +214,11 @@ impl Workload {
         Self::start_with(&[], runtime, library, rounds, bytes, false)
     }
 
+    /// Another build of the workload (e.g. `gpu_workload_static`).
+    pub fn start_program(program: &Path, runtime: &str, library: &Path, rounds: u32, bytes: u64) -> Self {
+        Self::spawn(Command::new(program), runtime, library, rounds, bytes, false)
+    }
+
     /// Starts it through `launcher` (a command line such as `unshare ...`, or none);
     /// `late`: dlopen the library only when told to.
     pub fn start_with(
@@ -211,7 +230,7 @@ impl Workload {
         late: bool,
     ) -> Self {
         let workload = test_bin("gpu_workload");
-        let mut cmd = match launcher.split_first() {
+        let cmd = match launcher.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
                 c.args(args).arg(&workload);
@@ -219,6 +238,10 @@ impl Workload {
             }
             None => Command::new(&workload),
         };
+        Self::spawn(cmd, runtime, library, rounds, bytes, late)
+    }
+
+    fn spawn(mut cmd: Command, runtime: &str, library: &Path, rounds: u32, bytes: u64, late: bool) -> Self {
         cmd.arg(runtime)
             .arg(library)
             .arg(rounds.to_string())

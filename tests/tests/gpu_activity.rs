@@ -158,3 +158,17 @@ fn only_the_named_pid_is_reported_with_pid_filter() {
     other.run_calls();
     other.exit();
 }
+
+#[test]
+fn a_cuda_runtime_linked_statically_into_the_executable_is_found_by_its_symbols() {
+    let mut agent = Agent::start(&[]);
+    let workload = inferscope_tests::test_bin("gpu_workload_static");
+    assert!(
+        workload.exists(),
+        "{} was not built: libcudart_static.a missing",
+        workload.display()
+    );
+    let w = Workload::start_program(&workload, "cudart", std::path::Path::new("-"), ROUNDS, BYTES);
+    let seen = counted_exactly(&mut agent, w);
+    assert_eq!(seen["kernel_launches"], json!(3 * ROUNDS));
+}

@@ -17,7 +17,6 @@ use aya::{
 use crate::{
     discover::{Discovery, symbols},
     probes,
-    runtimes::Runtime,
 };
 
 static FEATURE_PROBE_OBJ: &[u8] =
@@ -340,11 +339,11 @@ fn gpu_runtimes() -> (Vec<String>, Vec<String>) {
     let mut discovery = Discovery::new("/proc");
     let mut processes = Vec::new();
     for pid in discovery.pids().unwrap_or_default() {
-        if let Ok(libs) = discovery.libraries(pid) {
-            if !libs.runtimes.is_empty() {
-                let rts: Vec<Runtime> = libs.runtimes.iter().map(|r| r.runtime).collect();
-                processes.push(format!("{pid} ({rts:?})"));
-            }
+        if let Ok(libs) = discovery.libraries(pid)
+            && !libs.runtimes.is_empty()
+        {
+            let names: Vec<_> = libs.runtimes.iter().map(|r| r.runtime.name()).collect();
+            processes.push(format!("{pid} ({})", names.join(",")));
         }
     }
     (libraries, processes)

@@ -131,20 +131,21 @@ impl GpuProbes {
 
     /// Releases what the kernel holds for a process that has exited.
     pub fn forget(&mut self, pid: u32) {
-        if let Ok(mut map) = self
+        if let Some(Ok(mut stats)) = self
             .ebpf
             .map_mut("gpu_stats")
-            .ok_or(())
-            .and_then(|m| PerCpuHashMap::<_, u32, GpuStats>::try_from(m).map_err(|_| ()))
+            .map(PerCpuHashMap::<_, u32, GpuStats>::try_from)
         {
-            let _ = map.remove(&pid);
+            let _ = stats.remove(&pid);
         }
-        if let Some(m) = self.ebpf.map_mut("live_allocs") {
-            if let Ok(mut allocs) = BpfHashMap::<_, AllocKey, u64>::try_from(m) {
-                let dead: Vec<AllocKey> = allocs.keys().flatten().filter(|k| k.tgid == pid).collect();
-                for key in dead {
-                    let _ = allocs.remove(&key);
-                }
+        if let Some(Ok(mut allocs)) = self
+            .ebpf
+            .map_mut("live_allocs")
+            .map(BpfHashMap::<_, AllocKey, u64>::try_from)
+        {
+            let dead: Vec<AllocKey> = allocs.keys().flatten().filter(|k| k.tgid == pid).collect();
+            for key in dead {
+                let _ = allocs.remove(&key);
             }
         }
     }

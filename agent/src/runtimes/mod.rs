@@ -9,10 +9,9 @@ mod hip;
 mod nccl;
 
 use inferscope_shared::{Cookie, CopyDir, GpuOp};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Runtime {
     /// CUDA runtime API (`libcudart`), shared or linked statically into an executable.
     Cudart,
@@ -42,6 +41,16 @@ impl Runtime {
         }
     }
 
+    /// The name used in reports (as in JSON).
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Cudart => "cudart",
+            Runtime::Cuda => "cuda",
+            Runtime::Hip => "hip",
+            Runtime::Nccl => "nccl",
+        }
+    }
+
     pub fn probes(self) -> &'static [ProbeSpec] {
         match self {
             Runtime::Cudart => cuda::RUNTIME,
@@ -54,6 +63,12 @@ impl Runtime {
     /// A symbol that only this runtime defines: how a statically linked copy is recognised.
     pub fn marker_symbol(self) -> &'static str {
         self.probes()[0].symbol
+    }
+}
+
+impl Serialize for Runtime {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
     }
 }
 
