@@ -188,8 +188,8 @@ impl Session {
             let now = stats.get(pid).copied().unwrap_or(t.reported);
             let gpu = GpuActivity::between(&t.reported, &now);
             t.reported = now;
-            let mut runtimes: Vec<_> = t.files.iter().map(|(_, rt)| *rt).collect();
-            runtimes.dedup();
+            let runtimes: BTreeSet<_> = t.files.iter().map(|(_, rt)| *rt).collect();
+            let runtimes = runtimes.into_iter().collect();
             processes.push(ProcessReport {
                 info: t.info.clone(),
                 runtimes,
