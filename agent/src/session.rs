@@ -8,7 +8,9 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use inferscope_shared::{DROP_REASONS, GpuStats, PROC_EXEC, PROC_EXIT, PROC_LIBS_CHANGED, ProcEvent};
+use inferscope_shared::{
+    DROP_PROC_EVENT, DROP_REASONS, GpuStats, PROC_EXEC, PROC_EXIT, PROC_LIBS_CHANGED, ProcEvent,
+};
 
 use crate::{
     derive::gpu::GpuActivity,
@@ -38,6 +40,7 @@ pub struct Session {
     /// Exec'd processes to look at again once their loader has had time to run.
     exec_pending: HashSet<u32>,
     drops_reported: [u64; DROP_REASONS.len()],
+    proc_events_lost: u64,
 }
 
 impl Session {
@@ -59,6 +62,7 @@ impl Session {
             users: HashMap::new(),
             exec_pending: HashSet::new(),
             drops_reported: [0; DROP_REASONS.len()],
+            proc_events_lost: 0,
         };
         for pid in pids {
             session.rescan(pid);
@@ -168,13 +172,28 @@ impl Session {
         }
     }
 
+    /// Whether process events were lost since the last call.
+    fn process_events_lost(&mut self) -> Result<bool> {
+        let lost = self.process.drops()?[DROP_PROC_EVENT];
+        let new = lost != self.proc_events_lost;
+        self.proc_events_lost = lost;
+        Ok(new)
+    }
+
     /// One interval's report; exited processes appear a last time and are then released.
     pub fn report(&mut self, interval: Duration) -> Result<Report> {
         for pid in std::mem::take(&mut self.exec_pending) {
             self.rescan(pid);
         }
+        if self.process_events_lost()? {
+            // dlopen or exec events were lost: look at every process again.
+            for pid in self.discovery.pids().unwrap_or_default() {
+                self.rescan(pid);
+            }
+        }
         let stats = self.gpu.stats()?;
-        // A process can use an already probed library before discovery saw it.
+        // A process can use an already probed library before discovery saw it;
+        // one the agent does not track (--pid) is counted in the kernel all the same: drop that.
         for pid in stats
             .keys()
             .copied()
@@ -182,6 +201,9 @@ impl Session {
             .collect::<Vec<_>>()
         {
             self.rescan(pid);
+            if !self.tracked.contains_key(&pid) {
+                self.gpu.forget(pid);
+            }
         }
         let mut processes = Vec::new();
         for (pid, t) in &mut self.tracked {

@@ -124,6 +124,9 @@ pub const DROP_REASONS: [&str; 5] = [
     "unreadable_argument",
 ];
 
+/// Index in [`DROP_REASONS`] of process events lost to a full ring buffer.
+pub const DROP_PROC_EVENT: usize = 3;
+
 /// Kinds of [`ProcEvent`] (`enum proc_event_kind`).
 pub const PROC_EXEC: u32 = 1;
 pub const PROC_EXIT: u32 = 2;

@@ -71,7 +71,7 @@ fn without_privileges_run_and_check_fail_with_one_clear_sentence() {
 
 #[test]
 fn run_with_duration_stops_by_itself_having_reported_every_call() {
-    let mut agent = Agent::start(&["--duration", "8s"]);
+    let mut agent = Agent::start(&["--duration", "10s"]);
     let mut w = Workload::start("cudart", &real_library("libcudart.so.12"), 100, 1 << 20);
     let pid = w.pid();
     agent.wait_until_tracked(pid);

@@ -14,10 +14,7 @@ use aya::{
     },
 };
 
-use crate::{
-    discover::{Discovery, symbols},
-    probes,
-};
+use crate::{discover::Discovery, probes};
 
 static FEATURE_PROBE_OBJ: &[u8] =
     aya::include_bytes_aligned!("../../../ebpf-programs/obj/feature_probe.bpf.o");
@@ -249,15 +246,14 @@ fn attach_types(btf: Option<&Btf>) -> Vec<Probe> {
     let mut attempt =
         |name, needed, f: &mut dyn FnMut(&mut Ebpf) -> Result<String>| out.push((name, f(&mut ebpf), needed));
 
+    // Located through our own memory map, not a symbol table: release builds may be stripped.
+    let target = own_function_offset(inferscope_check_uprobe_target as *const () as u64);
     attempt("uprobe", true, &mut |e| {
-        let exe = Path::new("/proc/self/exe");
-        let offset = *symbols::function_offsets(exe, ["inferscope_check_uprobe_target"])?
-            .get("inferscope_check_uprobe_target")
-            .ok_or_else(|| anyhow!("own symbol not found"))?;
+        let (exe, offset) = target.as_ref().map_err(|e| anyhow!("{e:#}"))?;
         let p: &mut UProbe = e.program_mut("probe_uprobe").unwrap().try_into()?;
         p.load()?;
         p.attach(
-            UProbeAttachLocation::AbsoluteOffset(offset),
+            UProbeAttachLocation::AbsoluteOffset(*offset),
             exe,
             UProbeScope::CallingProcess,
         )?;
@@ -269,12 +265,11 @@ fn attach_types(btf: Option<&Btf>) -> Vec<Probe> {
         }
     });
     attempt("uretprobe", true, &mut |e| {
-        let exe = Path::new("/proc/self/exe");
-        let offset = symbols::function_offsets(exe, ["inferscope_check_uprobe_target"])?["inferscope_check_uprobe_target"];
+        let (exe, offset) = target.as_ref().map_err(|e| anyhow!("{e:#}"))?;
         let p: &mut UProbe = e.program_mut("probe_uretprobe").unwrap().try_into()?;
         p.load()?;
         p.attach(
-            UProbeAttachLocation::AbsoluteOffset(offset),
+            UProbeAttachLocation::AbsoluteOffset(*offset),
             exe,
             UProbeScope::CallingProcess,
         )?;
@@ -322,6 +317,16 @@ fn attach_types(btf: Option<&Btf>) -> Vec<Probe> {
         Ok("attached".into())
     });
     out
+}
+
+/// The file and file offset of code at `address` in this process.
+fn own_function_offset(address: u64) -> Result<(std::path::PathBuf, u64)> {
+    let maps = crate::discover::maps::parse(&fs::read_to_string("/proc/self/maps")?);
+    let m = maps
+        .iter()
+        .find(|m| m.executable && (m.start..m.end).contains(&address))
+        .ok_or_else(|| anyhow!("address {address:#x} is in no file mapping of this process"))?;
+    Ok((m.path.clone(), address - m.start + m.offset))
 }
 
 /// GPU runtime libraries in the usual folders, and processes that map one.

@@ -15,6 +15,8 @@ pub struct Mapping {
     pub start: u64,
     pub end: u64,
     pub executable: bool,
+    /// Where in the file the mapping starts.
+    pub offset: u64,
     pub file: FileId,
     /// The path as the process sees it (inside its mount namespace).
     pub path: PathBuf,
@@ -36,7 +38,7 @@ fn parse_line(line: &str) -> Option<Mapping> {
     let mut fields = line.splitn(6, ' ');
     let (start, end) = fields.next()?.split_once('-')?;
     let perms = fields.next()?;
-    let _offset = fields.next()?;
+    let offset = fields.next()?;
     let (major, minor) = fields.next()?.split_once(':')?;
     let ino: u64 = fields.next()?.parse().ok()?;
     let path = fields.next()?.trim_start();
@@ -49,6 +51,7 @@ fn parse_line(line: &str) -> Option<Mapping> {
         start: u64::from_str_radix(start, 16).ok()?,
         end: u64::from_str_radix(end, 16).ok()?,
         executable: perms.as_bytes().get(2) == Some(&b'x'),
+        offset: u64::from_str_radix(offset, 16).ok()?,
         file: FileId {
             dev: libc::makedev(major as u32, minor as u32),
             ino,
@@ -77,6 +80,7 @@ garbage line
         assert_eq!(maps[1].file_name(), Some("libcudart.so.12"));
         assert!(maps[1].executable && !maps[0].executable);
         assert_eq!(maps[1].start, 0x7f12a4c00000);
+        assert_eq!(maps[1].offset, 0x28000);
         assert_eq!(
             maps[1].file,
             FileId {
