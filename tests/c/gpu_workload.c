@@ -41,6 +41,8 @@ static const struct { const char *name; void *fn; } linked[] = { LINKED(ENTRY) }
 
 static void *sym(const char *name)
 {
+	if (!name)
+		return NULL;
 	for (size_t i = 0; i < sizeof linked / sizeof linked[0]; i++)
 		if (!strcmp(linked[i].name, name))
 			return linked[i].fn;
@@ -49,7 +51,7 @@ static void *sym(const char *name)
 #else
 static void *sym(const char *name)
 {
-	return dlsym(lib, name);
+	return name ? dlsym(lib, name) : NULL;
 }
 #endif
 
@@ -121,32 +123,50 @@ static void allocated(int rc, size_t bytes)
 		e.live_bytes += bytes;
 }
 
-static void cuda_runtime(int round, size_t bytes, char *a, char *b)
+/* The CUDA runtime and HIP share their shape: the same calls under other names. */
+struct runtime_api {
+	const char *launch, *launch_twin, *graph_launch, *copy, *copy_async, *set, *set_async;
+	const char *alloc, *free, *stream_sync, *device_sync, *event_sync;
+};
+
+static void runtime_round(const struct runtime_api *api, int round, size_t bytes, char *a, char *b)
 {
 	dim3 g = {1, 1, 1};
-	char config[256] = {0};
-	e.kernel_launches += CALL(launch_rt, "cudaLaunchKernel", (void *)cuda_runtime, g, g, NULL, 0, NULL);
-	e.kernel_launches += CALL(launch_rt, "cudaLaunchKernel_ptsz", (void *)cuda_runtime, g, g, NULL, 0, NULL);
-	e.kernel_launches += CALL(launch_ex_rt, "cudaLaunchKernelExC", config, (void *)cuda_runtime, NULL);
-	e.graph_launches += CALL(ptr_ptr, "cudaGraphLaunch", NULL, NULL);
+	const char *launches[] = {api->launch, api->launch_twin};
+	for (int i = 0; i < 2; i++)
+		e.kernel_launches += CALL(launch_rt, launches[i], (void *)runtime_round, g, g, NULL, 0, NULL);
+	e.graph_launches += CALL(ptr_ptr, api->graph_launch, NULL, NULL);
 	for (int kind = 1; kind <= 4; kind++) {
-		if (CALL(copy_rt, "cudaMemcpy", a, b, bytes + kind, kind))
+		if (CALL(copy_rt, api->copy, a, b, bytes + kind, kind))
 			copied(kind, bytes + kind);
-		if (CALL(copy_async_rt, "cudaMemcpyAsync", a, b, 2 * bytes + kind, kind, NULL))
+		if (CALL(copy_async_rt, api->copy_async, a, b, 2 * bytes + kind, kind, NULL))
 			copied(kind, 2 * bytes + kind);
 	}
-	if (CALL(set_rt, "cudaMemset", a, 0, bytes))
+	if (CALL(set_rt, api->set, a, 0, bytes))
 		e.memset_calls++, e.memset_bytes += bytes;
-	if (CALL(set_async_rt, "cudaMemsetAsync", a, 0, bytes / 2, NULL))
+	if (CALL(set_async_rt, api->set_async, a, 0, bytes / 2, NULL))
 		e.memset_calls++, e.memset_bytes += bytes / 2;
 	void *p = NULL;
-	alloc_rt alloc = (alloc_rt)sym("cudaMalloc");
+	alloc_rt alloc = (alloc_rt)sym(api->alloc);
 	if (alloc)
 		allocated(alloc(&p, bytes), bytes);
-	free_half(round, "cudaFree", p, bytes);
-	e.sync_calls += CALL_RC(one_ptr, "cudaStreamSynchronize", NULL);
-	e.sync_calls += CALL_RC(no_arg, "cudaDeviceSynchronize");
-	e.sync_calls += CALL_RC(one_ptr, "cudaEventSynchronize", NULL);
+	free_half(round, api->free, p, bytes);
+	e.sync_calls += CALL_RC(one_ptr, api->stream_sync, NULL);
+	e.sync_calls += CALL_RC(no_arg, api->device_sync);
+	if (api->event_sync)
+		e.sync_calls += CALL_RC(one_ptr, api->event_sync, NULL);
+}
+
+static void cuda_runtime(int round, size_t bytes, char *a, char *b)
+{
+	static const struct runtime_api cuda = {
+		"cudaLaunchKernel", "cudaLaunchKernel_ptsz", "cudaGraphLaunch", "cudaMemcpy", "cudaMemcpyAsync",
+		"cudaMemset", "cudaMemsetAsync", "cudaMalloc", "cudaFree", "cudaStreamSynchronize",
+		"cudaDeviceSynchronize", "cudaEventSynchronize",
+	};
+	char config[256] = {0};
+	runtime_round(&cuda, round, bytes, a, b);
+	e.kernel_launches += CALL(launch_ex_rt, "cudaLaunchKernelExC", config, (void *)cuda_runtime, NULL);
 }
 
 static void cuda_driver(int round, size_t bytes, char *a, char *b)
@@ -170,27 +190,13 @@ static void cuda_driver(int round, size_t bytes, char *a, char *b)
 
 static void hip(int round, size_t bytes, char *a, char *b)
 {
-	dim3 g = {1, 1, 1};
-	e.kernel_launches += CALL(launch_rt, "hipLaunchKernel", (void *)hip, g, g, NULL, 0, NULL);
+	/* hipModuleLaunchKernel takes the driver-style argument list; it is called below. */
+	static const struct runtime_api hip_api = {
+		"hipLaunchKernel", NULL, "hipGraphLaunch", "hipMemcpy", "hipMemcpyAsync", "hipMemset",
+		"hipMemsetAsync", "hipMalloc", "hipFree", "hipStreamSynchronize", "hipDeviceSynchronize", NULL,
+	};
+	runtime_round(&hip_api, round, bytes, a, b);
 	e.kernel_launches += CALL(launch_drv, "hipModuleLaunchKernel", NULL, 1, 1, 1, 1, 1, 1, 0, NULL, NULL, NULL);
-	e.graph_launches += CALL(ptr_ptr, "hipGraphLaunch", NULL, NULL);
-	for (int kind = 1; kind <= 4; kind++) {
-		if (CALL(copy_rt, "hipMemcpy", a, b, bytes + kind, kind))
-			copied(kind, bytes + kind);
-		if (CALL(copy_async_rt, "hipMemcpyAsync", a, b, 2 * bytes + kind, kind, NULL))
-			copied(kind, 2 * bytes + kind);
-	}
-	if (CALL(set_rt, "hipMemset", a, 0, bytes))
-		e.memset_calls++, e.memset_bytes += bytes;
-	if (CALL(set_async_rt, "hipMemsetAsync", a, 0, bytes / 2, NULL))
-		e.memset_calls++, e.memset_bytes += bytes / 2;
-	void *p = NULL;
-	alloc_rt alloc = (alloc_rt)sym("hipMalloc");
-	if (alloc)
-		allocated(alloc(&p, bytes), bytes);
-	free_half(round, "hipFree", p, bytes);
-	e.sync_calls += CALL_RC(one_ptr, "hipStreamSynchronize", NULL);
-	e.sync_calls += CALL_RC(no_arg, "hipDeviceSynchronize");
 }
 
 static void nccl(int round, size_t bytes, char *a, char *b)

@@ -248,15 +248,19 @@ fn attach_types(btf: Option<&Btf>) -> Vec<Probe> {
 
     // Located through our own memory map, not a symbol table: release builds may be stripped.
     let target = own_function_offset(inferscope_check_uprobe_target as *const () as u64);
-    attempt("uprobe", true, &mut |e| {
+    let attach_own = |e: &mut Ebpf, program: &str| -> Result<()> {
         let (exe, offset) = target.as_ref().map_err(|e| anyhow!("{e:#}"))?;
-        let p: &mut UProbe = e.program_mut("probe_uprobe").unwrap().try_into()?;
+        let p: &mut UProbe = e.program_mut(program).unwrap().try_into()?;
         p.load()?;
         p.attach(
             UProbeAttachLocation::AbsoluteOffset(*offset),
             exe,
             UProbeScope::CallingProcess,
         )?;
+        Ok(())
+    };
+    attempt("uprobe", true, &mut |e| {
+        attach_own(e, "probe_uprobe")?;
         inferscope_check_uprobe_target(1);
         let hits: Array<_, u64> = Array::try_from(e.map("uprobe_hits").unwrap())?;
         match hits.get(&0, 0)? {
@@ -265,14 +269,7 @@ fn attach_types(btf: Option<&Btf>) -> Vec<Probe> {
         }
     });
     attempt("uretprobe", true, &mut |e| {
-        let (exe, offset) = target.as_ref().map_err(|e| anyhow!("{e:#}"))?;
-        let p: &mut UProbe = e.program_mut("probe_uretprobe").unwrap().try_into()?;
-        p.load()?;
-        p.attach(
-            UProbeAttachLocation::AbsoluteOffset(*offset),
-            exe,
-            UProbeScope::CallingProcess,
-        )?;
+        attach_own(e, "probe_uretprobe")?;
         Ok("attached".into())
     });
     attempt("tp_btf", true, &mut |e| {
