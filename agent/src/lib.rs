@@ -7,10 +7,12 @@
 //! state the CLI ([`cli`]) drives.
 
 pub mod cli;
+pub mod decode;
 pub mod derive;
 pub mod discover;
 pub mod export;
 pub mod join;
 pub mod probes;
 pub mod runtimes;
+pub mod server_watch;
 pub mod session;

@@ -8,15 +8,13 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use inferscope_shared::{
-    DROP_PROC_EVENT, DROP_REASONS, GpuStats, PROC_EXEC, PROC_EXIT, PROC_LIBS_CHANGED, ProcEvent,
-};
+use inferscope_shared::{DROP_PROC_EVENT, GpuStats, PROC_EXEC, PROC_EXIT, PROC_LIBS_CHANGED, ProcEvent};
 
 use crate::{
     derive::gpu::GpuActivity,
     discover::{Discovery, ProcessLibraries, maps::FileId, process::ProcessInfo},
     join::{ProcessReport, Report},
-    probes::{GpuProbes, ProcessProbes},
+    probes::{DropDeltas, GpuProbes, ProcessProbes},
     runtimes::Runtime,
 };
 
@@ -39,7 +37,7 @@ pub struct Session {
     users: HashMap<(FileId, Runtime), BTreeSet<u32>>,
     /// Exec'd processes to look at again once their loader has had time to run.
     exec_pending: HashSet<u32>,
-    drops_reported: [u64; DROP_REASONS.len()],
+    drops: DropDeltas,
     proc_events_lost: u64,
 }
 
@@ -61,13 +59,17 @@ impl Session {
             tracked: BTreeMap::new(),
             users: HashMap::new(),
             exec_pending: HashSet::new(),
-            drops_reported: [0; DROP_REASONS.len()],
+            drops: DropDeltas::default(),
             proc_events_lost: 0,
         };
         for pid in pids {
             session.rescan(pid);
         }
         Ok(session)
+    }
+
+    pub fn tracked_pids(&self) -> Vec<u32> {
+        self.tracked.keys().copied().collect()
     }
 
     pub fn process_probes(&mut self) -> &mut ProcessProbes {
@@ -219,10 +221,11 @@ impl Session {
                 exited: t.exited,
             });
         }
+        // Gone, or no longer mapping any runtime (exec'd another program, dlclose'd).
         let exited: Vec<_> = self
             .tracked
             .iter()
-            .filter(|(_, t)| t.exited)
+            .filter(|(_, t)| t.exited || t.files.is_empty())
             .map(|(p, _)| *p)
             .collect();
         for pid in exited {
@@ -235,19 +238,14 @@ impl Session {
         }
 
         let (gpu_drops, proc_drops) = (self.gpu.drops()?, self.process.drops()?);
-        let mut drops = BTreeMap::new();
-        for (i, &reason) in DROP_REASONS.iter().enumerate() {
-            let total = gpu_drops[i] + proc_drops[i];
-            let new = total.wrapping_sub(self.drops_reported[i]);
-            self.drops_reported[i] = total;
-            if new > 0 {
-                drops.insert(reason, new);
-            }
-        }
+        let drops = self
+            .drops
+            .take(std::array::from_fn(|i| gpu_drops[i] + proc_drops[i]));
         Ok(Report {
             time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             interval_s: interval.as_secs_f64(),
             processes,
+            servers: Vec::new(),
             dropped_events: drops.values().sum(),
             drops,
         })

@@ -78,7 +78,8 @@ enum drop_reason {
 	DROP_THREAD_STATE = 2,
 	DROP_PROC_EVENT = 3,
 	DROP_UNREADABLE_ARG = 4,
-	DROP_REASONS = 5,
+	DROP_NET_EVENT = 5, /* socket capture ring buffer full */
+	DROP_REASONS = 6,
 };
 
 /* Process lifecycle, sent through the `proc_events` ring buffer. */
@@ -95,3 +96,38 @@ struct proc_event {
 };
 
 #endif
+
+/* ---- Socket payload capture (net_capture.bpf.c) ---- */
+
+/* Most bytes of one send or receive copied to userspace (a power of two); the
+ * agent may lower it with the `capture_bytes` global. */
+#define NET_CAPTURE_MAX 4096
+
+enum net_event_kind {
+	NET_DATA = 1,       /* bytes moved by one send or receive */
+	NET_PEER_CLOSED = 2, /* the client closed its side (TCP_CLOSE_WAIT) */
+	NET_CLOSED = 3,     /* the connection is gone (TCP_CLOSE) */
+};
+
+enum net_direction {
+	NET_RECV = 0,
+	NET_SEND = 1,
+};
+
+/* The bytes could not be reached (io_uring, sendfile, sendmmsg...): timing only. */
+#define NET_FLAG_UNREADABLE 1
+
+struct net_event {
+	__u64 ktime_ns;
+	__u64 sock_cookie; /* connection identity, unique for the socket's life */
+	__u32 pid;
+	__u32 len;      /* bytes the call moved */
+	__u32 captured; /* bytes of data[] that are valid: min(len, capture_bytes) */
+	__u16 local_port;
+	__u16 remote_port;
+	__u8 kind;
+	__u8 direction;
+	__u8 flags;
+	__u8 pad[5];
+	__u8 data[NET_CAPTURE_MAX];
+};

@@ -116,12 +116,13 @@ pub struct AllocKey {
 }
 
 /// Why the kernel side did not count something (`enum drop_reason`), index into `drops`.
-pub const DROP_REASONS: [&str; 5] = [
+pub const DROP_REASONS: [&str; 6] = [
     "stats_table_full",
     "alloc_table_full",
     "thread_state_unavailable",
     "proc_event_ring_full",
     "unreadable_argument",
+    "net_event_ring_full",
 ];
 
 /// Index in [`DROP_REASONS`] of process events lost to a full ring buffer.
@@ -141,12 +142,45 @@ pub struct ProcEvent {
     pub ktime_ns: u64,
 }
 
+/// Most bytes of one send or receive the kernel copies (`NET_CAPTURE_MAX`).
+pub const NET_CAPTURE_MAX: usize = 4096;
+
+/// Kinds of [`NetEventHeader`] (`enum net_event_kind`).
+pub const NET_DATA: u8 = 1;
+pub const NET_PEER_CLOSED: u8 = 2;
+pub const NET_CLOSED: u8 = 3;
+
+/// Directions (`enum net_direction`).
+pub const NET_RECV: u8 = 0;
+pub const NET_SEND: u8 = 1;
+
+/// The bytes could not be reached (io_uring, sendfile...): timing only.
+pub const NET_FLAG_UNREADABLE: u8 = 1;
+
+/// The fixed part of `struct net_event`; `captured` bytes of payload follow it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetEventHeader {
+    pub ktime_ns: u64,
+    pub sock_cookie: u64,
+    pub pid: u32,
+    pub len: u32,
+    pub captured: u32,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub kind: u8,
+    pub direction: u8,
+    pub flags: u8,
+    pub pad: [u8; 5],
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain #[repr(C)] integers without padding, valid for any bit pattern.
     unsafe impl aya::Pod for super::GpuStats {}
     unsafe impl aya::Pod for super::AllocKey {}
     unsafe impl aya::Pod for super::ProcEvent {}
+    unsafe impl aya::Pod for super::NetEventHeader {}
 }
 
 #[cfg(test)]

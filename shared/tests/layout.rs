@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, mem::offset_of, path::Path};
 
 use btf_rs::{Btf, Type};
-use inferscope_shared::{AllocKey, GpuStats, ProcEvent};
+use inferscope_shared::{AllocKey, GpuStats, NET_CAPTURE_MAX, NetEventHeader, ProcEvent};
 use object::{Object as _, ObjectSection as _};
 
 /// (size, field name -> byte offset) of `name` in the object's BTF.
@@ -79,4 +79,31 @@ fn alloc_key_matches_the_c_header() {
 #[test]
 fn proc_event_matches_the_c_header() {
     assert_same_layout!("process.bpf.o", "proc_event", ProcEvent { kind, pid, ktime_ns });
+}
+
+#[test]
+fn net_event_header_matches_the_c_header_and_data_follows_it() {
+    let (size, mut fields) = c_layout("net_capture.bpf.o", "net_event");
+    assert_eq!(
+        fields.remove("data"),
+        Some(size_of::<NetEventHeader>()),
+        "data[] must follow the header"
+    );
+    assert_eq!(size, size_of::<NetEventHeader>() + NET_CAPTURE_MAX);
+    let rust: BTreeMap<String, usize> = [
+        ("ktime_ns", offset_of!(NetEventHeader, ktime_ns)),
+        ("sock_cookie", offset_of!(NetEventHeader, sock_cookie)),
+        ("pid", offset_of!(NetEventHeader, pid)),
+        ("len", offset_of!(NetEventHeader, len)),
+        ("captured", offset_of!(NetEventHeader, captured)),
+        ("local_port", offset_of!(NetEventHeader, local_port)),
+        ("remote_port", offset_of!(NetEventHeader, remote_port)),
+        ("kind", offset_of!(NetEventHeader, kind)),
+        ("direction", offset_of!(NetEventHeader, direction)),
+        ("flags", offset_of!(NetEventHeader, flags)),
+        ("pad", offset_of!(NetEventHeader, pad)),
+    ]
+    .map(|(k, v)| (k.to_string(), v))
+    .into();
+    assert_eq!(fields, rust);
 }

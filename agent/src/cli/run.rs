@@ -1,12 +1,13 @@
 //! `inferscope run`: attach, then report every interval until stopped.
 
-use std::{collections::HashSet, process::ExitCode, time::Duration};
+use std::{collections::HashSet, io::Write, process::ExitCode, time::Duration};
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Btf,
     maps::{MapData, RingBuf},
 };
+use inferscope_shared::{NET_CAPTURE_MAX, PROC_EXEC, PROC_EXIT};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -17,7 +18,8 @@ use super::parse_duration;
 use crate::{
     discover::Discovery,
     export::{self, Format},
-    probes::{self, GpuProbes, ProcessProbes, decode_event},
+    probes::{self, GpuProbes, NetProbes, ProcessProbes, decode_event, decode_net_event},
+    server_watch::ServerWatch,
     session::Session,
 };
 
@@ -32,9 +34,18 @@ pub struct RunArgs {
     /// Stop after this long (a last report covers the remainder).
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Duration>,
-    /// Only watch these processes (repeatable).
+    /// Only watch these processes (repeatable); their listening ports are captured too.
     #[arg(long = "pid")]
     pids: Vec<u32>,
+    /// Also capture requests to this local port (repeatable).
+    #[arg(long = "port")]
+    ports: Vec<u16>,
+    /// Also treat processes with this command name as inference servers (repeatable).
+    #[arg(long = "comm")]
+    comms: Vec<String>,
+    /// Bytes of each send or receive copied for decoding (at most 4096).
+    #[arg(long, default_value_t = NET_CAPTURE_MAX as u32)]
+    capture_bytes: u32,
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
@@ -43,22 +54,47 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let btf = Btf::from_sys_fs().context("reading kernel BTF from /sys/kernel/btf/vmlinux")?;
     let process = ProcessProbes::load(&btf)?;
     let gpu = GpuProbes::load()?;
+    let net = NetProbes::load(&btf, args.capture_bytes)?;
     let only = (!args.pids.is_empty()).then(|| args.pids.iter().copied().collect::<HashSet<_>>());
-    let session = Session::start(Discovery::new("/proc"), gpu, process, only)?;
+    let discovery = Discovery::new("/proc");
+    let pids = discovery.pids()?;
+    let session = Session::start(discovery, gpu, process, only)?;
+    let mut servers = ServerWatch::start(
+        net,
+        "/proc".into(),
+        &args.ports,
+        args.comms.clone(),
+        monotonic_ns(),
+    )?;
+    for pid in pids {
+        servers.consider(pid, args.pids.contains(&pid));
+    }
+    for pid in session.tracked_pids() {
+        servers.consider(pid, true);
+    }
     tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
         .build()?
-        .block_on(report_loop(session, args))?;
+        .block_on(report_loop(session, servers, args))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn report_loop(mut session: Session, args: RunArgs) -> Result<()> {
-    let ring = session.process_probes().events()?;
+/// Wraps a ring buffer for readiness notifications.
+fn watch(ring: RingBuf<MapData>, what: &str) -> Result<AsyncFd<RingBuf<MapData>>> {
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged while the AsyncFd owns it.
-    let mut events = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("watching the process event ring buffer: {e}"))?;
-    let mut stdout = std::io::stdout().lock();
+    unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| anyhow!("watching the {what} ring buffer: {e}"))
+}
+
+async fn report_loop(mut session: Session, mut servers: ServerWatch, args: RunArgs) -> Result<()> {
+    let mut proc_events = watch(session.process_probes().events()?, "process event")?;
+    let mut net_events = watch(servers.net_probes().events()?, "socket capture")?;
+    let mut out = Output {
+        stdout: std::io::stdout().lock(),
+        format: args.output,
+        wall_offset_ns: wall_offset_ns(),
+    };
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let start = Instant::now();
@@ -69,9 +105,15 @@ async fn report_loop(mut session: Session, args: RunArgs) -> Result<()> {
     log::info!("attached; reporting every {:?}", args.interval);
     loop {
         let stop = tokio::select! {
-            ready = events.readable_mut() => {
+            ready = proc_events.readable_mut() => {
                 let mut guard = ready?;
-                drain(guard.get_inner_mut(), &mut session);
+                drain_process_events(guard.get_inner_mut(), &mut session, &mut servers, &args.pids);
+                guard.clear_ready();
+                continue;
+            }
+            ready = net_events.readable_mut() => {
+                let mut guard = ready?;
+                drain_net_events(guard.get_inner_mut(), &mut servers, &mut out)?;
                 guard.clear_ready();
                 continue;
             }
@@ -80,23 +122,91 @@ async fn report_loop(mut session: Session, args: RunArgs) -> Result<()> {
             _ = terminate.recv() => true,
             _ = interrupt.recv() => true,
         };
-        // Exits and dlopens that happened before this instant belong in this report.
-        drain(events.get_mut(), &mut session);
+        // What happened before this instant belongs in this report.
+        drain_process_events(proc_events.get_mut(), &mut session, &mut servers, &args.pids);
+        drain_net_events(net_events.get_mut(), &mut servers, &mut out)?;
         let now = Instant::now();
-        let report = session.report(now - last)?;
+        let interval = now - last;
         last = now;
-        export::write(&mut stdout, args.output, &report).context("writing the report")?;
+        let mut report = session.report(interval)?;
+        report.servers = servers.report(interval.as_secs_f64(), monotonic_ns());
+        report.add_drops(servers.drops()?);
+        for pid in session.tracked_pids() {
+            servers.consider(pid, true);
+        }
+        if out.format != Format::Requests {
+            export::write(&mut out.stdout, out.format, &report).context("writing the report")?;
+        }
         if stop {
             return Ok(());
         }
     }
 }
 
-fn drain(events: &mut RingBuf<MapData>, session: &mut Session) {
+struct Output<W: Write> {
+    stdout: W,
+    format: Format,
+    /// CLOCK_REALTIME - CLOCK_MONOTONIC: turns kernel timestamps into wall-clock time.
+    wall_offset_ns: i128,
+}
+
+fn drain_process_events(
+    events: &mut RingBuf<MapData>,
+    session: &mut Session,
+    servers: &mut ServerWatch,
+    named: &[u32],
+) {
     while let Some(record) = events.next() {
-        match decode_event(&record) {
-            Some(event) => session.handle(&event),
-            None => log::warn!("process event of {} bytes ignored", record.len()),
+        let Some(event) = decode_event(&record) else {
+            log::warn!("process event of {} bytes ignored", record.len());
+            continue;
+        };
+        session.handle(&event);
+        match event.kind {
+            PROC_EXEC => servers.consider(event.pid, named.contains(&event.pid)),
+            PROC_EXIT => servers.process_exited(event.pid),
+            _ => {}
         }
     }
+}
+
+fn drain_net_events<W: Write>(
+    events: &mut RingBuf<MapData>,
+    servers: &mut ServerWatch,
+    out: &mut Output<W>,
+) -> Result<()> {
+    while let Some(record) = events.next() {
+        let Some(event) = decode_net_event(&record) else {
+            log::warn!("socket capture of {} bytes ignored", record.len());
+            continue;
+        };
+        let finished = servers.on_event(&event);
+        if out.format == Format::Requests {
+            for r in finished {
+                let time = std::time::UNIX_EPOCH
+                    + Duration::from_nanos((r.end_ns as i128 + out.wall_offset_ns).max(0) as u64);
+                export::write_request(&mut out.stdout, time, r).context("writing a request")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+/// The kernel's bpf_ktime_get_ns clock.
+fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC) as u64
+}
+
+fn wall_offset_ns() -> i128 {
+    clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC)
 }

@@ -30,6 +30,24 @@ impl ProcessInfo {
     }
 }
 
+/// Inference servers recognised by their command name or command line:
+/// llama.cpp, Ollama, Triton, TGI's router, vLLM and SGLang (Python).
+pub fn is_known_server(comm: &str, cmdline: &str) -> bool {
+    const COMMS: [&str; 5] = [
+        "llama-server",
+        "ollama",
+        "tritonserver",
+        "text-generation",
+        "text-generation-",
+    ];
+    const MODULES: [&str; 4] = ["vllm", "sglang", "llama_cpp.server", "text_generation_server"];
+    COMMS.iter().any(|c| comm.starts_with(c))
+        || cmdline
+            .split('\0')
+            .take(4)
+            .any(|arg| MODULES.iter().any(|m| arg.contains(m)))
+}
+
 /// The container ID in a `/proc/PID/cgroup` listing: the 64-hex-digit name that
 /// Docker, containerd, CRI-O and Kubernetes give a container's cgroup
 /// (`docker-<id>.scope`, `cri-containerd-<id>.scope`, `crio-<id>`, `.../<id>`).
@@ -60,6 +78,28 @@ mod tests {
         ] {
             assert_eq!(container_id(&cgroup).as_deref(), Some(ID), "{cgroup}");
         }
+    }
+
+    #[test]
+    fn inference_servers_are_recognised_by_name_or_command_line() {
+        assert!(is_known_server("llama-server", "llama-server\0-m\0x.gguf"));
+        assert!(is_known_server(
+            "text-generation",
+            "text-generation-router\0--port\08080"
+        ));
+        assert!(is_known_server(
+            "python3",
+            "python3\0-m\0vllm.entrypoints.openai.api_server\0"
+        ));
+        assert!(is_known_server(
+            "vllm",
+            "/usr/bin/python3\0/usr/local/bin/vllm\0serve\0"
+        ));
+        assert!(!is_known_server(
+            "python3",
+            "python3\0train.py\0--data\0vllm-logs"
+        ));
+        assert!(!is_known_server("bash", "bash\0"));
     }
 
     #[test]

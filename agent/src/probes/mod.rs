@@ -2,17 +2,22 @@
 //! they produce: per-process GPU counters and process lifecycle events.
 
 mod gpu;
+mod net;
 mod process;
 
 pub use gpu::GpuProbes;
 pub use gpu::zip_with as gpu_zip_with;
+pub use net::{NetEvent, NetProbes, decode_net_event};
 pub use process::{ProcessProbes, decode_event};
+
+use std::collections::BTreeMap;
 
 use aya::maps::{MapData, PerCpuArray};
 use inferscope_shared::DROP_REASONS;
 
 /// The objects `cargo xtask ebpf` builds, embedded so that the binary is all one needs.
 static GPU_CALLS_OBJ: &[u8] = aya::include_bytes_aligned!("../../../ebpf-programs/obj/gpu_calls.bpf.o");
+static NET_CAPTURE_OBJ: &[u8] = aya::include_bytes_aligned!("../../../ebpf-programs/obj/net_capture.bpf.o");
 static PROCESS_OBJ: &[u8] = aya::include_bytes_aligned!("../../../ebpf-programs/obj/process.bpf.o");
 
 /// Cumulative drops per reason (index as in [`DROP_REASONS`]), summed over CPUs.
@@ -24,6 +29,27 @@ fn read_drops(map: &PerCpuArray<&MapData, u64>) -> [u64; DROP_REASONS.len()] {
         }
     }
     out
+}
+
+/// Turns cumulative per-reason drop counters into per-interval deltas.
+#[derive(Default)]
+pub struct DropDeltas {
+    seen: [u64; DROP_REASONS.len()],
+}
+
+impl DropDeltas {
+    /// The non-zero increases since the last call, by reason.
+    pub fn take(&mut self, totals: [u64; DROP_REASONS.len()]) -> BTreeMap<&'static str, u64> {
+        let mut out = BTreeMap::new();
+        for (i, &reason) in DROP_REASONS.iter().enumerate() {
+            let new = totals[i].wrapping_sub(self.seen[i]);
+            self.seen[i] = totals[i];
+            if new > 0 {
+                out.insert(reason, new);
+            }
+        }
+        out
+    }
 }
 
 /// aya refuses to load when RLIMIT_MEMLOCK is low on kernels that still charge

@@ -1,0 +1,453 @@
+//! HTTP/1.1 message framing for one direction of a connection: heads, bodies
+//! (Content-Length, chunked, or until close), keep-alive and pipelining.
+//! Request heads are parsed with `httparse`; body bytes pass through as they
+//! arrive, de-chunked, with the timestamp of the segment that carried them.
+
+/// What a request or response head says that matters here.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Head {
+    /// Request method, or empty for a response.
+    pub method: String,
+    /// Request path, or empty for a response.
+    pub path: String,
+    /// Response status, 0 for a request.
+    pub status: u16,
+    pub content_type: String,
+    pub chunked: bool,
+    pub content_length: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Http1Event {
+    Head {
+        ts_ns: u64,
+        head: Head,
+    },
+    /// Body bytes (de-chunked); `missing` counts body bytes not captured just before these.
+    Body {
+        ts_ns: u64,
+        data: Vec<u8>,
+        missing: usize,
+    },
+    /// The message is complete.
+    End {
+        ts_ns: u64,
+    },
+    /// The stream cannot be followed any more (garbage, or a gap in framing bytes).
+    Desync {
+        reason: &'static str,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Parses requests (what a server receives).
+    Request,
+    /// Parses responses (what a server sends).
+    Response,
+}
+
+#[derive(Debug)]
+enum Body {
+    None,
+    Length(u64),
+    /// Inside chunked framing: `ChunkData(n)` bytes of data left in the current chunk.
+    ChunkSize,
+    ChunkData(u64),
+    ChunkDataEnd,
+    Trailer,
+    UntilClose,
+}
+
+/// Most header bytes buffered while waiting for the end of a head.
+const MAX_HEAD: usize = 64 * 1024;
+
+#[derive(Debug)]
+pub struct Http1Parser {
+    role: Role,
+    buf: Vec<u8>,
+    body: Body,
+    desynced: bool,
+}
+
+impl Http1Parser {
+    pub fn new(role: Role) -> Self {
+        Self {
+            role,
+            buf: Vec::new(),
+            body: Body::None,
+            desynced: false,
+        }
+    }
+
+    /// Feeds one segment; appends what it completes to `out`.
+    pub fn feed(&mut self, seg: super::Segment<'_>, out: &mut Vec<Http1Event>) {
+        if self.desynced {
+            return;
+        }
+        self.buf.extend_from_slice(seg.data);
+        let mut missing = seg.missing;
+        loop {
+            let progressed = match self.body {
+                Body::None => self.head(seg.ts_ns, out),
+                _ => self.body_bytes(seg.ts_ns, &mut missing, out),
+            };
+            if self.desynced || !progressed {
+                break;
+            }
+        }
+        if missing > 0 && !self.desynced {
+            // Uncaptured bytes inside a head or chunk framing: we can no longer frame.
+            self.desync("framing bytes were not captured", out);
+        }
+    }
+
+    /// The peer closed the connection: a close-delimited body ends here.
+    pub fn close(&mut self, ts_ns: u64, out: &mut Vec<Http1Event>) {
+        if matches!(self.body, Body::UntilClose) {
+            out.push(Http1Event::End { ts_ns });
+            self.body = Body::None;
+        }
+    }
+
+    fn desync(&mut self, reason: &'static str, out: &mut Vec<Http1Event>) {
+        self.desynced = true;
+        self.buf.clear();
+        out.push(Http1Event::Desync { reason });
+    }
+
+    fn head(&mut self, ts_ns: u64, out: &mut Vec<Http1Event>) -> bool {
+        // Tolerate the blank lines some clients send between pipelined requests.
+        let skip = self
+            .buf
+            .iter()
+            .take_while(|b| **b == b'\r' || **b == b'\n')
+            .count();
+        self.buf.drain(..skip);
+        if self.buf.is_empty() {
+            return false;
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut head = Head::default();
+        let parsed = match self.role {
+            Role::Request => {
+                let mut req = httparse::Request::new(&mut headers);
+                let status = req.parse(&self.buf);
+                head.method = req.method.unwrap_or_default().to_string();
+                head.path = req.path.unwrap_or_default().to_string();
+                status
+            }
+            Role::Response => {
+                let mut res = httparse::Response::new(&mut headers);
+                let status = res.parse(&self.buf);
+                head.status = res.code.unwrap_or(0);
+                status
+            }
+        };
+        let len = match parsed {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if self.buf.len() <= MAX_HEAD => return false,
+            Ok(httparse::Status::Partial) => {
+                self.desync("head larger than 64 KiB", out);
+                return false;
+            }
+            Err(_) => {
+                self.desync("not HTTP/1.x", out);
+                return false;
+            }
+        };
+        for h in headers.iter().take_while(|h| !h.name.is_empty()) {
+            let value = String::from_utf8_lossy(h.value).trim().to_ascii_lowercase();
+            if h.name.eq_ignore_ascii_case("content-type") {
+                head.content_type = value;
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                head.chunked = value.split(',').any(|v| v.trim() == "chunked");
+            } else if h.name.eq_ignore_ascii_case("content-length") {
+                head.content_length = value.parse().ok();
+            }
+        }
+        self.buf.drain(..len);
+        self.body = if head.chunked {
+            Body::ChunkSize
+        } else if let Some(n) = head.content_length {
+            Body::Length(n)
+        } else if self.role == Role::Response && !no_body_status(head.status) {
+            Body::UntilClose
+        } else {
+            Body::Length(0)
+        };
+        out.push(Http1Event::Head { ts_ns, head });
+        true
+    }
+
+    fn body_bytes(&mut self, ts_ns: u64, missing: &mut usize, out: &mut Vec<Http1Event>) -> bool {
+        match self.body {
+            Body::Length(0) => {
+                self.body = Body::None;
+                out.push(Http1Event::End { ts_ns });
+                true
+            }
+            Body::Length(left) => {
+                let (taken, gap) = self.take_data(left, missing, ts_ns, out);
+                if taken == 0 && gap == 0 {
+                    return false;
+                }
+                self.body = Body::Length(left - taken - gap);
+                true
+            }
+            Body::UntilClose => {
+                let (taken, gap) = self.take_data(u64::MAX, missing, ts_ns, out);
+                taken + gap > 0
+            }
+            Body::ChunkData(0) => {
+                self.body = Body::ChunkDataEnd;
+                true
+            }
+            Body::ChunkData(left) => {
+                let (taken, gap) = self.take_data(left, missing, ts_ns, out);
+                if taken == 0 && gap == 0 {
+                    return false;
+                }
+                self.body = Body::ChunkData(left - taken - gap);
+                true
+            }
+            Body::ChunkDataEnd => match self.line() {
+                Some(line) if line.is_empty() => {
+                    self.body = Body::ChunkSize;
+                    true
+                }
+                Some(_) => {
+                    self.desync("chunk not followed by CRLF", out);
+                    false
+                }
+                None => false,
+            },
+            Body::ChunkSize => match self.line() {
+                Some(line) => {
+                    let size = std::str::from_utf8(&line)
+                        .ok()
+                        .and_then(|l| u64::from_str_radix(l.split(';').next()?.trim(), 16).ok());
+                    match size {
+                        Some(0) => self.body = Body::Trailer,
+                        Some(n) => self.body = Body::ChunkData(n),
+                        None => self.desync("bad chunk size", out),
+                    }
+                    !self.desynced
+                }
+                None => false,
+            },
+            Body::Trailer => match self.line() {
+                Some(line) if line.is_empty() => {
+                    self.body = Body::None;
+                    out.push(Http1Event::End { ts_ns });
+                    true
+                }
+                Some(_) => true,
+                None => false,
+            },
+            Body::None => false,
+        }
+    }
+
+    /// Takes up to `limit` body bytes from the buffer (or, once it is empty, from
+    /// the uncaptured `missing` ones); returns (taken, skipped).
+    fn take_data(
+        &mut self,
+        limit: u64,
+        missing: &mut usize,
+        ts_ns: u64,
+        out: &mut Vec<Http1Event>,
+    ) -> (u64, u64) {
+        let n = (self.buf.len() as u64).min(limit) as usize;
+        if n > 0 {
+            let data: Vec<u8> = self.buf.drain(..n).collect();
+            out.push(Http1Event::Body {
+                ts_ns,
+                data,
+                missing: 0,
+            });
+            return (n as u64, 0);
+        }
+        let gap = (*missing as u64).min(limit);
+        if gap > 0 {
+            *missing -= gap as usize;
+            out.push(Http1Event::Body {
+                ts_ns,
+                data: Vec::new(),
+                missing: gap as usize,
+            });
+        }
+        (0, gap)
+    }
+
+    /// A CRLF-terminated line from the buffer, without the CRLF.
+    fn line(&mut self) -> Option<Vec<u8>> {
+        let end = self.buf.windows(2).position(|w| w == b"\r\n")?;
+        let line = self.buf[..end].to_vec();
+        self.buf.drain(..end + 2);
+        Some(line)
+    }
+}
+
+fn no_body_status(status: u16) -> bool {
+    (100..200).contains(&status) || status == 204 || status == 304
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::Segment;
+
+    fn feed_all(role: Role, parts: &[&[u8]]) -> Vec<Http1Event> {
+        let mut p = Http1Parser::new(role);
+        let mut out = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            p.feed(
+                Segment {
+                    ts_ns: i as u64,
+                    data: part,
+                    missing: 0,
+                },
+                &mut out,
+            );
+        }
+        out
+    }
+
+    fn bodies(events: &[Http1Event]) -> Vec<u8> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Http1Event::Body { data, .. } => Some(data.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    #[test]
+    fn pipelined_requests_split_anywhere_come_out_whole_and_in_order() {
+        let wire = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n{\"a\":\"bcd\"}GET /health HTTP/1.1\r\n\r\n";
+        for split in 1..wire.len() {
+            let events = feed_all(Role::Request, &[&wire[..split], &wire[split..]]);
+            let heads: Vec<_> = events
+                .iter()
+                .filter_map(|e| match e {
+                    Http1Event::Head { head, .. } => Some((head.method.clone(), head.path.clone())),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                heads,
+                [
+                    ("POST".into(), "/v1/chat/completions".into()),
+                    ("GET".into(), "/health".into())
+                ]
+            );
+            assert_eq!(bodies(&events), b"{\"a\":\"bcd\"}");
+            assert_eq!(
+                events
+                    .iter()
+                    .filter(|e| matches!(e, Http1Event::End { .. }))
+                    .count(),
+                2,
+                "split {split}"
+            );
+        }
+    }
+
+    #[test]
+    fn chunked_response_is_dechunked_with_each_chunks_timestamp() {
+        let events = feed_all(
+            Role::Response,
+            &[
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"6\r\ndata: \r\n",
+                b"3;ext=1\r\nabc\r\n0\r\n\r\n",
+            ],
+        );
+        let Http1Event::Head { head, .. } = &events[0] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(
+            (head.status, head.chunked, head.content_type.as_str()),
+            (200, true, "text/event-stream")
+        );
+        assert_eq!(bodies(&events), b"data: abc");
+        assert!(events.contains(&Http1Event::Body {
+            ts_ns: 2,
+            data: b"abc".to_vec(),
+            missing: 0
+        }));
+        assert_eq!(events.last(), Some(&Http1Event::End { ts_ns: 2 }));
+    }
+
+    #[test]
+    fn uncaptured_body_bytes_are_skipped_and_counted_without_losing_the_next_message() {
+        let mut p = Http1Parser::new(Role::Response);
+        let mut out = Vec::new();
+        p.feed(
+            Segment {
+                ts_ns: 1,
+                data: b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+                missing: 7,
+            },
+            &mut out,
+        );
+        p.feed(
+            Segment {
+                ts_ns: 2,
+                data: b"HTTP/1.1 204 No Content\r\n\r\n",
+                missing: 0,
+            },
+            &mut out,
+        );
+        assert!(
+            out.contains(&Http1Event::Body {
+                ts_ns: 1,
+                data: Vec::new(),
+                missing: 7
+            }),
+            "{out:?}"
+        );
+        assert_eq!(
+            out.iter().filter(|e| matches!(e, Http1Event::End { .. })).count(),
+            2,
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn garbage_is_a_desync_not_a_panic() {
+        let events = feed_all(Role::Request, &[b"\x16\x03\x01\x02\x00 TLS hello"]);
+        assert!(
+            matches!(events.as_slice(), [Http1Event::Desync { .. }]),
+            "{events:?}"
+        );
+        let events = feed_all(
+            Role::Response,
+            &[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"],
+        );
+        assert!(
+            matches!(events.last(), Some(Http1Event::Desync { .. })),
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn a_body_without_length_ends_when_the_server_closes() {
+        let mut p = Http1Parser::new(Role::Response);
+        let mut out = Vec::new();
+        p.feed(
+            Segment {
+                ts_ns: 1,
+                data: b"HTTP/1.0 200 OK\r\n\r\nhello",
+                missing: 0,
+            },
+            &mut out,
+        );
+        p.close(5, &mut out);
+        assert_eq!(out.last(), Some(&Http1Event::End { ts_ns: 5 }));
+        assert_eq!(bodies(&out), b"hello");
+    }
+}

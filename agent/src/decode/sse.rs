@@ -1,0 +1,105 @@
+//! Server-sent events and newline-delimited JSON: the two ways inference
+//! servers stream tokens over HTTP/1.1. Both split a byte stream into records
+//! that arrive in pieces.
+
+/// Splits an SSE body into the `data` of each event (lines joined with `\n`).
+#[derive(Debug, Default)]
+pub struct SseSplitter {
+    line: Vec<u8>,
+    data: Vec<u8>,
+    has_data: bool,
+}
+
+impl SseSplitter {
+    pub fn feed(&mut self, bytes: &[u8], mut event: impl FnMut(&[u8])) {
+        for &b in bytes {
+            if b != b'\n' {
+                self.line.push(b);
+                continue;
+            }
+            let line = std::mem::take(&mut self.line);
+            let line = line.strip_suffix(b"\r").unwrap_or(&line);
+            if line.is_empty() {
+                if self.has_data {
+                    event(&self.data);
+                }
+                self.data.clear();
+                self.has_data = false;
+            } else if let Some(value) = line.strip_prefix(b"data:") {
+                if self.has_data {
+                    self.data.push(b'\n');
+                }
+                self.data
+                    .extend_from_slice(value.strip_prefix(b" ").unwrap_or(value));
+                self.has_data = true;
+            }
+            // Comments (":") and other fields (event, id, retry) carry no tokens.
+        }
+    }
+
+    /// Bytes of the stream were lost: drop the partial event rather than glue halves.
+    pub fn gap(&mut self) {
+        self.line.clear();
+        self.data.clear();
+        self.has_data = false;
+    }
+}
+
+/// Splits an NDJSON body into lines.
+#[derive(Debug, Default)]
+pub struct LineSplitter {
+    line: Vec<u8>,
+}
+
+impl LineSplitter {
+    pub fn feed(&mut self, bytes: &[u8], mut record: impl FnMut(&[u8])) {
+        for &b in bytes {
+            if b == b'\n' {
+                let line = std::mem::take(&mut self.line);
+                if !line.iter().all(u8::is_ascii_whitespace) {
+                    record(&line);
+                }
+            } else {
+                self.line.push(b);
+            }
+        }
+    }
+
+    pub fn gap(&mut self) {
+        self.line.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_split_across_feeds_are_reassembled() {
+        let stream =
+            b"data: {\"a\":1}\n\n: keep-alive\n\nevent: x\ndata: one\ndata: two\r\n\r\ndata: [DONE]\n\n";
+        for split in 0..stream.len() {
+            let mut s = SseSplitter::default();
+            let mut got = Vec::new();
+            s.feed(&stream[..split], |e| got.push(e.to_vec()));
+            s.feed(&stream[split..], |e| got.push(e.to_vec()));
+            assert_eq!(
+                got,
+                [b"{\"a\":1}".to_vec(), b"one\ntwo".to_vec(), b"[DONE]".to_vec()],
+                "split {split}"
+            );
+        }
+    }
+
+    #[test]
+    fn ndjson_lines_come_out_whole() {
+        let mut s = LineSplitter::default();
+        let mut got = Vec::new();
+        s.feed(b"{\"response\":\"a\"}\n{\"resp", |l| got.push(l.to_vec()));
+        s.feed(b"onse\":\"b\"}\n\n", |l| got.push(l.to_vec()));
+        assert_eq!(
+            got,
+            [b"{\"response\":\"a\"}".to_vec(), b"{\"response\":\"b\"}".to_vec()]
+        );
+    }
+}

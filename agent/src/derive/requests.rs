@@ -1,0 +1,578 @@
+//! Per-request LLM metrics from a server's socket traffic: a state machine per
+//! connection that pairs each request with its response (keep-alive and
+//! pipelining: responses come back in request order), times the first content
+//! event (TTFT) and the gaps between later ones, counts tokens, and keeps each
+//! server's queue (waiting: request read, no token yet; running: streaming).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use inferscope_shared::{NET_CLOSED, NET_DATA, NET_FLAG_UNREADABLE, NET_PEER_CLOSED, NET_RECV, NET_SEND};
+use serde::Serialize;
+
+use crate::{
+    decode::{
+        Segment,
+        http1::{Http1Event, Http1Parser, Role},
+        sse::{LineSplitter, SseSplitter},
+    },
+    derive::llm::{self, Usage},
+    probes::NetEvent,
+};
+
+/// Most request-body bytes kept to find the model, and response bytes kept to read usage.
+const REQUEST_BODY_KEEP: usize = 64 * 1024;
+const RESPONSE_BODY_KEEP: usize = 1024 * 1024;
+
+/// A server: a process and one of its listening ports.
+pub type ServerKey = (u32, u16);
+
+/// One finished request. Never holds prompt or answer text.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RequestRecord {
+    #[serde(skip)]
+    pub end_ns: u64,
+    pub pid: u32,
+    pub port: u16,
+    pub protocol: &'static str,
+    pub method: String,
+    pub path: String,
+    /// 0 when the response never started.
+    pub status: u16,
+    pub model: Option<String>,
+    pub stream: bool,
+    pub ttft_s: Option<f64>,
+    pub itl_s: Vec<f64>,
+    pub duration_s: f64,
+    pub output_tokens: Option<u64>,
+    pub input_tokens: Option<u64>,
+    /// Where `output_tokens` comes from: the server's `usage`, or counted stream `events`.
+    pub token_source: Option<&'static str>,
+    /// `ok`, `error` (status >= 400), `cancelled` (client left first), `aborted` (connection lost).
+    pub outcome: &'static str,
+    /// Some of its bytes were not captured; timing is exact, tokens may be short.
+    pub truncated: bool,
+}
+
+impl RequestRecord {
+    pub fn is_error(&self) -> bool {
+        self.outcome != "ok"
+    }
+}
+
+#[derive(Debug, Default)]
+enum BodyKind {
+    #[default]
+    Plain,
+    Sse(SseSplitter),
+    Ndjson(LineSplitter),
+}
+
+#[derive(Debug, Default)]
+struct InFlight {
+    llm: bool,
+    start_ns: u64,
+    method: String,
+    path: String,
+    request_body: Vec<u8>,
+    request_complete: bool,
+    model: Option<String>,
+    status: u16,
+    body: BodyKind,
+    response_body: Vec<u8>,
+    first_token_ns: Option<u64>,
+    last_content_ns: u64,
+    itl_s: Vec<f64>,
+    content_events: u64,
+    usage: Usage,
+    truncated: bool,
+}
+
+struct Conn {
+    server: ServerKey,
+    requests: Http1Parser,
+    responses: Http1Parser,
+    /// When the first byte of the request being received arrived.
+    request_first_byte_ns: Option<u64>,
+    in_flight: VecDeque<InFlight>,
+    peer_closed: bool,
+}
+
+/// A server's queue, integrated over time for interval means.
+#[derive(Debug, Default)]
+struct Queue {
+    waiting: u64,
+    running: u64,
+    since_ns: u64,
+    waiting_area: f64,
+    running_area: f64,
+    started: u64,
+}
+
+impl Queue {
+    fn advance(&mut self, now_ns: u64) {
+        if now_ns > self.since_ns {
+            let dt = (now_ns - self.since_ns) as f64;
+            self.waiting_area += self.waiting as f64 * dt;
+            self.running_area += self.running as f64 * dt;
+            self.since_ns = now_ns;
+        }
+    }
+}
+
+/// Queue depth of one server over one interval.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct QueueReport {
+    pub waiting: u64,
+    pub running: u64,
+    pub waiting_mean: f64,
+    pub running_mean: f64,
+    /// Generation requests that arrived during the interval.
+    pub arrived: u64,
+}
+
+#[derive(Default)]
+pub struct RequestTracker {
+    conns: HashMap<u64, Conn>,
+    queues: BTreeMap<ServerKey, Queue>,
+    interval_start_ns: u64,
+    /// Connections whose bytes could not be framed (not HTTP/1.1, or a framing gap).
+    pub desynced_connections: u64,
+}
+
+impl RequestTracker {
+    pub fn new(now_ns: u64) -> Self {
+        Self {
+            interval_start_ns: now_ns,
+            ..Self::default()
+        }
+    }
+
+    /// Feeds one captured event; finished requests are appended to `done`.
+    pub fn on_event(&mut self, ev: &NetEvent, done: &mut Vec<RequestRecord>) {
+        let h = &ev.header;
+        let server = (h.pid, h.local_port);
+        match h.kind {
+            NET_DATA => {
+                let conn = self.conns.entry(h.sock_cookie).or_insert_with(|| Conn {
+                    server,
+                    requests: Http1Parser::new(Role::Request),
+                    responses: Http1Parser::new(Role::Response),
+                    request_first_byte_ns: None,
+                    in_flight: VecDeque::new(),
+                    peer_closed: false,
+                });
+                let missing = if h.flags & NET_FLAG_UNREADABLE != 0 {
+                    h.len as usize
+                } else {
+                    h.len as usize - ev.data.len().min(h.len as usize)
+                };
+                let seg = Segment {
+                    ts_ns: h.ktime_ns,
+                    data: &ev.data,
+                    missing,
+                };
+                let queue = self.queues.entry(conn.server).or_insert_with(|| Queue {
+                    since_ns: h.ktime_ns,
+                    ..Queue::default()
+                });
+                let mut events = Vec::new();
+                if h.direction == NET_RECV {
+                    conn.request_first_byte_ns.get_or_insert(h.ktime_ns);
+                    conn.requests.feed(seg, &mut events);
+                    conn.on_request_events(events, queue, &mut self.desynced_connections);
+                } else if h.direction == NET_SEND {
+                    conn.responses.feed(seg, &mut events);
+                    conn.on_response_events(events, queue, done, &mut self.desynced_connections);
+                }
+            }
+            NET_PEER_CLOSED => {
+                if let Some(conn) = self.conns.get_mut(&h.sock_cookie) {
+                    conn.peer_closed = true;
+                }
+            }
+            NET_CLOSED => {
+                if let Some(mut conn) = self.conns.remove(&h.sock_cookie) {
+                    let queue = self.queues.entry(conn.server).or_default();
+                    let mut events = Vec::new();
+                    conn.responses.close(h.ktime_ns, &mut events);
+                    conn.on_response_events(events, queue, done, &mut self.desynced_connections);
+                    let outcome = if conn.peer_closed { "cancelled" } else { "aborted" };
+                    while let Some(r) = conn.in_flight.pop_front() {
+                        finish(conn.server, r, h.ktime_ns, outcome, queue, done);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Queue depth of every server seen, for the interval ending at `now_ns`.
+    pub fn interval_end(&mut self, now_ns: u64) -> BTreeMap<ServerKey, QueueReport> {
+        let span = now_ns.saturating_sub(self.interval_start_ns).max(1) as f64;
+        self.interval_start_ns = now_ns;
+        self.queues
+            .iter_mut()
+            .map(|(key, q)| {
+                q.advance(now_ns);
+                let report = QueueReport {
+                    waiting: q.waiting,
+                    running: q.running,
+                    waiting_mean: q.waiting_area / span,
+                    running_mean: q.running_area / span,
+                    arrived: q.started,
+                };
+                q.waiting_area = 0.0;
+                q.running_area = 0.0;
+                q.started = 0;
+                (*key, report)
+            })
+            .collect()
+    }
+
+    /// Forgets a server's connections and queue (its process exited).
+    pub fn forget_pid(&mut self, pid: u32) {
+        self.conns.retain(|_, c| c.server.0 != pid);
+        self.queues.retain(|k, _| k.0 != pid);
+    }
+}
+
+impl Conn {
+    fn on_request_events(&mut self, events: Vec<Http1Event>, queue: &mut Queue, desynced: &mut u64) {
+        for ev in events {
+            match ev {
+                Http1Event::Head { ts_ns, head } => {
+                    let start_ns = self.request_first_byte_ns.take().unwrap_or(ts_ns);
+                    let llm = llm::is_generation_endpoint(&head.path);
+                    if llm {
+                        queue.advance(start_ns);
+                        queue.waiting += 1;
+                        queue.started += 1;
+                    }
+                    self.in_flight.push_back(InFlight {
+                        llm,
+                        start_ns,
+                        method: head.method,
+                        path: head.path,
+                        ..InFlight::default()
+                    });
+                }
+                Http1Event::Body { data, missing, .. } => {
+                    if let Some(r) = self.in_flight.back_mut() {
+                        let room = REQUEST_BODY_KEEP.saturating_sub(r.request_body.len());
+                        r.request_body.extend_from_slice(&data[..data.len().min(room)]);
+                        r.truncated |= missing > 0;
+                    }
+                }
+                Http1Event::End { .. } => {
+                    if let Some(r) = self.in_flight.back_mut() {
+                        r.request_complete = true;
+                        r.model = llm::requested_model(&r.path, &r.request_body);
+                        r.request_body = Vec::new();
+                    }
+                    self.request_first_byte_ns = None;
+                }
+                Http1Event::Desync { .. } => *desynced += 1,
+            }
+        }
+    }
+
+    fn on_response_events(
+        &mut self,
+        events: Vec<Http1Event>,
+        queue: &mut Queue,
+        done: &mut Vec<RequestRecord>,
+        desynced: &mut u64,
+    ) {
+        for ev in events {
+            // Responses answer requests in order: the oldest unanswered one.
+            let Some(r) = self.in_flight.front_mut() else {
+                if matches!(ev, Http1Event::Desync { .. }) {
+                    *desynced += 1;
+                }
+                continue;
+            };
+            match ev {
+                Http1Event::Head { head, .. } => {
+                    r.status = head.status;
+                    let ct = head.content_type.as_str();
+                    r.body = if ct.starts_with("text/event-stream") {
+                        BodyKind::Sse(SseSplitter::default())
+                    } else if ct.contains("ndjson") || ct.contains("jsonl") {
+                        BodyKind::Ndjson(LineSplitter::default())
+                    } else {
+                        BodyKind::Plain
+                    };
+                }
+                Http1Event::Body { ts_ns, data, missing } => {
+                    if missing > 0 {
+                        r.truncated = true;
+                    }
+                    let mut records = Vec::new();
+                    match &mut r.body {
+                        BodyKind::Sse(s) => {
+                            if missing > 0 {
+                                s.gap();
+                            }
+                            s.feed(&data, |rec| records.push(llm::read_record(rec)));
+                        }
+                        BodyKind::Ndjson(s) => {
+                            if missing > 0 {
+                                s.gap();
+                            }
+                            s.feed(&data, |rec| records.push(llm::read_record(rec)));
+                        }
+                        BodyKind::Plain => {
+                            let room = RESPONSE_BODY_KEEP.saturating_sub(r.response_body.len());
+                            r.response_body.extend_from_slice(&data[..data.len().min(room)]);
+                        }
+                    }
+                    for rec in records {
+                        r.absorb(rec, ts_ns, queue);
+                    }
+                }
+                Http1Event::End { ts_ns } => {
+                    let mut r = self.in_flight.pop_front().expect("front exists");
+                    if matches!(r.body, BodyKind::Plain) && !r.response_body.is_empty() {
+                        let rec = llm::read_record(&r.response_body);
+                        r.usage.merge(rec.usage);
+                        r.model = r.model.or(rec.model);
+                    }
+                    let outcome = if r.status >= 400 { "error" } else { "ok" };
+                    finish(self.server, r, ts_ns, outcome, queue, done);
+                }
+                Http1Event::Desync { .. } => *desynced += 1,
+            }
+        }
+    }
+}
+
+impl InFlight {
+    fn absorb(&mut self, rec: llm::Record, ts_ns: u64, queue: &mut Queue) {
+        self.usage.merge(rec.usage);
+        if self.model.is_none() {
+            self.model = rec.model;
+        }
+        if !rec.content {
+            return;
+        }
+        self.content_events += 1;
+        match self.first_token_ns {
+            None => {
+                self.first_token_ns = Some(ts_ns);
+                if self.llm {
+                    queue.advance(ts_ns);
+                    queue.waiting = queue.waiting.saturating_sub(1);
+                    queue.running += 1;
+                }
+            }
+            // Several events in one send are one burst: no gap between them.
+            Some(_) if ts_ns > self.last_content_ns => {
+                self.itl_s.push((ts_ns - self.last_content_ns) as f64 / 1e9)
+            }
+            Some(_) => {}
+        }
+        self.last_content_ns = ts_ns;
+    }
+}
+
+fn finish(
+    server: ServerKey,
+    mut r: InFlight,
+    end_ns: u64,
+    outcome: &'static str,
+    queue: &mut Queue,
+    done: &mut Vec<RequestRecord>,
+) {
+    if !r.llm {
+        return;
+    }
+    if !r.request_complete {
+        // Answered (or cut off) before its body was all seen: use what was.
+        r.model = r.model.or_else(|| llm::requested_model(&r.path, &r.request_body));
+    }
+    queue.advance(end_ns);
+    if r.first_token_ns.is_some() {
+        queue.running = queue.running.saturating_sub(1);
+    } else {
+        queue.waiting = queue.waiting.saturating_sub(1);
+    }
+    let stream = !matches!(r.body, BodyKind::Plain);
+    let (output_tokens, token_source) = match (r.usage.output_tokens, stream) {
+        (Some(n), _) => (Some(n), Some("usage")),
+        (None, true) => (Some(r.content_events), Some("events")),
+        (None, false) => (None, None),
+    };
+    done.push(RequestRecord {
+        end_ns,
+        pid: server.0,
+        port: server.1,
+        protocol: "http1",
+        method: r.method,
+        path: r.path,
+        status: r.status,
+        model: r.model,
+        stream,
+        ttft_s: r
+            .first_token_ns
+            .filter(|_| stream)
+            .map(|t| (t - r.start_ns) as f64 / 1e9),
+        itl_s: r.itl_s,
+        duration_s: end_ns.saturating_sub(r.start_ns) as f64 / 1e9,
+        output_tokens,
+        input_tokens: r.usage.input_tokens,
+        token_source,
+        outcome,
+        truncated: r.truncated,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inferscope_shared::NetEventHeader;
+
+    const MS: u64 = 1_000_000;
+
+    fn data(cookie: u64, ts_ms: u64, direction: u8, bytes: &[u8]) -> NetEvent {
+        NetEvent {
+            header: NetEventHeader {
+                ktime_ns: ts_ms * MS,
+                sock_cookie: cookie,
+                pid: 42,
+                len: bytes.len() as u32,
+                captured: bytes.len() as u32,
+                local_port: 8000,
+                kind: NET_DATA,
+                direction,
+                ..NetEventHeader::default()
+            },
+            data: bytes.to_vec(),
+        }
+    }
+
+    fn chunk(payload: &str) -> Vec<u8> {
+        format!("{:x}\r\n{payload}\r\n", payload.len()).into_bytes()
+    }
+
+    const REQUEST: &[u8] = b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 36\r\n\r\n{\"model\":\"smol\",\"stream\":true,\"x\":1}";
+    const HEAD: &[u8] =
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+
+    fn token(text: &str) -> Vec<u8> {
+        chunk(&format!(
+            "data: {{\"choices\":[{{\"delta\":{{\"content\":\"{text}\"}}}}]}}\n\n"
+        ))
+    }
+
+    /// Request at 0 ms, headers at 5 ms, role-only delta at 6 ms, tokens at 120, 145 and 170 ms.
+    fn scripted_stream(t: &mut RequestTracker, cookie: u64, at: u64, done: &mut Vec<RequestRecord>) {
+        t.on_event(&data(cookie, at, NET_RECV, REQUEST), done);
+        t.on_event(&data(cookie, at + 5, NET_SEND, HEAD), done);
+        let role = chunk("data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n");
+        t.on_event(&data(cookie, at + 6, NET_SEND, &role), done);
+        for (i, ms) in [120, 145, 170].into_iter().enumerate() {
+            t.on_event(&data(cookie, at + ms, NET_SEND, &token(&format!("t{i}"))), done);
+        }
+        let mut end = chunk("data: [DONE]\n\n");
+        end.extend_from_slice(b"0\r\n\r\n");
+        t.on_event(&data(cookie, at + 171, NET_SEND, &end), done);
+    }
+
+    #[test]
+    fn ttft_is_the_first_content_event_not_the_headers_or_the_role_delta() {
+        let mut t = RequestTracker::new(0);
+        let mut done = Vec::new();
+        scripted_stream(&mut t, 1, 0, &mut done);
+        let [r] = done.as_slice() else { panic!("{done:?}") };
+        assert_eq!(r.ttft_s, Some(0.120));
+        assert_eq!(r.itl_s, [0.025, 0.025]);
+        assert_eq!(r.duration_s, 0.171);
+        assert_eq!((r.output_tokens, r.token_source), (Some(3), Some("events")));
+        assert_eq!(
+            (r.model.as_deref(), r.status, r.stream, r.outcome),
+            (Some("smol"), 200, true, "ok")
+        );
+    }
+
+    #[test]
+    fn keep_alive_requests_on_one_connection_are_each_measured_from_their_own_start() {
+        let mut t = RequestTracker::new(0);
+        let mut done = Vec::new();
+        scripted_stream(&mut t, 1, 0, &mut done);
+        scripted_stream(&mut t, 1, 1000, &mut done);
+        assert_eq!(done.len(), 2);
+        assert!(
+            done.iter()
+                .all(|r| r.ttft_s == Some(0.120) && r.duration_s == 0.171),
+            "{done:?}"
+        );
+    }
+
+    #[test]
+    fn queue_depth_is_waiting_until_the_first_token_then_running() {
+        let mut t = RequestTracker::new(0);
+        let mut done = Vec::new();
+        t.on_event(&data(1, 0, NET_RECV, REQUEST), &mut done);
+        t.on_event(&data(2, 0, NET_RECV, REQUEST), &mut done);
+        t.on_event(&data(1, 50, NET_SEND, HEAD), &mut done);
+        t.on_event(&data(1, 100, NET_SEND, &token("a")), &mut done);
+        let q = t.interval_end(200 * MS)[&(42, 8000)].clone();
+        assert_eq!((q.waiting, q.running, q.arrived), (1, 1, 2));
+        // Waiting: two for 100 ms, then one for 100 ms; running: one for the last 100 ms.
+        assert!((q.waiting_mean - 1.5).abs() < 1e-9, "{q:?}");
+        assert!((q.running_mean - 0.5).abs() < 1e-9, "{q:?}");
+    }
+
+    #[test]
+    fn a_client_that_leaves_mid_stream_is_a_cancellation() {
+        let mut t = RequestTracker::new(0);
+        let mut done = Vec::new();
+        t.on_event(&data(1, 0, NET_RECV, REQUEST), &mut done);
+        t.on_event(&data(1, 5, NET_SEND, HEAD), &mut done);
+        t.on_event(&data(1, 100, NET_SEND, &token("a")), &mut done);
+        for kind in [NET_PEER_CLOSED, NET_CLOSED] {
+            let mut ev = data(1, 130, 0, b"");
+            ev.header.kind = kind;
+            t.on_event(&ev, &mut done);
+        }
+        let [r] = done.as_slice() else { panic!("{done:?}") };
+        assert_eq!((r.outcome, r.ttft_s), ("cancelled", Some(0.1)));
+        let q = &t.interval_end(200 * MS)[&(42, 8000)];
+        assert_eq!((q.waiting, q.running), (0, 0));
+    }
+
+    #[test]
+    fn non_streaming_responses_get_duration_and_usage_but_no_ttft() {
+        let mut t = RequestTracker::new(0);
+        let mut done = Vec::new();
+        t.on_event(&data(1, 0, NET_RECV, REQUEST), &mut done);
+        let body = br#"{"model":"smol","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":5,"completion_tokens":2}}"#;
+        let mut response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        response.extend_from_slice(body);
+        t.on_event(&data(1, 300, NET_SEND, &response), &mut done);
+        let [r] = done.as_slice() else { panic!("{done:?}") };
+        assert_eq!((r.ttft_s, r.stream, r.duration_s), (None, false, 0.3));
+        assert_eq!(
+            (r.output_tokens, r.input_tokens, r.token_source),
+            (Some(2), Some(5), Some("usage"))
+        );
+    }
+
+    #[test]
+    fn health_checks_are_not_generation_requests() {
+        let mut t = RequestTracker::new(0);
+        let mut done = Vec::new();
+        t.on_event(&data(1, 0, NET_RECV, b"GET /health HTTP/1.1\r\n\r\n"), &mut done);
+        t.on_event(
+            &data(1, 1, NET_SEND, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+            &mut done,
+        );
+        scripted_stream(&mut t, 1, 10, &mut done);
+        assert_eq!(done.len(), 1, "{done:?}");
+        assert_eq!(done[0].ttft_s, Some(0.120));
+    }
+}

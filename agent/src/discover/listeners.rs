@@ -1,0 +1,74 @@
+//! Which TCP ports a process listens on: its socket inodes (`/proc/PID/fd`)
+//! matched against the LISTEN entries of its network namespace
+//! (`/proc/PID/net/tcp`, `tcp6`).
+
+use std::{collections::HashSet, fs, path::Path};
+
+/// TCP_LISTEN in the `st` column.
+const LISTEN: &str = "0A";
+
+pub fn listening_ports(proc_root: &Path, pid: u32) -> Vec<u16> {
+    let dir = proc_root.join(pid.to_string());
+    let Ok(fds) = fs::read_dir(dir.join("fd")) else {
+        return Vec::new();
+    };
+    let inodes: HashSet<u64> = fds
+        .filter_map(|fd| {
+            let link = fs::read_link(fd.ok()?.path()).ok()?;
+            link.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let mut ports: Vec<u16> = ["net/tcp", "net/tcp6"]
+        .iter()
+        .filter_map(|f| fs::read_to_string(dir.join(f)).ok())
+        .flat_map(|table| parse_listeners(&table))
+        .filter(|(_, inode)| inodes.contains(inode))
+        .map(|(port, _)| port)
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// (port, inode) of each LISTEN row of a `/proc/net/tcp*` table.
+fn parse_listeners(table: &str) -> Vec<(u16, u64)> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|row| {
+            let cols: Vec<&str> = row.split_whitespace().collect();
+            let (local, state, inode) = (cols.get(1)?, cols.get(3)?, cols.get(9)?);
+            if *state != LISTEN {
+                return None;
+            }
+            let port = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
+            Some((port, inode.parse().ok()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_rows_give_port_and_inode() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 123456 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:1F40 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000     0        0 123457 1 0000000000000000 20 4 30 10 -1
+";
+        assert_eq!(parse_listeners(table), [(8000, 123456)]);
+    }
+
+    #[test]
+    fn a_process_listening_on_a_port_is_found() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let ports = listening_ports(Path::new("/proc"), std::process::id());
+        assert!(ports.contains(&port), "{port} not in {ports:?}");
+    }
+}
