@@ -8,6 +8,8 @@
  * the socket and the byte count; the user buffer is reached through the
  * registers the current syscall was entered with (bpf_task_pt_regs).
  * Filtering comes first: one load of the local port and one hash lookup.
+ * Connection ends come from inet_sock_set_state; only sockets that carried
+ * watched traffic are reported.
  */
 #include "common.h"
 
@@ -17,6 +19,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define AF_INET6 10
 #define TCP_CLOSE 7
 #define TCP_CLOSE_WAIT 8
+#define ECONNRESET 104
 #define MAX_IOVECS 4
 
 /* x86-64 syscall numbers whose buffer we know how to find. */
@@ -39,6 +42,17 @@ struct {
 	__type(key, __u16);
 	__type(value, __u8);
 } watched_ports SEC(".maps");
+
+/* Sockets seen carrying watched traffic: cookie -> local port. By the time a
+ * connection reaches TCP_CLOSE the kernel has already released its port
+ * (inet_put_port zeroes skc_num), so its end is recognised by cookie. LRU:
+ * a missed close must not leak an entry forever. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u16);
+} watched_socks SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -136,6 +150,7 @@ static __always_inline int capture(struct sock *sk, int ret, __u8 direction)
 		return 0;
 	struct net_event *e = &s->e;
 	fill_header(e, skc, port, NET_DATA);
+	bpf_map_update_elem(&watched_socks, &e->sock_cookie, &port, BPF_NOEXIST);
 	e->direction = direction;
 	e->len = ret;
 
@@ -193,17 +208,25 @@ int BPF_PROG(on_sock_recv, struct sock *sk, int ret, int flags)
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(on_sock_state, const struct sock *sk, const int oldstate, const int newstate)
 {
+	if (newstate != TCP_CLOSE && newstate != TCP_CLOSE_WAIT)
+		return 0;
 	const struct sock_common *skc = (const struct sock_common *)sk;
-	__u16 port;
-	if ((newstate != TCP_CLOSE && newstate != TCP_CLOSE_WAIT) || !watched(skc, &port))
+	__u64 cookie = bpf_get_socket_cookie((void *)skc);
+	__u16 *port = bpf_map_lookup_elem(&watched_socks, &cookie);
+	if (!port)
 		return 0;
 	struct net_event *e = bpf_ringbuf_reserve(&net_events, sizeof(*e) - NET_CAPTURE_MAX, 0);
 	if (!e) {
 		count_drop(DROP_NET_EVENT);
 		return 0;
 	}
-	fill_header(e, skc, port, newstate == TCP_CLOSE ? NET_CLOSED : NET_PEER_CLOSED);
+	fill_header(e, skc, *port, newstate == TCP_CLOSE ? NET_CLOSED : NET_PEER_CLOSED);
 	e->direction = 0;
+	/* tcp_reset() records ECONNRESET before closing: the client reset the connection. */
+	if (newstate == TCP_CLOSE && BPF_CORE_READ(sk, sk_err) == ECONNRESET)
+		e->flags |= NET_FLAG_RESET_BY_PEER;
 	bpf_ringbuf_submit(e, 0);
+	if (newstate == TCP_CLOSE)
+		bpf_map_delete_elem(&watched_socks, &cookie);
 	return 0;
 }

@@ -116,6 +116,8 @@ enum net_direction {
 
 /* The bytes could not be reached (io_uring, sendfile, sendmmsg...): timing only. */
 #define NET_FLAG_UNREADABLE 1
+/* On NET_CLOSED: the client reset the connection (it left, rather than the server aborting). */
+#define NET_FLAG_RESET_BY_PEER 2
 
 struct net_event {
 	__u64 ktime_ns;

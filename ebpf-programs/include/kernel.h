@@ -39,6 +39,7 @@ struct sock_common {
 
 struct sock {
 	struct sock_common __sk_common;
+	int sk_err;
 } __attribute__((preserve_access_index));
 
 struct task_struct {

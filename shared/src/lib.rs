@@ -156,6 +156,8 @@ pub const NET_SEND: u8 = 1;
 
 /// The bytes could not be reached (io_uring, sendfile...): timing only.
 pub const NET_FLAG_UNREADABLE: u8 = 1;
+/// On [`NET_CLOSED`]: the client reset the connection.
+pub const NET_FLAG_RESET_BY_PEER: u8 = 2;
 
 /// The fixed part of `struct net_event`; `captured` bytes of payload follow it.
 #[repr(C)]

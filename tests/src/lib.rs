@@ -93,21 +93,31 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// `run --output json` every 100 ms.
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_with_output("json", extra)
+    }
+
+    /// Returns once the agent says it is attached (its probes loaded, the initial scan done).
+    pub fn start_with_output(output: &str, extra: &[&str]) -> Self {
         require_root();
         let mut child = Command::new(agent_binary())
-            .args(["run", "--output", "json", "--interval", "100ms"])
+            .args(["run", "--log", "info", "--output", output, "--interval", "100ms"])
             .args(extra)
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("starting inferscope");
         let reports = line_reader(child.stdout.take().unwrap());
-        let mut agent = Self { child, reports };
-        // The first report proves the probes are loaded and the initial scan is done.
-        agent.next_report("the first report");
-        agent
+        let log = line_reader(child.stderr.take().unwrap());
+        let deadline = Instant::now() + STEP;
+        while !next_line(&log, deadline, "the agent's 'attached' log line").contains("attached;") {}
+        // Keep draining its log so that it never blocks on a full pipe.
+        thread::spawn(move || log.iter().for_each(|line| eprintln!("[agent] {line}")));
+        Self { child, reports }
     }
 
+    /// The next line of output as JSON (a report, or a request with `--output requests`).
     pub fn next_report(&mut self, what: &str) -> Value {
         let line = next_line(&self.reports, Instant::now() + STEP, what);
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("report is not JSON ({e}): {line}"))
@@ -297,4 +307,100 @@ pub fn comparable(activity: &Value) -> Value {
     let mut a = activity.clone();
     a.as_object_mut().unwrap().remove("sync_seconds");
     a
+}
+
+/// `tests/servers/sse_server.py`: Starlette on uvicorn, streaming on a schedule,
+/// printing when each chunk went to the socket.
+pub struct SseServer {
+    child: Child,
+    pub port: u16,
+    truth: Receiver<String>,
+}
+
+impl SseServer {
+    pub fn start() -> Self {
+        let python = fixtures().join("venv/bin/python");
+        assert!(
+            python.exists(),
+            "{} missing: run `cargo xtask fixtures`",
+            python.display()
+        );
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/sse_server.py");
+        let mut child = Command::new(python)
+            .arg(script)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting sse_server.py");
+        let truth = line_reader(child.stdout.take().unwrap());
+        let line = next_line(&truth, Instant::now() + STEP, "the server's 'listening' line");
+        let port = line
+            .strip_prefix("listening ")
+            .and_then(|p| p.parse().ok())
+            .expect("listening PORT");
+        Self { child, port, truth }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the server recorded about its next finished request.
+    pub fn next_truth(&self) -> Value {
+        let line = next_line(
+            &self.truth,
+            Instant::now() + STEP,
+            "the server's record of a request",
+        );
+        serde_json::from_str(&line).unwrap()
+    }
+}
+
+impl Drop for SseServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of the kernel's (and the server's) timestamps.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// An HTTP/1.1 POST of a streaming chat completion to the ground-truth server.
+pub fn chat_request(model: &str, tokens: u32, ttft_ms: u32, gap_ms: u32, usage: bool) -> Vec<u8> {
+    let body = serde_json::json!({
+        "model": model, "tokens": tokens, "ttft_ms": ttft_ms, "gap_ms": gap_ms, "usage": usage, "stream": true,
+        "messages": [{"role": "user", "content": "a prompt the agent must never print"}],
+    })
+    .to_string();
+    format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Reads one chunked response off a keep-alive connection (up to its final empty chunk).
+pub fn read_chunked_response(stream: &mut std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read as _;
+    stream.set_read_timeout(Some(STEP)).unwrap();
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n0\r\n\r\n") {
+        let n = stream.read(&mut byte).expect("reading the response");
+        assert!(
+            n > 0,
+            "the server closed the connection mid-response: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.push(byte[0]);
+    }
+    got
 }

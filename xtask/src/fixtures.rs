@@ -1,4 +1,5 @@
-//! Real GPU runtime libraries for the tests, fetched once into `.cache/fixtures`.
+//! What the tests run against, fetched once into `.cache/fixtures`: real GPU
+//! runtime libraries, and a Python venv with the ground-truth servers' frameworks.
 //!
 //! NVIDIA's CUDA runtime comes from its PyPI wheel (pinned); AMD's HIP runtime
 //! comes from Debian (`libamdhip64-5`, installed by `.ci/run`). Neither needs a
@@ -14,6 +15,8 @@ use anyhow::{Context as _, Result};
 use crate::run;
 
 const CUDA_RUNTIME_WHEEL: &str = "nvidia-cuda-runtime-cu12==12.9.79";
+/// The ground-truth servers' frameworks, pinned (tests/servers).
+const SERVER_PACKAGES: [&str; 2] = ["starlette==0.49.1", "uvicorn==0.38.0"];
 
 /// Returns the fixtures folder, fetching what is missing.
 pub fn fetch(root: &Path) -> Result<PathBuf> {
@@ -45,6 +48,29 @@ pub fn fetch(root: &Path) -> Result<PathBuf> {
             "{} missing after unpacking the wheel",
             cudart.display()
         );
+    }
+    let venv = dir.join("venv");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
+            .context("creating the test servers' venv")?;
+    }
+    let have = Command::new(&python)
+        .args([
+            "-c",
+            "import starlette, uvicorn; print(starlette.__version__, uvicorn.__version__)",
+        ])
+        .output()?;
+    let want = format!(
+        "{} {}\n",
+        SERVER_PACKAGES[0].split("==").nth(1).unwrap(),
+        SERVER_PACKAGES[1].split("==").nth(1).unwrap()
+    );
+    if have.stdout != want.as_bytes() {
+        run(Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet"])
+            .args(SERVER_PACKAGES))
+        .context("installing the test servers' frameworks from PyPI")?;
     }
     Ok(dir)
 }

@@ -6,7 +6,9 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use inferscope_shared::{NET_CLOSED, NET_DATA, NET_FLAG_UNREADABLE, NET_PEER_CLOSED, NET_RECV, NET_SEND};
+use inferscope_shared::{
+    NET_CLOSED, NET_DATA, NET_FLAG_RESET_BY_PEER, NET_FLAG_UNREADABLE, NET_PEER_CLOSED, NET_RECV, NET_SEND,
+};
 use serde::Serialize;
 
 use crate::{
@@ -196,7 +198,8 @@ impl RequestTracker {
                     let mut events = Vec::new();
                     conn.responses.close(h.ktime_ns, &mut events);
                     conn.on_response_events(events, queue, done, &mut self.desynced_connections);
-                    let outcome = if conn.peer_closed { "cancelled" } else { "aborted" };
+                    let client_left = conn.peer_closed || h.flags & NET_FLAG_RESET_BY_PEER != 0;
+                    let outcome = if client_left { "cancelled" } else { "aborted" };
                     while let Some(r) = conn.in_flight.pop_front() {
                         finish(conn.server, r, h.ktime_ns, outcome, queue, done);
                     }

@@ -33,19 +33,16 @@ impl ProcessInfo {
 /// Inference servers recognised by their command name or command line:
 /// llama.cpp, Ollama, Triton, TGI's router, vLLM and SGLang (Python).
 pub fn is_known_server(comm: &str, cmdline: &str) -> bool {
-    const COMMS: [&str; 5] = [
-        "llama-server",
-        "ollama",
-        "tritonserver",
-        "text-generation",
-        "text-generation-",
-    ];
-    const MODULES: [&str; 4] = ["vllm", "sglang", "llama_cpp.server", "text_generation_server"];
-    COMMS.iter().any(|c| comm.starts_with(c))
-        || cmdline
-            .split('\0')
-            .take(4)
-            .any(|arg| MODULES.iter().any(|m| arg.contains(m)))
+    const COMMS: [&str; 4] = ["llama-server", "ollama", "tritonserver", "text-generation"];
+    const PROGRAMS: [&str; 4] = ["vllm", "sglang", "llama_cpp.server", "text-generation-server"];
+    // The program or module a Python process runs: `python -m vllm.entrypoints...`, `/usr/bin/vllm serve`.
+    let runs = |arg: &str| {
+        let base = arg.rsplit('/').next().unwrap_or(arg);
+        PROGRAMS
+            .iter()
+            .any(|p| base == *p || base.strip_prefix(p).is_some_and(|rest| rest.starts_with('.')))
+    };
+    COMMS.iter().any(|c| comm.starts_with(c)) || cmdline.split('\0').take(3).any(runs)
 }
 
 /// The container ID in a `/proc/PID/cgroup` listing: the 64-hex-digit name that

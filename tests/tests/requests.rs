@@ -1,0 +1,188 @@
+//! Per-request LLM metrics from the wire, end to end: the real agent, real eBPF
+//! on the socket layer, and a real Starlette/uvicorn server streaming on a
+//! schedule. Timing is checked against when the server handed each chunk to the
+//! socket (CLOCK_MONOTONIC on both sides), not against a tolerance.
+
+use std::{io::Write as _, net::TcpStream, sync::Mutex, thread};
+
+use inferscope_tests::{Agent, SseServer, chat_request, monotonic_ns, read_chunked_response};
+use serde_json::Value;
+
+/// Timing checks need the CPU: run these one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+/// `[before, after]` of the i-th body send, in ns.
+fn send(truth: &Value, i: usize) -> (u64, u64) {
+    let s = &truth["body_sends"][i];
+    (s[0].as_u64().unwrap(), s[1].as_u64().unwrap())
+}
+
+fn assert_within(what: &str, value: f64, low_ns: u64, high_ns: u64) {
+    let (low, high) = (secs(low_ns), secs(high_ns));
+    assert!(
+        low <= value && value <= high,
+        "{what} {value:.6}s outside [{low:.6}, {high:.6}]"
+    );
+}
+
+#[test]
+fn ttft_gaps_duration_and_tokens_match_when_the_server_wrote() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = SseServer::start();
+    let mut agent = Agent::start_with_output("requests", &["--port", &server.port.to_string()]);
+    let mut conn = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let sent_at = monotonic_ns();
+    conn.write_all(&chat_request("gt-model", 8, 120, 25, false))
+        .unwrap();
+    let body = read_chunked_response(&mut conn);
+    let truth = server.next_truth();
+    let r = agent.next_report("the request's record");
+
+    assert_eq!(r["model"], "gt-model");
+    assert_eq!(
+        (r["status"].as_u64(), r["stream"].as_bool(), r["outcome"].as_str()),
+        (Some(200), Some(true), Some("ok"))
+    );
+    assert_eq!(
+        (r["output_tokens"].as_u64(), r["token_source"].as_str()),
+        (Some(8), Some("events"))
+    );
+    assert_eq!(r["pid"].as_u64(), Some(server.pid() as u64));
+    // The request was read after the client sent it and before the server's first
+    // chunk (the role-only delta, which is no token); the first token left between
+    // the two timestamps around its send.
+    let role = send(&truth, 0);
+    let first = send(&truth, 1);
+    assert_within(
+        "ttft",
+        r["ttft_s"].as_f64().unwrap(),
+        first.0 - role.0,
+        first.1 - sent_at,
+    );
+    let gaps = r["itl_s"].as_array().unwrap();
+    assert_eq!(gaps.len(), 7, "{r}");
+    for (i, gap) in gaps.iter().enumerate() {
+        let (a, b) = (send(&truth, 1 + i), send(&truth, 2 + i));
+        assert_within(&format!("gap {i}"), gap.as_f64().unwrap(), b.0 - a.1, b.1 - a.0);
+    }
+    let last = &truth["last_send"];
+    let last = (last[0].as_u64().unwrap(), last[1].as_u64().unwrap());
+    assert_within(
+        "duration",
+        r["duration_s"].as_f64().unwrap(),
+        last.0 - role.0,
+        last.1 - sent_at,
+    );
+    assert!(String::from_utf8_lossy(&body).contains("tok7"));
+    assert!(!r.to_string().contains("never print"), "prompt text leaked: {r}");
+}
+
+#[test]
+fn keep_alive_and_pipelined_requests_are_each_attributed_to_their_own_request() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = SseServer::start();
+    let mut agent = Agent::start_with_output("requests", &["--port", &server.port.to_string()]);
+    let mut conn = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    for (model, tokens) in [("a", 2), ("b", 3)] {
+        conn.write_all(&chat_request(model, tokens, 10, 5, false))
+            .unwrap();
+        read_chunked_response(&mut conn);
+    }
+    // Two requests in one write: the server answers them in order on the same connection.
+    let mut both = chat_request("c", 1, 10, 5, false);
+    both.extend(chat_request("d", 4, 10, 5, true));
+    conn.write_all(&both).unwrap();
+    read_chunked_response(&mut conn);
+    read_chunked_response(&mut conn);
+    let records: Vec<Value> = (0..4).map(|_| agent.next_report("a request record")).collect();
+    let seen: Vec<_> = records
+        .iter()
+        .map(|r| (r["model"].as_str().unwrap(), r["output_tokens"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(seen, [("a", 2), ("b", 3), ("c", 1), ("d", 4)]);
+    assert_eq!(records[3]["token_source"], "usage");
+    assert_eq!(records[3]["input_tokens"], 7);
+    assert!(
+        records
+            .iter()
+            .all(|r| r["outcome"] == "ok" && r["ttft_s"].as_f64().unwrap() >= 0.010),
+        "{records:?}"
+    );
+}
+
+#[test]
+fn queue_depth_follows_the_scripted_concurrency() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = SseServer::start();
+    let mut agent = Agent::start(&["--port", &server.port.to_string()]);
+    let port = server.port;
+    // Three clients at once: 600 ms before the first token, then 6 tokens 100 ms apart.
+    let clients: Vec<_> = (0..3)
+        .map(|i| {
+            thread::spawn(move || {
+                let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                conn.write_all(&chat_request(&format!("m{}", i % 2), 6, 600, 100, false))
+                    .unwrap();
+                read_chunked_response(&mut conn);
+            })
+        })
+        .collect();
+    let server_of = |report: &Value| {
+        report["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["port"] == port)
+            .cloned()
+    };
+    let mut phases = Vec::new();
+    let mut finished = 0;
+    while finished < 3 {
+        let report = agent.next_report("reports while the three requests run");
+        let Some(s) = server_of(&report) else { continue };
+        let phase = (s["waiting"].as_u64().unwrap(), s["running"].as_u64().unwrap());
+        if phases.last() != Some(&phase) {
+            phases.push(phase);
+        }
+        finished += s["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["requests"].as_u64().unwrap())
+            .sum::<u64>();
+    }
+    clients.into_iter().for_each(|c| c.join().unwrap());
+    assert!(
+        phases.contains(&(3, 0)),
+        "never saw all three waiting: {phases:?}"
+    );
+    assert!(
+        phases.contains(&(0, 3)),
+        "never saw all three running: {phases:?}"
+    );
+    assert_eq!(phases.last(), Some(&(0, 0)), "{phases:?}");
+}
+
+#[test]
+fn a_client_that_leaves_mid_stream_is_counted_as_cancelled() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = SseServer::start();
+    let mut agent = Agent::start_with_output("requests", &["--port", &server.port.to_string()]);
+    {
+        let mut conn = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        conn.write_all(&chat_request("gone", 50, 10, 50, false)).unwrap();
+        let mut first = [0u8; 64];
+        std::io::Read::read(&mut conn, &mut first).unwrap();
+    } // dropped: the client goes away after the first bytes
+    let r = agent.next_report("the cancelled request's record");
+    assert_eq!(
+        (r["model"].as_str(), r["outcome"].as_str()),
+        (Some("gone"), Some("cancelled")),
+        "{r}"
+    );
+    assert!(r["output_tokens"].as_u64().unwrap() < 50, "{r}");
+}
