@@ -54,24 +54,33 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let btf = Btf::from_sys_fs().context("reading kernel BTF from /sys/kernel/btf/vmlinux")?;
     let process = ProcessProbes::load(&btf)?;
     let gpu = GpuProbes::load()?;
-    let net = NetProbes::load(&btf, args.capture_bytes)?;
+    // Request metrics need the socket tracepoints; GPU activity does not. Say so and go on without.
+    let net = NetProbes::load(&btf, args.capture_bytes)
+        .inspect_err(|e| log::warn!("request metrics unavailable (socket capture did not load): {e:#}"))
+        .ok();
     let only = (!args.pids.is_empty()).then(|| args.pids.iter().copied().collect::<HashSet<_>>());
     let discovery = Discovery::new("/proc");
     let pids = discovery.pids()?;
     let session = Session::start(discovery, gpu, process, only)?;
-    let mut servers = ServerWatch::start(
-        net,
-        "/proc".into(),
-        &args.ports,
-        args.comms.clone(),
-        monotonic_ns(),
-    )?;
-    for pid in pids {
-        servers.consider(pid, args.pids.contains(&pid));
-    }
-    for pid in session.tracked_pids() {
-        servers.consider(pid, true);
-    }
+    let servers = match net {
+        Some(net) => {
+            let mut servers = ServerWatch::start(
+                net,
+                "/proc".into(),
+                &args.ports,
+                args.comms.clone(),
+                monotonic_ns(),
+            )?;
+            for pid in pids {
+                servers.consider(pid, args.pids.contains(&pid));
+            }
+            for pid in session.tracked_pids() {
+                servers.consider(pid, true);
+            }
+            Some(servers)
+        }
+        None => None,
+    };
     tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -87,9 +96,12 @@ fn watch(ring: RingBuf<MapData>, what: &str) -> Result<AsyncFd<RingBuf<MapData>>
         .map_err(|e| anyhow!("watching the {what} ring buffer: {e}"))
 }
 
-async fn report_loop(mut session: Session, mut servers: ServerWatch, args: RunArgs) -> Result<()> {
+async fn report_loop(mut session: Session, mut servers: Option<ServerWatch>, args: RunArgs) -> Result<()> {
     let mut proc_events = watch(session.process_probes().events()?, "process event")?;
-    let mut net_events = watch(servers.net_probes().events()?, "socket capture")?;
+    let mut net_events = match &mut servers {
+        Some(s) => Some(watch(s.net_probes().events()?, "socket capture")?),
+        None => None,
+    };
     let mut out = Output {
         stdout: std::io::stdout().lock(),
         format: args.output,
@@ -107,13 +119,13 @@ async fn report_loop(mut session: Session, mut servers: ServerWatch, args: RunAr
         let stop = tokio::select! {
             ready = proc_events.readable_mut() => {
                 let mut guard = ready?;
-                drain_process_events(guard.get_inner_mut(), &mut session, &mut servers, &args.pids);
+                drain_process_events(guard.get_inner_mut(), &mut session, servers.as_mut(), &args.pids);
                 guard.clear_ready();
                 continue;
             }
-            ready = net_events.readable_mut() => {
+            ready = async { net_events.as_mut().unwrap().readable_mut().await }, if net_events.is_some() => {
                 let mut guard = ready?;
-                drain_net_events(guard.get_inner_mut(), &mut servers, &mut out)?;
+                drain_net_events(guard.get_inner_mut(), servers.as_mut().unwrap(), &mut out)?;
                 guard.clear_ready();
                 continue;
             }
@@ -123,16 +135,18 @@ async fn report_loop(mut session: Session, mut servers: ServerWatch, args: RunAr
             _ = interrupt.recv() => true,
         };
         // What happened before this instant belongs in this report.
-        drain_process_events(proc_events.get_mut(), &mut session, &mut servers, &args.pids);
-        drain_net_events(net_events.get_mut(), &mut servers, &mut out)?;
+        drain_process_events(proc_events.get_mut(), &mut session, servers.as_mut(), &args.pids);
         let now = Instant::now();
         let interval = now - last;
         last = now;
         let mut report = session.report(interval)?;
-        report.servers = servers.report(interval.as_secs_f64(), monotonic_ns());
-        report.add_drops(servers.drops()?);
-        for pid in session.tracked_pids() {
-            servers.consider(pid, true);
+        if let (Some(servers), Some(net_events)) = (servers.as_mut(), net_events.as_mut()) {
+            drain_net_events(net_events.get_mut(), servers, &mut out)?;
+            report.servers = servers.report(interval.as_secs_f64(), monotonic_ns());
+            report.add_drops(servers.drops()?);
+            for pid in session.tracked_pids() {
+                servers.consider(pid, true);
+            }
         }
         if out.format != Format::Requests {
             export::write(&mut out.stdout, out.format, &report).context("writing the report")?;
@@ -153,7 +167,7 @@ struct Output<W: Write> {
 fn drain_process_events(
     events: &mut RingBuf<MapData>,
     session: &mut Session,
-    servers: &mut ServerWatch,
+    mut servers: Option<&mut ServerWatch>,
     named: &[u32],
 ) {
     while let Some(record) = events.next() {
@@ -162,6 +176,9 @@ fn drain_process_events(
             continue;
         };
         session.handle(&event);
+        let Some(servers) = servers.as_deref_mut() else {
+            continue;
+        };
         match event.kind {
             PROC_EXEC => servers.consider(event.pid, named.contains(&event.pid)),
             PROC_EXIT => servers.process_exited(event.pid),

@@ -15,6 +15,7 @@ pub fn write_text(out: &mut impl Write, r: &Report) -> io::Result<()> {
         r.processes.len(),
         r.dropped_events
     )?;
+    write_servers(out, r)?;
     if r.processes.is_empty() {
         return writeln!(out, "  (no process uses a GPU runtime)");
     }
@@ -66,6 +67,76 @@ pub fn write_text(out: &mut impl Write, r: &Report) -> io::Result<()> {
                 "",
                 n.calls,
                 n.bytes as f64 / MIB
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// One line per server and model: rate, latency percentiles, tokens, queue.
+fn write_servers(out: &mut impl Write, r: &Report) -> io::Result<()> {
+    if r.servers.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "  {:>7} {:>5} {:<24} {:>6} {:>5} {:>9} {:>9} {:>9} {:>9} {:>8} {:>5} {:>5}",
+        "PID",
+        "PORT",
+        "MODEL",
+        "REQ/s",
+        "ERR",
+        "TTFT p50",
+        "TTFT p95",
+        "ITL p50",
+        "DUR p95",
+        "TOK/s",
+        "WAIT",
+        "RUN"
+    )?;
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |s| format!("{:.1}ms", s * 1e3));
+    let per_s = |n: u64| {
+        if r.interval_s > 0.0 {
+            n as f64 / r.interval_s
+        } else {
+            0.0
+        }
+    };
+    for s in &r.servers {
+        if s.models.is_empty() {
+            writeln!(
+                out,
+                "  {:>7} {:>5} {:<24} {:>6.1} {:>5} {:>9} {:>9} {:>9} {:>9} {:>8} {:>5} {:>5}",
+                s.pid,
+                s.port,
+                "(no request finished)",
+                s.request_rate,
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                s.waiting,
+                s.running
+            )?;
+        }
+        for m in &s.models {
+            writeln!(
+                out,
+                "  {:>7} {:>5} {:<24} {:>6.1} {:>5} {:>9} {:>9} {:>9} {:>9} {:>8.1} {:>5} {:>5}",
+                s.pid,
+                s.port,
+                m.model,
+                per_s(m.requests),
+                m.errors,
+                ms(m.ttft_s.percentile(50.0)),
+                ms(m.ttft_s.percentile(95.0)),
+                ms(m.itl_s.percentile(50.0)),
+                ms(m.duration_s.percentile(95.0)),
+                per_s(m.output_tokens),
+                s.waiting,
+                s.running,
             )?;
         }
     }
