@@ -1,6 +1,6 @@
 """A ground-truth streaming server on the stack vLLM and SGLang use (Starlette
-on uvicorn). It streams OpenAI-style chat completion chunks on a schedule the
-request sets, and prints, per request, exactly when each chunk went to the
+on uvicorn). It streams OpenAI-style chat completion chunks (SSE, /v1/chat/completions)
+or Ollama-style messages (NDJSON, /api/chat) on a schedule the request sets, and prints, per request, exactly when each chunk went to the
 socket (CLOCK_MONOTONIC, the clock of the kernel's timestamps), so that a test
 can hold the agent's figures against it.
 
@@ -45,6 +45,26 @@ async def chat(request: Request):
     return StreamingResponse(stream(), media_type="text/event-stream")
 
 
+async def ollama_chat(request: Request):
+    """Ollama's /api/chat: NDJSON, one message per token, then a summary with token counts."""
+    req = await request.json()
+    model, tokens = req["model"], req["tokens"]
+
+    def line(payload):
+        return json.dumps(payload) + "\n"
+
+    async def stream():
+        await asyncio.sleep(req["ttft_ms"] / 1000)
+        for i in range(tokens):
+            if i:
+                await asyncio.sleep(req["gap_ms"] / 1000)
+            yield line({"model": model, "message": {"role": "assistant", "content": f"tok{i} "}, "done": False})
+        yield line({"model": model, "message": {"role": "assistant", "content": ""}, "done": True,
+                    "eval_count": tokens, "prompt_eval_count": 11})
+
+    return StreamingResponse(stream(), media_type="application/x-ndjson")
+
+
 def timed(app):
     """ASGI middleware: when each response message was handed to the socket."""
 
@@ -67,7 +87,10 @@ def timed(app):
     return wrapper
 
 
-app = timed(Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])]))
+app = timed(Starlette(routes=[
+    Route("/v1/chat/completions", chat, methods=["POST"]),
+    Route("/api/chat", ollama_chat, methods=["POST"]),
+]))
 
 if __name__ == "__main__":
     sock = socket.socket()

@@ -375,13 +375,22 @@ pub fn monotonic_ns() -> u64 {
 
 /// An HTTP/1.1 POST of a streaming chat completion to the ground-truth server.
 pub fn chat_request(model: &str, tokens: u32, ttft_ms: u32, gap_ms: u32, usage: bool) -> Vec<u8> {
+    post("/v1/chat/completions", model, tokens, ttft_ms, gap_ms, usage)
+}
+
+/// The same as Ollama's `/api/chat` (NDJSON).
+pub fn ollama_request(model: &str, tokens: u32, ttft_ms: u32, gap_ms: u32) -> Vec<u8> {
+    post("/api/chat", model, tokens, ttft_ms, gap_ms, false)
+}
+
+fn post(path: &str, model: &str, tokens: u32, ttft_ms: u32, gap_ms: u32, usage: bool) -> Vec<u8> {
     let body = serde_json::json!({
         "model": model, "tokens": tokens, "ttft_ms": ttft_ms, "gap_ms": gap_ms, "usage": usage, "stream": true,
         "messages": [{"role": "user", "content": "a prompt the agent must never print"}],
     })
     .to_string();
     format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
