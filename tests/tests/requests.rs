@@ -194,12 +194,19 @@ fn an_ndjson_stream_in_ollamas_shape_is_timed_and_its_token_counts_read() {
     let mut agent = Agent::start_with_output("requests", &["--port", &server.port.to_string()]);
     let mut conn = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     let sent_at = monotonic_ns();
-    conn.write_all(&inferscope_tests::ollama_request("llama3.2", 6, 80, 20)).unwrap();
+    conn.write_all(&inferscope_tests::ollama_request("llama3.2", 6, 80, 20))
+        .unwrap();
     read_chunked_response(&mut conn);
     let truth = server.next_truth();
     let r = agent.next_report("the NDJSON request's record");
-    assert_eq!((r["model"].as_str(), r["path"].as_str()), (Some("llama3.2"), Some("/api/chat")));
-    assert_eq!((r["output_tokens"].as_u64(), r["input_tokens"].as_u64()), (Some(6), Some(11)));
+    assert_eq!(
+        (r["model"].as_str(), r["path"].as_str()),
+        (Some("llama3.2"), Some("/api/chat"))
+    );
+    assert_eq!(
+        (r["output_tokens"].as_u64(), r["input_tokens"].as_u64()),
+        (Some(6), Some(11))
+    );
     assert_eq!(r["token_source"], "usage");
     let first = send(&truth, 0);
     assert_within("ttft", r["ttft_s"].as_f64().unwrap(), 0, first.1 - sent_at);

@@ -12,13 +12,8 @@ pub struct SseSplitter {
 
 impl SseSplitter {
     pub fn feed(&mut self, bytes: &[u8], mut event: impl FnMut(&[u8])) {
-        for &b in bytes {
-            if b != b'\n' {
-                self.line.push(b);
-                continue;
-            }
-            let line = std::mem::take(&mut self.line);
-            let line = line.strip_suffix(b"\r").unwrap_or(&line);
+        for_each_line(&mut self.line, bytes, |line| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.is_empty() {
                 if self.has_data {
                     event(&self.data);
@@ -34,7 +29,7 @@ impl SseSplitter {
                 self.has_data = true;
             }
             // Comments (":") and other fields (event, id, retry) carry no tokens.
-        }
+        });
     }
 
     /// Bytes of the stream were lost: drop the partial event rather than glue halves.
@@ -45,6 +40,23 @@ impl SseSplitter {
     }
 }
 
+/// Calls `f` with each complete line (without its `\n`), keeping the unfinished
+/// tail in `partial` for the next call. Whole lines inside `bytes` are not copied.
+fn for_each_line(partial: &mut Vec<u8>, bytes: &[u8], mut f: impl FnMut(&[u8])) {
+    let mut rest = bytes;
+    while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+        if partial.is_empty() {
+            f(&rest[..i]);
+        } else {
+            partial.extend_from_slice(&rest[..i]);
+            f(partial);
+            partial.clear();
+        }
+        rest = &rest[i + 1..];
+    }
+    partial.extend_from_slice(rest);
+}
+
 /// Splits an NDJSON body into lines.
 #[derive(Debug, Default)]
 pub struct LineSplitter {
@@ -53,16 +65,11 @@ pub struct LineSplitter {
 
 impl LineSplitter {
     pub fn feed(&mut self, bytes: &[u8], mut record: impl FnMut(&[u8])) {
-        for &b in bytes {
-            if b == b'\n' {
-                let line = std::mem::take(&mut self.line);
-                if !line.iter().all(u8::is_ascii_whitespace) {
-                    record(&line);
-                }
-            } else {
-                self.line.push(b);
+        for_each_line(&mut self.line, bytes, |line| {
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                record(line);
             }
-        }
+        });
     }
 
     pub fn gap(&mut self) {

@@ -80,76 +80,221 @@ pub struct Record {
 }
 
 pub fn read_record(bytes: &[u8]) -> Record {
-    let Ok(v) = serde_json::from_slice::<Value>(bytes) else {
+    let Ok(r) = serde_json::from_slice::<shape::Record>(bytes) else {
         return Record::default();
     };
     Record {
-        content: carries_content(&v),
-        usage: usage(&v),
-        model: v.get("model").and_then(Value::as_str).map(str::to_string),
+        content: r.carries_content(),
+        usage: r.usage(),
+        model: r.model.0,
     }
 }
 
-fn non_empty(v: Option<&Value>) -> bool {
-    match v {
-        Some(Value::String(s)) => !s.is_empty(),
-        Some(Value::Array(a)) => !a.is_empty(),
-        _ => false,
-    }
-}
+/// The fields read, typed so that parsing skips the rest without building a
+/// tree (the decode path's hot spot), and tolerant of each field's type
+/// differing between servers: a mismatch reads as absent, not as an error.
+mod shape {
+    use std::fmt;
 
-fn carries_content(v: &Value) -> bool {
-    if let Some(choices) = v.get("choices").and_then(Value::as_array) {
-        // OpenAI chat (delta) and completions (text).
-        return choices.iter().any(|c| {
-            let d = c.get("delta");
-            non_empty(d.and_then(|d| d.get("content")))
-                || non_empty(d.and_then(|d| d.get("reasoning_content")))
-                || non_empty(d.and_then(|d| d.get("tool_calls")))
-                || non_empty(c.get("text"))
-        });
-    }
-    // TGI: {"token": {"text", "special"}}; special tokens (end of sequence) are not content.
-    if let Some(token) = v.get("token") {
-        return non_empty(token.get("text")) && token.get("special") != Some(&Value::Bool(true));
-    }
-    // Ollama chat and generate, llama.cpp /completion, Triton generate_stream.
-    non_empty(v.get("message").and_then(|m| m.get("content")))
-        || non_empty(v.get("response"))
-        || non_empty(v.get("content"))
-        || non_empty(v.get("text_output"))
-}
+    use serde::{
+        Deserialize, Deserializer,
+        de::{IgnoredAny, MapAccess, SeqAccess, Visitor},
+    };
 
-fn usage(v: &Value) -> Usage {
-    let n = |v: Option<&Value>| v.and_then(Value::as_u64);
-    if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-        return Usage {
-            output_tokens: n(u.get("completion_tokens")),
-            input_tokens: n(u.get("prompt_tokens")),
-        };
+    use super::Usage;
+
+    /// Whether a value is a non-empty string or array.
+    #[derive(Default)]
+    pub struct NonEmpty(pub bool);
+    /// A value if it is an unsigned integer.
+    #[derive(Default)]
+    pub struct Count(pub Option<u64>);
+    /// A value if it is a string.
+    #[derive(Default)]
+    pub struct Text(pub Option<String>);
+
+    struct Any<T>(fn(Kind) -> T);
+    enum Kind<'a> {
+        Str(&'a str),
+        U64(u64),
+        Seq(bool),
+        Other,
     }
-    // Ollama's final record.
-    if v.get("eval_count").is_some() || v.get("prompt_eval_count").is_some() {
-        return Usage {
-            output_tokens: n(v.get("eval_count")),
-            input_tokens: n(v.get("prompt_eval_count")),
-        };
+
+    impl<'de, T> Visitor<'de> for Any<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_str<E>(self, v: &str) -> Result<T, E> {
+            Ok((self.0)(Kind::Str(v)))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<T, E> {
+            Ok((self.0)(Kind::U64(v)))
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<T, E> {
+            Ok((self.0)(Kind::Other))
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<T, E> {
+            Ok((self.0)(Kind::Other))
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<T, E> {
+            Ok((self.0)(Kind::Other))
+        }
+        fn visit_unit<E>(self) -> Result<T, E> {
+            Ok((self.0)(Kind::Other))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<T, A::Error> {
+            let mut any = false;
+            while seq.next_element::<IgnoredAny>()?.is_some() {
+                any = true;
+            }
+            Ok((self.0)(Kind::Seq(any)))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok((self.0)(Kind::Other))
+        }
     }
-    // llama.cpp /completion's final record.
-    if v.get("tokens_predicted").is_some() {
-        return Usage {
-            output_tokens: n(v.get("tokens_predicted")),
-            input_tokens: n(v.get("tokens_evaluated")),
-        };
+
+    impl<'de> Deserialize<'de> for NonEmpty {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(Any(|k| {
+                NonEmpty(matches!(k, Kind::Str(s) if !s.is_empty()) || matches!(k, Kind::Seq(true)))
+            }))
+        }
     }
-    // TGI's final stream record and /generate response.
-    if let Some(d) = v.get("details").filter(|d| d.is_object()) {
-        return Usage {
-            output_tokens: n(d.get("generated_tokens")),
-            input_tokens: None,
-        };
+
+    impl<'de> Deserialize<'de> for Count {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(Any(|k| Count(if let Kind::U64(n) = k { Some(n) } else { None })))
+        }
     }
-    Usage::default()
+
+    impl<'de> Deserialize<'de> for Text {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(Any(|k| {
+                Text(if let Kind::Str(s) = k {
+                    Some(s.to_string())
+                } else {
+                    None
+                })
+            }))
+        }
+    }
+
+    #[derive(Default, Deserialize)]
+    #[serde(default)]
+    pub struct Delta {
+        content: NonEmpty,
+        reasoning_content: NonEmpty,
+        tool_calls: NonEmpty,
+    }
+
+    #[derive(Default, Deserialize)]
+    #[serde(default)]
+    pub struct Choice {
+        delta: Option<Delta>,
+        text: NonEmpty,
+    }
+
+    #[derive(Default, Deserialize)]
+    #[serde(default)]
+    pub struct Token {
+        text: NonEmpty,
+        special: Option<bool>,
+    }
+
+    #[derive(Default, Deserialize)]
+    #[serde(default)]
+    pub struct Message {
+        content: NonEmpty,
+    }
+
+    #[derive(Default, Deserialize)]
+    #[serde(default)]
+    pub struct OpenAiUsage {
+        completion_tokens: Count,
+        prompt_tokens: Count,
+    }
+
+    #[derive(Default, Deserialize)]
+    #[serde(default)]
+    pub struct Details {
+        generated_tokens: Count,
+    }
+
+    #[derive(Default, Deserialize)]
+    #[serde(default)]
+    pub struct Record {
+        choices: Option<Vec<Choice>>,
+        token: Option<Token>,
+        message: Option<Message>,
+        response: NonEmpty,
+        content: NonEmpty,
+        text_output: NonEmpty,
+        usage: Option<OpenAiUsage>,
+        eval_count: Count,
+        prompt_eval_count: Count,
+        tokens_predicted: Count,
+        tokens_evaluated: Count,
+        details: Option<Details>,
+        pub model: Text,
+    }
+
+    impl Record {
+        pub fn carries_content(&self) -> bool {
+            if let Some(choices) = &self.choices {
+                // OpenAI chat (delta) and completions (text).
+                return choices.iter().any(|c| {
+                    c.text.0
+                        || c.delta
+                            .as_ref()
+                            .is_some_and(|d| d.content.0 || d.reasoning_content.0 || d.tool_calls.0)
+                });
+            }
+            // TGI: special tokens (end of sequence) are not content.
+            if let Some(token) = &self.token {
+                return token.text.0 && token.special != Some(true);
+            }
+            // Ollama chat and generate, llama.cpp /completion, Triton generate_stream.
+            self.message.as_ref().is_some_and(|m| m.content.0)
+                || self.response.0
+                || self.content.0
+                || self.text_output.0
+        }
+
+        pub fn usage(&self) -> Usage {
+            if let Some(u) = &self.usage {
+                return Usage {
+                    output_tokens: u.completion_tokens.0,
+                    input_tokens: u.prompt_tokens.0,
+                };
+            }
+            // Ollama's final record.
+            if self.eval_count.0.is_some() || self.prompt_eval_count.0.is_some() {
+                return Usage {
+                    output_tokens: self.eval_count.0,
+                    input_tokens: self.prompt_eval_count.0,
+                };
+            }
+            // llama.cpp /completion's final record.
+            if self.tokens_predicted.0.is_some() {
+                return Usage {
+                    output_tokens: self.tokens_predicted.0,
+                    input_tokens: self.tokens_evaluated.0,
+                };
+            }
+            // TGI's final stream record and /generate response.
+            if let Some(d) = &self.details {
+                return Usage {
+                    output_tokens: d.generated_tokens.0,
+                    input_tokens: None,
+                };
+            }
+            Usage::default()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::BtfTracePoint,
 };
 use inferscope_shared::{DROP_REASONS, NET_CAPTURE_MAX, NetEventHeader};
@@ -44,13 +44,13 @@ impl NetProbes {
 
     /// Starts capturing connections accepted on this local port.
     pub fn watch_port(&mut self, port: u16) -> Result<()> {
-        let mut ports: BpfHashMap<_, u16, u8> = BpfHashMap::try_from(
-            self.ebpf
-                .map_mut("watched_ports")
-                .ok_or_else(|| anyhow!("watched_ports"))?,
-        )?;
+        let map = self
+            .ebpf
+            .map_mut("watched_ports")
+            .ok_or_else(|| anyhow!("watched_ports missing"))?;
+        let mut ports: Array<_, u8> = Array::try_from(map)?;
         ports
-            .insert(port, 1, 0)
+            .set(u32::from(port), 1, 0)
             .with_context(|| format!("watching port {port}"))?;
         Ok(())
     }
