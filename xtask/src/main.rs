@@ -3,6 +3,7 @@
 
 mod ebpf;
 mod fixtures;
+mod llama;
 
 use std::{
     path::{Path, PathBuf},

@@ -6,6 +6,9 @@
 pub mod http1;
 pub mod sse;
 
+#[cfg(test)]
+mod fuzz;
+
 /// One send or receive as the decoders see it.
 #[derive(Clone, Copy, Debug)]
 pub struct Segment<'a> {
