@@ -1,0 +1,249 @@
+//! A real LLM server: llama.cpp's `llama-server` running SmolLM2-135M on the
+//! CPU (built by `cargo xtask fixtures`). The agent finds it by name, with no
+//! port given, and its figures are held against what the server itself reports:
+//! token usage exactly, timing against its own `timings`, queue depth against
+//! its `--metrics`.
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::TcpStream,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::Instant,
+};
+
+use inferscope_tests::{Agent, STEP, fixtures};
+use serde_json::{Value, json};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+struct LlamaServer {
+    child: Child,
+    port: u16,
+}
+
+impl LlamaServer {
+    fn start(slots: u32) -> Self {
+        let path = |f: &str| {
+            std::fs::read_to_string(fixtures().join(f))
+                .unwrap_or_else(|e| panic!("{f}: {e}: run `cargo xtask fixtures`"))
+        };
+        let (server, model) = (path("llama-server.path"), path("smollm2.path"));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new(server)
+            .args(["-m", &model, "--host", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "-np",
+                &slots.to_string(),
+                "-c",
+                &(1024 * slots).to_string(),
+                "-t",
+                "2",
+                "--metrics",
+                "--no-webui",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting llama-server");
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + STEP;
+        loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("llama-server never said it is listening");
+            if line.contains("listening on") {
+                break;
+            }
+        }
+        thread::spawn(move || rx.iter().for_each(drop));
+        Self { child, port }
+    }
+
+    /// One HTTP/1.1 exchange; llama-server closes the connection after each response.
+    fn exchange(&self, method: &str, path: &str, body: Option<&Value>) -> String {
+        let mut conn = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        conn.set_read_timeout(Some(STEP)).unwrap();
+        let body = body.map(Value::to_string).unwrap_or_default();
+        write!(conn, "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+        let mut out = String::new();
+        conn.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    /// `llamacpp:<name>` from the Prometheus text of `/metrics`.
+    fn metric(&self, name: &str) -> f64 {
+        let text = self.exchange("GET", "/metrics", None);
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("llamacpp:{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no llamacpp:{name} in /metrics"))
+    }
+}
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chat(stream: bool, max_tokens: u32) -> Value {
+    json!({"model": "smollm2", "stream": stream, "max_tokens": max_tokens, "temperature": 0,
+           "stream_options": {"include_usage": true},
+           "messages": [{"role": "user", "content": "Name three colours."}]})
+}
+
+/// The JSON objects of an SSE response's `data:` lines.
+fn sse_events(response: &str) -> Vec<Value> {
+    response
+        .lines()
+        .filter_map(|l| serde_json::from_str(l.strip_prefix("data: ")?).ok())
+        .collect()
+}
+
+#[test]
+fn streaming_and_plain_chat_completions_match_the_servers_own_accounting() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut agent = Agent::start_with_output("requests", &[]);
+    let server = LlamaServer::start(1);
+    agent.wait_for_log(&format!("capturing requests to port {}", server.port));
+
+    let response = server.exchange("POST", "/v1/chat/completions", Some(&chat(true, 32)));
+    let events = sse_events(&response);
+    let last = events
+        .iter()
+        .rev()
+        .find(|e| e.get("usage").is_some_and(|u| !u.is_null()))
+        .expect("usage in the stream");
+    let timings = events
+        .iter()
+        .rev()
+        .find_map(|e| e.get("timings"))
+        .expect("timings in the stream")
+        .clone();
+    let r = agent.next_report("the streamed request");
+    eprintln!("agent: {r}\nserver timings: {timings}");
+    assert_eq!(r["output_tokens"], last["usage"]["completion_tokens"], "{r}");
+    assert_eq!(r["input_tokens"], last["usage"]["prompt_tokens"], "{r}");
+    assert_eq!(r["token_source"], "usage");
+    assert_eq!(r["outcome"], "ok");
+
+    // The server's clock: prompt processing, then decoding at predicted_per_token_ms.
+    let ms = |k: &str| timings[k].as_f64().unwrap() / 1e3;
+    let (prompt, per_token) = (ms("prompt_ms"), ms("predicted_per_token_ms"));
+    let ttft = r["ttft_s"].as_f64().unwrap();
+    // TTFT covers prompt processing and the first token's decode, plus HTTP handling:
+    // at least the prompt time, at most that plus two token times and 50 ms.
+    assert!(
+        ttft >= prompt && ttft <= prompt + 2.0 * per_token + 0.050,
+        "ttft {ttft} vs prompt {prompt} + token {per_token}"
+    );
+    let gaps: Vec<f64> = r["itl_s"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_f64().unwrap())
+        .collect();
+    let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+    // Mean inter-token gap within 25 % (+1 ms) of the server's own per-token decode time.
+    assert!(
+        (mean - per_token).abs() <= 0.25 * per_token + 0.001,
+        "mean gap {mean} vs {per_token} per token"
+    );
+
+    let plain = server.exchange("POST", "/v1/chat/completions", Some(&chat(false, 16)));
+    let body: Value = serde_json::from_str(&plain[plain.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    let r = agent.next_report("the plain request");
+    assert_eq!(r["output_tokens"], body["usage"]["completion_tokens"], "{r}");
+    assert_eq!(
+        (r["stream"].as_bool(), r["ttft_s"].is_null()),
+        (Some(false), true),
+        "{r}"
+    );
+    let t = &body["timings"];
+    let server_busy = (t["prompt_ms"].as_f64().unwrap() + t["predicted_ms"].as_f64().unwrap()) / 1e3;
+    assert!(
+        r["duration_s"].as_f64().unwrap() >= server_busy,
+        "{r} vs {server_busy}"
+    );
+}
+
+#[test]
+fn queue_depth_agrees_with_the_servers_metrics_with_two_slots_and_four_clients() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut agent = Agent::start(&[]);
+    let server = Arc::new(LlamaServer::start(2));
+    agent.wait_for_log(&format!("capturing requests to port {}", server.port));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let server = server.clone();
+            thread::spawn(move || server.exchange("POST", "/v1/chat/completions", Some(&chat(true, 96))))
+        })
+        .collect();
+    // The server's own view, sampled while the clients run.
+    let running = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (server, running) = (server.clone(), running.clone());
+        thread::spawn(move || {
+            let mut max = (0.0f64, 0.0f64);
+            while running.load(Ordering::Relaxed) {
+                max.0 = max.0.max(server.metric("requests_processing"));
+                max.1 = max.1.max(server.metric("requests_deferred"));
+            }
+            max
+        })
+    };
+    let mut seen = (0u64, 0u64);
+    let mut finished = 0;
+    while finished < 4 {
+        let report = agent.next_report("reports while four clients share two slots");
+        for s in report["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["port"] == server.port)
+        {
+            seen.0 = seen.0.max(s["running"].as_u64().unwrap());
+            seen.1 = seen.1.max(s["waiting"].as_u64().unwrap());
+            finished += s["models"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["requests"].as_u64().unwrap())
+                .sum::<u64>();
+        }
+    }
+    clients
+        .into_iter()
+        .for_each(|c| assert!(c.join().unwrap().contains("[DONE]")));
+    running.store(false, Ordering::Relaxed);
+    let (processing, deferred) = sampler.join().unwrap();
+    assert_eq!(processing, 2.0, "the server never ran both slots");
+    assert!(deferred >= 1.0, "the server never deferred a request");
+    // Running: as many as the server processes at once. Waiting: the deferred ones
+    // at least, and never more than all four.
+    assert_eq!(
+        seen.0, processing as u64,
+        "agent's max running vs server's requests_processing"
+    );
+    assert!(
+        seen.1 >= deferred as u64 && seen.1 <= 4,
+        "agent's max waiting {} vs deferred {deferred}",
+        seen.1
+    );
+}
