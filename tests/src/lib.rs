@@ -194,6 +194,13 @@ impl Drop for Agent {
     }
 }
 
+/// Requests a server entry of a report says finished in its interval, all models together.
+pub fn finished_requests(server: &Value) -> u64 {
+    server["models"].as_array().map_or(0, |models| {
+        models.iter().filter_map(|m| m["requests"].as_u64()).sum()
+    })
+}
+
 pub fn process(report: &Value, pid: u32) -> Option<&Value> {
     report["processes"].as_array()?.iter().find(|p| p["pid"] == pid)
 }

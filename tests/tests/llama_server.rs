@@ -16,7 +16,7 @@ use std::{
     time::Instant,
 };
 
-use inferscope_tests::{Agent, STEP, fixtures};
+use inferscope_tests::{Agent, STEP, finished_requests, fixtures};
 use serde_json::{Value, json};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -220,12 +220,7 @@ fn queue_depth_agrees_with_the_servers_metrics_with_two_slots_and_four_clients()
         {
             seen.0 = seen.0.max(s["running"].as_u64().unwrap());
             seen.1 = seen.1.max(s["waiting"].as_u64().unwrap());
-            finished += s["models"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| m["requests"].as_u64().unwrap())
-                .sum::<u64>();
+            finished += finished_requests(s);
         }
     }
     clients

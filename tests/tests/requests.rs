@@ -5,7 +5,9 @@
 
 use std::{io::Write as _, net::TcpStream, sync::Mutex, thread};
 
-use inferscope_tests::{Agent, SseServer, chat_request, monotonic_ns, read_chunked_response};
+use inferscope_tests::{
+    Agent, SseServer, chat_request, finished_requests, monotonic_ns, read_chunked_response,
+};
 use serde_json::Value;
 
 /// Timing checks need the CPU: run these one at a time.
@@ -148,12 +150,7 @@ fn queue_depth_follows_the_scripted_concurrency() {
         if phases.last() != Some(&phase) {
             phases.push(phase);
         }
-        finished += s["models"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["requests"].as_u64().unwrap())
-            .sum::<u64>();
+        finished += finished_requests(&s);
     }
     clients.into_iter().for_each(|c| c.join().unwrap());
     assert!(

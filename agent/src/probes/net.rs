@@ -4,7 +4,7 @@
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, RingBuf},
     programs::BtfTracePoint,
 };
 use inferscope_shared::{DROP_REASONS, NET_CAPTURE_MAX, NetEventHeader};
@@ -57,16 +57,11 @@ impl NetProbes {
 
     /// The ring buffer of captured events; call once.
     pub fn events(&mut self) -> Result<RingBuf<MapData>> {
-        let map = self
-            .ebpf
-            .take_map("net_events")
-            .ok_or_else(|| anyhow!("net_events missing"))?;
-        Ok(RingBuf::try_from(map)?)
+        super::take_ring_buf(&mut self.ebpf, "net_events")
     }
 
     pub fn drops(&self) -> Result<[u64; DROP_REASONS.len()]> {
-        let map = PerCpuArray::try_from(self.ebpf.map("drops").ok_or_else(|| anyhow!("drops missing"))?)?;
-        Ok(read_drops(&map))
+        read_drops(&self.ebpf)
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Btf, Ebpf,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{MapData, RingBuf},
     programs::{
         BtfTracePoint, UProbe,
         uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
@@ -76,16 +76,11 @@ impl ProcessProbes {
 
     /// The ring buffer of [`ProcEvent`]s; call once.
     pub fn events(&mut self) -> Result<RingBuf<MapData>> {
-        let map = self
-            .ebpf
-            .take_map("proc_events")
-            .ok_or_else(|| anyhow!("proc_events missing"))?;
-        Ok(RingBuf::try_from(map)?)
+        super::take_ring_buf(&mut self.ebpf, "proc_events")
     }
 
     pub fn drops(&self) -> Result<[u64; DROP_REASONS.len()]> {
-        let map = PerCpuArray::try_from(self.ebpf.map("drops").ok_or_else(|| anyhow!("drops missing"))?)?;
-        Ok(read_drops(&map))
+        read_drops(&self.ebpf)
     }
 }
 
