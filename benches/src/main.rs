@@ -5,17 +5,25 @@
 //! - Socket capture: a tight `write()` and a loopback TCP round trip in a process the
 //!   agent does not watch, with and without the capture programs attached, and the
 //!   same round trip on a watched port.
+//! - Server load: requests/s of a streaming server at saturation with and without
+//!   the agent's capture and decoding.
 //! - Decode pipeline: captured events per second through HTTP/SSE decoding and
 //!   request derivation, on one core.
 
 mod decode;
 mod gpu_launch;
+mod server_load;
 mod socket_overhead;
+
+use anyhow::Context as _;
 
 fn main() -> anyhow::Result<()> {
     gpu_launch::run()?;
     println!();
     socket_overhead::run()?;
+    println!();
+    let fixtures = std::env::var_os("INFERSCOPE_FIXTURES").context("run through `cargo xtask bench`")?;
+    server_load::run(std::path::Path::new(&fixtures))?;
     println!();
     decode::run()
 }

@@ -4,7 +4,8 @@ or Ollama-style messages (NDJSON, /api/chat) on a schedule the request sets, and
 socket (CLOCK_MONOTONIC, the clock of the kernel's timestamps), so that a test
 can hold the agent's figures against it.
 
-usage: python sse_server.py   (prints "listening PORT", then one JSON line per request)
+usage: python sse_server.py [--quiet]   (prints "listening PORT", then one JSON line per
+request unless --quiet)
 request body: {"model", "tokens": N, "ttft_ms", "gap_ms", "usage": bool}
 """
 import asyncio
@@ -79,6 +80,8 @@ def timed(app):
             sends.append((message["type"], bool(message.get("body")), before, time.monotonic_ns()))
 
         await app(scope, receive, timed_send)
+        if QUIET:
+            return
         bodies = [[b, a] for kind, has_body, b, a in sends if kind == "http.response.body" and has_body]
         record = {"path": scope["path"], "body_sends": bodies, "last_send": list(sends[-1][2:])}
         sys.stdout.write(json.dumps(record) + "\n")
@@ -87,6 +90,7 @@ def timed(app):
     return wrapper
 
 
+QUIET = "--quiet" in sys.argv
 app = timed(Starlette(routes=[
     Route("/v1/chat/completions", chat, methods=["POST"]),
     Route("/api/chat", ollama_chat, methods=["POST"]),

@@ -1,0 +1,214 @@
+//! What watching a server costs the server: requests per second of a streaming
+//! HTTP/1.1 server at saturation, with and without the agent's socket capture
+//! and request decoding running, in interleaved rounds.
+//!
+//! The server is minimal Rust (no framework), so the agent's share of the
+//! work is as large as it gets: a Python server spends far more per request.
+//! Everything shares the machine's cores: the load, the server and the agent.
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    path::Path,
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use aya::Btf;
+use inferscope::{
+    derive::requests::RequestTracker,
+    probes::{NetProbes, decode_net_event, raise_memlock_limit},
+};
+
+use crate::median;
+
+const ROUNDS: usize = 5;
+const ROUND: Duration = Duration::from_secs(2);
+const TOKENS: usize = 16;
+
+pub fn run(fixtures: &Path) -> Result<()> {
+    raise_memlock_limit();
+    let btf = Btf::from_sys_fs().context("kernel BTF")?;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    thread::spawn(move || serve(listener));
+    compare(
+        &btf,
+        "minimal Rust server (worst case: the agent's share is largest)",
+        port,
+        2,
+    )?;
+
+    // The ground-truth server of the tests: Starlette on uvicorn, as vLLM and SGLang serve.
+    let python = fixtures.join("venv/bin/python");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/servers/sse_server.py");
+    let mut server = Command::new(python)
+        .arg(script)
+        .arg("--quiet")
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut first = String::new();
+    BufReader::new(server.stdout.take().context("stdout")?).read_line(&mut first)?;
+    let port = first
+        .trim()
+        .strip_prefix("listening ")
+        .context("listening PORT")?
+        .parse()?;
+    // Many connections: each small write waits on delayed ACKs, so two would measure latency.
+    let result = compare(&btf, "Starlette/uvicorn ground-truth server", port, 32);
+    let _ = server.kill();
+    let _ = server.wait();
+    result
+}
+
+fn compare(btf: &Btf, what: &str, port: u16, clients: usize) -> Result<()> {
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    let mut decoded = 0;
+    for _ in 0..ROUNDS {
+        without.push(load(port, clients)?);
+        let mut probes = NetProbes::load(btf, 4096)?;
+        probes.watch_port(port)?;
+        let agent = Agent::start(probes)?;
+        with.push(load(port, clients)?);
+        decoded = agent.stop();
+    }
+    let (a, b) = (median(without), median(with));
+    println!("{what}, at saturation ({clients} keep-alive clients, {TOKENS} SSE chunks per response):");
+    println!("  without the agent {a:>8.0} requests/s");
+    println!("  with the agent    {b:>8.0} requests/s   ({decoded} requests decoded in the last round)");
+    println!("  loss = {:.1} %   (target <= 3 %)", 100.0 * (1.0 - b / a));
+    Ok(())
+}
+
+/// The agent's request path on its own thread: drain captures, decode, derive.
+struct Agent {
+    stop: Arc<AtomicBool>,
+    thread: thread::JoinHandle<u64>,
+}
+
+impl Agent {
+    fn start(mut probes: NetProbes) -> Result<Self> {
+        let mut ring = probes.events()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = thread::spawn(move || {
+            let _probes = probes;
+            let mut tracker = RequestTracker::new(0);
+            let mut done = Vec::new();
+            let mut finished = 0;
+            while !flag.load(Ordering::Relaxed) {
+                let mut idle = true;
+                while let Some(record) = ring.next() {
+                    idle = false;
+                    if let Some(ev) = decode_net_event(&record) {
+                        tracker.on_event(&ev, &mut done);
+                    }
+                }
+                finished += done.len() as u64;
+                done.clear();
+                if idle {
+                    // The real agent sleeps in epoll; a short nap is its equivalent here.
+                    thread::sleep(Duration::from_millis(1));
+                }
+            }
+            finished
+        });
+        Ok(Self { stop, thread })
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or(0)
+    }
+}
+
+/// Requests per second that `clients` keep-alive clients get through in one round.
+fn load(port: u16, clients: usize) -> Result<f64> {
+    let done = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + ROUND;
+    let clients: Vec<_> = (0..clients)
+        .map(|_| {
+            let done = done.clone();
+            thread::spawn(move || -> Result<()> {
+                let conn = TcpStream::connect(("127.0.0.1", port))?;
+                conn.set_nodelay(true)?;
+                let mut reader = BufReader::new(conn.try_clone()?);
+                let mut writer = conn;
+                let body = format!(
+                    r#"{{"model":"bench","stream":true,"tokens":{TOKENS},"ttft_ms":0,"gap_ms":0,"messages":[]}}"#
+                );
+                let request = format!(
+                    "POST /v1/chat/completions HTTP/1.1\r\nHost: b\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let mut line = String::new();
+                while Instant::now() < until {
+                    writer.write_all(request.as_bytes())?;
+                    loop {
+                        line.clear();
+                        reader.read_line(&mut line)?;
+                        if line == "0\r\n" {
+                            reader.read_line(&mut line)?;
+                            break;
+                        }
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().map_err(|_| anyhow::anyhow!("client panicked"))??;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / ROUND.as_secs_f64())
+}
+
+fn serve(listener: TcpListener) {
+    for conn in listener.incoming().flatten() {
+        thread::spawn(move || {
+            let _ = handle(conn);
+        });
+    }
+}
+
+/// Answers each request with TOKENS SSE chunks, one write each, as inference servers do.
+fn handle(conn: TcpStream) -> std::io::Result<()> {
+    conn.set_nodelay(true)?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut writer = conn;
+    let chunk = |payload: &str| format!("{:x}\r\n{payload}\r\n", payload.len());
+    let token = chunk("data: {\"choices\":[{\"delta\":{\"content\":\" tok\"}}],\"model\":\"bench\"}\n\n");
+    let done = chunk("data: [DONE]\n\n") + "0\r\n\r\n";
+    let mut line = String::new();
+    loop {
+        let mut length = 0;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        writer.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )?;
+        for _ in 0..TOKENS {
+            writer.write_all(token.as_bytes())?;
+        }
+        writer.write_all(done.as_bytes())?;
+    }
+}
