@@ -61,6 +61,67 @@ struct {
 	__uint(max_entries, 8 * 1024 * 1024);
 } net_events SEC(".maps");
 
+/*
+ * TLS: an OpenSSL SSL_read/SSL_write call in flight on a thread (uprobes
+ * attached per server process). The socket I/O it does underneath happens on
+ * the same thread, inside the call: the socket tracepoint links the call to its
+ * socket (cookie, ports) and drops the ciphertext; the return probe then
+ * captures the plaintext under the socket's identity, so that connection ends
+ * and everything downstream work as for plain HTTP.
+ */
+struct ssl_link {
+	__u64 sock_cookie;
+	__u16 local_port;
+	__u16 remote_port;
+	__u32 pad;
+};
+
+struct ssl_call {
+	__u64 ssl;
+	__u64 buf;
+	__u64 out;         /* SSL_*_ex: where the byte count is written; 0 otherwise */
+	__u64 sock_cookie; /* set by the socket tracepoint */
+	__u16 local_port;
+	__u16 remote_port;
+	__u8 direction;
+	__u8 linked;
+	__u8 pad[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, struct ssl_call);
+} ssl_calls SEC(".maps");
+
+/* SSL* -> its watched socket. Servers on memory BIOs (asyncio, Node, Go-style
+ * event loops) do the socket I/O outside the SSL call: there, an SSL_read is
+ * linked to the watched socket its thread received from last, and later calls
+ * on the same SSL* (writes included) reuse the link. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct ssl_link);
+} ssl_links SEC(".maps");
+
+/* pid_tgid -> the watched socket this thread last received from. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct ssl_link);
+} last_recv SEC(".maps");
+
+/* Sockets known to carry TLS: their ciphertext is not captured. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u8);
+} tls_socks SEC(".maps");
+
 /* Scratch space: an event is too big for the 512-byte stack. Twice the capture
  * size so that the verifier can bound every copy with two masks. */
 struct scratch {
@@ -102,14 +163,14 @@ static __always_inline bool watched(const struct sock_common *skc, __u16 *port)
 	return on && *on;
 }
 
-static __always_inline void fill_header(struct net_event *e, const struct sock_common *skc, __u16 port,
-					__u8 kind)
+static __always_inline void fill_header(struct net_event *e, __u64 cookie, __u16 local_port,
+					__u16 remote_port, __u8 kind)
 {
 	e->ktime_ns = bpf_ktime_get_ns();
-	e->sock_cookie = bpf_get_socket_cookie((void *)skc);
+	e->sock_cookie = cookie;
 	e->pid = current_tgid();
-	e->local_port = port;
-	e->remote_port = __builtin_bswap16(skc->skc_dport);
+	e->local_port = local_port;
+	e->remote_port = remote_port;
 	e->kind = kind;
 	e->flags = 0;
 	e->len = 0;
@@ -142,6 +203,22 @@ static __always_inline __u32 copy_iovecs(struct net_event *e, struct user_iovec 
 	return done;
 }
 
+/* Sends the header and the captured bytes only. */
+static __always_inline void submit(struct net_event *e)
+{
+	__u64 size = sizeof(*e) - NET_CAPTURE_MAX + (e->captured & (NET_CAPTURE_MAX - 1));
+	if (e->captured == NET_CAPTURE_MAX)
+		size = sizeof(*e);
+	if (bpf_ringbuf_output(&net_events, e, size, 0))
+		count_drop(DROP_NET_EVENT);
+}
+
+static __always_inline __u32 capture_limit(__u64 len)
+{
+	__u32 limit = capture_bytes < NET_CAPTURE_MAX ? capture_bytes : NET_CAPTURE_MAX;
+	return len < limit ? len : limit;
+}
+
 static __always_inline int capture(struct sock *sk, int ret, __u8 direction)
 {
 	const struct sock_common *skc = (const struct sock_common *)sk;
@@ -149,19 +226,37 @@ static __always_inline int capture(struct sock *sk, int ret, __u8 direction)
 	if (ret <= 0 || !watched(skc, &port))
 		return 0;
 
+	__u64 cookie = bpf_get_socket_cookie((void *)skc);
+	__u16 remote_port = __builtin_bswap16(skc->skc_dport);
+	bpf_map_update_elem(&watched_socks, &cookie, &port, BPF_NOEXIST);
+
+	/* Inside SSL_read/SSL_write: link the call to this socket; the plaintext comes at its return. */
+	__u64 id = bpf_get_current_pid_tgid();
+	struct ssl_link link = { .sock_cookie = cookie, .local_port = port, .remote_port = remote_port };
+	struct ssl_call *call = bpf_map_lookup_elem(&ssl_calls, &id);
+	if (call) {
+		call->sock_cookie = cookie;
+		call->local_port = port;
+		call->remote_port = remote_port;
+		call->linked = 1;
+		bpf_map_update_elem(&ssl_links, &call->ssl, &link, BPF_ANY);
+		return 0;
+	}
+	if (direction == NET_RECV)
+		bpf_map_update_elem(&last_recv, &id, &link, BPF_ANY);
+	if (bpf_map_lookup_elem(&tls_socks, &cookie))
+		return 0;
+
 	__u32 zero = 0;
 	struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
 	if (!s)
 		return 0;
 	struct net_event *e = &s->e;
-	fill_header(e, skc, port, NET_DATA);
-	bpf_map_update_elem(&watched_socks, &e->sock_cookie, &port, BPF_NOEXIST);
+	fill_header(e, cookie, port, remote_port, NET_DATA);
 	e->direction = direction;
 	e->len = ret;
 
-	__u32 limit = capture_bytes < NET_CAPTURE_MAX ? capture_bytes : NET_CAPTURE_MAX;
-	if (limit > (__u32)ret)
-		limit = ret;
+	__u32 limit = capture_limit(ret);
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	long nr = BPF_CORE_READ(regs, orig_ax);
 	void *buf = (void *)BPF_CORE_READ(regs, si);
@@ -190,11 +285,7 @@ static __always_inline int capture(struct sock *sk, int ret, __u8 direction)
 	if (e->captured < limit && !(e->flags & NET_FLAG_UNREADABLE))
 		count_drop(DROP_UNREADABLE_ARG);
 
-	__u64 size = sizeof(*e) - NET_CAPTURE_MAX + (e->captured & (NET_CAPTURE_MAX - 1));
-	if (e->captured == NET_CAPTURE_MAX)
-		size = sizeof(*e);
-	if (bpf_ringbuf_output(&net_events, e, size, 0))
-		count_drop(DROP_NET_EVENT);
+	submit(e);
 	return 0;
 }
 
@@ -225,7 +316,8 @@ int BPF_PROG(on_sock_state, const struct sock *sk, const int oldstate, const int
 		count_drop(DROP_NET_EVENT);
 		return 0;
 	}
-	fill_header(e, skc, *port, newstate == TCP_CLOSE ? NET_CLOSED : NET_PEER_CLOSED);
+	fill_header(e, cookie, *port, __builtin_bswap16(skc->skc_dport),
+		    newstate == TCP_CLOSE ? NET_CLOSED : NET_PEER_CLOSED);
 	e->direction = 0;
 	/* tcp_reset() records ECONNRESET before closing: the client reset the connection. */
 	if (newstate == TCP_CLOSE && BPF_CORE_READ(sk, sk_err) == ECONNRESET)
@@ -233,5 +325,82 @@ int BPF_PROG(on_sock_state, const struct sock *sk, const int oldstate, const int
 	bpf_ringbuf_submit(e, 0);
 	if (newstate == TCP_CLOSE)
 		bpf_map_delete_elem(&watched_socks, &cookie);
+	return 0;
+}
+
+static __always_inline int ssl_enter(struct pt_regs *ctx, __u8 direction, bool ex)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct ssl_call call = {
+		.ssl = PT_REGS_PARM1(ctx),
+		.buf = PT_REGS_PARM2(ctx),
+		.out = ex ? PT_REGS_PARM4(ctx) : 0,
+		.direction = direction,
+	};
+	/* NOEXIST: if one SSL call wraps another, the outer one's buffer is the caller's. */
+	bpf_map_update_elem(&ssl_calls, &id, &call, BPF_NOEXIST);
+	return 0;
+}
+
+SEC("uprobe")
+int ssl_read_enter(struct pt_regs *ctx) { return ssl_enter(ctx, NET_RECV, false); }
+
+SEC("uprobe")
+int ssl_read_ex_enter(struct pt_regs *ctx) { return ssl_enter(ctx, NET_RECV, true); }
+
+SEC("uprobe")
+int ssl_write_enter(struct pt_regs *ctx) { return ssl_enter(ctx, NET_SEND, false); }
+
+SEC("uprobe")
+int ssl_write_ex_enter(struct pt_regs *ctx) { return ssl_enter(ctx, NET_SEND, true); }
+
+SEC("uretprobe")
+int ssl_return(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct ssl_call *call = bpf_map_lookup_elem(&ssl_calls, &id);
+	if (!call)
+		return 0;
+	struct ssl_call c = *call;
+	bpf_map_delete_elem(&ssl_calls, &id);
+	if (!c.linked) {
+		/* No socket I/O inside this call: a memory BIO, or data from OpenSSL's buffer. */
+		struct ssl_link *link = bpf_map_lookup_elem(&ssl_links, &c.ssl);
+		if (!link && c.direction == NET_RECV) {
+			link = bpf_map_lookup_elem(&last_recv, &id);
+			if (link)
+				bpf_map_update_elem(&ssl_links, &c.ssl, link, BPF_ANY);
+		}
+		/* Still none: not a watched connection (the server as a TLS client, say). */
+		if (!link)
+			return 0;
+		c.sock_cookie = link->sock_cookie;
+		c.local_port = link->local_port;
+		c.remote_port = link->remote_port;
+	}
+	__u8 one = 1;
+	bpf_map_update_elem(&tls_socks, &c.sock_cookie, &one, BPF_ANY);
+	long rc = PT_REGS_RC(ctx);
+	__u64 n = 0;
+	if (c.out) {
+		if (rc != 1 || bpf_probe_read_user(&n, sizeof(n), (void *)c.out))
+			return 0;
+	} else if (rc > 0) {
+		n = rc;
+	}
+	if (n == 0)
+		return 0;
+
+	__u32 zero = 0;
+	struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return 0;
+	struct net_event *e = &s->e;
+	fill_header(e, c.sock_cookie, c.local_port, c.remote_port, NET_DATA);
+	e->flags = NET_FLAG_TLS;
+	e->direction = c.direction;
+	e->len = n;
+	e->captured = copy_user(e, 0, (void *)c.buf, capture_limit(n));
+	submit(e);
 	return 0;
 }

@@ -13,7 +13,7 @@ use anyhow::Result;
 
 use crate::{
     derive::requests::{RequestRecord, RequestTracker},
-    discover::{listeners::listening_ports, process::is_known_server},
+    discover::{Discovery, listeners::listening_ports, process::is_known_server},
     join::servers::{ServerReport, server_reports},
     probes::{DropDeltas, NetEvent, NetProbes},
 };
@@ -71,9 +71,21 @@ impl ServerWatch {
 
     pub fn process_exited(&mut self, pid: u32) {
         self.candidates.remove(&pid);
+        self.net.detach_tls(pid);
     }
 
     fn refresh_ports(&mut self, pid: u32) {
+        // TLS: the plaintext of its OpenSSL calls (libssl may be loaded late, so look each time).
+        if let Some(libssl) = Discovery::new(&self.proc_root).tls_library(pid) {
+            match self.net.attach_tls(pid, &libssl) {
+                Ok(0) => {}
+                Ok(n) => log::info!(
+                    "capturing TLS plaintext of pid {pid} ({n} functions in {})",
+                    libssl.path.display()
+                ),
+                Err(e) => log::warn!("pid {pid}: TLS traffic will not be decoded: {e:#}"),
+            }
+        }
         for port in listening_ports(&self.proc_root, pid) {
             if self.watched_ports.insert(port) {
                 match self.net.watch_port(port) {

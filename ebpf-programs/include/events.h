@@ -118,6 +118,8 @@ enum net_direction {
 #define NET_FLAG_UNREADABLE 1
 /* On NET_CLOSED: the client reset the connection (it left, rather than the server aborting). */
 #define NET_FLAG_RESET_BY_PEER 2
+/* NET_DATA from SSL_read/SSL_write: plaintext of a TLS connection. */
+#define NET_FLAG_TLS 4
 
 struct net_event {
 	__u64 ktime_ns;

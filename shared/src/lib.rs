@@ -158,6 +158,8 @@ pub const NET_SEND: u8 = 1;
 pub const NET_FLAG_UNREADABLE: u8 = 1;
 /// On [`NET_CLOSED`]: the client reset the connection.
 pub const NET_FLAG_RESET_BY_PEER: u8 = 2;
+/// On [`NET_DATA`]: plaintext read or written through OpenSSL.
+pub const NET_FLAG_TLS: u8 = 4;
 
 /// The fixed part of `struct net_event`; `captured` bytes of payload follow it.
 #[repr(C)]

@@ -4,8 +4,8 @@ or Ollama-style messages (NDJSON, /api/chat) on a schedule the request sets, and
 socket (CLOCK_MONOTONIC, the clock of the kernel's timestamps), so that a test
 can hold the agent's figures against it.
 
-usage: python sse_server.py [--quiet]   (prints "listening PORT", then one JSON line per
-request unless --quiet)
+usage: python sse_server.py [--quiet] [--tls CERT KEY]   (prints "listening PORT", then one
+JSON line per request unless --quiet; --tls serves HTTPS through OpenSSL)
 request body: {"model", "tokens": N, "ttft_ms", "gap_ms", "usage": bool}
 """
 import asyncio
@@ -101,4 +101,8 @@ if __name__ == "__main__":
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     print(f"listening {sock.getsockname()[1]}", flush=True)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off")).run(sockets=[sock])
+    tls = {}
+    if "--tls" in sys.argv:
+        cert, key = sys.argv[sys.argv.index("--tls") + 1:][:2]
+        tls = {"ssl_certfile": cert, "ssl_keyfile": key}
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", **tls)).run(sockets=[sock])

@@ -91,6 +91,8 @@ pub struct Agent {
     child: Child,
     reports: Receiver<String>,
     log: Receiver<String>,
+    /// Log lines read so far (a line may be awaited after it was read).
+    seen_log: Vec<String>,
 }
 
 impl Agent {
@@ -111,20 +113,23 @@ impl Agent {
             .expect("starting inferscope");
         let reports = line_reader(child.stdout.take().unwrap());
         let log = line_reader(child.stderr.take().unwrap());
-        let mut agent = Self { child, reports, log };
+        let mut agent = Self {
+            child,
+            reports,
+            log,
+            seen_log: Vec::new(),
+        };
         agent.wait_for_log("attached;");
         agent
     }
 
-    /// Reads the agent's log (echoing it) until a line contains `needle`.
+    /// Waits until the agent has logged a line containing `needle` (echoing its log).
     pub fn wait_for_log(&mut self, needle: &str) {
         let deadline = Instant::now() + STEP;
-        loop {
+        while !self.seen_log.iter().any(|l| l.contains(needle)) {
             let line = next_line(&self.log, deadline, &format!("'{needle}' in the agent's log"));
             eprintln!("[agent] {line}");
-            if line.contains(needle) {
-                return;
-            }
+            self.seen_log.push(line);
         }
     }
 
@@ -337,6 +342,11 @@ pub struct SseServer {
 
 impl SseServer {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With extra arguments, e.g. `--tls CERT KEY`.
+    pub fn start_with(args: &[&str]) -> Self {
         let python = fixtures().join("venv/bin/python");
         assert!(
             python.exists(),
@@ -346,16 +356,27 @@ impl SseServer {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/sse_server.py");
         let mut child = Command::new(python)
             .arg(script)
+            .args(args)
             .stdout(Stdio::piped())
             .spawn()
             .expect("starting sse_server.py");
         let truth = line_reader(child.stdout.take().unwrap());
-        let line = next_line(&truth, Instant::now() + STEP, "the server's 'listening' line");
-        let port = line
+        // Built first, so that a failed start still kills the process.
+        let mut server = Self {
+            child,
+            port: 0,
+            truth,
+        };
+        let line = next_line(
+            &server.truth,
+            Instant::now() + STEP,
+            "the server's 'listening' line",
+        );
+        server.port = line
             .strip_prefix("listening ")
             .and_then(|p| p.parse().ok())
             .expect("listening PORT");
-        Self { child, port, truth }
+        server
     }
 
     pub fn pid(&self) -> u32 {

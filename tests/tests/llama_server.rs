@@ -55,6 +55,8 @@ impl LlamaServer {
             .spawn()
             .expect("starting llama-server");
         let stderr = BufReader::new(child.stderr.take().unwrap());
+        // Built first, so that a failed start still kills the process.
+        let server = Self { child, port };
         let (tx, rx) = std::sync::mpsc::channel();
         thread::spawn(move || {
             for line in stderr.lines().map_while(Result::ok) {
@@ -71,7 +73,7 @@ impl LlamaServer {
             }
         }
         thread::spawn(move || rx.iter().for_each(drop));
-        Self { child, port }
+        server
     }
 
     /// One HTTP/1.1 exchange; llama-server closes the connection after each response.

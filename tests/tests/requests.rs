@@ -210,3 +210,87 @@ fn an_ndjson_stream_in_ollamas_shape_is_timed_and_its_token_counts_read() {
     assert!(r["ttft_s"].as_f64().unwrap() >= 0.080, "{r}");
     assert_eq!(r["itl_s"].as_array().unwrap().len(), 5, "{r}");
 }
+
+/// HTTPS through OpenSSL: the agent reads the plaintext at SSL_read/SSL_write
+/// (uprobes on the server's libssl, for that process only) under the socket's
+/// identity, and drops the ciphertext it sees at the socket.
+#[test]
+fn a_tls_server_is_measured_from_its_openssl_plaintext() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::temp_dir().join(format!("inferscope-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let openssl = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        openssl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&openssl.stderr)
+    );
+    let server = SseServer::start_with(&["--tls", cert.to_str().unwrap(), key.to_str().unwrap()]);
+    let mut agent = Agent::start_with_output(
+        "requests",
+        &[
+            "--pid",
+            &server.pid().to_string(),
+            "--port",
+            &server.port.to_string(),
+        ],
+    );
+    agent.wait_for_log(&format!("capturing TLS plaintext of pid {}", server.pid()));
+    let body = r#"{"model":"tls-model","tokens":8,"ttft_ms":120,"gap_ms":25,"stream":true}"#;
+    let sent_at = monotonic_ns();
+    let curl = std::process::Command::new("curl")
+        .args([
+            "-sSk",
+            "--no-buffer",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+        ])
+        .arg(format!("https://127.0.0.1:{}/v1/chat/completions", server.port))
+        .output()
+        .expect("curl");
+    assert!(
+        curl.status.success() && String::from_utf8_lossy(&curl.stdout).contains("tok7"),
+        "{curl:?}"
+    );
+    let truth = server.next_truth();
+    let r = agent.next_report("the TLS request's record");
+    assert_eq!(
+        (r["model"].as_str(), r["outcome"].as_str()),
+        (Some("tls-model"), Some("ok")),
+        "{r}"
+    );
+    assert_eq!(
+        (r["output_tokens"].as_u64(), r["token_source"].as_str()),
+        (Some(8), Some("events")),
+        "{r}"
+    );
+    let (role, first) = (send(&truth, 0), send(&truth, 1));
+    assert_within(
+        "ttft",
+        r["ttft_s"].as_f64().unwrap(),
+        first.0 - role.0,
+        first.1 - sent_at,
+    );
+    assert_eq!(r["itl_s"].as_array().unwrap().len(), 7, "{r}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -7,7 +7,8 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use inferscope_shared::{
-    NET_CLOSED, NET_DATA, NET_FLAG_RESET_BY_PEER, NET_FLAG_UNREADABLE, NET_PEER_CLOSED, NET_RECV, NET_SEND,
+    NET_CLOSED, NET_DATA, NET_FLAG_RESET_BY_PEER, NET_FLAG_TLS, NET_FLAG_UNREADABLE, NET_PEER_CLOSED,
+    NET_RECV, NET_SEND,
 };
 use serde::Serialize;
 
@@ -97,6 +98,22 @@ struct Conn {
     request_first_byte_ns: Option<u64>,
     in_flight: VecDeque<InFlight>,
     peer_closed: bool,
+    /// Plaintext arrives from OpenSSL: the socket's own (encrypted) bytes are ignored.
+    tls: bool,
+}
+
+impl Conn {
+    fn new(server: ServerKey) -> Self {
+        Self {
+            server,
+            requests: Http1Parser::new(Role::Request),
+            responses: Http1Parser::new(Role::Response),
+            request_first_byte_ns: None,
+            in_flight: VecDeque::new(),
+            peer_closed: false,
+            tls: false,
+        }
+    }
 }
 
 /// A server's queue, integrated over time for interval means.
@@ -155,14 +172,20 @@ impl RequestTracker {
         let server = (h.pid, h.local_port);
         match h.kind {
             NET_DATA => {
-                let conn = self.conns.entry(h.sock_cookie).or_insert_with(|| Conn {
-                    server,
-                    requests: Http1Parser::new(Role::Request),
-                    responses: Http1Parser::new(Role::Response),
-                    request_first_byte_ns: None,
-                    in_flight: VecDeque::new(),
-                    peer_closed: false,
-                });
+                let conn = self
+                    .conns
+                    .entry(h.sock_cookie)
+                    .or_insert_with(|| Conn::new(server));
+                let tls = h.flags & NET_FLAG_TLS != 0;
+                if tls && !conn.tls {
+                    // The first plaintext: what was captured before was the handshake.
+                    *conn = Conn {
+                        tls: true,
+                        ..Conn::new(server)
+                    };
+                } else if conn.tls && !tls {
+                    return; // ciphertext of a TLS connection
+                }
                 let missing = if h.flags & NET_FLAG_UNREADABLE != 0 {
                     h.len as usize
                 } else {
@@ -201,7 +224,7 @@ impl RequestTracker {
                     let client_left = conn.peer_closed || h.flags & NET_FLAG_RESET_BY_PEER != 0;
                     let outcome = if client_left { "cancelled" } else { "aborted" };
                     while let Some(r) = conn.in_flight.pop_front() {
-                        finish(conn.server, r, h.ktime_ns, outcome, queue, done);
+                        finish(conn.server, conn.tls, r, h.ktime_ns, outcome, queue, done);
                     }
                 }
             }
@@ -341,7 +364,7 @@ impl Conn {
                         r.model = r.model.or(rec.model);
                     }
                     let outcome = if r.status >= 400 { "error" } else { "ok" };
-                    finish(self.server, r, ts_ns, outcome, queue, done);
+                    finish(self.server, self.tls, r, ts_ns, outcome, queue, done);
                 }
                 Http1Event::Desync { .. } => *desynced += 1,
             }
@@ -380,6 +403,7 @@ impl InFlight {
 
 fn finish(
     server: ServerKey,
+    tls: bool,
     mut r: InFlight,
     end_ns: u64,
     outcome: &'static str,
@@ -409,7 +433,7 @@ fn finish(
         end_ns,
         pid: server.0,
         port: server.1,
-        protocol: "http1",
+        protocol: if tls { "http1+tls" } else { "http1" },
         method: r.method,
         path: r.path,
         status: r.status,
@@ -562,6 +586,34 @@ mod tests {
         assert_eq!(
             (r.output_tokens, r.input_tokens, r.token_source),
             (Some(2), Some(5), Some("usage"))
+        );
+    }
+
+    #[test]
+    fn a_tls_connection_is_read_from_its_plaintext_and_its_ciphertext_ignored() {
+        let mut t = RequestTracker::new(0);
+        let mut done = Vec::new();
+        // The handshake, captured at the socket before the connection is known to be TLS.
+        t.on_event(
+            &data(1, 0, NET_RECV, b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1"),
+            &mut done,
+        );
+        let tls = |mut ev: NetEvent| {
+            ev.header.flags = NET_FLAG_TLS;
+            ev
+        };
+        t.on_event(&tls(data(1, 10, NET_RECV, REQUEST)), &mut done);
+        t.on_event(&data(1, 10, NET_RECV, b"\x17\x03\x03 ciphertext"), &mut done);
+        t.on_event(&tls(data(1, 15, NET_SEND, HEAD)), &mut done);
+        t.on_event(&tls(data(1, 130, NET_SEND, &token("a"))), &mut done);
+        t.on_event(&data(1, 130, NET_SEND, b"\x17\x03\x03 ciphertext"), &mut done);
+        let mut end = chunk("data: [DONE]\n\n");
+        end.extend_from_slice(b"0\r\n\r\n");
+        t.on_event(&tls(data(1, 131, NET_SEND, &end)), &mut done);
+        let [r] = done.as_slice() else { panic!("{done:?}") };
+        assert_eq!(
+            (r.protocol, r.ttft_s, r.output_tokens),
+            ("http1+tls", Some(0.120), Some(1))
         );
     }
 

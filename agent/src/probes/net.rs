@@ -1,15 +1,21 @@
 //! Socket payload capture (`net_capture.bpf.c`): what watched servers send and
 //! receive on their listening ports, as [`NetEvent`]s.
 
+use std::{collections::HashMap, num::NonZeroU32};
+
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, MapData, RingBuf},
-    programs::BtfTracePoint,
+    programs::{
+        BtfTracePoint, UProbe,
+        uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
+    },
 };
 use inferscope_shared::{DROP_REASONS, NET_CAPTURE_MAX, NetEventHeader};
 
 use super::read_drops;
+use crate::discover::{ProbeTarget, symbols};
 
 const TRACEPOINTS: [(&str, &str); 3] = [
     ("on_sock_send", "sock_send_length"),
@@ -17,8 +23,19 @@ const TRACEPOINTS: [(&str, &str); 3] = [
     ("on_sock_state", "inet_sock_set_state"),
 ];
 
+/// OpenSSL functions whose plaintext is captured: (symbol, entry program).
+const TLS_FUNCTIONS: [(&str, &str); 4] = [
+    ("SSL_read", "ssl_read_enter"),
+    ("SSL_read_ex", "ssl_read_ex_enter"),
+    ("SSL_write", "ssl_write_enter"),
+    ("SSL_write_ex", "ssl_write_ex_enter"),
+];
+const TLS_RETURN: &str = "ssl_return";
+
 pub struct NetProbes {
     ebpf: Ebpf,
+    /// Per process: the TLS uprobes attached to its libssl (program, link).
+    tls: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
 }
 
 impl NetProbes {
@@ -39,7 +56,15 @@ impl NetProbes {
             tp.attach()
                 .with_context(|| format!("attaching tp_btf/{tracepoint}"))?;
         }
-        Ok(Self { ebpf })
+        for program in TLS_FUNCTIONS.iter().map(|f| f.1).chain([TLS_RETURN]) {
+            uprobe(&mut ebpf, program)?
+                .load()
+                .with_context(|| format!("verifying {program}"))?;
+        }
+        Ok(Self {
+            ebpf,
+            tls: HashMap::new(),
+        })
     }
 
     /// Starts capturing connections accepted on this local port.
@@ -55,6 +80,49 @@ impl NetProbes {
         Ok(())
     }
 
+    /// Captures the plaintext of one server process's OpenSSL calls (uprobes on
+    /// its `libssl`, for that process only). Returns how many functions were probed.
+    pub fn attach_tls(&mut self, pid: u32, libssl: &ProbeTarget) -> Result<usize> {
+        if self.tls.contains_key(&pid) {
+            return Ok(0);
+        }
+        let path = &libssl.open_path;
+        let offsets = symbols::function_offsets(path, TLS_FUNCTIONS.map(|f| f.0))?;
+        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or_else(|| anyhow!("pid 0"))?);
+        let mut links = Vec::new();
+        let mut result = Ok(());
+        for (symbol, entry) in TLS_FUNCTIONS {
+            let Some(&offset) = offsets.get(symbol) else {
+                continue;
+            };
+            for program in [entry, TLS_RETURN] {
+                match uprobe(&mut self.ebpf, program)
+                    .and_then(|p| Ok(p.attach(UProbeAttachLocation::AbsoluteOffset(offset), path, scope)?))
+                {
+                    Ok(link) => links.push((program, link)),
+                    Err(e) => result = Err(e.context(format!("attaching {program} to {symbol}"))),
+                }
+            }
+        }
+        let probed = links.len() / 2;
+        self.tls.insert(pid, links);
+        match result {
+            Ok(()) => Ok(probed),
+            Err(e) => {
+                self.detach_tls(pid);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn detach_tls(&mut self, pid: u32) {
+        for (program, link) in self.tls.remove(&pid).unwrap_or_default() {
+            if let Ok(p) = uprobe(&mut self.ebpf, program) {
+                let _ = p.detach(link);
+            }
+        }
+    }
+
     /// The ring buffer of captured events; call once.
     pub fn events(&mut self) -> Result<RingBuf<MapData>> {
         super::take_ring_buf(&mut self.ebpf, "net_events")
@@ -63,6 +131,13 @@ impl NetProbes {
     pub fn drops(&self) -> Result<[u64; DROP_REASONS.len()]> {
         read_drops(&self.ebpf)
     }
+}
+
+fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe> {
+    Ok(ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("{name} missing"))?
+        .try_into()?)
 }
 
 /// One captured send, receive or connection state change.
