@@ -177,6 +177,19 @@ static __always_inline void fill_header(struct net_event *e, __u64 cookie, __u16
 	e->captured = 0;
 }
 
+/* The per-CPU event under construction, its header filled for a NET_DATA. */
+static __always_inline struct net_event *data_event(__u64 cookie, __u16 local_port, __u16 remote_port,
+						    __u8 direction)
+{
+	__u32 zero = 0;
+	struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return 0;
+	fill_header(&s->e, cookie, local_port, remote_port, NET_DATA);
+	s->e.direction = direction;
+	return &s->e;
+}
+
 /* Copies up to `want` bytes from user memory to data[at]; returns bytes copied. */
 static __always_inline __u32 copy_user(struct net_event *e, __u32 at, const void *src, __u64 want)
 {
@@ -247,13 +260,9 @@ static __always_inline int capture(struct sock *sk, int ret, __u8 direction)
 	if (bpf_map_lookup_elem(&tls_socks, &cookie))
 		return 0;
 
-	__u32 zero = 0;
-	struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
-	if (!s)
+	struct net_event *e = data_event(cookie, port, remote_port, direction);
+	if (!e)
 		return 0;
-	struct net_event *e = &s->e;
-	fill_header(e, cookie, port, remote_port, NET_DATA);
-	e->direction = direction;
 	e->len = ret;
 
 	__u32 limit = capture_limit(ret);
@@ -391,14 +400,10 @@ int ssl_return(struct pt_regs *ctx)
 	if (n == 0)
 		return 0;
 
-	__u32 zero = 0;
-	struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
-	if (!s)
+	struct net_event *e = data_event(c.sock_cookie, c.local_port, c.remote_port, c.direction);
+	if (!e)
 		return 0;
-	struct net_event *e = &s->e;
-	fill_header(e, c.sock_cookie, c.local_port, c.remote_port, NET_DATA);
 	e->flags = NET_FLAG_TLS;
-	e->direction = c.direction;
 	e->len = n;
 	e->captured = copy_user(e, 0, (void *)c.buf, capture_limit(n));
 	submit(e);

@@ -8,10 +8,7 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, PerCpuHashMap},
-    programs::{
-        UProbe,
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
-    },
+    programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
 };
 use inferscope_shared::{AllocKey, DROP_REASONS, GpuStats};
 
@@ -43,7 +40,7 @@ impl GpuProbes {
             .load(super::GPU_CALLS_OBJ)
             .context("loading gpu_calls.bpf.o")?;
         for name in [ENTRY, RETURN] {
-            program(&mut ebpf, name)?
+            super::uprobe(&mut ebpf, name)?
                 .load()
                 .with_context(|| format!("verifying {name}"))?;
         }
@@ -77,7 +74,7 @@ impl GpuProbes {
                     cookie: Some(spec.cookie.encode()),
                 };
                 let mut attach = |name| -> Result<UProbeLinkId> {
-                    program(&mut self.ebpf, name)?
+                    super::uprobe(&mut self.ebpf, name)?
                         .attach(point(), path, UProbeScope::AllProcesses)
                         .with_context(|| format!("attaching {name} to {} in {}", spec.symbol, path.display()))
                 };
@@ -102,7 +99,7 @@ impl GpuProbes {
             return;
         };
         for (name, ids) in [(ENTRY, links.entry), (RETURN, links.ret)] {
-            if let Ok(prog) = program(&mut self.ebpf, name) {
+            if let Ok(prog) = super::uprobe(&mut self.ebpf, name) {
                 for id in ids {
                     if let Err(e) = prog.detach(id) {
                         log::warn!("detaching {name}: {e}");
@@ -159,13 +156,6 @@ impl GpuProbes {
             .map(name)
             .ok_or_else(|| anyhow!("map {name} missing from gpu_calls.bpf.o"))
     }
-}
-
-fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe> {
-    ebpf.program_mut(name)
-        .ok_or_else(|| anyhow!("program {name} missing from gpu_calls.bpf.o"))?
-        .try_into()
-        .with_context(|| format!("{name} is not a uprobe"))
 }
 
 /// Combines two counter sets field by field; `live_bytes` (signed) goes through

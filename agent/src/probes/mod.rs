@@ -12,10 +12,11 @@ pub use process::{ProcessProbes, decode_event};
 
 use std::collections::BTreeMap;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context as _, Result, anyhow};
 use aya::{
-    Ebpf,
+    Btf, Ebpf,
     maps::{MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, UProbe},
 };
 use inferscope_shared::DROP_REASONS;
 
@@ -35,6 +36,29 @@ fn read_drops(ebpf: &Ebpf) -> Result<[u64; DROP_REASONS.len()]> {
         }
     }
     Ok(out)
+}
+
+/// Loads and attaches `tp_btf` programs: (program name, tracepoint).
+fn attach_tp_btf(ebpf: &mut Ebpf, btf: &Btf, programs: &[(&str, &str)]) -> Result<()> {
+    for (program, tracepoint) in programs {
+        let tp: &mut BtfTracePoint = ebpf
+            .program_mut(program)
+            .ok_or_else(|| anyhow!("{program} missing"))?
+            .try_into()?;
+        tp.load(tracepoint, btf)
+            .with_context(|| format!("verifying {program}"))?;
+        tp.attach()
+            .with_context(|| format!("attaching tp_btf/{tracepoint}"))?;
+    }
+    Ok(())
+}
+
+/// A uprobe program of a loaded object, by name.
+fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe> {
+    Ok(ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("{name} missing"))?
+        .try_into()?)
 }
 
 /// Takes an object's ring buffer out of it, for the caller to poll; once.

@@ -7,10 +7,7 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, MapData, RingBuf},
-    programs::{
-        BtfTracePoint, UProbe,
-        uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
-    },
+    programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
 };
 use inferscope_shared::{DROP_REASONS, NET_CAPTURE_MAX, NetEventHeader};
 
@@ -46,18 +43,9 @@ impl NetProbes {
             .override_global("capture_bytes", &capture_bytes, true)
             .load(super::NET_CAPTURE_OBJ)
             .context("loading net_capture.bpf.o")?;
-        for (program, tracepoint) in TRACEPOINTS {
-            let tp: &mut BtfTracePoint = ebpf
-                .program_mut(program)
-                .ok_or_else(|| anyhow!("{program} missing"))?
-                .try_into()?;
-            tp.load(tracepoint, btf)
-                .with_context(|| format!("verifying {program}"))?;
-            tp.attach()
-                .with_context(|| format!("attaching tp_btf/{tracepoint}"))?;
-        }
+        super::attach_tp_btf(&mut ebpf, btf, &TRACEPOINTS)?;
         for program in TLS_FUNCTIONS.iter().map(|f| f.1).chain([TLS_RETURN]) {
-            uprobe(&mut ebpf, program)?
+            super::uprobe(&mut ebpf, program)?
                 .load()
                 .with_context(|| format!("verifying {program}"))?;
         }
@@ -96,7 +84,7 @@ impl NetProbes {
                 continue;
             };
             for program in [entry, TLS_RETURN] {
-                match uprobe(&mut self.ebpf, program)
+                match super::uprobe(&mut self.ebpf, program)
                     .and_then(|p| Ok(p.attach(UProbeAttachLocation::AbsoluteOffset(offset), path, scope)?))
                 {
                     Ok(link) => links.push((program, link)),
@@ -117,7 +105,7 @@ impl NetProbes {
 
     pub fn detach_tls(&mut self, pid: u32) {
         for (program, link) in self.tls.remove(&pid).unwrap_or_default() {
-            if let Ok(p) = uprobe(&mut self.ebpf, program) {
+            if let Ok(p) = super::uprobe(&mut self.ebpf, program) {
                 let _ = p.detach(link);
             }
         }
@@ -131,13 +119,6 @@ impl NetProbes {
     pub fn drops(&self) -> Result<[u64; DROP_REASONS.len()]> {
         read_drops(&self.ebpf)
     }
-}
-
-fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe> {
-    Ok(ebpf
-        .program_mut(name)
-        .ok_or_else(|| anyhow!("{name} missing"))?
-        .try_into()?)
 }
 
 /// One captured send, receive or connection state change.

@@ -7,10 +7,7 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Btf, Ebpf,
     maps::{MapData, RingBuf},
-    programs::{
-        BtfTracePoint, UProbe,
-        uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
-    },
+    programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
 };
 use inferscope_shared::{DROP_REASONS, ProcEvent};
 
@@ -29,23 +26,15 @@ pub struct ProcessProbes {
 impl ProcessProbes {
     pub fn load(btf: &Btf) -> Result<Self> {
         let mut ebpf = Ebpf::load(super::PROCESS_OBJ).context("loading process.bpf.o")?;
-        for (program, tracepoint) in [
-            ("on_exec", "sched_process_exec"),
-            ("on_exit", "sched_process_exit"),
-        ] {
-            let tp: &mut BtfTracePoint = ebpf
-                .program_mut(program)
-                .ok_or_else(|| anyhow!("{program} missing"))?
-                .try_into()?;
-            tp.load(tracepoint, btf)
-                .with_context(|| format!("verifying {program}"))?;
-            tp.attach()
-                .with_context(|| format!("attaching tp_btf/{tracepoint}"))?;
-        }
-        let loader: &mut UProbe = ebpf
-            .program_mut(LOADER_PROGRAM)
-            .ok_or_else(|| anyhow!("{LOADER_PROGRAM} missing"))?
-            .try_into()?;
+        super::attach_tp_btf(
+            &mut ebpf,
+            btf,
+            &[
+                ("on_exec", "sched_process_exec"),
+                ("on_exit", "sched_process_exit"),
+            ],
+        )?;
+        let loader = super::uprobe(&mut ebpf, LOADER_PROGRAM)?;
         loader.load().context("verifying the loader probe")?;
         Ok(Self {
             ebpf,
@@ -62,7 +51,7 @@ impl ProcessProbes {
         let offset = *offsets
             .get(LOADER_HOOK)
             .ok_or_else(|| anyhow!("{} has no {LOADER_HOOK}", loader.path.display()))?;
-        let program: &mut UProbe = self.ebpf.program_mut(LOADER_PROGRAM).unwrap().try_into()?;
+        let program = super::uprobe(&mut self.ebpf, LOADER_PROGRAM)?;
         let link = program
             .attach(
                 UProbeAttachLocation::AbsoluteOffset(offset),
