@@ -35,14 +35,17 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Set by the agent before load; at most NET_CAPTURE_MAX. */
 const volatile __u32 capture_bytes = NET_CAPTURE_MAX;
 
-/* Listening ports of the watched servers (host byte order): non-zero = watched.
+/* Listening ports of the watched servers (host byte order) -> the network
+ * namespace they listen in (its inode), WATCH_ANY_NETNS, or 0: not watched.
+ * Containers each have their own namespace and often the same port numbers.
  * An array, not a hash: the verifier inlines array lookups into one load, and
  * this lookup runs on every socket send and receive on the host. */
+#define WATCH_ANY_NETNS 1
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 65536);
 	__type(key, __u32);
-	__type(value, __u8);
+	__type(value, __u32);
 } watched_ports SEC(".maps");
 
 /* Sockets seen carrying watched traffic: cookie -> local port. By the time a
@@ -158,9 +161,11 @@ static __always_inline bool watched(const struct sock_common *skc, __u16 *port)
 	if (family != AF_INET && family != AF_INET6)
 		return false;
 	__u32 key = skc->skc_num;
-	__u8 *on = bpf_map_lookup_elem(&watched_ports, &key);
+	__u32 *netns = bpf_map_lookup_elem(&watched_ports, &key);
 	*port = key;
-	return on && *on;
+	if (!netns || !*netns)
+		return false;
+	return *netns == WATCH_ANY_NETNS || *netns == skc->skc_net.net->ns.inum;
 }
 
 static __always_inline void fill_header(struct net_event *e, __u64 cookie, __u16 local_port,

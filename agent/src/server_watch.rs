@@ -13,7 +13,11 @@ use anyhow::Result;
 
 use crate::{
     derive::requests::{RequestRecord, RequestTracker},
-    discover::{Discovery, listeners::listening_ports, process::is_known_server},
+    discover::{
+        Discovery,
+        listeners::{listening_ports, net_namespace},
+        process::is_known_server,
+    },
     join::servers::{ServerReport, server_reports},
     probes::{DropDeltas, NetEvent, NetProbes},
 };
@@ -25,7 +29,8 @@ pub struct ServerWatch {
     comms: Vec<String>,
     /// Processes whose listening ports are watched.
     candidates: BTreeSet<u32>,
-    watched_ports: BTreeSet<u16>,
+    /// (port, network namespace inode); `None`: any namespace (`--port`).
+    watched_ports: BTreeSet<(u16, Option<u32>)>,
     finished: Vec<RequestRecord>,
     drops: DropDeltas,
 }
@@ -39,7 +44,7 @@ impl ServerWatch {
         now_ns: u64,
     ) -> Result<Self> {
         for &port in ports {
-            net.watch_port(port)?;
+            net.watch_port(port, None)?;
         }
         Ok(Self {
             net,
@@ -47,7 +52,7 @@ impl ServerWatch {
             proc_root,
             comms,
             candidates: BTreeSet::new(),
-            watched_ports: ports.iter().copied().collect(),
+            watched_ports: ports.iter().map(|&p| (p, None)).collect(),
             finished: Vec::new(),
             drops: DropDeltas::default(),
         })
@@ -86,9 +91,10 @@ impl ServerWatch {
                 Err(e) => log::warn!("pid {pid}: TLS traffic will not be decoded: {e:#}"),
             }
         }
+        let netns = net_namespace(&self.proc_root, pid);
         for port in listening_ports(&self.proc_root, pid) {
-            if self.watched_ports.insert(port) {
-                match self.net.watch_port(port) {
+            if self.watched_ports.insert((port, netns)) {
+                match self.net.watch_port(port, netns) {
                     Ok(()) => log::info!("capturing requests to port {port} (pid {pid})"),
                     Err(e) => log::warn!("cannot watch port {port}: {e:#}"),
                 }

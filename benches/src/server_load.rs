@@ -73,7 +73,7 @@ fn compare(btf: &Btf, what: &str, port: u16, clients: usize) -> Result<()> {
     for _ in 0..ROUNDS {
         without.push(load(port, clients)?);
         let mut probes = NetProbes::load(btf, 4096)?;
-        probes.watch_port(port)?;
+        probes.watch_port(port, None)?;
         let agent = Agent::start(probes)?;
         with.push(load(port, clients)?);
         decoded = agent.stop();

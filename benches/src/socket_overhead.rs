@@ -35,10 +35,10 @@ pub fn run() -> Result<()> {
         rt_off.push(time_round_trips(&mut client, &mut server)?);
         let mut probes = NetProbes::load(&btf, 4096)?;
         // Some other port is watched: the filter runs and says no, as for any unwatched process.
-        probes.watch_port(port.wrapping_add(1))?;
+        probes.watch_port(port.wrapping_add(1), None)?;
         write_on.push(time_writes(&devnull)?);
         rt_on.push(time_round_trips(&mut client, &mut server)?);
-        probes.watch_port(port)?;
+        probes.watch_port(port, None)?;
         let _ring = probes.events()?; // kept, unread: the kernel still copies every capture into it
         rt_watched.push(time_round_trips(&mut client, &mut server)?);
     }

@@ -4,7 +4,7 @@ or Ollama-style messages (NDJSON, /api/chat) on a schedule the request sets, and
 socket (CLOCK_MONOTONIC, the clock of the kernel's timestamps), so that a test
 can hold the agent's figures against it.
 
-usage: python sse_server.py [--quiet] [--tls CERT KEY]   (prints "listening PORT", then one
+usage: python sse_server.py [--quiet] [--tls CERT KEY] [--port N]   (prints "listening PORT", then one
 JSON line per request unless --quiet; --tls serves HTTPS through OpenSSL)
 request body: {"model", "tokens": N, "ttft_ms", "gap_ms", "usage": bool}
 """
@@ -98,7 +98,8 @@ app = timed(Starlette(routes=[
 
 if __name__ == "__main__":
     sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    port = int(sys.argv[sys.argv.index("--port") + 1]) if "--port" in sys.argv else 0
+    sock.bind(("127.0.0.1", port))
     sock.listen(128)
     print(f"listening {sock.getsockname()[1]}", flush=True)
     tls = {}

@@ -347,6 +347,11 @@ impl SseServer {
 
     /// With extra arguments, e.g. `--tls CERT KEY`.
     pub fn start_with(args: &[&str]) -> Self {
+        Self::start_in(&[], args)
+    }
+
+    /// Through a launcher command line (e.g. `unshare --net ...`), with extra arguments.
+    pub fn start_in(launcher: &[&str], args: &[&str]) -> Self {
         let python = fixtures().join("venv/bin/python");
         assert!(
             python.exists(),
@@ -354,7 +359,15 @@ impl SseServer {
             python.display()
         );
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/sse_server.py");
-        let mut child = Command::new(python)
+        let mut cmd = match launcher.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(python);
+                c
+            }
+            None => Command::new(python),
+        };
+        let mut child = cmd
             .arg(script)
             .args(args)
             .stdout(Stdio::piped())

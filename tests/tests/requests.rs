@@ -294,3 +294,45 @@ fn a_tls_server_is_measured_from_its_openssl_plaintext() {
     assert_eq!(r["itl_s"].as_array().unwrap().len(), 7, "{r}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Containers have their own network namespaces and often the same port
+/// numbers: a watched server's port is watched in its own namespace only.
+#[test]
+fn the_same_port_in_another_network_namespace_is_not_captured() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let host = SseServer::start();
+    let port = host.port.to_string();
+    let other = SseServer::start_in(
+        &[
+            "unshare",
+            "--net",
+            "sh",
+            "-c",
+            "ip link set lo up && exec \"$0\" \"$@\"",
+        ],
+        &["--port", &port],
+    );
+    assert_eq!(other.port, host.port);
+    let mut agent = Agent::start_with_output("requests", &["--pid", &host.pid().to_string()]);
+    agent.wait_for_log(&format!("capturing requests to port {port} (pid {})", host.pid()));
+
+    // A request inside the other namespace, then one to the watched server.
+    let curl = std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{}/ns/net", other.pid()))
+        .args(["curl", "-sS", "-H", "Content-Type: application/json", "-d"])
+        .arg(r#"{"model":"other-netns","tokens":2,"ttft_ms":1,"gap_ms":1}"#)
+        .arg(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+        .output()
+        .expect("nsenter curl");
+    assert!(String::from_utf8_lossy(&curl.stdout).contains("tok1"), "{curl:?}");
+    other.next_truth();
+    let mut conn = TcpStream::connect(("127.0.0.1", host.port)).unwrap();
+    conn.write_all(&chat_request("watched", 2, 1, 1, false)).unwrap();
+    read_chunked_response(&mut conn);
+    let r = agent.next_report("the watched server's request");
+    assert_eq!(
+        (r["model"].as_str(), r["pid"].as_u64()),
+        (Some("watched"), Some(host.pid() as u64)),
+        "{r}"
+    );
+}

@@ -34,6 +34,16 @@ pub fn listening_ports(proc_root: &Path, pid: u32) -> Vec<u16> {
     ports
 }
 
+/// The inode of a process's network namespace (`/proc/PID/ns/net` -> `net:[4026531840]`).
+pub fn net_namespace(proc_root: &Path, pid: u32) -> Option<u32> {
+    let link = fs::read_link(proc_root.join(pid.to_string()).join("ns/net")).ok()?;
+    link.to_str()?
+        .strip_prefix("net:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
 /// (port, inode) of each LISTEN row of a `/proc/net/tcp*` table.
 fn parse_listeners(table: &str) -> Vec<(u16, u64)> {
     table
@@ -70,5 +80,6 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         let ports = listening_ports(Path::new("/proc"), std::process::id());
         assert!(ports.contains(&port), "{port} not in {ports:?}");
+        assert!(net_namespace(Path::new("/proc"), std::process::id()).is_some_and(|ino| ino > 1));
     }
 }

@@ -33,7 +33,12 @@ pub struct NetProbes {
     ebpf: Ebpf,
     /// Per process: the TLS uprobes attached to its libssl (program, link).
     tls: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+    /// What `watched_ports` holds.
+    ports: HashMap<u16, u32>,
 }
+
+/// `WATCH_ANY_NETNS` in net_capture.bpf.c (namespace inodes are far larger).
+const WATCH_ANY_NETNS: u32 = 1;
 
 impl NetProbes {
     /// Loads and attaches; `capture_bytes` bounds the payload copied per send or receive.
@@ -52,19 +57,29 @@ impl NetProbes {
         Ok(Self {
             ebpf,
             tls: HashMap::new(),
+            ports: HashMap::new(),
         })
     }
 
-    /// Starts capturing connections accepted on this local port.
-    pub fn watch_port(&mut self, port: u16) -> Result<()> {
+    /// Starts capturing connections accepted on this local port, in the network
+    /// namespace with this inode (`None`: in every namespace). A port watched in
+    /// two namespaces is watched in all.
+    pub fn watch_port(&mut self, port: u16, netns: Option<u32>) -> Result<()> {
+        let wanted = netns.unwrap_or(WATCH_ANY_NETNS);
+        let value = match self.ports.get(&port) {
+            None => wanted,
+            Some(&v) if v == wanted => return Ok(()),
+            Some(_) => WATCH_ANY_NETNS,
+        };
         let map = self
             .ebpf
             .map_mut("watched_ports")
             .ok_or_else(|| anyhow!("watched_ports missing"))?;
-        let mut ports: Array<_, u8> = Array::try_from(map)?;
+        let mut ports: Array<_, u32> = Array::try_from(map)?;
         ports
-            .set(u32::from(port), 1, 0)
+            .set(u32::from(port), value, 0)
             .with_context(|| format!("watching port {port}"))?;
+        self.ports.insert(port, value);
         Ok(())
     }
 
