@@ -166,11 +166,12 @@ pub fn check() -> Result<ExitCode> {
         "NVML",
         nvml.unwrap_or_else(|| "libnvidia-ml.so.1 not found (no NVIDIA driver)".into()),
     );
-    let rocm_smi = find_library("librocm_smi64.so");
+    // Debian ships only the versioned name, ROCm's own packages the plain one too.
+    let rocm_smi = find_library("librocm_smi64.so.1").or_else(|| find_library("librocm_smi64.so"));
     f.line(
         rocm_smi.is_some(),
         "ROCm SMI",
-        rocm_smi.unwrap_or_else(|| "librocm_smi64.so not found".into()),
+        rocm_smi.unwrap_or_else(|| "librocm_smi64.so.1 not found".into()),
     );
 
     match f.fatal {
