@@ -20,7 +20,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define TCP_CLOSE 7
 #define TCP_CLOSE_WAIT 8
 #define ECONNRESET 104
-#define MAX_IOVECS 4
+#define MAX_IOVECS 16
 
 /* x86-64 syscall numbers whose buffer we know how to find. */
 #define NR_READ 0

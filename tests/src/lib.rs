@@ -332,15 +332,21 @@ pub fn comparable(activity: &Value) -> Value {
     a
 }
 
-/// `tests/servers/sse_server.py`: Starlette on uvicorn, streaming on a schedule,
-/// printing when each chunk went to the socket.
-pub struct SseServer {
+/// A ground-truth Python server from `tests/servers/` (by default `sse_server.py`:
+/// Starlette on uvicorn, streaming on a schedule, printing when each chunk went
+/// to the socket), run in the fixtures' venv.
+pub struct PyServer {
     child: Child,
     pub port: u16,
     truth: Receiver<String>,
 }
 
-impl SseServer {
+/// The fixtures' Python, with the test servers' frameworks.
+pub fn venv_python() -> PathBuf {
+    fixtures().join("venv/bin/python")
+}
+
+impl PyServer {
     pub fn start() -> Self {
         Self::start_with(&[])
     }
@@ -352,13 +358,18 @@ impl SseServer {
 
     /// Through a launcher command line (e.g. `unshare --net ...`), with extra arguments.
     pub fn start_in(launcher: &[&str], args: &[&str]) -> Self {
-        let python = fixtures().join("venv/bin/python");
+        Self::start_script("sse_server.py", launcher, args)
+    }
+
+    /// Another script of `tests/servers/`; it must print `listening PORT` first.
+    pub fn start_script(script: &str, launcher: &[&str], args: &[&str]) -> Self {
+        let python = venv_python();
         assert!(
             python.exists(),
             "{} missing: run `cargo xtask fixtures`",
             python.display()
         );
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/sse_server.py");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("servers").join(script);
         let mut cmd = match launcher.split_first() {
             Some((program, rest)) => {
                 let mut c = Command::new(program);
@@ -372,7 +383,7 @@ impl SseServer {
             .args(args)
             .stdout(Stdio::piped())
             .spawn()
-            .expect("starting sse_server.py");
+            .expect("starting a test server");
         let truth = line_reader(child.stdout.take().unwrap());
         // Built first, so that a failed start still kills the process.
         let mut server = Self {
@@ -407,7 +418,7 @@ impl SseServer {
     }
 }
 
-impl Drop for SseServer {
+impl Drop for PyServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -6,7 +6,7 @@
 use std::{io::Write as _, net::TcpStream, sync::Mutex, thread};
 
 use inferscope_tests::{
-    Agent, SseServer, chat_request, finished_requests, monotonic_ns, read_chunked_response,
+    Agent, PyServer, chat_request, finished_requests, monotonic_ns, read_chunked_response,
 };
 use serde_json::Value;
 
@@ -34,7 +34,7 @@ fn assert_within(what: &str, value: f64, low_ns: u64, high_ns: u64) {
 #[test]
 fn ttft_gaps_duration_and_tokens_match_when_the_server_wrote() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let server = SseServer::start();
+    let server = PyServer::start();
     let mut agent = Agent::start_with_output("requests", &["--port", &server.port.to_string()]);
     let mut conn = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     let sent_at = monotonic_ns();
@@ -86,7 +86,7 @@ fn ttft_gaps_duration_and_tokens_match_when_the_server_wrote() {
 #[test]
 fn keep_alive_and_pipelined_requests_are_each_attributed_to_their_own_request() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let server = SseServer::start();
+    let server = PyServer::start();
     let mut agent = Agent::start_with_output("requests", &["--port", &server.port.to_string()]);
     let mut conn = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     for (model, tokens) in [("a", 2), ("b", 3)] {
@@ -119,7 +119,7 @@ fn keep_alive_and_pipelined_requests_are_each_attributed_to_their_own_request() 
 #[test]
 fn queue_depth_follows_the_scripted_concurrency() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let server = SseServer::start();
+    let server = PyServer::start();
     let mut agent = Agent::start(&["--port", &server.port.to_string()]);
     let port = server.port;
     // Three clients at once: 600 ms before the first token, then 6 tokens 100 ms apart.
@@ -167,7 +167,7 @@ fn queue_depth_follows_the_scripted_concurrency() {
 #[test]
 fn a_client_that_leaves_mid_stream_is_counted_as_cancelled() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let server = SseServer::start();
+    let server = PyServer::start();
     let mut agent = Agent::start_with_output("requests", &["--port", &server.port.to_string()]);
     {
         let mut conn = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
@@ -187,7 +187,7 @@ fn a_client_that_leaves_mid_stream_is_counted_as_cancelled() {
 #[test]
 fn an_ndjson_stream_in_ollamas_shape_is_timed_and_its_token_counts_read() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let server = SseServer::start();
+    let server = PyServer::start();
     let mut agent = Agent::start_with_output("requests", &["--port", &server.port.to_string()]);
     let mut conn = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     let sent_at = monotonic_ns();
@@ -243,7 +243,7 @@ fn a_tls_server_is_measured_from_its_openssl_plaintext() {
         "{}",
         String::from_utf8_lossy(&openssl.stderr)
     );
-    let server = SseServer::start_with(&["--tls", cert.to_str().unwrap(), key.to_str().unwrap()]);
+    let server = PyServer::start_with(&["--tls", cert.to_str().unwrap(), key.to_str().unwrap()]);
     let mut agent = Agent::start_with_output(
         "requests",
         &[
@@ -300,9 +300,9 @@ fn a_tls_server_is_measured_from_its_openssl_plaintext() {
 #[test]
 fn the_same_port_in_another_network_namespace_is_not_captured() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let host = SseServer::start();
+    let host = PyServer::start();
     let port = host.port.to_string();
-    let other = SseServer::start_in(
+    let other = PyServer::start_in(
         &[
             "unshare",
             "--net",
@@ -335,4 +335,41 @@ fn the_same_port_in_another_network_namespace_is_not_captured() {
         (Some("watched"), Some(host.pid() as u64)),
         "{r}"
     );
+}
+
+/// gRPC server streaming over HTTP/2 (grpcio), Triton's method: each response
+/// message is one streamed item; the model is the request's `model_name`.
+#[test]
+fn a_grpc_server_stream_is_timed_per_message() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = PyServer::start_script("grpc_server.py", &[], &["6", "100", "20"]);
+    let port = server.port.to_string();
+    let mut agent = Agent::start_with_output("requests", &["--port", &port]);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/grpc_server.py");
+    let call = std::process::Command::new(inferscope_tests::venv_python())
+        .arg(script)
+        .args(["--call", &port, "ensemble-7b"])
+        .output()
+        .expect("grpc client");
+    assert_eq!(String::from_utf8_lossy(&call.stdout).trim(), "6", "{call:?}");
+    let r = agent.next_report("the gRPC call's record");
+    assert_eq!(
+        (r["protocol"].as_str(), r["model"].as_str()),
+        (Some("grpc"), Some("ensemble-7b")),
+        "{r}"
+    );
+    assert_eq!(r["path"], "/inference.GRPCInferenceService/ModelStreamInfer");
+    assert_eq!(
+        (
+            r["output_tokens"].as_u64(),
+            r["outcome"].as_str(),
+            r["stream"].as_bool()
+        ),
+        (Some(6), Some("ok"), Some(true)),
+        "{r}"
+    );
+    assert!(r["ttft_s"].as_f64().unwrap() >= 0.100, "{r}");
+    let gaps = r["itl_s"].as_array().unwrap();
+    assert_eq!(gaps.len(), 5, "{r}");
+    assert!(gaps.iter().all(|g| g.as_f64().unwrap() >= 0.015), "{r}");
 }

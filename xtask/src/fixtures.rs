@@ -16,7 +16,7 @@ use crate::run;
 
 const CUDA_RUNTIME_WHEEL: &str = "nvidia-cuda-runtime-cu12==12.9.79";
 /// The ground-truth servers' frameworks, pinned (tests/servers).
-const SERVER_PACKAGES: [&str; 2] = ["starlette==0.49.1", "uvicorn==0.38.0"];
+const SERVER_PACKAGES: [&str; 3] = ["starlette==0.49.1", "uvicorn==0.38.0", "grpcio==1.76.0"];
 
 /// Returns the fixtures folder, fetching what is missing, and writes the paths
 /// of the (machine-wide cached) llama-server and model into it.
@@ -38,17 +38,22 @@ pub fn fetch(root: &Path) -> Result<PathBuf> {
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
             .context("creating the test servers' venv")?;
     }
-    let have = Command::new(&python)
-        .args([
-            "-c",
-            "import starlette, uvicorn; print(starlette.__version__, uvicorn.__version__)",
-        ])
-        .output()?;
-    let want = format!(
-        "{} {}\n",
-        SERVER_PACKAGES[0].split("==").nth(1).unwrap(),
-        SERVER_PACKAGES[1].split("==").nth(1).unwrap()
+    // Installed versions, in the order of SERVER_PACKAGES ("-" for a missing one).
+    let names: Vec<&str> = SERVER_PACKAGES
+        .iter()
+        .map(|p| p.split("==").next().unwrap())
+        .collect();
+    let probe = format!(
+        "import importlib.metadata as m\n\
+         def v(p):\n    try: return m.version(p)\n    except m.PackageNotFoundError: return '-'\n\
+         print(' '.join(v(p) for p in {names:?}))"
     );
+    let have = Command::new(&python).args(["-c", &probe]).output()?;
+    let want: Vec<&str> = SERVER_PACKAGES
+        .iter()
+        .map(|p| p.split("==").nth(1).unwrap())
+        .collect();
+    let want = format!("{}\n", want.join(" "));
     if have.stdout != want.as_bytes() {
         run(Command::new(&python)
             .args(["-m", "pip", "install", "--quiet"])

@@ -84,6 +84,14 @@ proptest! {
         feed_in_pieces(Role::Request, &bytes, &cuts);
         feed_in_pieces(Role::Response, &bytes, &cuts);
         SseSplitter::default().feed(&bytes, |_| {});
+        for client_side in [true, false] {
+            let mut h2 = crate::decode::http2::H2Parser::new(client_side);
+            let mut out = Vec::new();
+            for part in bytes.chunks(cuts.first().map_or(64, |c| c % 64 + 1)) {
+                h2.feed(Segment { ts_ns: 0, data: part, missing: 0 }, &mut out);
+            }
+        }
+        crate::decode::http2::GrpcSplitter::default().feed(&bytes, cuts.len(), |_| {});
         llm::read_record(&bytes);
         llm::requested_model("/v1/completions", &bytes);
     }

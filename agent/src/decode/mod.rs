@@ -4,6 +4,7 @@
 //! each send/receive): a decoder is told how many bytes it did not see.
 
 pub mod http1;
+pub mod http2;
 pub mod sse;
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 use serde_json::Value;
 
 /// Paths of text-generation endpoints: OpenAI-compatible (vLLM, SGLang, TGI,
-/// llama.cpp, Ollama), TGI native, llama.cpp native, Ollama native, Triton.
+/// llama.cpp, Ollama), TGI native, llama.cpp native, Ollama native, Triton
+/// (HTTP and gRPC), and gRPC generate services.
 pub fn is_generation_endpoint(path: &str) -> bool {
     let path = path.split('?').next().unwrap_or(path);
     matches!(
@@ -24,10 +25,19 @@ pub fn is_generation_endpoint(path: &str) -> bool {
             | "/api/embeddings"
     ) || (path.starts_with("/v2/models/")
         && (path.ends_with("/generate") || path.ends_with("/generate_stream")))
+        || GRPC_GENERATION_METHODS.iter().any(|m| path.ends_with(m))
 }
 
-/// The model a request names: the body's top-level `"model"`, else Triton's path segment.
+/// gRPC methods that generate: Triton's inference service, and generate services such as TGI's.
+const GRPC_GENERATION_METHODS: [&str; 4] =
+    ["/ModelInfer", "/ModelStreamInfer", "/Generate", "/GenerateStream"];
+
+/// The model a request names: the body's top-level `"model"`, else Triton's path
+/// segment; for Triton's gRPC service, `model_name` (field 1 of the request message).
 pub fn requested_model(path: &str, body: &[u8]) -> Option<String> {
+    if path.starts_with("/inference.GRPCInferenceService/") {
+        return protobuf_string_field(body, 1);
+    }
     match serde_json::from_slice::<Value>(body) {
         Ok(v) => v.get("model").and_then(Value::as_str).map(str::to_string),
         // Truncated capture (a long prompt): scan for the key instead.
@@ -37,6 +47,41 @@ pub fn requested_model(path: &str, body: &[u8]) -> Option<String> {
         let rest = path.strip_prefix("/v2/models/")?;
         Some(rest.split('/').next()?.to_string())
     })
+}
+
+/// A top-level length-delimited field of a protobuf message, as UTF-8.
+fn protobuf_string_field(mut msg: &[u8], field: u64) -> Option<String> {
+    fn varint(buf: &mut &[u8]) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = buf.split_first()?;
+            *buf = rest;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    while !msg.is_empty() {
+        let key = varint(&mut msg)?;
+        let len = match key & 7 {
+            0 => {
+                varint(&mut msg)?;
+                continue;
+            }
+            1 => 8,
+            5 => 4,
+            2 => usize::try_from(varint(&mut msg)?).ok()?,
+            _ => return None,
+        };
+        let value = msg.get(..len)?;
+        if key >> 3 == field && key & 7 == 2 {
+            return String::from_utf8(value.to_vec()).ok();
+        }
+        msg = &msg[len..];
+    }
+    None
 }
 
 /// `"key": "value"` anywhere in possibly truncated JSON; good enough for a model name.
@@ -370,6 +415,16 @@ mod tests {
             Some("ensemble")
         );
         assert_eq!(requested_model("/generate", b"{\"inputs\":\"x\"}"), None);
+    }
+
+    #[test]
+    fn tritons_grpc_model_name_is_field_one_of_the_request() {
+        // model_name = "ensemble" (field 1), model_version = "1" (field 2), id = "a" (field 3)
+        let msg = b"\x0a\x08ensemble\x12\x011\x1a\x01a";
+        let path = "/inference.GRPCInferenceService/ModelStreamInfer";
+        assert_eq!(requested_model(path, msg).as_deref(), Some("ensemble"));
+        assert_eq!(requested_model(path, b"\xff\xff\xff"), None);
+        assert!(is_generation_endpoint(path));
     }
 
     #[test]

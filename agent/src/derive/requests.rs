@@ -15,7 +15,8 @@ use serde::Serialize;
 use crate::{
     decode::{
         Segment,
-        http1::{Http1Event, Http1Parser, Role},
+        http1::{Head, Http1Event, Http1Parser, Role},
+        http2::{GrpcSplitter, H2Event, H2Parser, PREFACE},
         sse::{LineSplitter, SseSplitter},
     },
     derive::llm::{self, Usage},
@@ -68,6 +69,22 @@ enum BodyKind {
     Plain,
     Sse(SseSplitter),
     Ndjson(LineSplitter),
+    /// gRPC over HTTP/2: each response message is one streamed item.
+    Grpc(GrpcSplitter),
+}
+
+impl BodyKind {
+    fn for_content_type(ct: &str) -> Self {
+        if ct.starts_with("text/event-stream") {
+            BodyKind::Sse(SseSplitter::default())
+        } else if ct.contains("ndjson") || ct.contains("jsonl") {
+            BodyKind::Ndjson(LineSplitter::default())
+        } else if ct.starts_with("application/grpc") {
+            BodyKind::Grpc(GrpcSplitter::default())
+        } else {
+            BodyKind::Plain
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -88,6 +105,69 @@ struct InFlight {
     content_events: u64,
     usage: Usage,
     truncated: bool,
+    grpc_status: Option<u32>,
+}
+
+impl InFlight {
+    fn new(head: Head, start_ns: u64) -> Self {
+        Self {
+            llm: llm::is_generation_endpoint(&head.path),
+            start_ns,
+            method: head.method,
+            path: head.path,
+            ..Self::default()
+        }
+    }
+
+    /// Feeds response body bytes; records go to `absorb`.
+    fn response_body(&mut self, ts_ns: u64, data: &[u8], missing: usize, queue: &mut Queue) {
+        if missing > 0 {
+            self.truncated = true;
+        }
+        let mut records = Vec::new();
+        match &mut self.body {
+            BodyKind::Sse(s) => {
+                if missing > 0 {
+                    s.gap();
+                }
+                s.feed(data, |rec| records.push(llm::read_record(rec)));
+            }
+            BodyKind::Ndjson(s) => {
+                if missing > 0 {
+                    s.gap();
+                }
+                s.feed(data, |rec| records.push(llm::read_record(rec)));
+            }
+            BodyKind::Grpc(g) => {
+                let content = llm::Record {
+                    content: true,
+                    ..llm::Record::default()
+                };
+                g.feed(data, missing, |_| records.push(content.clone()));
+            }
+            BodyKind::Plain => {
+                let room = RESPONSE_BODY_KEEP.saturating_sub(self.response_body.len());
+                self.response_body
+                    .extend_from_slice(&data[..data.len().min(room)]);
+            }
+        }
+        for rec in records {
+            self.absorb(rec, ts_ns, queue);
+        }
+    }
+
+    fn request_body(&mut self, data: &[u8], missing: usize) {
+        let room = REQUEST_BODY_KEEP.saturating_sub(self.request_body.len());
+        self.request_body.extend_from_slice(&data[..data.len().min(room)]);
+        self.truncated |= missing > 0;
+    }
+}
+
+/// An HTTP/2 connection: a parser per direction, and its open streams.
+struct H2Conn {
+    client: H2Parser,
+    server: H2Parser,
+    streams: BTreeMap<u32, InFlight>,
 }
 
 struct Conn {
@@ -100,6 +180,9 @@ struct Conn {
     peer_closed: bool,
     /// Plaintext arrives from OpenSSL: the socket's own (encrypted) bytes are ignored.
     tls: bool,
+    /// Nothing received yet: the first bytes tell HTTP/1.1 from HTTP/2.
+    fresh: bool,
+    h2: Option<H2Conn>,
 }
 
 impl Conn {
@@ -112,6 +195,17 @@ impl Conn {
             in_flight: VecDeque::new(),
             peer_closed: false,
             tls: false,
+            fresh: true,
+            h2: None,
+        }
+    }
+
+    fn protocol(&self) -> &'static str {
+        match (self.h2.is_some(), self.tls) {
+            (false, false) => "http1",
+            (false, true) => "http1+tls",
+            (true, false) => "http2",
+            (true, true) => "http2+tls",
         }
     }
 }
@@ -200,6 +294,21 @@ impl RequestTracker {
                     since_ns: h.ktime_ns,
                     ..Queue::default()
                 });
+                if conn.fresh && h.direction == NET_RECV && !ev.data.is_empty() {
+                    conn.fresh = false;
+                    let n = ev.data.len().min(PREFACE.len());
+                    if ev.data[..n] == PREFACE[..n] {
+                        conn.h2 = Some(H2Conn {
+                            client: H2Parser::new(true),
+                            server: H2Parser::new(false),
+                            streams: BTreeMap::new(),
+                        });
+                    }
+                }
+                if conn.h2.is_some() {
+                    conn.on_h2(seg, h.direction, queue, done, &mut self.desynced_connections);
+                    return;
+                }
                 let mut events = Vec::new();
                 if h.direction == NET_RECV {
                     conn.request_first_byte_ns.get_or_insert(h.ktime_ns);
@@ -223,8 +332,13 @@ impl RequestTracker {
                     conn.on_response_events(events, queue, done, &mut self.desynced_connections);
                     let client_left = conn.peer_closed || h.flags & NET_FLAG_RESET_BY_PEER != 0;
                     let outcome = if client_left { "cancelled" } else { "aborted" };
+                    let protocol = conn.protocol();
+                    let h2_streams = conn.h2.take().map(|h2| h2.streams).unwrap_or_default();
+                    for r in h2_streams.into_values() {
+                        finish(conn.server, protocol, r, h.ktime_ns, outcome, queue, done);
+                    }
                     while let Some(r) = conn.in_flight.pop_front() {
-                        finish(conn.server, conn.tls, r, h.ktime_ns, outcome, queue, done);
+                        finish(conn.server, protocol, r, h.ktime_ns, outcome, queue, done);
                     }
                 }
             }
@@ -268,25 +382,12 @@ impl Conn {
             match ev {
                 Http1Event::Head { ts_ns, head } => {
                     let start_ns = self.request_first_byte_ns.take().unwrap_or(ts_ns);
-                    let llm = llm::is_generation_endpoint(&head.path);
-                    if llm {
-                        queue.advance(start_ns);
-                        queue.waiting += 1;
-                        queue.started += 1;
-                    }
-                    self.in_flight.push_back(InFlight {
-                        llm,
-                        start_ns,
-                        method: head.method,
-                        path: head.path,
-                        ..InFlight::default()
-                    });
+                    self.in_flight
+                        .push_back(arrived(InFlight::new(head, start_ns), queue));
                 }
                 Http1Event::Body { data, missing, .. } => {
                     if let Some(r) = self.in_flight.back_mut() {
-                        let room = REQUEST_BODY_KEEP.saturating_sub(r.request_body.len());
-                        r.request_body.extend_from_slice(&data[..data.len().min(room)]);
-                        r.truncated |= missing > 0;
+                        r.request_body(&data, missing);
                     }
                 }
                 Http1Event::End { .. } => {
@@ -297,7 +398,14 @@ impl Conn {
                     }
                     self.request_first_byte_ns = None;
                 }
-                Http1Event::Desync { .. } => *desynced += 1,
+                Http1Event::Desync { reason } => {
+                    log::debug!(
+                        "pid {} port {}: HTTP/1.1 not followed any more: {reason}",
+                        self.server.0,
+                        self.server.1
+                    );
+                    *desynced += 1
+                }
             }
         }
     }
@@ -320,42 +428,9 @@ impl Conn {
             match ev {
                 Http1Event::Head { head, .. } => {
                     r.status = head.status;
-                    let ct = head.content_type.as_str();
-                    r.body = if ct.starts_with("text/event-stream") {
-                        BodyKind::Sse(SseSplitter::default())
-                    } else if ct.contains("ndjson") || ct.contains("jsonl") {
-                        BodyKind::Ndjson(LineSplitter::default())
-                    } else {
-                        BodyKind::Plain
-                    };
+                    r.body = BodyKind::for_content_type(&head.content_type);
                 }
-                Http1Event::Body { ts_ns, data, missing } => {
-                    if missing > 0 {
-                        r.truncated = true;
-                    }
-                    let mut records = Vec::new();
-                    match &mut r.body {
-                        BodyKind::Sse(s) => {
-                            if missing > 0 {
-                                s.gap();
-                            }
-                            s.feed(&data, |rec| records.push(llm::read_record(rec)));
-                        }
-                        BodyKind::Ndjson(s) => {
-                            if missing > 0 {
-                                s.gap();
-                            }
-                            s.feed(&data, |rec| records.push(llm::read_record(rec)));
-                        }
-                        BodyKind::Plain => {
-                            let room = RESPONSE_BODY_KEEP.saturating_sub(r.response_body.len());
-                            r.response_body.extend_from_slice(&data[..data.len().min(room)]);
-                        }
-                    }
-                    for rec in records {
-                        r.absorb(rec, ts_ns, queue);
-                    }
-                }
+                Http1Event::Body { ts_ns, data, missing } => r.response_body(ts_ns, &data, missing, queue),
                 Http1Event::End { ts_ns } => {
                     let mut r = self.in_flight.pop_front().expect("front exists");
                     if matches!(r.body, BodyKind::Plain) && !r.response_body.is_empty() {
@@ -363,13 +438,117 @@ impl Conn {
                         r.usage.merge(rec.usage);
                         r.model = r.model.or(rec.model);
                     }
-                    let outcome = if r.status >= 400 { "error" } else { "ok" };
-                    finish(self.server, self.tls, r, ts_ns, outcome, queue, done);
+                    finish(self.server, self.protocol(), r, ts_ns, "ok", queue, done);
                 }
-                Http1Event::Desync { .. } => *desynced += 1,
+                Http1Event::Desync { reason } => {
+                    log::debug!(
+                        "pid {} port {}: HTTP/1.1 not followed any more: {reason}",
+                        self.server.0,
+                        self.server.1
+                    );
+                    *desynced += 1
+                }
             }
         }
     }
+}
+
+impl Conn {
+    /// HTTP/2: requests and responses are streams, answered in any order.
+    fn on_h2(
+        &mut self,
+        seg: Segment<'_>,
+        direction: u8,
+        queue: &mut Queue,
+        done: &mut Vec<RequestRecord>,
+        desynced: &mut u64,
+    ) {
+        let protocol = self.protocol();
+        let Some(h2) = self.h2.as_mut() else { return };
+        let mut events = Vec::new();
+        let from_client = direction == NET_RECV;
+        if from_client {
+            h2.client.feed(seg, &mut events);
+        } else {
+            h2.server.feed(seg, &mut events);
+        }
+        for ev in events {
+            match ev {
+                H2Event::Headers {
+                    ts_ns,
+                    stream,
+                    head,
+                    grpc_status,
+                    end_stream,
+                } => {
+                    if from_client {
+                        h2.streams
+                            .entry(stream)
+                            .or_insert_with(|| arrived(InFlight::new(head, ts_ns), queue));
+                        continue;
+                    }
+                    let Some(r) = h2.streams.get_mut(&stream) else {
+                        continue;
+                    };
+                    if head.status != 0 {
+                        r.status = head.status;
+                        r.body = BodyKind::for_content_type(&head.content_type);
+                    }
+                    r.grpc_status = grpc_status.or(r.grpc_status);
+                    if end_stream && let Some(r) = h2.streams.remove(&stream) {
+                        finish(self.server, protocol, r, ts_ns, "ok", queue, done);
+                    }
+                }
+                H2Event::Data {
+                    ts_ns,
+                    stream,
+                    data,
+                    missing,
+                    end_stream,
+                } => {
+                    let Some(r) = h2.streams.get_mut(&stream) else {
+                        continue;
+                    };
+                    if from_client {
+                        r.request_body(&data, missing);
+                        if end_stream {
+                            r.model = llm::requested_model(&r.path, &grpc_first_message(&r.request_body))
+                                .or_else(|| llm::requested_model(&r.path, &r.request_body));
+                            r.request_complete = true;
+                        }
+                    } else {
+                        r.response_body(ts_ns, &data, missing, queue);
+                        if end_stream && let Some(r) = h2.streams.remove(&stream) {
+                            finish(self.server, protocol, r, ts_ns, "ok", queue, done);
+                        }
+                    }
+                }
+                H2Event::Reset { ts_ns, stream } => {
+                    if let Some(r) = h2.streams.remove(&stream) {
+                        let outcome = if from_client { "cancelled" } else { "aborted" };
+                        finish(self.server, protocol, r, ts_ns, outcome, queue, done);
+                    }
+                }
+                H2Event::Desync { reason } => {
+                    log::debug!(
+                        "pid {} port {}: HTTP/2 not followed any more: {reason}",
+                        self.server.0,
+                        self.server.1
+                    );
+                    *desynced += 1
+                }
+            }
+        }
+    }
+}
+
+/// The first gRPC message of a request body (the body itself when it is not gRPC-framed).
+fn grpc_first_message(body: &[u8]) -> Vec<u8> {
+    let mut first = None;
+    GrpcSplitter::default().feed(body, 0, |m| {
+        first.get_or_insert_with(|| m.to_vec());
+    });
+    first.unwrap_or_default()
 }
 
 impl InFlight {
@@ -401,9 +580,21 @@ impl InFlight {
     }
 }
 
+/// Counts a generation request's arrival in its server's queue.
+fn arrived(r: InFlight, queue: &mut Queue) -> InFlight {
+    if r.llm {
+        queue.advance(r.start_ns);
+        queue.waiting += 1;
+        queue.started += 1;
+    }
+    r
+}
+
+/// Records a request that ended; `outcome` is how the connection saw it end
+/// (`ok` is refined by the status and, for gRPC, `grpc-status`).
 fn finish(
     server: ServerKey,
-    tls: bool,
+    protocol: &'static str,
     mut r: InFlight,
     end_ns: u64,
     outcome: &'static str,
@@ -423,7 +614,23 @@ fn finish(
     } else {
         queue.waiting = queue.waiting.saturating_sub(1);
     }
-    let stream = !matches!(r.body, BodyKind::Plain);
+    let stream = match r.body {
+        BodyKind::Plain => false,
+        // A gRPC call streams when its method does (ModelStreamInfer, GenerateStream).
+        BodyKind::Grpc(_) => r.path.contains("Stream"),
+        BodyKind::Sse(_) | BodyKind::Ndjson(_) => true,
+    };
+    let failed = r.status >= 400 || r.grpc_status.is_some_and(|s| s != 0);
+    let outcome = if outcome == "ok" && failed {
+        "error"
+    } else {
+        outcome
+    };
+    let protocol = match (&r.body, protocol) {
+        (BodyKind::Grpc(_), "http2") => "grpc",
+        (BodyKind::Grpc(_), "http2+tls") => "grpc+tls",
+        _ => protocol,
+    };
     let (output_tokens, token_source) = match (r.usage.output_tokens, stream) {
         (Some(n), _) => (Some(n), Some("usage")),
         (None, true) => (Some(r.content_events), Some("events")),
@@ -433,7 +640,7 @@ fn finish(
         end_ns,
         pid: server.0,
         port: server.1,
-        protocol: if tls { "http1+tls" } else { "http1" },
+        protocol,
         method: r.method,
         path: r.path,
         status: r.status,
