@@ -31,7 +31,9 @@ pub struct ServerWatch {
     candidates: BTreeSet<u32>,
     /// (port, network namespace inode); `None`: any namespace (`--port`).
     watched_ports: BTreeSet<(u16, Option<u32>)>,
+    /// Requests finished in this interval; the first `printed` were handed out by `new_requests`.
     finished: Vec<RequestRecord>,
+    printed: usize,
     drops: DropDeltas,
 }
 
@@ -54,6 +56,7 @@ impl ServerWatch {
             candidates: BTreeSet::new(),
             watched_ports: ports.iter().map(|&p| (p, None)).collect(),
             finished: Vec::new(),
+            printed: 0,
             drops: DropDeltas::default(),
         })
     }
@@ -74,9 +77,11 @@ impl ServerWatch {
         }
     }
 
-    pub fn process_exited(&mut self, pid: u32) {
+    /// A process ended: its open requests end with it (aborted), and its probes go.
+    pub fn process_exited(&mut self, pid: u32, now_ns: u64) {
         self.candidates.remove(&pid);
         self.net.detach_tls(pid);
+        self.tracker.forget_pid(pid, now_ns, &mut self.finished);
     }
 
     fn refresh_ports(&mut self, pid: u32) {
@@ -102,11 +107,15 @@ impl ServerWatch {
         }
     }
 
-    /// Feeds one capture; returns the requests it finished.
-    pub fn on_event(&mut self, ev: &NetEvent) -> &[RequestRecord] {
-        let before = self.finished.len();
+    pub fn on_event(&mut self, ev: &NetEvent) {
         self.tracker.on_event(ev, &mut self.finished);
-        &self.finished[before..]
+    }
+
+    /// Requests finished since the last call (for `--output requests`).
+    pub fn new_requests(&mut self) -> &[RequestRecord] {
+        let from = self.printed.min(self.finished.len());
+        self.printed = self.finished.len();
+        &self.finished[from..]
     }
 
     /// Captures lost since the last call, by reason.
@@ -119,12 +128,12 @@ impl ServerWatch {
         let queues: BTreeMap<_, _> = self.tracker.interval_end(now_ns);
         let reports = server_reports(&self.finished, &queues, interval_s);
         self.finished.clear();
+        self.printed = 0;
         for pid in self.candidates.clone() {
             if self.proc_root.join(pid.to_string()).exists() {
                 self.refresh_ports(pid);
             } else {
-                self.candidates.remove(&pid);
-                self.tracker.forget_pid(pid);
+                self.process_exited(pid, now_ns);
             }
         }
         reports

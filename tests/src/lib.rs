@@ -407,6 +407,12 @@ impl PyServer {
         self.child.id()
     }
 
+    /// Kills the server at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// What the server recorded about its next finished request.
     pub fn next_truth(&self) -> Value {
         let line = next_line(

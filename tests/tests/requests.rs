@@ -373,3 +373,30 @@ fn a_grpc_server_stream_is_timed_per_message() {
     assert_eq!(gaps.len(), 5, "{r}");
     assert!(gaps.iter().all(|g| g.as_f64().unwrap() >= 0.015), "{r}");
 }
+
+#[test]
+fn a_server_that_dies_mid_stream_leaves_an_aborted_request() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut server = PyServer::start();
+    let mut agent = Agent::start_with_output("requests", &["--port", &server.port.to_string()]);
+    let mut conn = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    conn.write_all(&chat_request("doomed", 100, 10, 50, false))
+        .unwrap();
+    // Read until the first token is there, then the server crashes.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    while !String::from_utf8_lossy(&seen).contains("tok0") {
+        let n = std::io::Read::read(&mut conn, &mut buf).unwrap();
+        assert!(n > 0, "closed before the first token");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    server.kill();
+    let r = agent.next_report("the aborted request's record");
+    assert_eq!(
+        (r["model"].as_str(), r["outcome"].as_str()),
+        (Some("doomed"), Some("aborted")),
+        "{r}"
+    );
+    assert!(r["output_tokens"].as_u64().unwrap() < 100, "{r}");
+    assert!(r["ttft_s"].as_f64().unwrap() >= 0.010, "{r}");
+}

@@ -119,6 +119,10 @@ async fn report_loop(mut session: Session, mut servers: Option<ServerWatch>, arg
         let stop = tokio::select! {
             ready = proc_events.readable_mut() => {
                 let mut guard = ready?;
+                // Captures made before a process exited must be seen before its exit.
+                if let (Some(servers), Some(net)) = (servers.as_mut(), net_events.as_mut()) {
+                    drain_net_events(net.get_mut(), servers, &mut out)?;
+                }
                 drain_process_events(guard.get_inner_mut(), &mut session, servers.as_mut(), &args.pids);
                 guard.clear_ready();
                 continue;
@@ -134,7 +138,10 @@ async fn report_loop(mut session: Session, mut servers: Option<ServerWatch>, arg
             _ = terminate.recv() => true,
             _ = interrupt.recv() => true,
         };
-        // What happened before this instant belongs in this report.
+        // What happened before this instant belongs in this report (captures before exits).
+        if let (Some(servers), Some(net)) = (servers.as_mut(), net_events.as_mut()) {
+            drain_net_events(net.get_mut(), servers, &mut out)?;
+        }
         drain_process_events(proc_events.get_mut(), &mut session, servers.as_mut(), &args.pids);
         let now = Instant::now();
         let interval = now - last;
@@ -181,7 +188,7 @@ fn drain_process_events(
         };
         match event.kind {
             PROC_EXEC => servers.consider(event.pid, named.contains(&event.pid)),
-            PROC_EXIT => servers.process_exited(event.pid),
+            PROC_EXIT => servers.process_exited(event.pid, event.ktime_ns),
             _ => {}
         }
     }
@@ -193,18 +200,23 @@ fn drain_net_events<W: Write>(
     out: &mut Output<W>,
 ) -> Result<()> {
     while let Some(record) = events.next() {
-        let Some(event) = decode_net_event(&record) else {
-            log::warn!("socket capture of {} bytes ignored", record.len());
-            continue;
-        };
-        let finished = servers.on_event(&event);
-        if out.format == Format::Requests {
-            for r in finished {
-                let time = std::time::UNIX_EPOCH
-                    + Duration::from_nanos((r.end_ns as i128 + out.wall_offset_ns).max(0) as u64);
-                export::write_request(&mut out.stdout, time, r).context("writing a request")?;
-            }
+        match decode_net_event(&record) {
+            Some(event) => servers.on_event(&event),
+            None => log::warn!("socket capture of {} bytes ignored", record.len()),
         }
+    }
+    print_requests(servers, out)
+}
+
+/// With `--output requests`, the requests finished since the last call.
+fn print_requests<W: Write>(servers: &mut ServerWatch, out: &mut Output<W>) -> Result<()> {
+    if out.format != Format::Requests {
+        return Ok(());
+    }
+    for r in servers.new_requests() {
+        let time = std::time::UNIX_EPOCH
+            + Duration::from_nanos((r.end_ns as i128 + out.wall_offset_ns).max(0) as u64);
+        export::write_request(&mut out.stdout, time, r).context("writing a request")?;
     }
     Ok(())
 }

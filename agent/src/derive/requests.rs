@@ -370,8 +370,24 @@ impl RequestTracker {
     }
 
     /// Forgets a server's connections and queue (its process exited).
-    pub fn forget_pid(&mut self, pid: u32) {
-        self.conns.retain(|_, c| c.server.0 != pid);
+    /// Forgets a server process that exited; requests still open are recorded as aborted.
+    pub fn forget_pid(&mut self, pid: u32, now_ns: u64, done: &mut Vec<RequestRecord>) {
+        let gone: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.server.0 == pid)
+            .map(|(k, _)| *k)
+            .collect();
+        for cookie in gone {
+            if let Some(mut conn) = self.conns.remove(&cookie) {
+                let queue = self.queues.entry(conn.server).or_default();
+                let protocol = conn.protocol();
+                let streams = conn.h2.take().map(|h2| h2.streams).unwrap_or_default();
+                for r in streams.into_values().chain(conn.in_flight.drain(..)) {
+                    finish(conn.server, protocol, r, now_ns, "aborted", queue, done);
+                }
+            }
+        }
         self.queues.retain(|k, _| k.0 != pid);
     }
 }
