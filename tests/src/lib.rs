@@ -335,7 +335,7 @@ pub fn comparable(activity: &Value) -> Value {
 /// A ground-truth Python server from `tests/servers/` (by default `sse_server.py`:
 /// Starlette on uvicorn, streaming on a schedule, printing when each chunk went
 /// to the socket), run in the fixtures' venv.
-pub struct PyServer {
+pub struct TestServer {
     child: Child,
     pub port: u16,
     truth: Receiver<String>,
@@ -346,7 +346,7 @@ pub fn venv_python() -> PathBuf {
     fixtures().join("venv/bin/python")
 }
 
-impl PyServer {
+impl TestServer {
     pub fn start() -> Self {
         Self::start_with(&[])
     }
@@ -359,6 +359,11 @@ impl PyServer {
     /// Through a launcher command line (e.g. `unshare --net ...`), with extra arguments.
     pub fn start_in(launcher: &[&str], args: &[&str]) -> Self {
         Self::start_script("sse_server.py", launcher, args)
+    }
+
+    /// A program that prints `listening PORT` first (e.g. one of this crate's binaries).
+    pub fn start_program(program: &Path) -> Self {
+        Self::spawn(Command::new(program))
     }
 
     /// Another script of `tests/servers/`; it must print `listening PORT` first.
@@ -378,9 +383,12 @@ impl PyServer {
             }
             None => Command::new(python),
         };
+        cmd.arg(script).args(args);
+        Self::spawn(cmd)
+    }
+
+    fn spawn(mut cmd: Command) -> Self {
         let mut child = cmd
-            .arg(script)
-            .args(args)
             .stdout(Stdio::piped())
             .spawn()
             .expect("starting a test server");
@@ -424,7 +432,7 @@ impl PyServer {
     }
 }
 
-impl Drop for PyServer {
+impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -6,7 +6,7 @@
 use std::{io::Write as _, net::TcpStream, sync::Mutex, thread};
 
 use inferscope_tests::{
-    Agent, PyServer, chat_request, finished_requests, monotonic_ns, read_chunked_response,
+    Agent, TestServer, chat_request, finished_requests, monotonic_ns, read_chunked_response,
 };
 use serde_json::Value;
 
@@ -34,7 +34,7 @@ fn assert_within(what: &str, value: f64, low_ns: u64, high_ns: u64) {
 #[test]
 fn ttft_gaps_duration_and_tokens_match_when_the_server_wrote() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let server = PyServer::start();
+    let server = TestServer::start();
     let mut agent = Agent::start_with_output("requests", &["--port", &server.port.to_string()]);
     let mut conn = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     let sent_at = monotonic_ns();
@@ -86,7 +86,7 @@ fn ttft_gaps_duration_and_tokens_match_when_the_server_wrote() {
 #[test]
 fn keep_alive_and_pipelined_requests_are_each_attributed_to_their_own_request() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let server = PyServer::start();
+    let server = TestServer::start();
     let mut agent = Agent::start_with_output("requests", &["--port", &server.port.to_string()]);
     let mut conn = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     for (model, tokens) in [("a", 2), ("b", 3)] {
@@ -119,7 +119,7 @@ fn keep_alive_and_pipelined_requests_are_each_attributed_to_their_own_request() 
 #[test]
 fn queue_depth_follows_the_scripted_concurrency() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let server = PyServer::start();
+    let server = TestServer::start();
     let mut agent = Agent::start(&["--port", &server.port.to_string()]);
     let port = server.port;
     // Three clients at once: 600 ms before the first token, then 6 tokens 100 ms apart.
@@ -167,7 +167,7 @@ fn queue_depth_follows_the_scripted_concurrency() {
 #[test]
 fn a_client_that_leaves_mid_stream_is_counted_as_cancelled() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let server = PyServer::start();
+    let server = TestServer::start();
     let mut agent = Agent::start_with_output("requests", &["--port", &server.port.to_string()]);
     {
         let mut conn = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
@@ -187,7 +187,7 @@ fn a_client_that_leaves_mid_stream_is_counted_as_cancelled() {
 #[test]
 fn an_ndjson_stream_in_ollamas_shape_is_timed_and_its_token_counts_read() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let server = PyServer::start();
+    let server = TestServer::start();
     let mut agent = Agent::start_with_output("requests", &["--port", &server.port.to_string()]);
     let mut conn = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     let sent_at = monotonic_ns();
@@ -243,7 +243,7 @@ fn a_tls_server_is_measured_from_its_openssl_plaintext() {
         "{}",
         String::from_utf8_lossy(&openssl.stderr)
     );
-    let server = PyServer::start_with(&["--tls", cert.to_str().unwrap(), key.to_str().unwrap()]);
+    let server = TestServer::start_with(&["--tls", cert.to_str().unwrap(), key.to_str().unwrap()]);
     let mut agent = Agent::start_with_output(
         "requests",
         &[
@@ -300,9 +300,9 @@ fn a_tls_server_is_measured_from_its_openssl_plaintext() {
 #[test]
 fn the_same_port_in_another_network_namespace_is_not_captured() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let host = PyServer::start();
+    let host = TestServer::start();
     let port = host.port.to_string();
-    let other = PyServer::start_in(
+    let other = TestServer::start_in(
         &[
             "unshare",
             "--net",
@@ -342,7 +342,7 @@ fn the_same_port_in_another_network_namespace_is_not_captured() {
 #[test]
 fn a_grpc_server_stream_is_timed_per_message() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let server = PyServer::start_script("grpc_server.py", &[], &["6", "100", "20"]);
+    let server = TestServer::start_script("grpc_server.py", &[], &["6", "100", "20"]);
     let port = server.port.to_string();
     let mut agent = Agent::start_with_output("requests", &["--port", &port]);
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/grpc_server.py");
@@ -377,7 +377,7 @@ fn a_grpc_server_stream_is_timed_per_message() {
 #[test]
 fn a_server_that_dies_mid_stream_leaves_an_aborted_request() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut server = PyServer::start();
+    let mut server = TestServer::start();
     let mut agent = Agent::start_with_output("requests", &["--port", &server.port.to_string()]);
     let mut conn = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     conn.write_all(&chat_request("doomed", 100, 10, 50, false))
@@ -399,4 +399,54 @@ fn a_server_that_dies_mid_stream_leaves_an_aborted_request() {
     );
     assert!(r["output_tokens"].as_u64().unwrap() < 100, "{r}");
     assert!(r["ttft_s"].as_f64().unwrap() >= 0.010, "{r}");
+}
+
+/// TGI's router shape, on the framework it is written with (Rust, axum):
+/// native `/generate_stream` events, the end-of-sequence token is not content,
+/// and the final event's `details.generated_tokens` is the usage.
+#[test]
+fn a_tgi_shaped_rust_server_is_timed_against_when_it_yielded_each_token() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = TestServer::start_program(std::path::Path::new(env!("CARGO_BIN_EXE_axum_sse_server")));
+    let mut agent = Agent::start_with_output("requests", &["--port", &server.port.to_string()]);
+    let body = r#"{"inputs":"never printed","parameters":{"max_new_tokens":10},"ttft_ms":100,"gap_ms":20}"#;
+    let mut conn = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let sent_at = monotonic_ns();
+    write!(conn, "POST /generate_stream HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    read_chunked_response(&mut conn);
+    let yields: Vec<u64> = server.next_truth()["yields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap())
+        .collect();
+    let r = agent.next_report("the TGI-shaped request's record");
+    assert_eq!(
+        (r["path"].as_str(), r["model"].is_null()),
+        (Some("/generate_stream"), true),
+        "{r}"
+    );
+    assert_eq!(
+        (r["output_tokens"].as_u64(), r["token_source"].as_str()),
+        (Some(10), Some("usage")),
+        "{r}"
+    );
+    // The first token cannot leave before the framework had it, nor before the request was sent.
+    let ttft = r["ttft_s"].as_f64().unwrap();
+    assert!(
+        ttft >= 0.100 && secs(yields[0] - sent_at) <= ttft + 0.001,
+        "ttft {ttft} vs yield {}",
+        secs(yields[0] - sent_at)
+    );
+    // Each gap within 1 ms of the gap between the framework receiving the two tokens.
+    let gaps = r["itl_s"].as_array().unwrap();
+    assert_eq!(gaps.len(), 9, "{r}");
+    for (i, gap) in gaps.iter().enumerate() {
+        let want = secs(yields[i + 1] - yields[i]);
+        let got = gap.as_f64().unwrap();
+        assert!(
+            (got - want).abs() <= 0.001,
+            "gap {i}: {got:.6} s on the wire vs {want:.6} s yielded"
+        );
+    }
 }
