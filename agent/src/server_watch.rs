@@ -14,9 +14,9 @@ use anyhow::Result;
 use crate::{
     derive::requests::{RequestRecord, RequestTracker},
     discover::{
-        Discovery,
         listeners::{listening_ports, net_namespace},
         process::is_known_server,
+        tls_library,
     },
     join::servers::{ServerReport, server_reports},
     probes::{DropDeltas, NetEvent, NetProbes},
@@ -85,8 +85,10 @@ impl ServerWatch {
     }
 
     fn refresh_ports(&mut self, pid: u32) {
-        // TLS: the plaintext of its OpenSSL calls (libssl may be loaded late, so look each time).
-        if let Some(libssl) = Discovery::new(&self.proc_root).tls_library(pid) {
+        // TLS: the plaintext of its OpenSSL calls (libssl may be loaded late: look until found).
+        if !self.net.has_tls(pid)
+            && let Some(libssl) = tls_library(&self.proc_root, pid)
+        {
             match self.net.attach_tls(pid, &libssl) {
                 Ok(0) => {}
                 Ok(n) => log::info!(

@@ -187,14 +187,7 @@ impl Http1Parser {
                 out.push(Http1Event::End { ts_ns });
                 true
             }
-            Body::Length(left) => {
-                let (taken, gap) = self.take_data(left, missing, ts_ns, out);
-                if taken == 0 && gap == 0 {
-                    return false;
-                }
-                self.body = Body::Length(left - taken - gap);
-                true
-            }
+            Body::Length(left) => self.counted_data(left, Body::Length, missing, ts_ns, out),
             Body::UntilClose => {
                 let (taken, gap) = self.take_data(u64::MAX, missing, ts_ns, out);
                 taken + gap > 0
@@ -203,14 +196,7 @@ impl Http1Parser {
                 self.body = Body::ChunkDataEnd;
                 true
             }
-            Body::ChunkData(left) => {
-                let (taken, gap) = self.take_data(left, missing, ts_ns, out);
-                if taken == 0 && gap == 0 {
-                    return false;
-                }
-                self.body = Body::ChunkData(left - taken - gap);
-                true
-            }
+            Body::ChunkData(left) => self.counted_data(left, Body::ChunkData, missing, ts_ns, out),
             Body::ChunkDataEnd => match self.line() {
                 Some(line) if line.is_empty() => {
                     self.body = Body::ChunkSize;
@@ -247,6 +233,24 @@ impl Http1Parser {
             },
             Body::None => false,
         }
+    }
+
+    /// Takes body bytes of a part of known length (`left`), then records what is
+    /// left of it with `state`; false when nothing could be taken.
+    fn counted_data(
+        &mut self,
+        left: u64,
+        state: fn(u64) -> Body,
+        missing: &mut usize,
+        ts_ns: u64,
+        out: &mut Vec<Http1Event>,
+    ) -> bool {
+        let (taken, gap) = self.take_data(left, missing, ts_ns, out);
+        if taken == 0 && gap == 0 {
+            return false;
+        }
+        self.body = state(left - taken - gap);
+        true
     }
 
     /// Takes up to `limit` body bytes from the buffer (or, once it is empty, from

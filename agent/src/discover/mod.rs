@@ -109,20 +109,6 @@ impl Discovery {
         Ok(found)
     }
 
-    /// The OpenSSL `libssl` a process maps, if any.
-    pub fn tls_library(&self, pid: u32) -> Option<ProbeTarget> {
-        let dir = self.proc_root.join(pid.to_string());
-        let listing = fs::read_to_string(dir.join("maps")).ok()?;
-        maps::parse(&listing)
-            .iter()
-            .find(|m| m.executable && m.file_name().is_some_and(|n| n.starts_with("libssl.so")))
-            .map(|m| ProbeTarget {
-                file: m.file,
-                open_path: map_files_path(&dir, m),
-                path: m.path.clone(),
-            })
-    }
-
     fn static_runtimes_of(&mut self, file: FileId, path: &Path) -> &[Runtime] {
         self.static_runtimes.entry(file).or_insert_with(|| {
             let markers = Runtime::ALL.map(Runtime::marker_symbol);
@@ -138,6 +124,20 @@ impl Discovery {
             }
         })
     }
+}
+
+/// The OpenSSL `libssl` a process maps, if any.
+pub fn tls_library(proc_root: &Path, pid: u32) -> Option<ProbeTarget> {
+    let dir = proc_root.join(pid.to_string());
+    let listing = fs::read_to_string(dir.join("maps")).ok()?;
+    maps::parse(&listing)
+        .iter()
+        .find(|m| m.executable && m.file_name().is_some_and(|n| n.starts_with("libssl.so")))
+        .map(|m| ProbeTarget {
+            file: m.file,
+            open_path: map_files_path(&dir, m),
+            path: m.path.clone(),
+        })
 }
 
 fn map_files_path(proc_dir: &Path, m: &Mapping) -> PathBuf {

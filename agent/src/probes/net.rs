@@ -118,6 +118,10 @@ impl NetProbes {
         }
     }
 
+    pub fn has_tls(&self, pid: u32) -> bool {
+        self.tls.contains_key(&pid)
+    }
+
     pub fn detach_tls(&mut self, pid: u32) {
         for (program, link) in self.tls.remove(&pid).unwrap_or_default() {
             if let Ok(p) = super::uprobe(&mut self.ebpf, program) {
