@@ -315,6 +315,35 @@ int BPF_PROG(on_sock_recv, struct sock *sk, int ret, int flags)
 	return capture(sk, ret, NET_RECV);
 }
 
+/*
+ * Kernels before 6.3 have no sock_send_length/sock_recv_length tracepoints.
+ * There the same capture runs at the return of tcp_sendmsg/tcp_recvmsg (fexit,
+ * 5.5+): called across files through the protocol's function table, so never
+ * inlined into the socket layer, and still inside the syscall whose registers
+ * point at the user buffer. tcp_recvmsg lost its `nonblock` argument in 5.19:
+ * the agent loads the six-argument form first, which a newer kernel refuses
+ * (the verifier knows each function's argument count), then the five-argument
+ * one. Only one pair is ever attached, so nothing is captured twice.
+ */
+SEC("fexit/tcp_sendmsg")
+int BPF_PROG(on_tcp_sendmsg, struct sock *sk, void *msg, __u64 size, int ret)
+{
+	return capture(sk, ret, NET_SEND);
+}
+
+SEC("fexit/tcp_recvmsg")
+int BPF_PROG(on_tcp_recvmsg, struct sock *sk, void *msg, __u64 len, int flags, int *addr_len, int ret)
+{
+	return capture(sk, ret, NET_RECV);
+}
+
+SEC("fexit/tcp_recvmsg")
+int BPF_PROG(on_tcp_recvmsg_nonblock, struct sock *sk, void *msg, __u64 len, int nonblock, int flags,
+	     int *addr_len, int ret)
+{
+	return capture(sk, ret, NET_RECV);
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(on_sock_state, const struct sock *sk, const int oldstate, const int newstate)
 {

@@ -39,11 +39,17 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, void *bprm)
 	return 0;
 }
 
+/*
+ * One event per process, not per thread. Only kernels from 6.16 on pass
+ * `group_dead` to this tracepoint; every kernel calls it after do_exit() has
+ * decremented the thread group's `signal->live`, so a count of zero means the
+ * last thread is leaving (Tetragon reads it the same way). Two threads exiting
+ * at once may both see zero: the agent treats a second exit as a no-op.
+ */
 SEC("tp_btf/sched_process_exit")
-int BPF_PROG(on_exit, struct task_struct *p, bool group_dead)
+int BPF_PROG(on_exit, struct task_struct *p)
 {
-	/* One event per process, not per thread. */
-	if (group_dead)
+	if (BPF_CORE_READ(p, signal, live.counter) == 0)
 		send(PROC_EXIT, BPF_CORE_READ(p, tgid));
 	return 0;
 }

@@ -32,10 +32,13 @@ static __always_inline __u32 current_tgid(void)
 /*
  * The integer arguments of the probed function, copied out of the registers
  * once: the verifier refuses a context read at a computed offset, which a
- * switch on the argument number compiles into.
+ * switch on the argument number compiles into. Eight slots, all written, so
+ * that a masked index is a bounded read of initialised stack: verifiers before
+ * 6.x lose the bounds of a range check on the index ("unbounded
+ * variable-offset read from stack" on 6.1).
  */
 struct call_args {
-	__u64 v[5];
+	__u64 v[8];
 };
 
 static __always_inline void read_args(struct pt_regs *ctx, struct call_args *a)
@@ -45,6 +48,9 @@ static __always_inline void read_args(struct pt_regs *ctx, struct call_args *a)
 	a->v[2] = PT_REGS_PARM3(ctx);
 	a->v[3] = PT_REGS_PARM4(ctx);
 	a->v[4] = PT_REGS_PARM5(ctx);
+	a->v[5] = 0;
+	a->v[6] = 0;
+	a->v[7] = 0;
 }
 
 /* Argument n (1-based, up to 5); 0 when n is 0 ("none"). */
@@ -52,7 +58,7 @@ static __always_inline __u64 arg_n(const struct call_args *a, __u32 n)
 {
 	if (n < 1 || n > 5)
 		return 0;
-	return a->v[n - 1];
+	return a->v[(n - 1) & 7];
 }
 
 #endif

@@ -56,6 +56,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let gpu = GpuProbes::load()?;
     // Request metrics need the socket tracepoints; GPU activity does not. Say so and go on without.
     let net = NetProbes::load(&btf, args.capture_bytes)
+        .inspect(|net| log::info!("socket capture through {}", net.socket_hook()))
         .inspect_err(|e| log::warn!("request metrics unavailable (socket capture did not load): {e:#}"))
         .ok();
     let only = (!args.pids.is_empty()).then(|| args.pids.iter().copied().collect::<HashSet<_>>());

@@ -1,13 +1,14 @@
 //! Loads the committed eBPF objects with aya, attaches them, and reads what
 //! they produce: per-process GPU counters and process lifecycle events.
 
+pub mod compat;
 mod gpu;
 mod net;
 mod process;
 
 pub use gpu::GpuProbes;
 pub use gpu::zip_with as gpu_zip_with;
-pub use net::{NetEvent, NetProbes, decode_net_event};
+pub use net::{NetEvent, NetProbes, SocketHook, decode_net_event};
 pub use process::{ProcessProbes, decode_event};
 
 use std::collections::BTreeMap;
@@ -16,7 +17,7 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Btf, Ebpf,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, UProbe},
+    programs::{BtfTracePoint, FExit, UProbe},
 };
 use inferscope_shared::DROP_REASONS;
 
@@ -49,6 +50,21 @@ fn attach_tp_btf(ebpf: &mut Ebpf, btf: &Btf, programs: &[(&str, &str)]) -> Resul
             .with_context(|| format!("verifying {program}"))?;
         tp.attach()
             .with_context(|| format!("attaching tp_btf/{tracepoint}"))?;
+    }
+    Ok(())
+}
+
+/// Loads and attaches `fexit` programs: (program name, kernel function).
+fn attach_fexit(ebpf: &mut Ebpf, btf: &Btf, programs: &[(&str, &str)]) -> Result<()> {
+    for (program, function) in programs {
+        let p: &mut FExit = ebpf
+            .program_mut(program)
+            .ok_or_else(|| anyhow!("{program} missing"))?
+            .try_into()?;
+        p.load(function, btf)
+            .with_context(|| format!("verifying {program}"))?;
+        p.attach()
+            .with_context(|| format!("attaching fexit/{function}"))?;
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, num::NonZeroU32};
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, MapData, RingBuf},
@@ -14,11 +14,49 @@ use inferscope_shared::{DROP_REASONS, NET_CAPTURE_MAX, NetEventHeader};
 use super::read_drops;
 use crate::discover::{ProbeTarget, symbols};
 
-const TRACEPOINTS: [(&str, &str); 3] = [
+/// Socket sends and receives, on kernels from 6.3 on.
+const SOCK_TRACEPOINTS: [(&str, &str); 2] = [
     ("on_sock_send", "sock_send_length"),
     ("on_sock_recv", "sock_recv_length"),
-    ("on_sock_state", "inet_sock_set_state"),
 ];
+/// Connection ends (4.16+).
+const STATE_TRACEPOINT: (&str, &str) = ("on_sock_state", "inet_sock_set_state");
+/// Older kernels: the return of TCP's send and receive (program, kernel function).
+const TCP_SEND_EXIT: (&str, &str) = ("on_tcp_sendmsg", "tcp_sendmsg");
+/// `tcp_recvmsg` with its `nonblock` argument (before 5.19), then without.
+const TCP_RECV_EXITS: [(&str, &str); 2] = [
+    ("on_tcp_recvmsg_nonblock", "tcp_recvmsg"),
+    ("on_tcp_recvmsg", "tcp_recvmsg"),
+];
+
+/// Where socket payloads are captured on this kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SocketHook {
+    /// `tp_btf/sock_send_length` and `sock_recv_length` (6.3+): every socket send and receive.
+    Tracepoints,
+    /// `fexit/tcp_sendmsg` and `tcp_recvmsg` (5.5+, where the tracepoints are missing),
+    /// with the form of `tcp_recvmsg` this kernel has.
+    TcpFexit { recv_program: &'static str },
+}
+
+impl SocketHook {
+    /// The programs that capture sends and receives.
+    pub fn programs(self) -> [&'static str; 2] {
+        match self {
+            Self::Tracepoints => SOCK_TRACEPOINTS.map(|t| t.0),
+            Self::TcpFexit { recv_program } => [TCP_SEND_EXIT.0, recv_program],
+        }
+    }
+}
+
+impl std::fmt::Display for SocketHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Tracepoints => "tp_btf/sock_send_length + sock_recv_length",
+            Self::TcpFexit { .. } => "fexit/tcp_sendmsg + tcp_recvmsg",
+        })
+    }
+}
 
 /// OpenSSL functions whose plaintext is captured: (symbol, entry program).
 const TLS_FUNCTIONS: [(&str, &str); 4] = [
@@ -31,6 +69,7 @@ const TLS_RETURN: &str = "ssl_return";
 
 pub struct NetProbes {
     ebpf: Ebpf,
+    hook: SocketHook,
     /// Per process: the TLS uprobes attached to its libssl (program, link).
     tls: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
     /// What `watched_ports` holds.
@@ -48,7 +87,8 @@ impl NetProbes {
             .override_global("capture_bytes", &capture_bytes, true)
             .load(super::NET_CAPTURE_OBJ)
             .context("loading net_capture.bpf.o")?;
-        super::attach_tp_btf(&mut ebpf, btf, &TRACEPOINTS)?;
+        let hook = attach_socket_hook(&mut ebpf, btf)?;
+        super::attach_tp_btf(&mut ebpf, btf, &[STATE_TRACEPOINT])?;
         for program in TLS_FUNCTIONS.iter().map(|f| f.1).chain([TLS_RETURN]) {
             super::uprobe(&mut ebpf, program)?
                 .load()
@@ -56,9 +96,14 @@ impl NetProbes {
         }
         Ok(Self {
             ebpf,
+            hook,
             tls: HashMap::new(),
             ports: HashMap::new(),
         })
+    }
+
+    pub fn socket_hook(&self) -> SocketHook {
+        self.hook
     }
 
     /// Starts capturing connections accepted on this local port, in the network
@@ -138,6 +183,29 @@ impl NetProbes {
     pub fn drops(&self) -> Result<[u64; DROP_REASONS.len()]> {
         read_drops(&self.ebpf)
     }
+}
+
+/// Attaches the socket tracepoints, or where the kernel lacks them, the TCP fexit programs.
+fn attach_socket_hook(ebpf: &mut Ebpf, btf: &Btf) -> Result<SocketHook> {
+    let tracepoints = match super::attach_tp_btf(ebpf, btf, &SOCK_TRACEPOINTS) {
+        Ok(()) => return Ok(SocketHook::Tracepoints),
+        Err(e) => e,
+    };
+    let fexit = (|| -> Result<&'static str> {
+        super::attach_fexit(ebpf, btf, &[TCP_SEND_EXIT])?;
+        // The first form this kernel's tcp_recvmsg verifies with is its own.
+        let mut refused = Vec::new();
+        for form in TCP_RECV_EXITS {
+            match super::attach_fexit(ebpf, btf, &[form]) {
+                Ok(()) => return Ok(form.0),
+                Err(e) => refused.push(format!("{e:#}")),
+            }
+        }
+        bail!("{}", refused.join("; "))
+    })();
+    fexit.map(|recv_program| SocketHook::TcpFexit { recv_program }).map_err(|fexit| {
+        anyhow!("neither the socket tracepoints ({tracepoints:#}) nor fexit on TCP ({fexit:#}) could be attached")
+    })
 }
 
 /// One captured send, receive or connection state change.

@@ -1,0 +1,194 @@
+//! Which eBPF program needs what of the kernel: the support statement in code.
+//!
+//! Each program of the agent's objects is listed with its hook, the kernel
+//! features it uses and what the agent loses without it. The oldest kernel the
+//! agent supports follows from the required programs (attach cookies on uprobes,
+//! 5.15); optional ones degrade with one sentence. `inferscope check` prints this
+//! table against the running kernel, and a test keeps it equal to the objects.
+
+/// A kernel feature a program uses, with the release that brought it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Feature {
+    /// `tp_btf` programs: tracepoints with typed arguments (BTF).
+    TpBtf,
+    /// `fexit` programs (BPF trampolines).
+    Fexit,
+    /// uprobes and uretprobes through perf events.
+    Uprobe,
+    /// BPF ring buffer maps.
+    RingBuf,
+    /// Per-thread storage freed with the thread (`BPF_MAP_TYPE_TASK_STORAGE`).
+    TaskStorage,
+    /// `bpf_get_attach_cookie` on uprobes: one program serves every probed function.
+    AttachCookie,
+    /// `bpf_task_pt_regs`: the registers the current syscall was entered with.
+    TaskPtRegs,
+    /// `bpf_get_socket_cookie` from tracing programs.
+    SocketCookie,
+    /// The `sock_send_length` / `sock_recv_length` tracepoints.
+    SockLengthTracepoints,
+    /// `tcp_recvmsg` without its `nonblock` argument.
+    TcpRecvmsgWithoutNonblock,
+}
+
+impl Feature {
+    /// The mainline release that introduced it.
+    pub fn since(self) -> (u32, u32) {
+        match self {
+            Self::Uprobe => (4, 17),
+            Self::TpBtf | Self::Fexit => (5, 5),
+            Self::RingBuf => (5, 8),
+            Self::TaskStorage => (5, 11),
+            Self::SocketCookie => (5, 12),
+            Self::AttachCookie | Self::TaskPtRegs => (5, 15),
+            Self::TcpRecvmsgWithoutNonblock => (5, 19),
+            Self::SockLengthTracepoints => (6, 3),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TpBtf => "tp_btf",
+            Self::Fexit => "fexit",
+            Self::Uprobe => "uprobe",
+            Self::RingBuf => "ring buffer",
+            Self::TaskStorage => "task storage",
+            Self::AttachCookie => "attach cookie",
+            Self::TaskPtRegs => "bpf_task_pt_regs",
+            Self::SocketCookie => "socket cookie",
+            Self::SockLengthTracepoints => "sock_*_length tracepoints",
+            Self::TcpRecvmsgWithoutNonblock => "5-argument tcp_recvmsg",
+        }
+    }
+}
+
+/// What the agent does without a program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The agent does not start without it.
+    Required,
+    /// Loaded where the kernel has what it needs; otherwise the named loss.
+    Optional { without: &'static str },
+    /// Used instead of the named program where that one cannot load.
+    FallbackFor(&'static str),
+    /// One of several forms of the same hook; the kernel's own is chosen.
+    KernelForm { until: Option<(u32, u32)> },
+}
+
+pub struct Program {
+    pub object: &'static str,
+    pub name: &'static str,
+    pub hook: &'static str,
+    pub uses: &'static [Feature],
+    pub role: Role,
+}
+
+impl Program {
+    /// The oldest kernel with everything this program uses.
+    pub fn since(&self) -> (u32, u32) {
+        self.uses.iter().map(|f| f.since()).max().unwrap_or((0, 0))
+    }
+}
+
+const WITHOUT_REQUESTS: &str = "no request metrics";
+const WITHOUT_TLS: &str = "no request metrics for TLS servers";
+
+use Feature::*;
+
+/// Every program of the agent's objects (`check`'s own feature probes aside).
+#[rustfmt::skip]
+pub const PROGRAMS: &[Program] = &[
+    Program { object: "process.bpf.o", name: "on_exec", hook: "tp_btf/sched_process_exec", uses: &[TpBtf, RingBuf], role: Role::Required },
+    Program { object: "process.bpf.o", name: "on_exit", hook: "tp_btf/sched_process_exit", uses: &[TpBtf, RingBuf], role: Role::Required },
+    Program { object: "process.bpf.o", name: "on_loader_debug_state", hook: "uprobe/_dl_debug_state", uses: &[Uprobe, RingBuf], role: Role::Required },
+    Program { object: "gpu_calls.bpf.o", name: "gpu_call", hook: "uprobe on GPU runtime functions", uses: &[Uprobe, AttachCookie, TaskStorage], role: Role::Required },
+    Program { object: "gpu_calls.bpf.o", name: "gpu_call_return", hook: "uretprobe on allocation and sync", uses: &[Uprobe, AttachCookie, TaskStorage], role: Role::Required },
+    Program { object: "net_capture.bpf.o", name: "on_sock_send", hook: "tp_btf/sock_send_length", uses: &[SockLengthTracepoints, TpBtf, TaskPtRegs, SocketCookie, RingBuf], role: Role::Optional { without: WITHOUT_REQUESTS } },
+    Program { object: "net_capture.bpf.o", name: "on_sock_recv", hook: "tp_btf/sock_recv_length", uses: &[SockLengthTracepoints, TpBtf, TaskPtRegs, SocketCookie, RingBuf], role: Role::Optional { without: WITHOUT_REQUESTS } },
+    Program { object: "net_capture.bpf.o", name: "on_tcp_sendmsg", hook: "fexit/tcp_sendmsg", uses: &[Fexit, TaskPtRegs, SocketCookie, RingBuf], role: Role::FallbackFor("on_sock_send") },
+    Program { object: "net_capture.bpf.o", name: "on_tcp_recvmsg_nonblock", hook: "fexit/tcp_recvmsg", uses: &[Fexit, TaskPtRegs, SocketCookie, RingBuf], role: Role::KernelForm { until: Some((5, 18)) } },
+    Program { object: "net_capture.bpf.o", name: "on_tcp_recvmsg", hook: "fexit/tcp_recvmsg", uses: &[Fexit, TcpRecvmsgWithoutNonblock, TaskPtRegs, SocketCookie, RingBuf], role: Role::KernelForm { until: None } },
+    Program { object: "net_capture.bpf.o", name: "on_sock_state", hook: "tp_btf/inet_sock_set_state", uses: &[TpBtf, SocketCookie, RingBuf], role: Role::Optional { without: WITHOUT_REQUESTS } },
+    Program { object: "net_capture.bpf.o", name: "ssl_read_enter", hook: "uprobe/SSL_read", uses: &[Uprobe], role: Role::Optional { without: WITHOUT_TLS } },
+    Program { object: "net_capture.bpf.o", name: "ssl_read_ex_enter", hook: "uprobe/SSL_read_ex", uses: &[Uprobe], role: Role::Optional { without: WITHOUT_TLS } },
+    Program { object: "net_capture.bpf.o", name: "ssl_write_enter", hook: "uprobe/SSL_write", uses: &[Uprobe], role: Role::Optional { without: WITHOUT_TLS } },
+    Program { object: "net_capture.bpf.o", name: "ssl_write_ex_enter", hook: "uprobe/SSL_write_ex", uses: &[Uprobe], role: Role::Optional { without: WITHOUT_TLS } },
+    Program { object: "net_capture.bpf.o", name: "ssl_return", hook: "uretprobe/SSL_*", uses: &[Uprobe, RingBuf], role: Role::Optional { without: WITHOUT_TLS } },
+];
+
+/// The oldest kernel the agent starts on: what its required programs need.
+pub fn oldest_supported_kernel() -> (u32, u32) {
+    PROGRAMS
+        .iter()
+        .filter(|p| p.role == Role::Required)
+        .map(Program::since)
+        .max()
+        .unwrap_or((0, 0))
+}
+
+/// `major.minor` of a release string such as `6.1.0-56-cloud-amd64`.
+pub fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use object::{Object as _, ObjectSection as _, ObjectSymbol as _, SymbolKind};
+
+    use super::*;
+
+    fn programs_in(object: &[u8]) -> BTreeSet<String> {
+        let file = object::File::parse(object).expect("an ELF object");
+        file.symbols()
+            .filter(|s| s.kind() == SymbolKind::Text && s.is_global())
+            .filter(|s| {
+                s.section_index()
+                    .and_then(|i| file.section_by_index(i).ok())
+                    .and_then(|sec| sec.name().ok().map(|n| n != ".text"))
+                    .unwrap_or(false)
+            })
+            .map(|s| s.name().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn the_table_lists_exactly_the_programs_of_the_objects() {
+        for (name, bytes) in [
+            ("process.bpf.o", super::super::PROCESS_OBJ),
+            ("gpu_calls.bpf.o", super::super::GPU_CALLS_OBJ),
+            ("net_capture.bpf.o", super::super::NET_CAPTURE_OBJ),
+        ] {
+            let listed: BTreeSet<String> = PROGRAMS
+                .iter()
+                .filter(|p| p.object == name)
+                .map(|p| p.name.to_string())
+                .collect();
+            assert_eq!(programs_in(bytes), listed, "{name}");
+        }
+    }
+
+    #[test]
+    fn attach_cookies_set_the_floor_at_5_15() {
+        assert_eq!(oldest_supported_kernel(), (5, 15));
+    }
+
+    #[test]
+    fn fallbacks_name_programs_of_the_table() {
+        for p in PROGRAMS {
+            if let Role::FallbackFor(other) = p.role {
+                assert!(PROGRAMS.iter().any(|q| q.name == other), "{}", p.name);
+            }
+        }
+    }
+
+    #[test]
+    fn releases_parse_to_major_and_minor() {
+        assert_eq!(parse_release("6.1.0-56-cloud-amd64"), Some((6, 1)));
+        assert_eq!(parse_release("6.12.117+deb12-cloud-amd64"), Some((6, 12)));
+        assert_eq!(parse_release("5.15.0"), Some((5, 15)));
+        assert_eq!(parse_release("garbage"), None);
+    }
+}
