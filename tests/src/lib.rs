@@ -65,6 +65,18 @@ pub fn agent_binary() -> PathBuf {
     path
 }
 
+/// `program` run through a launcher command line (`unshare ...`, `setpriv ...`), or directly.
+fn through(launcher: &[&str], program: &Path) -> Command {
+    match launcher.split_first() {
+        Some((launcher, args)) => {
+            let mut c = Command::new(launcher);
+            c.args(args).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
 /// Lines of a child's stdout, read on a thread so that waits can time out.
 fn line_reader(stream: impl std::io::Read + Send + 'static) -> Receiver<String> {
     let (tx, rx) = channel();
@@ -103,8 +115,13 @@ impl Agent {
 
     /// Returns once the agent says it is attached (its probes loaded, the initial scan done).
     pub fn start_with_output(output: &str, extra: &[&str]) -> Self {
+        Self::start_through(&[], output, extra)
+    }
+
+    /// Through a launcher command line (e.g. `setpriv ...` to drop privileges).
+    pub fn start_through(launcher: &[&str], output: &str, extra: &[&str]) -> Self {
         require_root();
-        let mut child = Command::new(agent_binary())
+        let mut child = through(launcher, &agent_binary())
             .args(["run", "--log", "info", "--output", output, "--interval", "100ms"])
             .args(extra)
             .stdout(Stdio::piped())
@@ -263,15 +280,14 @@ impl Workload {
         late: bool,
     ) -> Self {
         let workload = test_bin("gpu_workload");
-        let cmd = match launcher.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(&workload);
-                c
-            }
-            None => Command::new(&workload),
-        };
-        Self::spawn(cmd, runtime, library, rounds, bytes, late)
+        Self::spawn(
+            through(launcher, &workload),
+            runtime,
+            library,
+            rounds,
+            bytes,
+            late,
+        )
     }
 
     fn spawn(mut cmd: Command, runtime: &str, library: &Path, rounds: u32, bytes: u64, late: bool) -> Self {
@@ -375,14 +391,7 @@ impl TestServer {
             python.display()
         );
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("servers").join(script);
-        let mut cmd = match launcher.split_first() {
-            Some((program, rest)) => {
-                let mut c = Command::new(program);
-                c.args(rest).arg(python);
-                c
-            }
-            None => Command::new(python),
-        };
+        let mut cmd = through(launcher, &python);
         cmd.arg(script).args(args);
         Self::spawn(cmd)
     }

@@ -1,9 +1,12 @@
 //! The command line as a person meets it: `check`, refusal without privileges,
 //! and `run --duration` stopping by itself with everything reported.
 
-use std::process::Command;
+use std::{io::Write as _, net::TcpStream, process::Command};
 
-use inferscope_tests::{Agent, Workload, agent_binary, comparable, real_library, require_root};
+use inferscope_tests::{
+    Agent, STEP, TestServer, Workload, agent_binary, chat_request, comparable, finished_requests,
+    read_chunked_response, real_library, require_root,
+};
 use serde_json::json;
 
 #[test]
@@ -24,7 +27,9 @@ fn check_reports_what_works_here_and_says_the_agent_can_run() {
         "kprobe",
         "fentry",
         "BTF",
-        "capabilities",
+        "CAP_BPF",
+        "gpu_calls.bpf.o",
+        "net_capture.bpf.o",
     ] {
         assert!(
             stdout.lines().any(|l| l.contains(line)),
@@ -81,4 +86,68 @@ fn run_with_duration_stops_by_itself_having_reported_every_call() {
     assert_eq!(comparable(&seen), tally);
     assert_eq!(seen["kernel_launches"], json!(300));
     assert!(agent.wait_for_exit().success());
+}
+
+/// The capabilities `check` lists, and no others, under an unprivileged uid
+/// (as the DaemonSet runs it): GPU calls of a root process are still counted
+/// exactly, and a streamed request is still measured.
+#[test]
+fn with_only_its_capabilities_an_unprivileged_user_gets_gpu_counts_and_request_metrics() {
+    let caps = "-all,+bpf,+perfmon,+sys_admin,+sys_ptrace,+dac_read_search";
+    let (inherit, ambient) = (format!("--inh-caps={caps}"), format!("--ambient-caps={caps}"));
+    let launcher = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        &inherit,
+        &ambient,
+    ];
+    let server = TestServer::start_program(std::path::Path::new(env!("CARGO_BIN_EXE_sse_truth_server")));
+    let port = server.port.to_string();
+    let mut agent = Agent::start_through(&launcher, "json", &["--port", &port]);
+
+    let mut conn = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let sent_at = inferscope_tests::monotonic_ns();
+    conn.write_all(&chat_request("least-privilege", 3, 20, 5, false))
+        .unwrap();
+    read_chunked_response(&mut conn);
+    let truth = server.next_truth();
+    let ns = |i: usize, j: usize| truth["body_sends"][i][j].as_u64().unwrap();
+    // Read before the role-only delta went out; the first token between the stamps around its write.
+    let (low, high) = (
+        (ns(1, 0) - ns(0, 0)) as f64 / 1e9,
+        (ns(1, 1) - sent_at) as f64 / 1e9,
+    );
+    let deadline = std::time::Instant::now() + STEP;
+    let model = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request was never reported"
+        );
+        let report = agent.next_report("a report with the finished request");
+        let finished = report["servers"].as_array().and_then(|servers| {
+            servers
+                .iter()
+                .filter(|s| finished_requests(s) > 0)
+                .find_map(|s| s["models"].as_array()?.first().cloned())
+        });
+        if let Some(model) = finished {
+            break model;
+        }
+    };
+    assert_eq!(model["model"], "least-privilege", "{model}");
+    assert_eq!(model["requests"], 1, "{model}");
+    let ttft = model["ttft_s"]["sum"].as_f64().unwrap();
+    assert!(
+        low <= ttft && ttft <= high,
+        "ttft {ttft} s outside [{low}, {high}]"
+    );
+
+    let mut w = Workload::start("cudart", &real_library("libcudart.so.12"), 20, 4096);
+    let pid = w.pid();
+    agent.wait_until_tracked(pid);
+    let tally = w.run_calls();
+    w.exit();
+    assert_eq!(comparable(&agent.activity_until_exit(pid)), tally);
 }

@@ -14,50 +14,103 @@ use aya::{
     },
 };
 
-use crate::{discover::Discovery, probes};
+use inferscope_shared::NET_CAPTURE_MAX;
+
+use crate::{
+    discover::Discovery,
+    probes::{self, GpuProbes, NetProbes, ProcessProbes, compat},
+};
 
 static FEATURE_PROBE_OBJ: &[u8] =
     aya::include_bytes_aligned!("../../../ebpf-programs/obj/feature_probe.bpf.o");
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 
-/// Capabilities the agent uses, with what for.
-const CAPABILITIES: [(u32, &str, &str); 4] = [
-    (39, "CAP_BPF", "load eBPF programs and maps"),
-    (38, "CAP_PERFMON", "attach uprobes and tracepoints"),
-    (19, "CAP_SYS_PTRACE", "read other processes' memory maps"),
-    (
-        21,
-        "CAP_SYS_ADMIN",
-        "open libraries through /proc/PID/map_files and mount tracefs",
-    ),
+/// A capability the agent uses: what for, and what is lost without it.
+struct Capability {
+    bit: u32,
+    name: &'static str,
+    used_for: &'static str,
+    /// `None`: the agent does not start without it.
+    without: Option<&'static str>,
+}
+
+/// The capabilities the agent uses, and no others: a non-root agent with these
+/// (a DaemonSet's `capabilities.add`) does everything `run` does. Measured with
+/// an unprivileged uid under `setpriv` (tests/tests/cli.rs), here and in the
+/// kernel matrix.
+const CAPABILITIES: [Capability; 5] = [
+    Capability {
+        bit: 39,
+        name: "CAP_BPF",
+        used_for: "load eBPF programs and create maps",
+        without: None,
+    },
+    Capability {
+        bit: 38,
+        name: "CAP_PERFMON",
+        used_for: "attach tracepoints and fexit programs; read process memory from eBPF",
+        without: None,
+    },
+    Capability {
+        bit: 21,
+        name: "CAP_SYS_ADMIN",
+        used_for: "attach uprobes (kernels with the 2025 uprobe hardening, 6.16+ and stable updates), \
+                   open libraries through /proc/PID/map_files, mount tracefs",
+        without: Some(
+            "where the kernel requires it for uprobes, no GPU runtime, dlopen or TLS probes; \
+             libraries only visible inside containers are not probed",
+        ),
+    },
+    Capability {
+        bit: 19,
+        name: "CAP_SYS_PTRACE",
+        used_for: "read the memory maps, sockets and namespaces of other users' processes",
+        without: Some("processes of other users are neither probed nor their ports captured"),
+    },
+    Capability {
+        bit: 2,
+        name: "CAP_DAC_READ_SEARCH",
+        used_for: "enter /proc/PID/map_files of other users' processes (mode 0500)",
+        without: Some("libraries of other users' processes are not probed"),
+    },
 ];
 
-/// Fails with one sentence naming the missing capabilities.
+/// Fails with one sentence naming the missing required capabilities, and warns
+/// once per missing optional one, saying what it costs.
 pub fn require_privileges() -> Result<()> {
-    let missing = missing_capabilities()?;
-    if !missing.is_empty() {
+    let effective = effective_capabilities()?;
+    let missing: Vec<&Capability> = CAPABILITIES.iter().filter(|c| !has(effective, c)).collect();
+    let required: Vec<&str> = missing
+        .iter()
+        .filter(|c| c.without.is_none())
+        .map(|c| c.name)
+        .collect();
+    if !required.is_empty() {
         bail!(
-            "inferscope needs root or the capabilities {}; this process lacks {}",
-            CAPABILITIES.map(|c| c.1).join(", "),
-            missing.join(", ")
+            "inferscope needs root or at least the capabilities CAP_BPF and CAP_PERFMON; this process lacks {}",
+            required.join(", ")
         );
+    }
+    for c in missing {
+        if let Some(cost) = c.without {
+            log::warn!("without {}: {cost}", c.name);
+        }
     }
     Ok(())
 }
 
-fn missing_capabilities() -> Result<Vec<&'static str>> {
+fn effective_capabilities() -> Result<u64> {
     let status = fs::read_to_string("/proc/self/status")?;
-    let effective = status
+    status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .ok_or_else(|| anyhow!("no CapEff in /proc/self/status"))?;
-    Ok(CAPABILITIES
-        .iter()
-        .filter(|c| effective & (1 << c.0) == 0)
-        .map(|c| c.1)
-        .collect())
+        .ok_or_else(|| anyhow!("no CapEff in /proc/self/status"))
+}
+
+fn has(effective: u64, c: &Capability) -> bool {
+    effective & (1 << c.bit) != 0
 }
 
 struct Findings {
@@ -76,23 +129,41 @@ impl Findings {
 
 pub fn check() -> Result<ExitCode> {
     let mut f = Findings { fatal: None };
-    let uname = rustix_uname();
-    f.line(true, "kernel", &uname);
+    f.line(true, "kernel", machine_description());
 
-    let missing = missing_capabilities()?;
+    let release = kernel_release();
+    let floor = compat::oldest_supported_kernel();
+    let old = compat::parse_release(&release).is_some_and(|v| v < floor);
     f.line(
-        missing.is_empty(),
-        "capabilities",
-        if missing.is_empty() {
-            "all needed".to_string()
-        } else {
-            format!("missing {}", missing.join(", "))
-        },
+        !old,
+        "kernel version",
+        format!("{release} (oldest supported: {}.{})", floor.0, floor.1),
     );
-    if !missing.is_empty() {
+    if old {
+        f.fatal(format!(
+            "kernel {release} is older than {}.{}, the oldest the agent supports",
+            floor.0, floor.1
+        ));
+    }
+
+    let effective = effective_capabilities()?;
+    let mut required_missing = Vec::new();
+    for c in &CAPABILITIES {
+        let ok = has(effective, c);
+        let detail = match (ok, c.without) {
+            (true, _) => c.used_for.to_string(),
+            (false, None) => format!("missing: the agent cannot {}", c.used_for),
+            (false, Some(cost)) => format!("missing: {cost}"),
+        };
+        f.line(ok, c.name, detail);
+        if !ok && c.without.is_none() {
+            required_missing.push(c.name);
+        }
+    }
+    if !required_missing.is_empty() {
         f.fatal(format!(
             "inferscope needs root or the capabilities it lacks: {}",
-            missing.join(", ")
+            required_missing.join(", ")
         ));
     }
 
@@ -112,7 +183,13 @@ pub fn check() -> Result<ExitCode> {
         );
     }
 
-    let tracefs = ensure_tracefs();
+    let tracefs = if effective & (1 << 21) != 0 || Path::new(TRACEFS).join("events").exists() {
+        ensure_tracefs()
+    } else {
+        Err(anyhow!(
+            "not mounted, and mounting needs CAP_SYS_ADMIN (run does not need it)"
+        ))
+    };
     f.line(
         tracefs.is_ok(),
         "tracefs",
@@ -122,7 +199,7 @@ pub fn check() -> Result<ExitCode> {
         },
     );
 
-    if missing.is_empty() {
+    if required_missing.is_empty() {
         probes::raise_memlock_limit();
         for (name, result, needed) in attach_types(btf.as_ref().ok()) {
             f.line(
@@ -139,6 +216,12 @@ pub fn check() -> Result<ExitCode> {
                 ));
             }
         }
+    }
+
+    if required_missing.is_empty()
+        && let Ok(btf) = &btf
+    {
+        agent_programs(btf, &mut f);
     }
 
     let (libraries, processes) = gpu_runtimes();
@@ -186,22 +269,96 @@ pub fn check() -> Result<ExitCode> {
     }
 }
 
-fn rustix_uname() -> String {
+/// `uname`: system name, release, machine.
+fn uname() -> [String; 3] {
     // SAFETY: uname fills the zeroed struct we own.
     let mut u: libc::utsname = unsafe { std::mem::zeroed() };
     if unsafe { libc::uname(&mut u) } != 0 {
-        return "unknown".into();
+        return ["unknown".into(), "unknown".into(), "unknown".into()];
     }
     let field = |f: &[libc::c_char]| {
         let bytes: Vec<u8> = f.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
         String::from_utf8_lossy(&bytes).into_owned()
     };
-    format!(
-        "{} {} {}",
-        field(&u.sysname),
-        field(&u.release),
-        field(&u.machine)
-    )
+    [field(&u.sysname), field(&u.release), field(&u.machine)]
+}
+
+fn machine_description() -> String {
+    uname().join(" ")
+}
+
+fn kernel_release() -> String {
+    let [_, release, _] = uname();
+    release
+}
+
+/// Loads the agent's own objects as `run` does (not stand-ins), and prints the
+/// program table (`compat`) with what this kernel runs of it.
+fn agent_programs(btf: &Btf, f: &mut Findings) {
+    let process = ProcessProbes::load(btf);
+    let gpu = GpuProbes::load();
+    let net = NetProbes::load(btf, NET_CAPTURE_MAX as u32);
+    let in_use: Vec<&str> = match &net {
+        Ok(n) => n.socket_hook().programs().to_vec(),
+        Err(_) => Vec::new(),
+    };
+    let objects: [(&str, &str, Result<String>, bool); 3] = [
+        (
+            "process.bpf.o",
+            "process lifecycle",
+            process.map(|_| "loaded and attached".into()),
+            true,
+        ),
+        (
+            "gpu_calls.bpf.o",
+            "GPU runtime calls",
+            gpu.map(|_| "loaded".into()),
+            true,
+        ),
+        (
+            "net_capture.bpf.o",
+            "request metrics",
+            net.map(|n| format!("loaded; socket capture through {}", n.socket_hook())),
+            false,
+        ),
+    ];
+    for (object, what, result, required) in objects {
+        match &result {
+            Ok(detail) => f.line(true, object, format!("{what}: {detail}")),
+            Err(e) if required => {
+                f.line(false, object, format!("{what}: {e:#}"));
+                f.fatal(format!("{object} does not load here ({e:#})"));
+            }
+            Err(e) => f.line(false, object, format!("{what}: run goes on without them: {e:#}")),
+        }
+        for p in compat::PROGRAMS.iter().filter(|p| p.object == object) {
+            // Socket capture has alternatives: only the kernel's own are in use.
+            let alternative = matches!(
+                p.role,
+                compat::Role::FallbackFor(_) | compat::Role::KernelForm { .. }
+            ) || p.uses.contains(&compat::Feature::SockLengthTracepoints);
+            let used = !alternative || in_use.contains(&p.name);
+            let status = match (&result, used) {
+                (Ok(_), true) => "ok",
+                (Ok(_), false) => "--",
+                (Err(_), _) => "no",
+            };
+            let since = p.since();
+            let uses: Vec<String> = p
+                .uses
+                .iter()
+                .map(|u| format!("{} {}.{}", u.name(), u.since().0, u.since().1))
+                .collect();
+            println!(
+                "{status:<4}   {:<26} {} (needs {}.{}: {})",
+                p.name,
+                p.hook,
+                since.0,
+                since.1,
+                uses.join(", ")
+            );
+        }
+    }
 }
 
 /// Mounts tracefs where a fresh host or container lacks it (classic tracepoints need it).
