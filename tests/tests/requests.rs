@@ -34,7 +34,21 @@ fn assert_within(what: &str, value: f64, low_ns: u64, high_ns: u64) {
 #[test]
 fn ttft_gaps_duration_and_tokens_match_when_the_server_wrote() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let server = TestServer::start();
+    timed_as_the_server_wrote(TestServer::start());
+}
+
+/// The same on a server with blocking sockets that times each `write()` itself:
+/// the windows hold however slow the machine (the kernel matrix's emulated guests).
+#[test]
+fn ttft_and_gaps_match_the_write_windows_of_a_plain_rust_server() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    timed_as_the_server_wrote(TestServer::start_program(std::path::Path::new(env!(
+        "CARGO_BIN_EXE_sse_truth_server"
+    ))));
+}
+
+/// One streamed chat completion: every figure inside the server's own send windows.
+fn timed_as_the_server_wrote(server: TestServer) {
     let mut agent = Agent::start_with_output("requests", &["--port", &server.port.to_string()]);
     let mut conn = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     let sent_at = monotonic_ns();

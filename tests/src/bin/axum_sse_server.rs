@@ -15,17 +15,8 @@ use axum::{
     routing::post,
 };
 use futures_util::stream::{self, Stream};
+use inferscope_tests::monotonic_ns;
 use serde_json::{Value, json};
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 async fn generate_stream(Json(req): Json<Value>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let tokens = req["parameters"]["max_new_tokens"].as_u64().unwrap_or(1);
