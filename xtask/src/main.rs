@@ -3,6 +3,7 @@
 
 mod ebpf;
 mod fixtures;
+mod kernels;
 mod llama;
 
 use std::{
@@ -38,6 +39,9 @@ enum Task {
     },
     /// Build in release mode and run the benchmarks, printing ratios.
     Bench,
+    /// Boot Debian's 6.1 and 6.12 kernels under QEMU and run the agent's tests
+    /// there and on this host's kernel; print one table (needs root).
+    Kernels,
 }
 
 fn main() -> Result<()> {
@@ -47,6 +51,7 @@ fn main() -> Result<()> {
         Task::Fixtures => fixtures::fetch(&root).map(|_| ()),
         Task::Test { args } => test(&root, &args),
         Task::Bench => bench(&root),
+        Task::Kernels => kernels::matrix(&root, &fixtures::fetch(&root)?),
     }
 }
 
