@@ -291,7 +291,9 @@ fn agent_check(agent: &Path) -> Result<String> {
 }
 
 /// `/init`: mounts what a system has, runs `check` and the tests, powers off.
-/// tracefs is left unmounted: the agent mounts it, as on a fresh host.
+/// tracefs is left unmounted: the agent mounts it, as on a fresh host. Nothing
+/// is mounted over /tmp: the root is already writable memory, and a checkout
+/// under /tmp would be hidden.
 fn init_script(build: &TestBuild, fixtures: &Path) -> String {
     let mut s = format!(
         "#!/bin/sh\n\
@@ -299,8 +301,7 @@ fn init_script(build: &TestBuild, fixtures: &Path) -> String {
          mount -t proc proc /proc\n\
          mount -t sysfs sysfs /sys\n\
          mount -t devtmpfs devtmpfs /dev\n\
-         mount -t tmpfs tmpfs /tmp\n\
-         mkdir -p /mnt /root\n\
+         mkdir -p /tmp /mnt /root\n\
          ip link set lo up\n\
          echo '@@ kernel' $(uname -r)\n\
          echo '@@ check'\n\
