@@ -125,11 +125,11 @@ struct {
 	__type(value, __u8);
 } tls_socks SEC(".maps");
 
-/* Scratch space: an event is too big for the 512-byte stack. Twice the capture
- * size so that the verifier can bound every copy with two masks. */
+/* Scratch space: an event is too big for the 512-byte stack. Room past the
+ * event for the largest copy the verifier can prove (copy_user's masks). */
 struct scratch {
 	struct net_event e;
-	__u8 spill[NET_CAPTURE_MAX];
+	__u8 spill[2 * NET_CAPTURE_MAX];
 };
 
 struct {
@@ -195,12 +195,19 @@ static __always_inline struct net_event *data_event(__u64 cookie, __u16 local_po
 	return &s->e;
 }
 
-/* Copies up to `want` bytes from user memory to data[at]; returns bytes copied. */
+/* Copies up to `want` (at most NET_CAPTURE_MAX) bytes from user memory to
+ * data[at]; returns bytes copied. The mask is what every verifier can bound
+ * (a range check is lost on 6.1); masking with the next power of two, not
+ * NET_CAPTURE_MAX - 1, lets a full-size copy through, and the scratch space
+ * has room for any masked size. Keep it this shape: copy_iovecs repeats it
+ * 16 times, and variants that bounded the size with a range check or an
+ * extra branch ran 6.1's verifier past its limit (E2BIG) on the fexit
+ * programs, which the kernel matrix shows. */
 static __always_inline __u32 copy_user(struct net_event *e, __u32 at, const void *src, __u64 want)
 {
-	__u32 n = want > NET_CAPTURE_MAX - 1 ? NET_CAPTURE_MAX - 1 : want;
+	__u32 n = want > NET_CAPTURE_MAX ? NET_CAPTURE_MAX : want;
 	at &= NET_CAPTURE_MAX - 1;
-	n &= NET_CAPTURE_MAX - 1;
+	n &= 2 * NET_CAPTURE_MAX - 1;
 	if (n == 0 || bpf_probe_read_user(&e->data[at], n, src))
 		return 0;
 	return n;

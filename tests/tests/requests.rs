@@ -464,3 +464,42 @@ fn a_tgi_shaped_rust_server_is_timed_against_when_it_yielded_each_token() {
         );
     }
 }
+
+/// A request larger than a capture (4 KiB) arrives in receives of more than 4 KiB:
+/// each is copied to the full capture size, and none is counted as unreadable.
+#[test]
+fn a_receive_larger_than_a_capture_is_copied_to_the_full_capture_size() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = TestServer::start_program(std::path::Path::new(env!("CARGO_BIN_EXE_sse_truth_server")));
+    let mut agent = Agent::start(&["--port", &server.port.to_string()]);
+    let body = format!(
+        r#"{{"model":"long-prompt","tokens":2,"ttft_ms":5,"gap_ms":5,"stream":true,"messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(20_000)
+    );
+    let mut conn = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    write!(
+        conn,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    read_chunked_response(&mut conn);
+    server.next_truth();
+    let deadline = std::time::Instant::now() + inferscope_tests::STEP;
+    let mut finished = 0;
+    while finished == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request was never reported"
+        );
+        let report = agent.next_report("a report with the long request");
+        assert!(
+            report["drops"]["unreadable_argument"].is_null(),
+            "a full-size copy was counted as unreadable: {}",
+            report["drops"]
+        );
+        finished += report["servers"]
+            .as_array()
+            .map_or(0, |s| s.iter().map(finished_requests).sum::<u64>());
+    }
+}

@@ -41,7 +41,11 @@ enum Task {
     Bench,
     /// Boot Debian's 6.1 and 6.12 kernels under QEMU and run the agent's tests
     /// there and on this host's kernel; print one table (needs root).
-    Kernels,
+    Kernels {
+        /// Only the kernels whose release contains this (repeatable), e.g. `6.1.0`.
+        #[arg(long)]
+        only: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -51,7 +55,7 @@ fn main() -> Result<()> {
         Task::Fixtures => fixtures::fetch(&root).map(|_| ()),
         Task::Test { args } => test(&root, &args),
         Task::Bench => bench(&root),
-        Task::Kernels => kernels::matrix(&root, &fixtures::fetch(&root)?),
+        Task::Kernels { only } => kernels::matrix(&root, &fixtures::fetch(&root)?, &only),
     }
 }
 
