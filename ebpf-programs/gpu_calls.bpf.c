@@ -45,7 +45,7 @@ struct thread_state {
 	__u64 runtime_sp;
 	__u64 runtime_ret;
 	__u32 runtime_op;
-	__u32 pad;
+	__u32 runtime_return_probe; /* the runtime call has a return probe (cookie bit) */
 	__u64 pending_cookie;
 	__u64 pending_start_ns;
 	__u64 pending_size;
@@ -79,7 +79,7 @@ static __always_inline struct thread_state *thread_state(void)
 	struct thread_state *t = bpf_task_storage_get(&thread_states, bpf_get_current_task_btf(), 0,
 						      BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!t)
-		count_drop(DROP_THREAD_STATE);
+		count_drop(DROP_THREAD_STATE_UNAVAILABLE);
 	return t;
 }
 
@@ -110,31 +110,28 @@ static __always_inline __u32 copy_direction(const struct call_args *args, __u64 
 }
 
 /* Returns true when this driver call is made by a CUDA runtime call already counted. */
-static __always_inline bool has_return_probe(__u32 op)
-{
-	return op == GPU_OP_ALLOC || op == GPU_OP_SYNC;
-}
-
 static __always_inline bool nested_in_runtime_call(struct thread_state *t, __u32 op, __u64 sp)
 {
 	__u64 ret = 0;
 	if (t->runtime_op != op || sp >= t->runtime_sp)
 		return false;
-	if (has_return_probe(op))
+	if (t->runtime_return_probe)
 		return true; /* cleared by the runtime call's return probe */
 	if (bpf_probe_read_user(&ret, sizeof(ret), (void *)t->runtime_sp))
 		return false;
 	return ret == t->runtime_ret;
 }
 
-static __always_inline void mark_runtime_call(struct thread_state *t, __u32 op, __u64 sp)
+static __always_inline void mark_runtime_call(struct thread_state *t, __u64 cookie, __u64 sp)
 {
 	__u64 ret = 0;
-	if (!has_return_probe(op))
+	__u32 return_probe = COOKIE_RETURN_PROBE(cookie);
+	if (!return_probe)
 		bpf_probe_read_user(&ret, sizeof(ret), (void *)sp);
 	t->runtime_sp = sp;
 	t->runtime_ret = ret;
-	t->runtime_op = op;
+	t->runtime_op = COOKIE_OP(cookie);
+	t->runtime_return_probe = return_probe;
 }
 
 SEC("uprobe")
@@ -153,7 +150,7 @@ int gpu_call(struct pt_regs *ctx)
 				if (nested_in_runtime_call(t, op, sp))
 					return 0;
 			} else {
-				mark_runtime_call(t, op, sp);
+				mark_runtime_call(t, cookie, sp);
 			}
 		}
 	}
@@ -251,7 +248,7 @@ int gpu_call_return(struct pt_regs *ctx)
 	case GPU_OP_ALLOC: {
 		struct alloc_key key = { .tgid = tgid };
 		if (bpf_probe_read_user(&key.ptr, sizeof(key.ptr), (void *)t->pending_out_ptr)) {
-			count_drop(DROP_UNREADABLE_ARG);
+			count_drop(DROP_UNREADABLE_ARGUMENT);
 			break;
 		}
 		if (bpf_map_update_elem(&live_allocs, &key, &t->pending_size, BPF_ANY)) {

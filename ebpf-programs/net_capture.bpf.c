@@ -36,11 +36,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const volatile __u32 capture_bytes = NET_CAPTURE_MAX;
 
 /* Listening ports of the watched servers (host byte order) -> the network
- * namespace they listen in (its inode), WATCH_ANY_NETNS, or 0: not watched.
+ * namespace they listen in (its inode), WATCH_ANY_NETNS, or WATCH_NONE.
  * Containers each have their own namespace and often the same port numbers.
  * An array, not a hash: the verifier inlines array lookups into one load, and
  * this lookup runs on every socket send and receive on the host. */
-#define WATCH_ANY_NETNS 1
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 65536);
@@ -153,6 +152,7 @@ struct user_msghdr_abi {
 };
 
 const struct net_event *unused_net_event __attribute__((unused));
+const struct abi_enums *unused_abi_enums __attribute__((unused));
 
 /* Direct loads (tp_btf arguments are trusted pointers), not bpf_probe_read: cheaper. */
 static __always_inline bool watched(const struct sock_common *skc, __u16 *port)
@@ -235,7 +235,7 @@ static __always_inline void submit(struct net_event *e)
 	if (e->captured == NET_CAPTURE_MAX)
 		size = sizeof(*e);
 	if (bpf_ringbuf_output(&net_events, e, size, 0))
-		count_drop(DROP_NET_EVENT);
+		count_drop(DROP_NET_EVENT_RING_FULL);
 }
 
 static __always_inline __u32 capture_limit(__u64 len)
@@ -304,7 +304,7 @@ static __always_inline int capture(struct sock *sk, int ret, __u8 direction)
 		e->flags |= NET_FLAG_UNREADABLE;
 	}
 	if (e->captured < limit && !(e->flags & NET_FLAG_UNREADABLE))
-		count_drop(DROP_UNREADABLE_ARG);
+		count_drop(DROP_UNREADABLE_ARGUMENT);
 
 	submit(e);
 	return 0;
@@ -363,7 +363,7 @@ int BPF_PROG(on_sock_state, const struct sock *sk, const int oldstate, const int
 		return 0;
 	struct net_event *e = bpf_ringbuf_reserve(&net_events, sizeof(*e) - NET_CAPTURE_MAX, 0);
 	if (!e) {
-		count_drop(DROP_NET_EVENT);
+		count_drop(DROP_NET_EVENT_RING_FULL);
 		return 0;
 	}
 	fill_header(e, cookie, *port, __builtin_bswap16(skc->skc_dport),

@@ -23,7 +23,7 @@ static __always_inline void send(__u32 kind, __u32 pid)
 {
 	struct proc_event *e = bpf_ringbuf_reserve(&proc_events, sizeof(*e), 0);
 	if (!e) {
-		count_drop(DROP_PROC_EVENT);
+		count_drop(DROP_PROC_EVENT_RING_FULL);
 		return;
 	}
 	e->kind = kind;

@@ -31,19 +31,38 @@ enum copy_dir {
 	COPY_FROM_KIND_ARG = 15,
 };
 
-#define NCCL_OPS 6 /* all_reduce, all_gather, reduce_scatter, broadcast, send, recv */
+/* NCCL calls, the index into gpu_stats.nccl_*. */
+enum nccl_op {
+	NCCL_ALL_REDUCE = 0,
+	NCCL_ALL_GATHER = 1,
+	NCCL_REDUCE_SCATTER = 2,
+	NCCL_BROADCAST = 3,
+	NCCL_SEND = 4,
+	NCCL_RECV = 5,
+	NCCL_OPS = 6,
+};
 
 /*
  * Attach cookie (bpf_get_attach_cookie), one per probed symbol, so that one
  * program serves every function and the per-function facts stay in a table in
  * the agent. Argument positions are 1-based; 0 means "none".
  */
+enum cookie_layout {
+	COOKIE_SIZE_ARG_SHIFT = 8,
+	COOKIE_AUX_ARG_SHIFT = 12,
+	COOKIE_DIR_SHIFT = 16,
+	COOKIE_NCCL_OP_SHIFT = 20,
+	COOKIE_DRIVER_SHIFT = 24,
+	COOKIE_RETURN_PROBE_SHIFT = 25,
+};
 #define COOKIE_OP(c) ((c) & 0xff)
-#define COOKIE_SIZE_ARG(c) (((c) >> 8) & 0xf)  /* bytes or element count */
-#define COOKIE_AUX_ARG(c) (((c) >> 12) & 0xf)  /* copy kind, NCCL datatype, or alloc out-pointer */
-#define COOKIE_DIR(c) (((c) >> 16) & 0xf)      /* enum copy_dir */
-#define COOKIE_NCCL_OP(c) (((c) >> 20) & 0xf)  /* index into nccl_* below */
-#define COOKIE_DRIVER(c) (((c) >> 24) & 0x1)   /* CUDA driver API: skip when called by the runtime */
+#define COOKIE_SIZE_ARG(c) (((c) >> COOKIE_SIZE_ARG_SHIFT) & 0xf) /* bytes or element count */
+#define COOKIE_AUX_ARG(c) (((c) >> COOKIE_AUX_ARG_SHIFT) & 0xf)   /* copy kind, NCCL datatype, or alloc out-pointer */
+#define COOKIE_DIR(c) (((c) >> COOKIE_DIR_SHIFT) & 0xf)           /* enum copy_dir */
+#define COOKIE_NCCL_OP(c) (((c) >> COOKIE_NCCL_OP_SHIFT) & 0xf)   /* enum nccl_op */
+#define COOKIE_DRIVER(c) (((c) >> COOKIE_DRIVER_SHIFT) & 0x1)     /* CUDA driver API: skip when called by the runtime */
+/* The function also has the return probe (the agent decides which do). */
+#define COOKIE_RETURN_PROBE(c) (((c) >> COOKIE_RETURN_PROBE_SHIFT) & 0x1)
 
 /* Per-process GPU activity, summed over CPUs by the agent (PERCPU_HASH by tgid). */
 struct gpu_stats {
@@ -75,10 +94,10 @@ struct alloc_key {
 enum drop_reason {
 	DROP_STATS_TABLE_FULL = 0,
 	DROP_ALLOC_TABLE_FULL = 1,
-	DROP_THREAD_STATE = 2,
-	DROP_PROC_EVENT = 3,
-	DROP_UNREADABLE_ARG = 4,
-	DROP_NET_EVENT = 5, /* socket capture ring buffer full */
+	DROP_THREAD_STATE_UNAVAILABLE = 2,
+	DROP_PROC_EVENT_RING_FULL = 3,
+	DROP_UNREADABLE_ARGUMENT = 4,
+	DROP_NET_EVENT_RING_FULL = 5, /* socket capture ring buffer full */
 	DROP_REASONS = 6,
 };
 
@@ -95,13 +114,19 @@ struct proc_event {
 	__u64 ktime_ns;
 };
 
-#endif
-
 /* ---- Socket payload capture (net_capture.bpf.c) ---- */
 
 /* Most bytes of one send or receive copied to userspace (a power of two); the
  * agent may lower it with the `capture_bytes` global. */
-#define NET_CAPTURE_MAX 4096
+enum net_capture_size {
+	NET_CAPTURE_MAX = 4096,
+};
+
+/* watched_ports values other than a network namespace's inode. */
+enum watch_netns {
+	WATCH_NONE = 0,
+	WATCH_ANY_NETNS = 1, /* namespace inodes are far larger */
+};
 
 enum net_event_kind {
 	NET_DATA = 1,       /* bytes moved by one send or receive */
@@ -114,12 +139,14 @@ enum net_direction {
 	NET_SEND = 1,
 };
 
-/* The bytes could not be reached (io_uring, sendfile, sendmmsg...): timing only. */
-#define NET_FLAG_UNREADABLE 1
-/* On NET_CLOSED: the client reset the connection (it left, rather than the server aborting). */
-#define NET_FLAG_RESET_BY_PEER 2
-/* NET_DATA from SSL_read/SSL_write: plaintext of a TLS connection. */
-#define NET_FLAG_TLS 4
+enum net_flag {
+	/* The bytes could not be reached (io_uring, sendfile, sendmmsg...): timing only. */
+	NET_FLAG_UNREADABLE = 1,
+	/* On NET_CLOSED: the client reset the connection (it left, rather than the server aborting). */
+	NET_FLAG_RESET_BY_PEER = 2,
+	/* NET_DATA from SSL_read/SSL_write: plaintext of a TLS connection. */
+	NET_FLAG_TLS = 4,
+};
 
 struct net_event {
 	__u64 ktime_ns;
@@ -135,3 +162,22 @@ struct net_event {
 	__u8 pad[5];
 	__u8 data[NET_CAPTURE_MAX];
 };
+
+/* Never instantiated: names every ABI enum so that clang writes their values
+ * into the BTF of the object that references it (net_capture.bpf.o), where
+ * shared/tests/layout.rs compares them with the Rust constants. */
+struct abi_enums {
+	enum gpu_op gpu_op;
+	enum copy_dir copy_dir;
+	enum nccl_op nccl_op;
+	enum cookie_layout cookie_layout;
+	enum drop_reason drop_reason;
+	enum proc_event_kind proc_event_kind;
+	enum net_capture_size net_capture_size;
+	enum watch_netns watch_netns;
+	enum net_event_kind net_event_kind;
+	enum net_direction net_direction;
+	enum net_flag net_flag;
+};
+
+#endif

@@ -59,7 +59,17 @@ pub struct Cookie {
     pub nccl_op: u8,
     /// A CUDA driver API function: not counted when the CUDA runtime calls it.
     pub driver: bool,
+    /// The function also gets the return probe (the agent's choice, told to the kernel side).
+    pub return_probe: bool,
 }
+
+/// Bit positions of the packed cookie (`enum cookie_layout`).
+pub const COOKIE_SIZE_ARG_SHIFT: u32 = 8;
+pub const COOKIE_AUX_ARG_SHIFT: u32 = 12;
+pub const COOKIE_DIR_SHIFT: u32 = 16;
+pub const COOKIE_NCCL_OP_SHIFT: u32 = 20;
+pub const COOKIE_DRIVER_SHIFT: u32 = 24;
+pub const COOKIE_RETURN_PROBE_SHIFT: u32 = 25;
 
 impl Cookie {
     pub const fn new(op: GpuOp) -> Self {
@@ -70,17 +80,19 @@ impl Cookie {
             dir: CopyDir::Other,
             nccl_op: 0,
             driver: false,
+            return_probe: false,
         }
     }
 
     /// The packed form read by `COOKIE_*` in events.h.
     pub const fn encode(self) -> u64 {
         (self.op as u64)
-            | ((self.size_arg as u64 & 0xf) << 8)
-            | ((self.aux_arg as u64 & 0xf) << 12)
-            | ((self.dir as u64 & 0xf) << 16)
-            | ((self.nccl_op as u64 & 0xf) << 20)
-            | ((self.driver as u64) << 24)
+            | ((self.size_arg as u64 & 0xf) << COOKIE_SIZE_ARG_SHIFT)
+            | ((self.aux_arg as u64 & 0xf) << COOKIE_AUX_ARG_SHIFT)
+            | ((self.dir as u64 & 0xf) << COOKIE_DIR_SHIFT)
+            | ((self.nccl_op as u64 & 0xf) << COOKIE_NCCL_OP_SHIFT)
+            | ((self.driver as u64) << COOKIE_DRIVER_SHIFT)
+            | ((self.return_probe as u64) << COOKIE_RETURN_PROBE_SHIFT)
     }
 }
 
@@ -127,6 +139,10 @@ pub const DROP_REASONS: [&str; 6] = [
 
 /// Index in [`DROP_REASONS`] of process events lost to a full ring buffer.
 pub const DROP_PROC_EVENT: usize = 3;
+
+/// A `watched_ports` value meaning "in every network namespace" (`enum watch_netns`;
+/// namespace inodes are far larger).
+pub const WATCH_ANY_NETNS: u32 = 1;
 
 /// Kinds of [`ProcEvent`] (`enum proc_event_kind`).
 pub const PROC_EXEC: u32 = 1;
@@ -200,7 +216,11 @@ mod tests {
             dir: CopyDir::FromKindArg,
             nccl_op: 5,
             driver: true,
+            return_probe: true,
         };
-        assert_eq!(c.encode(), 8 | 3 << 8 | 4 << 12 | 15 << 16 | 5 << 20 | 1 << 24);
+        assert_eq!(
+            c.encode(),
+            8 | 3 << 8 | 4 << 12 | 15 << 16 | 5 << 20 | 1 << 24 | 1 << 25
+        );
     }
 }

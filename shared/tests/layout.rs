@@ -1,15 +1,20 @@
 //! Proves the Rust mirror and the C header agree: every struct's size and every
-//! field's offset, read back from the BTF that clang wrote into the committed
-//! objects (the very bytes the agent loads).
+//! field's offset, and every enum's values, read back from the BTF that clang
+//! wrote into the committed objects (the very bytes the agent loads).
 
 use std::{collections::BTreeMap, mem::offset_of, path::Path};
 
 use btf_rs::{Btf, Type};
-use inferscope_shared::{AllocKey, GpuStats, NET_CAPTURE_MAX, NetEventHeader, ProcEvent};
+use inferscope_shared::{
+    AllocKey, COOKIE_AUX_ARG_SHIFT, COOKIE_DIR_SHIFT, COOKIE_DRIVER_SHIFT, COOKIE_NCCL_OP_SHIFT,
+    COOKIE_RETURN_PROBE_SHIFT, COOKIE_SIZE_ARG_SHIFT, COPY_DIRECTIONS, CopyDir, DROP_PROC_EVENT,
+    DROP_REASONS, GpuOp, GpuStats, NCCL_OPS, NET_CAPTURE_MAX, NET_CLOSED, NET_DATA, NET_FLAG_RESET_BY_PEER,
+    NET_FLAG_TLS, NET_FLAG_UNREADABLE, NET_PEER_CLOSED, NET_RECV, NET_SEND, NetEventHeader, PROC_EXEC,
+    PROC_EXIT, PROC_LIBS_CHANGED, ProcEvent, WATCH_ANY_NETNS,
+};
 use object::{Object as _, ObjectSection as _};
 
-/// (size, field name -> byte offset) of `name` in the object's BTF.
-fn c_layout(object_file: &str, name: &str) -> (usize, BTreeMap<String, usize>) {
+fn object_btf(object_file: &str) -> Btf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../ebpf-programs/obj")
         .join(object_file);
@@ -18,7 +23,12 @@ fn c_layout(object_file: &str, name: &str) -> (usize, BTreeMap<String, usize>) {
     let section = elf
         .section_by_name(".BTF")
         .expect("objects are built with -g, so they carry BTF");
-    let btf = Btf::from_bytes(section.data().unwrap()).expect("valid BTF");
+    Btf::from_bytes(section.data().unwrap()).expect("valid BTF")
+}
+
+/// (size, field name -> byte offset) of `name` in the object's BTF.
+fn c_layout(object_file: &str, name: &str) -> (usize, BTreeMap<String, usize>) {
+    let btf = object_btf(object_file);
     let ty = btf
         .resolve_types_by_name(name)
         .unwrap_or_else(|e| panic!("struct {name} not in {object_file}: {e}"))
@@ -106,4 +116,124 @@ fn net_event_header_matches_the_c_header_and_data_follows_it() {
     .map(|(k, v)| (k.to_string(), v))
     .into();
     assert_eq!(fields, rust);
+}
+
+/// Enumerator name -> value of `enum name` in net_capture.bpf.o, which names
+/// every ABI enum (`struct abi_enums` in events.h).
+fn c_enum(name: &str) -> BTreeMap<String, u64> {
+    let btf = object_btf("net_capture.bpf.o");
+    let ty = btf
+        .resolve_types_by_name(name)
+        .unwrap_or_else(|e| panic!("enum {name} not in net_capture.bpf.o: {e}"))
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Enum(e) => Some(e),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{name} is not an enum"));
+    ty.members
+        .iter()
+        .map(|m| (btf.resolve_name(m).unwrap(), u64::from(m.val())))
+        .collect()
+}
+
+fn expect(name: &str, pairs: &[(&str, u64)]) {
+    let want: BTreeMap<String, u64> = pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    assert_eq!(c_enum(name), want, "enum {name}: C (left) vs Rust (right)");
+}
+
+#[test]
+fn every_enum_and_constant_of_the_abi_matches_the_c_header() {
+    use CopyDir::*;
+    use GpuOp::*;
+    expect(
+        "gpu_op",
+        &[
+            ("GPU_OP_KERNEL_LAUNCH", KernelLaunch as u64),
+            ("GPU_OP_GRAPH_LAUNCH", GraphLaunch as u64),
+            ("GPU_OP_MEMCPY", Memcpy as u64),
+            ("GPU_OP_MEMSET", Memset as u64),
+            ("GPU_OP_ALLOC", Alloc as u64),
+            ("GPU_OP_FREE", Free as u64),
+            ("GPU_OP_SYNC", Sync as u64),
+            ("GPU_OP_NCCL", Nccl as u64),
+        ],
+    );
+    expect(
+        "copy_dir",
+        &[
+            ("COPY_HTOD", HostToDevice as u64),
+            ("COPY_DTOH", DeviceToHost as u64),
+            ("COPY_DTOD", DeviceToDevice as u64),
+            ("COPY_OTHER", Other as u64),
+            ("COPY_DIRECTIONS", COPY_DIRECTIONS as u64),
+            ("COPY_FROM_KIND_ARG", FromKindArg as u64),
+        ],
+    );
+    // Names, not just a count: the order is the index into nccl_calls/nccl_bytes.
+    let nccl: Vec<(String, u64)> = NCCL_OPS
+        .iter()
+        .enumerate()
+        .map(|(i, op)| (format!("NCCL_{}", op.to_uppercase()), i as u64))
+        .chain([("NCCL_OPS".to_string(), NCCL_OPS.len() as u64)])
+        .collect();
+    expect(
+        "nccl_op",
+        &nccl.iter().map(|(k, v)| (k.as_str(), *v)).collect::<Vec<_>>(),
+    );
+    let drops: Vec<(String, u64)> = DROP_REASONS
+        .iter()
+        .enumerate()
+        .map(|(i, reason)| (format!("DROP_{}", reason.to_uppercase()), i as u64))
+        .chain([("DROP_REASONS".to_string(), DROP_REASONS.len() as u64)])
+        .collect();
+    expect(
+        "drop_reason",
+        &drops.iter().map(|(k, v)| (k.as_str(), *v)).collect::<Vec<_>>(),
+    );
+    assert_eq!(DROP_REASONS[DROP_PROC_EVENT], "proc_event_ring_full");
+    expect(
+        "cookie_layout",
+        &[
+            ("COOKIE_SIZE_ARG_SHIFT", COOKIE_SIZE_ARG_SHIFT.into()),
+            ("COOKIE_AUX_ARG_SHIFT", COOKIE_AUX_ARG_SHIFT.into()),
+            ("COOKIE_DIR_SHIFT", COOKIE_DIR_SHIFT.into()),
+            ("COOKIE_NCCL_OP_SHIFT", COOKIE_NCCL_OP_SHIFT.into()),
+            ("COOKIE_DRIVER_SHIFT", COOKIE_DRIVER_SHIFT.into()),
+            ("COOKIE_RETURN_PROBE_SHIFT", COOKIE_RETURN_PROBE_SHIFT.into()),
+        ],
+    );
+    expect(
+        "proc_event_kind",
+        &[
+            ("PROC_EXEC", PROC_EXEC.into()),
+            ("PROC_EXIT", PROC_EXIT.into()),
+            ("PROC_LIBS_CHANGED", PROC_LIBS_CHANGED.into()),
+        ],
+    );
+    expect("net_capture_size", &[("NET_CAPTURE_MAX", NET_CAPTURE_MAX as u64)]);
+    expect(
+        "watch_netns",
+        &[("WATCH_NONE", 0), ("WATCH_ANY_NETNS", WATCH_ANY_NETNS.into())],
+    );
+    expect(
+        "net_event_kind",
+        &[
+            ("NET_DATA", NET_DATA.into()),
+            ("NET_PEER_CLOSED", NET_PEER_CLOSED.into()),
+            ("NET_CLOSED", NET_CLOSED.into()),
+        ],
+    );
+    expect(
+        "net_direction",
+        &[("NET_RECV", NET_RECV.into()), ("NET_SEND", NET_SEND.into())],
+    );
+    expect(
+        "net_flag",
+        &[
+            ("NET_FLAG_UNREADABLE", NET_FLAG_UNREADABLE.into()),
+            ("NET_FLAG_RESET_BY_PEER", NET_FLAG_RESET_BY_PEER.into()),
+            ("NET_FLAG_TLS", NET_FLAG_TLS.into()),
+        ],
+    );
 }

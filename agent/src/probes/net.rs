@@ -9,7 +9,7 @@ use aya::{
     maps::{Array, MapData, RingBuf},
     programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
 };
-use inferscope_shared::{DROP_REASONS, NET_CAPTURE_MAX, NetEventHeader};
+use inferscope_shared::{DROP_REASONS, NET_CAPTURE_MAX, NetEventHeader, WATCH_ANY_NETNS};
 
 use super::read_drops;
 use crate::discover::{ProbeTarget, symbols};
@@ -75,9 +75,6 @@ pub struct NetProbes {
     /// What `watched_ports` holds.
     ports: HashMap<u16, u32>,
 }
-
-/// `WATCH_ANY_NETNS` in net_capture.bpf.c (namespace inodes are far larger).
-const WATCH_ANY_NETNS: u32 = 1;
 
 impl NetProbes {
     /// Loads and attaches; `capture_bytes` bounds the payload copied per send or receive.

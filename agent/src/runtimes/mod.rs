@@ -80,15 +80,18 @@ pub struct ProbeSpec {
 }
 
 impl ProbeSpec {
-    /// Only calls whose result or duration matters pay for a return probe.
     pub fn needs_return_probe(&self) -> bool {
-        matches!(self.cookie.op, GpuOp::Alloc | GpuOp::Sync)
+        self.cookie.return_probe
     }
 }
 
 // Constructors that keep the tables to one readable line per function.
 
-const fn spec(symbol: &'static str, cookie: Cookie) -> ProbeSpec {
+/// The one place that decides which functions get a return probe: only calls
+/// whose result (allocation: the pointer) or duration (synchronisation) matters
+/// pay for it. The kernel side reads the choice from the cookie.
+const fn spec(symbol: &'static str, mut cookie: Cookie) -> ProbeSpec {
+    cookie.return_probe = matches!(cookie.op, GpuOp::Alloc | GpuOp::Sync);
     ProbeSpec { symbol, cookie }
 }
 
