@@ -219,6 +219,9 @@ struct Queue {
     waiting_area: f64,
     running_area: f64,
     started: u64,
+    /// The protocol of the server's latest traffic: its connections' framing,
+    /// refined by its latest finished request (gRPC is HTTP/2 carrying gRPC).
+    protocol: &'static str,
 }
 
 impl Queue {
@@ -241,6 +244,8 @@ pub struct QueueReport {
     pub running_mean: f64,
     /// Generation requests that arrived during the interval.
     pub arrived: u64,
+    /// `http1`, `http2`, `grpc`, each with `+tls` when read through OpenSSL.
+    pub protocol: &'static str,
 }
 
 #[derive(Default)]
@@ -305,6 +310,9 @@ impl RequestTracker {
                         });
                     }
                 }
+                if queue.protocol.is_empty() {
+                    queue.protocol = conn.protocol();
+                }
                 if conn.h2.is_some() {
                     conn.on_h2(seg, h.direction, queue, done, &mut self.desynced_connections);
                     return;
@@ -360,6 +368,7 @@ impl RequestTracker {
                     waiting_mean: q.waiting_area / span,
                     running_mean: q.running_area / span,
                     arrived: q.started,
+                    protocol: q.protocol,
                 };
                 q.waiting_area = 0.0;
                 q.running_area = 0.0;
@@ -647,6 +656,7 @@ fn finish(
         (BodyKind::Grpc(_), "http2+tls") => "grpc+tls",
         _ => protocol,
     };
+    queue.protocol = protocol;
     let (output_tokens, token_source) = match (r.usage.output_tokens, stream) {
         (Some(n), _) => (Some(n), Some("usage")),
         (None, true) => (Some(r.content_events), Some("events")),
@@ -838,6 +848,7 @@ mod tests {
             (r.protocol, r.ttft_s, r.output_tokens),
             ("http1+tls", Some(0.120), Some(1))
         );
+        assert_eq!(t.interval_end(200 * MS)[&(42, 8000)].protocol, "http1+tls");
     }
 
     #[test]

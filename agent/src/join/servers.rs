@@ -82,7 +82,7 @@ pub fn server_reports(
             ServerReport {
                 pid: key.0,
                 port: key.1,
-                protocol: "http1",
+                protocol: q.map_or("http1", |q| q.protocol),
                 models: models
                     .remove(&key)
                     .map(|m| m.into_values().collect())
