@@ -20,6 +20,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define TCP_CLOSE 7
 #define TCP_CLOSE_WAIT 8
 #define ECONNRESET 104
+/* A receive that leaves the bytes queued: they arrive again with the real read. */
+#define MSG_PEEK 2
 #define MAX_IOVECS 16
 
 /* x86-64 syscall numbers whose buffer we know how to find. */
@@ -319,6 +321,8 @@ int BPF_PROG(on_sock_send, struct sock *sk, int ret, int flags)
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(on_sock_recv, struct sock *sk, int ret, int flags)
 {
+	if (flags & MSG_PEEK)
+		return 0;
 	return capture(sk, ret, NET_RECV);
 }
 
@@ -341,6 +345,8 @@ int BPF_PROG(on_tcp_sendmsg, struct sock *sk, void *msg, __u64 size, int ret)
 SEC("fexit/tcp_recvmsg")
 int BPF_PROG(on_tcp_recvmsg, struct sock *sk, void *msg, __u64 len, int flags, int *addr_len, int ret)
 {
+	if (flags & MSG_PEEK)
+		return 0;
 	return capture(sk, ret, NET_RECV);
 }
 
@@ -348,6 +354,8 @@ SEC("fexit/tcp_recvmsg")
 int BPF_PROG(on_tcp_recvmsg_nonblock, struct sock *sk, void *msg, __u64 len, int nonblock, int flags,
 	     int *addr_len, int ret)
 {
+	if (flags & MSG_PEEK)
+		return 0;
 	return capture(sk, ret, NET_RECV);
 }
 

@@ -379,7 +379,14 @@ impl TestServer {
 
     /// A program that prints `listening PORT` first (e.g. one of this crate's binaries).
     pub fn start_program(program: &Path) -> Self {
-        Self::spawn(Command::new(program))
+        Self::start_program_with(program, &[])
+    }
+
+    /// The same, with arguments.
+    pub fn start_program_with(program: &Path, args: &[&str]) -> Self {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        Self::spawn(cmd)
     }
 
     /// Another script of `tests/servers/`; it must print `listening PORT` first.

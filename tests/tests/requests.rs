@@ -34,7 +34,7 @@ fn assert_within(what: &str, value: f64, low_ns: u64, high_ns: u64) {
 #[test]
 fn ttft_gaps_duration_and_tokens_match_when_the_server_wrote() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    timed_as_the_server_wrote(TestServer::start());
+    timed_as_the_server_wrote(&TestServer::start());
 }
 
 /// The same on a server with blocking sockets that times each `write()` itself:
@@ -42,13 +42,37 @@ fn ttft_gaps_duration_and_tokens_match_when_the_server_wrote() {
 #[test]
 fn ttft_and_gaps_match_the_write_windows_of_a_plain_rust_server() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    timed_as_the_server_wrote(TestServer::start_program(std::path::Path::new(env!(
+    timed_as_the_server_wrote(&TestServer::start_program(std::path::Path::new(env!(
         "CARGO_BIN_EXE_sse_truth_server"
     ))));
 }
 
+/// A server that peeks at each request (`recv(MSG_PEEK)`) receives its bytes
+/// twice; the peeked copy is not a second request.
+#[test]
+fn a_peeked_request_is_captured_once() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = TestServer::start_program_with(
+        std::path::Path::new(env!("CARGO_BIN_EXE_sse_truth_server")),
+        &["--peek"],
+    );
+    let mut agent = timed_as_the_server_wrote(&server);
+    // A phantom second copy of the first request would end, aborted, when its
+    // connection closed, before this next request is even sent.
+    let mut conn = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    conn.write_all(&chat_request("second", 1, 0, 0, false)).unwrap();
+    read_chunked_response(&mut conn);
+    let r = agent.next_report("the second request's record");
+    assert_eq!(
+        (r["model"].as_str(), r["outcome"].as_str()),
+        (Some("second"), Some("ok")),
+        "{r}"
+    );
+}
+
 /// One streamed chat completion: every figure inside the server's own send windows.
-fn timed_as_the_server_wrote(server: TestServer) {
+/// Returns the agent (`--output requests`), the connection's end not yet reported.
+fn timed_as_the_server_wrote(server: &TestServer) -> Agent {
     let mut agent = Agent::start_with_output("requests", &["--port", &server.port.to_string()]);
     let mut conn = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     let sent_at = monotonic_ns();
@@ -95,6 +119,7 @@ fn timed_as_the_server_wrote(server: TestServer) {
     );
     assert!(String::from_utf8_lossy(&body).contains("tok7"));
     assert!(!r.to_string().contains("never print"), "prompt text leaked: {r}");
+    agent
 }
 
 #[test]

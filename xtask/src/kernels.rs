@@ -76,6 +76,7 @@ const GUEST_TESTS: &[(&str, &str)] = &[
         "requests",
         "a_receive_larger_than_a_capture_is_copied_to_the_full_capture_size",
     ),
+    ("requests", "a_peeked_request_is_captured_once"),
 ];
 
 /// Host programs the tests call by name (util-linux's, whose flags busybox lacks).

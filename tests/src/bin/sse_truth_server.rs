@@ -4,9 +4,11 @@
 //! bound when the kernel saw the bytes however slow the machine is, which is
 //! what the kernel matrix needs (guests under emulation, no Python there).
 //!
-//! usage: sse_truth_server   (prints "listening PORT", then per request one JSON
+//! usage: sse_truth_server [--peek]   (prints "listening PORT", then per request one JSON
 //! line `{"path", "body_sends": [[before, after], ...], "last_send": [before, after]}`)
 //! request: POST /v1/chat/completions {"model", "tokens": N, "ttft_ms", "gap_ms", "usage": bool}
+//! `--peek`: look at each request with `recv(MSG_PEEK)` before reading it, as
+//! some servers do to sniff the protocol; the bytes are then received twice.
 
 use std::{
     io::{self, BufRead as _, BufReader, Read as _, Write as _},
@@ -102,10 +104,16 @@ fn stream(conn: &mut TcpStream, path: &str, req: &Value) -> io::Result<Value> {
     Ok(json!({"path": path, "body_sends": sends, "last_send": last}))
 }
 
-fn serve(conn: TcpStream) -> io::Result<()> {
+fn serve(conn: TcpStream, peek: bool) -> io::Result<()> {
     let mut writer = conn.try_clone()?;
     let mut reader = BufReader::new(conn);
-    while let Some((path, req)) = read_request(&mut reader)? {
+    loop {
+        if peek && reader.buffer().is_empty() {
+            reader.get_ref().peek(&mut [0; 512])?;
+        }
+        let Some((path, req)) = read_request(&mut reader)? else {
+            break;
+        };
         let truth = stream(&mut writer, &path, &req)?;
         let mut stdout = io::stdout().lock();
         writeln!(stdout, "{truth}")?;
@@ -115,12 +123,13 @@ fn serve(conn: TcpStream) -> io::Result<()> {
 }
 
 fn main() -> io::Result<()> {
+    let peek = std::env::args().any(|a| a == "--peek");
     let listener = TcpListener::bind("127.0.0.1:0")?;
     println!("listening {}", listener.local_addr()?.port());
     for conn in listener.incoming() {
         let conn = conn?;
         thread::spawn(move || {
-            if let Err(e) = serve(conn) {
+            if let Err(e) = serve(conn, peek) {
                 eprintln!("sse_truth_server: {e}");
             }
         });
