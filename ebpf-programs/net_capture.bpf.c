@@ -312,6 +312,15 @@ static __always_inline int capture(struct sock *sk, int ret, __u8 direction)
 	return 0;
 }
 
+/* Receives, whichever hook reports them: a peek leaves the bytes queued, and
+ * they are captured when the real read takes them. */
+static __always_inline int capture_recv(struct sock *sk, int ret, int flags)
+{
+	if (flags & MSG_PEEK)
+		return 0;
+	return capture(sk, ret, NET_RECV);
+}
+
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(on_sock_send, struct sock *sk, int ret, int flags)
 {
@@ -321,9 +330,7 @@ int BPF_PROG(on_sock_send, struct sock *sk, int ret, int flags)
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(on_sock_recv, struct sock *sk, int ret, int flags)
 {
-	if (flags & MSG_PEEK)
-		return 0;
-	return capture(sk, ret, NET_RECV);
+	return capture_recv(sk, ret, flags);
 }
 
 /*
@@ -345,18 +352,14 @@ int BPF_PROG(on_tcp_sendmsg, struct sock *sk, void *msg, __u64 size, int ret)
 SEC("fexit/tcp_recvmsg")
 int BPF_PROG(on_tcp_recvmsg, struct sock *sk, void *msg, __u64 len, int flags, int *addr_len, int ret)
 {
-	if (flags & MSG_PEEK)
-		return 0;
-	return capture(sk, ret, NET_RECV);
+	return capture_recv(sk, ret, flags);
 }
 
 SEC("fexit/tcp_recvmsg")
 int BPF_PROG(on_tcp_recvmsg_nonblock, struct sock *sk, void *msg, __u64 len, int nonblock, int flags,
 	     int *addr_len, int ret)
 {
-	if (flags & MSG_PEEK)
-		return 0;
-	return capture(sk, ret, NET_RECV);
+	return capture_recv(sk, ret, flags);
 }
 
 SEC("tp_btf/inet_sock_set_state")
