@@ -18,13 +18,16 @@ use inferscope_shared::NET_CAPTURE_MAX;
 
 use crate::{
     discover::Discovery,
-    probes::{self, GpuProbes, NetProbes, ProcessProbes, compat},
+    probes::{self, GpuProbes, NetProbes, ProcessProbes, SocketHook, compat},
 };
 
 static FEATURE_PROBE_OBJ: &[u8] =
     aya::include_bytes_aligned!("../../../ebpf-programs/obj/feature_probe.bpf.o");
 
 const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// `CAP_SYS_ADMIN`, also what mounting tracefs needs.
+const CAP_SYS_ADMIN: u32 = 21;
 
 /// A capability the agent uses: what for, and what is lost without it.
 struct Capability {
@@ -53,7 +56,7 @@ const CAPABILITIES: [Capability; 5] = [
         without: None,
     },
     Capability {
-        bit: 21,
+        bit: CAP_SYS_ADMIN,
         name: "CAP_SYS_ADMIN",
         used_for: "attach uprobes (kernels with the 2025 uprobe hardening, 6.16+ and stable updates), \
                    open libraries through /proc/PID/map_files, mount tracefs",
@@ -80,24 +83,28 @@ const CAPABILITIES: [Capability; 5] = [
 /// once per missing optional one, saying what it costs.
 pub fn require_privileges() -> Result<()> {
     let effective = effective_capabilities()?;
-    let missing: Vec<&Capability> = CAPABILITIES.iter().filter(|c| !has(effective, c)).collect();
-    let required: Vec<&str> = missing
-        .iter()
-        .filter(|c| c.without.is_none())
-        .map(|c| c.name)
-        .collect();
+    let required = missing_required(effective);
     if !required.is_empty() {
         bail!(
             "inferscope needs root or at least the capabilities CAP_BPF and CAP_PERFMON; this process lacks {}",
             required.join(", ")
         );
     }
-    for c in missing {
+    for c in CAPABILITIES.iter().filter(|c| !has(effective, c)) {
         if let Some(cost) = c.without {
             log::warn!("without {}: {cost}", c.name);
         }
     }
     Ok(())
+}
+
+/// The capabilities the agent cannot start without that `effective` lacks.
+fn missing_required(effective: u64) -> Vec<&'static str> {
+    CAPABILITIES
+        .iter()
+        .filter(|c| c.without.is_none() && !has(effective, c))
+        .map(|c| c.name)
+        .collect()
 }
 
 fn effective_capabilities() -> Result<u64> {
@@ -147,7 +154,6 @@ pub fn check() -> Result<ExitCode> {
     }
 
     let effective = effective_capabilities()?;
-    let mut required_missing = Vec::new();
     for c in &CAPABILITIES {
         let ok = has(effective, c);
         let detail = match (ok, c.without) {
@@ -156,10 +162,8 @@ pub fn check() -> Result<ExitCode> {
             (false, Some(cost)) => format!("missing: {cost}"),
         };
         f.line(ok, c.name, detail);
-        if !ok && c.without.is_none() {
-            required_missing.push(c.name);
-        }
     }
+    let required_missing = missing_required(effective);
     if !required_missing.is_empty() {
         f.fatal(format!(
             "inferscope needs root or the capabilities it lacks: {}",
@@ -183,7 +187,7 @@ pub fn check() -> Result<ExitCode> {
         );
     }
 
-    let tracefs = if effective & (1 << 21) != 0 || Path::new(TRACEFS).join("events").exists() {
+    let tracefs = if effective & (1 << CAP_SYS_ADMIN) != 0 || Path::new(TRACEFS).join("events").exists() {
         ensure_tracefs()
     } else {
         Err(anyhow!(
@@ -333,28 +337,31 @@ fn agent_programs(btf: &Btf, f: &mut Findings) {
         }
         for p in compat::PROGRAMS.iter().filter(|p| p.object == object) {
             // Socket capture has alternatives: only the kernel's own are in use.
-            let alternative = matches!(
-                p.role,
-                compat::Role::FallbackFor(_) | compat::Role::KernelForm { .. }
-            ) || p.uses.contains(&compat::Feature::SockLengthTracepoints);
-            let used = !alternative || in_use.contains(&p.name);
+            let used = !SocketHook::is_capture_program(p.name) || in_use.contains(&p.name);
             let status = match (&result, used) {
                 (Ok(_), true) => "ok",
                 (Ok(_), false) => "--",
                 (Err(_), _) => "no",
             };
-            let since = p.since();
+            let version = |(major, minor): (u32, u32)| format!("{major}.{minor}");
             let uses: Vec<String> = p
                 .uses
                 .iter()
-                .map(|u| format!("{} {}.{}", u.name(), u.since().0, u.since().1))
+                .map(|u| format!("{} {}", u.name(), version(u.since())))
                 .collect();
+            let until = match p.role {
+                compat::Role::KernelForm { until: Some(last) } => format!(", until {}", version(last)),
+                _ => String::new(),
+            };
+            let without = match (&result, p.role) {
+                (Err(_), compat::Role::Optional { without }) => format!("; without it: {without}"),
+                _ => String::new(),
+            };
             println!(
-                "{status:<4}   {:<26} {} (needs {}.{}: {})",
+                "{status:<4}   {:<26} {} (needs {}{until}: {}){without}",
                 p.name,
                 p.hook,
-                since.0,
-                since.1,
+                version(p.since()),
                 uses.join(", ")
             );
         }

@@ -40,6 +40,16 @@ pub enum SocketHook {
 }
 
 impl SocketHook {
+    /// Whether `program` is one of the alternatives for capturing sends and
+    /// receives (only one pair of which a kernel uses).
+    pub fn is_capture_program(program: &str) -> bool {
+        SOCK_TRACEPOINTS
+            .iter()
+            .chain([&TCP_SEND_EXIT])
+            .chain(&TCP_RECV_EXITS)
+            .any(|(name, _)| *name == program)
+    }
+
     /// The programs that capture sends and receives.
     pub fn programs(self) -> [&'static str; 2] {
         match self {
