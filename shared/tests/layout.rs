@@ -137,8 +137,8 @@ fn c_enum(name: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
-fn expect(name: &str, pairs: &[(&str, u64)]) {
-    let want: BTreeMap<String, u64> = pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+fn expect<K: ToString>(name: &str, pairs: impl IntoIterator<Item = (K, u64)>) {
+    let want: BTreeMap<String, u64> = pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     assert_eq!(c_enum(name), want, "enum {name}: C (left) vs Rust (right)");
 }
 
@@ -148,7 +148,7 @@ fn every_enum_and_constant_of_the_abi_matches_the_c_header() {
     use GpuOp::*;
     expect(
         "gpu_op",
-        &[
+        [
             ("GPU_OP_KERNEL_LAUNCH", KernelLaunch as u64),
             ("GPU_OP_GRAPH_LAUNCH", GraphLaunch as u64),
             ("GPU_OP_MEMCPY", Memcpy as u64),
@@ -161,7 +161,7 @@ fn every_enum_and_constant_of_the_abi_matches_the_c_header() {
     );
     expect(
         "copy_dir",
-        &[
+        [
             ("COPY_HTOD", HostToDevice as u64),
             ("COPY_DTOH", DeviceToHost as u64),
             ("COPY_DTOD", DeviceToDevice as u64),
@@ -171,30 +171,26 @@ fn every_enum_and_constant_of_the_abi_matches_the_c_header() {
         ],
     );
     // Names, not just a count: the order is the index into nccl_calls/nccl_bytes.
-    let nccl: Vec<(String, u64)> = NCCL_OPS
-        .iter()
-        .enumerate()
-        .map(|(i, op)| (format!("NCCL_{}", op.to_uppercase()), i as u64))
-        .chain([("NCCL_OPS".to_string(), NCCL_OPS.len() as u64)])
-        .collect();
     expect(
         "nccl_op",
-        &nccl.iter().map(|(k, v)| (k.as_str(), *v)).collect::<Vec<_>>(),
+        NCCL_OPS
+            .iter()
+            .enumerate()
+            .map(|(i, op)| (format!("NCCL_{}", op.to_uppercase()), i as u64))
+            .chain([("NCCL_OPS".to_string(), NCCL_OPS.len() as u64)]),
     );
-    let drops: Vec<(String, u64)> = DROP_REASONS
-        .iter()
-        .enumerate()
-        .map(|(i, reason)| (format!("DROP_{}", reason.to_uppercase()), i as u64))
-        .chain([("DROP_REASONS".to_string(), DROP_REASONS.len() as u64)])
-        .collect();
     expect(
         "drop_reason",
-        &drops.iter().map(|(k, v)| (k.as_str(), *v)).collect::<Vec<_>>(),
+        DROP_REASONS
+            .iter()
+            .enumerate()
+            .map(|(i, reason)| (format!("DROP_{}", reason.to_uppercase()), i as u64))
+            .chain([("DROP_REASONS".to_string(), DROP_REASONS.len() as u64)]),
     );
     assert_eq!(DROP_REASONS[DROP_PROC_EVENT], "proc_event_ring_full");
     expect(
         "cookie_layout",
-        &[
+        [
             ("COOKIE_SIZE_ARG_SHIFT", COOKIE_SIZE_ARG_SHIFT.into()),
             ("COOKIE_AUX_ARG_SHIFT", COOKIE_AUX_ARG_SHIFT.into()),
             ("COOKIE_DIR_SHIFT", COOKIE_DIR_SHIFT.into()),
@@ -205,20 +201,20 @@ fn every_enum_and_constant_of_the_abi_matches_the_c_header() {
     );
     expect(
         "proc_event_kind",
-        &[
+        [
             ("PROC_EXEC", PROC_EXEC.into()),
             ("PROC_EXIT", PROC_EXIT.into()),
             ("PROC_LIBS_CHANGED", PROC_LIBS_CHANGED.into()),
         ],
     );
-    expect("net_capture_size", &[("NET_CAPTURE_MAX", NET_CAPTURE_MAX as u64)]);
+    expect("net_capture_size", [("NET_CAPTURE_MAX", NET_CAPTURE_MAX as u64)]);
     expect(
         "watch_netns",
-        &[("WATCH_NONE", 0), ("WATCH_ANY_NETNS", WATCH_ANY_NETNS.into())],
+        [("WATCH_NONE", 0), ("WATCH_ANY_NETNS", WATCH_ANY_NETNS.into())],
     );
     expect(
         "net_event_kind",
-        &[
+        [
             ("NET_DATA", NET_DATA.into()),
             ("NET_PEER_CLOSED", NET_PEER_CLOSED.into()),
             ("NET_CLOSED", NET_CLOSED.into()),
@@ -226,11 +222,11 @@ fn every_enum_and_constant_of_the_abi_matches_the_c_header() {
     );
     expect(
         "net_direction",
-        &[("NET_RECV", NET_RECV.into()), ("NET_SEND", NET_SEND.into())],
+        [("NET_RECV", NET_RECV.into()), ("NET_SEND", NET_SEND.into())],
     );
     expect(
         "net_flag",
-        &[
+        [
             ("NET_FLAG_UNREADABLE", NET_FLAG_UNREADABLE.into()),
             ("NET_FLAG_RESET_BY_PEER", NET_FLAG_RESET_BY_PEER.into()),
             ("NET_FLAG_TLS", NET_FLAG_TLS.into()),

@@ -156,6 +156,21 @@ impl Agent {
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("report is not JSON ({e}): {line}"))
     }
 
+    /// Reads reports (`--output json`) until one has a server with a finished
+    /// request, and returns it; `each` sees every report read on the way.
+    pub fn report_with_finished_request(&mut self, mut each: impl FnMut(&Value)) -> Value {
+        let deadline = Instant::now() + STEP;
+        loop {
+            assert!(Instant::now() < deadline, "no request was reported finished");
+            let report = self.next_report("a report with a finished request");
+            each(&report);
+            let servers = report["servers"].as_array().map_or(&[][..], Vec::as_slice);
+            if servers.iter().any(|s| finished_requests(s) > 0) {
+                return report;
+            }
+        }
+    }
+
     /// Reads reports until one lists `pid`: from then on, its calls are counted.
     pub fn wait_until_tracked(&mut self, pid: u32) -> Value {
         let deadline = Instant::now() + STEP;

@@ -4,7 +4,7 @@
 use std::{io::Write as _, net::TcpStream, process::Command};
 
 use inferscope_tests::{
-    Agent, STEP, TestServer, Workload, agent_binary, chat_request, comparable, finished_requests,
+    Agent, TestServer, Workload, agent_binary, chat_request, comparable, finished_requests,
     read_chunked_response, real_library, require_root,
 };
 use serde_json::json;
@@ -119,23 +119,12 @@ fn with_only_its_capabilities_an_unprivileged_user_gets_gpu_counts_and_request_m
         (ns(1, 0) - ns(0, 0)) as f64 / 1e9,
         (ns(1, 1) - sent_at) as f64 / 1e9,
     );
-    let deadline = std::time::Instant::now() + STEP;
-    let model = loop {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the request was never reported"
-        );
-        let report = agent.next_report("a report with the finished request");
-        let finished = report["servers"].as_array().and_then(|servers| {
-            servers
-                .iter()
-                .filter(|s| finished_requests(s) > 0)
-                .find_map(|s| s["models"].as_array()?.first().cloned())
-        });
-        if let Some(model) = finished {
-            break model;
-        }
-    };
+    let report = agent.report_with_finished_request(|_| {});
+    let server = report["servers"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| finished_requests(s) > 0))
+        .unwrap();
+    let model = &server["models"][0];
     assert_eq!(model["model"], "least-privilege", "{model}");
     assert_eq!(model["requests"], 1, "{model}");
     let ttft = model["ttft_s"]["sum"].as_f64().unwrap();

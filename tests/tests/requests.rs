@@ -3,7 +3,7 @@
 //! schedule. Timing is checked against when the server handed each chunk to the
 //! socket (CLOCK_MONOTONIC on both sides), not against a tolerance.
 
-use std::{io::Write as _, net::TcpStream, sync::Mutex, thread};
+use std::{io::Write as _, net::TcpStream, path::Path, sync::Mutex, thread};
 
 use inferscope_tests::{
     Agent, TestServer, chat_request, finished_requests, monotonic_ns, read_chunked_response,
@@ -15,6 +15,11 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
+}
+
+/// The plain Rust ground-truth server (`src/bin/sse_truth_server.rs`).
+fn rust_server(args: &[&str]) -> TestServer {
+    TestServer::start_program_with(Path::new(env!("CARGO_BIN_EXE_sse_truth_server")), args)
 }
 
 /// `[before, after]` of the i-th body send, in ns.
@@ -42,9 +47,7 @@ fn ttft_gaps_duration_and_tokens_match_when_the_server_wrote() {
 #[test]
 fn ttft_and_gaps_match_the_write_windows_of_a_plain_rust_server() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    timed_as_the_server_wrote(&TestServer::start_program(std::path::Path::new(env!(
-        "CARGO_BIN_EXE_sse_truth_server"
-    ))));
+    timed_as_the_server_wrote(&rust_server(&[]));
 }
 
 /// A server that peeks at each request (`recv(MSG_PEEK)`) receives its bytes
@@ -52,10 +55,7 @@ fn ttft_and_gaps_match_the_write_windows_of_a_plain_rust_server() {
 #[test]
 fn a_peeked_request_is_captured_once() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let server = TestServer::start_program_with(
-        std::path::Path::new(env!("CARGO_BIN_EXE_sse_truth_server")),
-        &["--peek"],
-    );
+    let server = rust_server(&["--peek"]);
     let mut agent = timed_as_the_server_wrote(&server);
     // A phantom second copy of the first request would end, aborted, when its
     // connection closed, before this next request is even sent.
@@ -495,7 +495,7 @@ fn a_tgi_shaped_rust_server_is_timed_against_when_it_yielded_each_token() {
 #[test]
 fn a_receive_larger_than_a_capture_is_copied_to_the_full_capture_size() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let server = TestServer::start_program(std::path::Path::new(env!("CARGO_BIN_EXE_sse_truth_server")));
+    let server = rust_server(&[]);
     let mut agent = Agent::start(&["--port", &server.port.to_string()]);
     let body = format!(
         r#"{{"model":"long-prompt","tokens":2,"ttft_ms":5,"gap_ms":5,"stream":true,"messages":[{{"role":"user","content":"{}"}}]}}"#,
@@ -510,21 +510,11 @@ fn a_receive_larger_than_a_capture_is_copied_to_the_full_capture_size() {
     .unwrap();
     read_chunked_response(&mut conn);
     server.next_truth();
-    let deadline = std::time::Instant::now() + inferscope_tests::STEP;
-    let mut finished = 0;
-    while finished == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the request was never reported"
-        );
-        let report = agent.next_report("a report with the long request");
+    agent.report_with_finished_request(|report| {
         assert!(
             report["drops"]["unreadable_argument"].is_null(),
             "a full-size copy was counted as unreadable: {}",
             report["drops"]
         );
-        finished += report["servers"]
-            .as_array()
-            .map_or(0, |s| s.iter().map(finished_requests).sum::<u64>());
-    }
+    });
 }
