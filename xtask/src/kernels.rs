@@ -185,9 +185,7 @@ struct TestBuild {
 }
 
 fn build_tests(root: &Path, fixtures: &Path) -> Result<TestBuild> {
-    run(Command::new("cargo")
-        .current_dir(root)
-        .args(["build", "--package", "inferscope"]))?;
+    let agent = crate::build_agent(root)?;
     let out = Command::new("cargo")
         .current_dir(root)
         .args([
@@ -228,11 +226,7 @@ fn build_tests(root: &Path, fixtures: &Path) -> Result<TestBuild> {
     for (target, _) in GUEST_TESTS {
         anyhow::ensure!(tests.contains_key(*target), "no test executable for {target}");
     }
-    Ok(TestBuild {
-        agent: root.join("target/debug/inferscope"),
-        tests,
-        files,
-    })
+    Ok(TestBuild { agent, tests, files })
 }
 
 /// The string value of `"key":"` in one line of cargo's JSON (paths have no quotes).
@@ -255,20 +249,18 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// The guest's commands, one test executable at a time, tests one at a time.
-fn test_commands(build: &TestBuild) -> Vec<String> {
+/// The guest's commands, one test executable at a time, tests one at a time:
+/// (executable, arguments).
+fn test_commands(build: &TestBuild) -> Vec<(&Path, Vec<&str>)> {
     let mut by_target: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (target, name) in GUEST_TESTS {
         by_target.entry(target).or_default().push(name);
     }
     by_target
-        .iter()
+        .into_iter()
         .map(|(target, names)| {
-            format!(
-                "{} --exact --test-threads=1 {}",
-                build.tests[*target].display(),
-                names.join(" ")
-            )
+            let args = ["--exact", "--test-threads=1"].into_iter().chain(names).collect();
+            (build.tests[target].as_path(), args)
         })
         .collect()
 }
@@ -276,10 +268,9 @@ fn test_commands(build: &TestBuild) -> Vec<String> {
 fn run_on_host(build: &TestBuild, fixtures: &Path) -> Result<String> {
     println!("running the matrix's tests on this host's kernel...");
     let mut log = format!("@@ check\n{}", agent_check(&build.agent)?);
-    for command in test_commands(build) {
-        let mut words = command.split(' ');
-        let out = Command::new(words.next().unwrap_or_default())
-            .args(words)
+    for (exe, args) in test_commands(build) {
+        let out = Command::new(exe)
+            .args(args)
             .env("INFERSCOPE_BIN", &build.agent)
             .env("INFERSCOPE_FIXTURES", fixtures)
             .output()?;
@@ -319,8 +310,8 @@ fn init_script(build: &TestBuild, fixtures: &Path) -> String {
         agent = build.agent.display(),
         fixtures = fixtures.display(),
     );
-    for command in test_commands(build) {
-        s.push_str(&format!("{command} 2>&1\n"));
+    for (exe, args) in test_commands(build) {
+        s.push_str(&format!("{} {} 2>&1\n", exe.display(), args.join(" ")));
     }
     s.push_str("echo '@@ done'\npoweroff -f\n");
     s

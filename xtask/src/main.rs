@@ -69,15 +69,21 @@ fn workspace_root() -> PathBuf {
 fn test(root: &Path, args: &[String]) -> Result<()> {
     let fixtures = fixtures::fetch(root)?;
     // Integration tests run the real binary; build it first so they find it.
-    run(Command::new("cargo")
-        .current_dir(root)
-        .args(["build", "--package", "inferscope"]))?;
+    let agent = build_agent(root)?;
     run(Command::new("cargo")
         .current_dir(root)
         .args(["test", "--workspace"])
         .args(args)
-        .env("INFERSCOPE_BIN", root.join("target/debug/inferscope"))
+        .env("INFERSCOPE_BIN", agent)
         .env("INFERSCOPE_FIXTURES", fixtures))
+}
+
+/// Builds the agent (debug) for the integration tests; returns the binary.
+pub(crate) fn build_agent(root: &Path) -> Result<PathBuf> {
+    run(Command::new("cargo")
+        .current_dir(root)
+        .args(["build", "--package", "inferscope"]))?;
+    Ok(root.join("target/debug/inferscope"))
 }
 
 fn bench(root: &Path) -> Result<()> {
