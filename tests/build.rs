@@ -57,6 +57,17 @@ fn main() {
             cudart_static.display()
         );
     }
+    // NVIDIA's management library with scripted devices, processes and events.
+    cc(&[
+        "-O1",
+        "-Wall",
+        "-shared",
+        "-fPIC",
+        "-Wl,-soname,libnvidia-ml.so.1",
+        "-o",
+        &format!("{s}/libnvidia-ml.so.1"),
+        &src("fake_nvml.c"),
+    ]);
     cc(&[
         "-O1",
         "-shared",

@@ -1,18 +1,22 @@
 //! inferscope: a zero-instrumentation profiler for GPU inference servers.
 //!
 //! The data path, in the order data flows (nothing downstream calls upstream):
-//! [`probes`] (eBPF, loaded with aya) → [`derive`] (interval deltas) →
-//! [`join`] (one view per process, with [`discover`]y's identity) → [`export`].
-//! [`runtimes`] holds the per-runtime probe tables; [`session`] is the running
-//! state the CLI ([`cli`]) drives.
+//! [`sources`] (eBPF through [`probes`], with [`discover`]y's view of
+//! processes; [`decode`] and [`derive`] turn captured bytes into requests) →
+//! [`join`] (one [`model::Snapshot`] per interval: totals and deltas) →
+//! [`sinks`]. The [`pipeline`] owns the sources, the [`clock`] and the tick;
+//! the CLI ([`cli`]) only builds a pipeline from flags. [`runtimes`] holds the
+//! per-runtime probe tables.
 
 pub mod cli;
+pub mod clock;
 pub mod decode;
 pub mod derive;
 pub mod discover;
-pub mod export;
 pub mod join;
+pub mod model;
+pub mod pipeline;
 pub mod probes;
 pub mod runtimes;
-pub mod server_watch;
-pub mod session;
+pub mod sinks;
+pub mod sources;

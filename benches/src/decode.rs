@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use inferscope::{derive::requests::RequestTracker, probes::NetEvent};
+use inferscope::{clock::Clock, derive::requests::RequestTracker, probes::NetEvent};
 use inferscope_shared::{NET_CLOSED, NET_DATA, NET_RECV, NET_SEND, NetEventHeader};
 
 const REQUESTS: u64 = 20_000;
@@ -14,7 +14,7 @@ const TOKENS: u64 = 64;
 
 pub fn run() -> Result<()> {
     let events = stream_events();
-    let mut tracker = RequestTracker::new(0);
+    let mut tracker = RequestTracker::new(Clock::starting_at(std::time::UNIX_EPOCH), 0);
     let mut done = Vec::new();
     let start = Instant::now();
     for ev in &events {

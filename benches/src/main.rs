@@ -9,11 +9,14 @@
 //!   the agent's capture and decoding.
 //! - Decode pipeline: captured events per second through HTTP/SSE decoding and
 //!   request derivation, on one core.
+//! - Start-up: time to attach and to the first report, and peak RSS, with a
+//!   process mapping the real 200+ MB `libnccl.so.2`.
 
 mod decode;
 mod gpu_launch;
 mod server_load;
 mod socket_overhead;
+mod startup;
 
 use anyhow::Context as _;
 
@@ -23,9 +26,13 @@ fn main() -> anyhow::Result<()> {
     socket_overhead::run()?;
     println!();
     let fixtures = std::env::var_os("INFERSCOPE_FIXTURES").context("run through `cargo xtask bench`")?;
-    server_load::run(std::path::Path::new(&fixtures))?;
+    let fixtures = std::path::Path::new(&fixtures);
+    server_load::run(fixtures)?;
     println!();
-    decode::run()
+    decode::run()?;
+    println!();
+    let agent = std::env::var_os("INFERSCOPE_AGENT").context("run through `cargo xtask bench`")?;
+    startup::run(fixtures, std::path::Path::new(&agent))
 }
 
 /// The middle of the measured values.

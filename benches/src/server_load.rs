@@ -22,6 +22,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use aya::Btf;
 use inferscope::{
+    clock::Clock,
     derive::requests::RequestTracker,
     probes::{NetProbes, decode_net_event, raise_memlock_limit},
 };
@@ -99,7 +100,7 @@ impl Agent {
         let flag = stop.clone();
         let thread = thread::spawn(move || {
             let _probes = probes;
-            let mut tracker = RequestTracker::new(0);
+            let mut tracker = RequestTracker::new(Clock::starting_at(std::time::UNIX_EPOCH), 0);
             let mut done = Vec::new();
             let mut finished = 0;
             while !flag.load(Ordering::Relaxed) {

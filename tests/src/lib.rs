@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use inferscope::model::Snapshot;
 use serde_json::{Map, Value};
 
 /// How long any single step may take before the test fails.
@@ -120,10 +121,20 @@ impl Agent {
 
     /// Through a launcher command line (e.g. `setpriv ...` to drop privileges).
     pub fn start_through(launcher: &[&str], output: &str, extra: &[&str]) -> Self {
+        Self::launch(launcher, &[], output, extra)
+    }
+
+    /// `run --output json` with these environment variables set.
+    pub fn start_with_env(env: &[(&str, &Path)], extra: &[&str]) -> Self {
+        Self::launch(&[], env, "json", extra)
+    }
+
+    fn launch(launcher: &[&str], env: &[(&str, &Path)], output: &str, extra: &[&str]) -> Self {
         require_root();
         let mut child = through(launcher, &agent_binary())
             .args(["run", "--log", "info", "--output", output, "--interval", "100ms"])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -156,6 +167,12 @@ impl Agent {
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("report is not JSON ({e}): {line}"))
     }
 
+    /// The next snapshot (`--output json`), as the agent's own type.
+    pub fn next_snapshot(&mut self, what: &str) -> Snapshot {
+        let line = next_line(&self.reports, Instant::now() + STEP, what);
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a snapshot ({e}): {line}"))
+    }
+
     /// Reads reports (`--output json`) until one has a server with a finished
     /// request, and returns it; `each` sees every report read on the way.
     pub fn report_with_finished_request(&mut self, mut each: impl FnMut(&Value)) -> Value {
@@ -183,7 +200,8 @@ impl Agent {
         }
     }
 
-    /// Sums `pid`'s activity over every report until the one that says it exited.
+    /// `pid`'s activity over every report until the one that says it exited:
+    /// the sum of the interval deltas, checked equal to the last cumulative total.
     pub fn activity_until_exit(&mut self, pid: u32) -> Value {
         self.activities_until_exit(&[pid]).remove(0)
     }
@@ -191,7 +209,8 @@ impl Agent {
     /// The same for several processes at once (reports read for one are lost to the others).
     pub fn activities_until_exit(&mut self, pids: &[u32]) -> Vec<Value> {
         let deadline = Instant::now() + STEP;
-        let mut totals = vec![Value::Object(Map::new()); pids.len()];
+        let mut sums = vec![Value::Object(Map::new()); pids.len()];
+        let mut totals = vec![Value::Null; pids.len()];
         let mut exited = vec![false; pids.len()];
         while exited.contains(&false) {
             assert!(
@@ -201,10 +220,18 @@ impl Agent {
             let report = self.next_report(&format!("the reports of {pids:?} exiting"));
             for (i, &pid) in pids.iter().enumerate() {
                 if let Some(p) = process(&report, pid) {
-                    add_into(&mut totals[i], &p["gpu"]);
+                    add_into(&mut sums[i], &p["gpu"]["delta"]);
+                    totals[i] = p["gpu"]["total"].clone();
                     exited[i] |= p["exited"] == Value::Bool(true);
                 }
             }
+        }
+        for (pid, (sum, total)) in pids.iter().zip(sums.iter().zip(&totals)) {
+            assert_eq!(
+                comparable(sum),
+                comparable(total),
+                "pid {pid}: the deltas do not add up to the total"
+            );
         }
         totals
     }
@@ -234,7 +261,10 @@ impl Drop for Agent {
 /// Requests a server entry of a report says finished in its interval, all models together.
 pub fn finished_requests(server: &Value) -> u64 {
     server["models"].as_array().map_or(0, |models| {
-        models.iter().filter_map(|m| m["requests"].as_u64()).sum()
+        models
+            .iter()
+            .filter_map(|m| m["delta"]["requests"].as_u64())
+            .sum()
     })
 }
 
@@ -356,7 +386,7 @@ impl Workload {
     }
 }
 
-/// The agent's activity with the fields the workload's tally has (timing aside).
+/// The agent's activity with the fields the workload's tally has (timing aside: a float).
 pub fn comparable(activity: &Value) -> Value {
     let mut a = activity.clone();
     a.as_object_mut().unwrap().remove("sync_seconds");

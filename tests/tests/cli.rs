@@ -126,8 +126,8 @@ fn with_only_its_capabilities_an_unprivileged_user_gets_gpu_counts_and_request_m
         .unwrap();
     let model = &server["models"][0];
     assert_eq!(model["model"], "least-privilege", "{model}");
-    assert_eq!(model["requests"], 1, "{model}");
-    let ttft = model["ttft_s"]["sum"].as_f64().unwrap();
+    assert_eq!(model["delta"]["requests"], 1, "{model}");
+    let ttft = model["delta"]["ttft_s"]["sum"].as_f64().unwrap();
     assert!(
         low <= ttft && ttft <= high,
         "ttft {ttft} s outside [{low}, {high}]"

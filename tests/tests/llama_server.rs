@@ -220,8 +220,8 @@ fn queue_depth_agrees_with_the_servers_metrics_with_two_slots_and_four_clients()
             .iter()
             .filter(|s| s["port"] == server.port)
         {
-            seen.0 = seen.0.max(s["running"].as_u64().unwrap());
-            seen.1 = seen.1.max(s["waiting"].as_u64().unwrap());
+            seen.0 = seen.0.max(s["queue"]["running"].as_u64().unwrap());
+            seen.1 = seen.1.max(s["queue"]["waiting"].as_u64().unwrap());
             finished += finished_requests(s);
         }
     }

@@ -185,7 +185,10 @@ fn queue_depth_follows_the_scripted_concurrency() {
     while finished < 3 {
         let report = agent.next_report("reports while the three requests run");
         let Some(s) = server_of(&report) else { continue };
-        let phase = (s["waiting"].as_u64().unwrap(), s["running"].as_u64().unwrap());
+        let phase = (
+            s["queue"]["waiting"].as_u64().unwrap(),
+            s["queue"]["running"].as_u64().unwrap(),
+        );
         if phases.last() != Some(&phase) {
             phases.push(phase);
         }
@@ -512,7 +515,7 @@ fn a_receive_larger_than_a_capture_is_copied_to_the_full_capture_size() {
     server.next_truth();
     agent.report_with_finished_request(|report| {
         assert!(
-            report["drops"]["unreadable_argument"].is_null(),
+            report["drops"]["total"]["unreadable_argument"].is_null(),
             "a full-size copy was counted as unreadable: {}",
             report["drops"]
         );

@@ -15,6 +15,8 @@ use anyhow::{Context as _, Result};
 use crate::run;
 
 const CUDA_RUNTIME_WHEEL: &str = "nvidia-cuda-runtime-cu12==12.9.79";
+/// NCCL (a 474 MB wheel, a 200+ MB library): for the start-up benchmark only, not the tests.
+const NCCL_WHEEL: &str = "nvidia-nccl-cu12==2.27.3";
 /// The ground-truth servers' frameworks, pinned (tests/servers).
 const SERVER_PACKAGES: [&str; 3] = ["starlette==0.49.1", "uvicorn==0.38.0", "grpcio==1.76.0"];
 
@@ -67,6 +69,21 @@ pub fn fetch(root: &Path) -> Result<PathBuf> {
     )?;
     std::fs::write(dir.join("smollm2.path"), model.as_os_str().as_encoded_bytes())?;
     Ok(dir)
+}
+
+/// The real `libnccl.so.2`, fetched into the fixtures once.
+pub fn fetch_nccl(fixtures: &Path) -> Result<PathBuf> {
+    let nccl = fixtures.join("nvidia/nccl/lib/libnccl.so.2");
+    if !nccl.exists() {
+        unpack_wheel(NCCL_WHEEL, &fixtures.join("wheels-nccl"), fixtures)
+            .context("fetching the NCCL wheel from PyPI")?;
+        anyhow::ensure!(
+            nccl.exists(),
+            "{} missing after unpacking the wheel",
+            nccl.display()
+        );
+    }
+    Ok(nccl)
 }
 
 /// Downloads one wheel (no dependencies; binary, for x86-64 Linux) and unpacks it into `into`.

@@ -88,10 +88,15 @@ pub(crate) fn build_agent(root: &Path) -> Result<PathBuf> {
 
 fn bench(root: &Path) -> Result<()> {
     let fixtures = fixtures::fetch(root)?;
+    fixtures::fetch_nccl(&fixtures)?;
+    run(Command::new("cargo")
+        .current_dir(root)
+        .args(["build", "--release", "--package", "inferscope"]))?;
     run(Command::new("cargo")
         .current_dir(root)
         .args(["run", "--release", "--package", "inferscope-benches"])
-        .env("INFERSCOPE_FIXTURES", fixtures))
+        .env("INFERSCOPE_FIXTURES", fixtures)
+        .env("INFERSCOPE_AGENT", root.join("target/release/inferscope")))
 }
 
 pub(crate) fn run(cmd: &mut Command) -> Result<()> {

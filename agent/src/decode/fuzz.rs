@@ -5,6 +5,7 @@
 use proptest::prelude::*;
 
 use crate::{
+    clock::Clock,
     decode::{
         Segment,
         http1::{Http1Event, Http1Parser, Role},
@@ -125,7 +126,7 @@ proptest! {
     fn the_request_tracker_survives_any_event_sequence(
         events in prop::collection::vec((0u64..4, 0u8..4, 0u8..2, any::<u8>(), prop::collection::vec(any::<u8>(), 0..300), 0u32..600), 0..40),
     ) {
-        let mut tracker = RequestTracker::new(0);
+        let mut tracker = RequestTracker::new(Clock::starting_at(std::time::UNIX_EPOCH), 0);
         let mut done = Vec::new();
         for (i, (cookie, kind, direction, flags, data, extra)) in events.into_iter().enumerate() {
             let header = NetEventHeader {

@@ -1,5 +1,5 @@
-//! Turns cumulative kernel counters into what happened in each interval.
+//! Meaning from captured bytes: LLM API semantics (`llm`) and per-request
+//! state machines with each server's queue (`requests`).
 
-pub mod gpu;
 pub mod llm;
 pub mod requests;

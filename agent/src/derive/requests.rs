@@ -10,9 +10,9 @@ use inferscope_shared::{
     NET_CLOSED, NET_DATA, NET_FLAG_RESET_BY_PEER, NET_FLAG_TLS, NET_FLAG_UNREADABLE, NET_PEER_CLOSED,
     NET_RECV, NET_SEND,
 };
-use serde::Serialize;
 
 use crate::{
+    clock::Clock,
     decode::{
         Segment,
         http1::{Head, Http1Event, Http1Parser, Role},
@@ -20,6 +20,7 @@ use crate::{
         sse::{LineSplitter, SseSplitter},
     },
     derive::llm::{self, Usage},
+    model::{Outcome, Protocol, RequestRecord, TokenSource},
     probes::NetEvent,
 };
 
@@ -30,37 +31,10 @@ const RESPONSE_BODY_KEEP: usize = 1024 * 1024;
 /// A server: a process and one of its listening ports.
 pub type ServerKey = (u32, u16);
 
-/// One finished request. Never holds prompt or answer text.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct RequestRecord {
-    #[serde(skip)]
-    pub end_ns: u64,
-    pub pid: u32,
-    pub port: u16,
-    pub protocol: &'static str,
-    pub method: String,
-    pub path: String,
-    /// 0 when the response never started.
-    pub status: u16,
-    pub model: Option<String>,
-    pub stream: bool,
-    pub ttft_s: Option<f64>,
-    pub itl_s: Vec<f64>,
-    pub duration_s: f64,
-    pub output_tokens: Option<u64>,
-    pub input_tokens: Option<u64>,
-    /// Where `output_tokens` comes from: the server's `usage`, or counted stream `events`.
-    pub token_source: Option<&'static str>,
-    /// `ok`, `error` (status >= 400), `cancelled` (client left first), `aborted` (connection lost).
-    pub outcome: &'static str,
-    /// Some of its bytes were not captured; timing is exact, tokens may be short.
-    pub truncated: bool,
-}
-
-impl RequestRecord {
-    pub fn is_error(&self) -> bool {
-        self.outcome != "ok"
-    }
+/// Finished requests go here, stamped with wall-clock time.
+struct Finished<'a> {
+    clock: &'a Clock,
+    records: &'a mut Vec<RequestRecord>,
 }
 
 #[derive(Debug, Default)]
@@ -200,13 +174,8 @@ impl Conn {
         }
     }
 
-    fn protocol(&self) -> &'static str {
-        match (self.h2.is_some(), self.tls) {
-            (false, false) => "http1",
-            (false, true) => "http1+tls",
-            (true, false) => "http2",
-            (true, true) => "http2+tls",
-        }
+    fn protocol(&self) -> Protocol {
+        Protocol::of(self.h2.is_some(), self.tls)
     }
 }
 
@@ -221,7 +190,7 @@ struct Queue {
     started: u64,
     /// The protocol of the server's latest traffic: its connections' framing,
     /// refined by its latest finished request (gRPC is HTTP/2 carrying gRPC).
-    protocol: &'static str,
+    protocol: Option<Protocol>,
 }
 
 impl Queue {
@@ -236,7 +205,7 @@ impl Queue {
 }
 
 /// Queue depth of one server over one interval.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct QueueReport {
     pub waiting: u64,
     pub running: u64,
@@ -244,12 +213,11 @@ pub struct QueueReport {
     pub running_mean: f64,
     /// Generation requests that arrived during the interval.
     pub arrived: u64,
-    /// `http1`, `http2`, `grpc`, each with `+tls` when read through OpenSSL.
-    pub protocol: &'static str,
+    pub protocol: Protocol,
 }
 
-#[derive(Default)]
 pub struct RequestTracker {
+    clock: Clock,
     conns: HashMap<u64, Conn>,
     queues: BTreeMap<ServerKey, Queue>,
     interval_start_ns: u64,
@@ -258,15 +226,23 @@ pub struct RequestTracker {
 }
 
 impl RequestTracker {
-    pub fn new(now_ns: u64) -> Self {
+    /// `clock` stamps finished requests with wall-clock time.
+    pub fn new(clock: Clock, now_ns: u64) -> Self {
         Self {
+            clock,
+            conns: HashMap::new(),
+            queues: BTreeMap::new(),
             interval_start_ns: now_ns,
-            ..Self::default()
+            desynced_connections: 0,
         }
     }
 
     /// Feeds one captured event; finished requests are appended to `done`.
     pub fn on_event(&mut self, ev: &NetEvent, done: &mut Vec<RequestRecord>) {
+        let done = &mut Finished {
+            clock: &self.clock,
+            records: done,
+        };
         let h = &ev.header;
         let server = (h.pid, h.local_port);
         match h.kind {
@@ -310,9 +286,7 @@ impl RequestTracker {
                         });
                     }
                 }
-                if queue.protocol.is_empty() {
-                    queue.protocol = conn.protocol();
-                }
+                queue.protocol.get_or_insert(conn.protocol());
                 if conn.h2.is_some() {
                     conn.on_h2(seg, h.direction, queue, done, &mut self.desynced_connections);
                     return;
@@ -339,7 +313,11 @@ impl RequestTracker {
                     conn.responses.close(h.ktime_ns, &mut events);
                     conn.on_response_events(events, queue, done, &mut self.desynced_connections);
                     let client_left = conn.peer_closed || h.flags & NET_FLAG_RESET_BY_PEER != 0;
-                    let outcome = if client_left { "cancelled" } else { "aborted" };
+                    let outcome = if client_left {
+                        Outcome::Cancelled
+                    } else {
+                        Outcome::Aborted
+                    };
                     let protocol = conn.protocol();
                     let h2_streams = conn.h2.take().map(|h2| h2.streams).unwrap_or_default();
                     for r in h2_streams.into_values() {
@@ -368,7 +346,7 @@ impl RequestTracker {
                     waiting_mean: q.waiting_area / span,
                     running_mean: q.running_area / span,
                     arrived: q.started,
-                    protocol: q.protocol,
+                    protocol: q.protocol.unwrap_or_default(),
                 };
                 q.waiting_area = 0.0;
                 q.running_area = 0.0;
@@ -381,6 +359,10 @@ impl RequestTracker {
     /// Forgets a server's connections and queue (its process exited).
     /// Forgets a server process that exited; requests still open are recorded as aborted.
     pub fn forget_pid(&mut self, pid: u32, now_ns: u64, done: &mut Vec<RequestRecord>) {
+        let done = &mut Finished {
+            clock: &self.clock,
+            records: done,
+        };
         let gone: Vec<u64> = self
             .conns
             .iter()
@@ -393,7 +375,7 @@ impl RequestTracker {
                 let protocol = conn.protocol();
                 let streams = conn.h2.take().map(|h2| h2.streams).unwrap_or_default();
                 for r in streams.into_values().chain(conn.in_flight.drain(..)) {
-                    finish(conn.server, protocol, r, now_ns, "aborted", queue, done);
+                    finish(conn.server, protocol, r, now_ns, Outcome::Aborted, queue, done);
                 }
             }
         }
@@ -439,7 +421,7 @@ impl Conn {
         &mut self,
         events: Vec<Http1Event>,
         queue: &mut Queue,
-        done: &mut Vec<RequestRecord>,
+        done: &mut Finished<'_>,
         desynced: &mut u64,
     ) {
         for ev in events {
@@ -463,7 +445,7 @@ impl Conn {
                         r.usage.merge(rec.usage);
                         r.model = r.model.or(rec.model);
                     }
-                    finish(self.server, self.protocol(), r, ts_ns, "ok", queue, done);
+                    finish(self.server, self.protocol(), r, ts_ns, Outcome::Ok, queue, done);
                 }
                 Http1Event::Desync { reason } => {
                     log::debug!(
@@ -485,7 +467,7 @@ impl Conn {
         seg: Segment<'_>,
         direction: u8,
         queue: &mut Queue,
-        done: &mut Vec<RequestRecord>,
+        done: &mut Finished<'_>,
         desynced: &mut u64,
     ) {
         let protocol = self.protocol();
@@ -521,7 +503,7 @@ impl Conn {
                     }
                     r.grpc_status = grpc_status.or(r.grpc_status);
                     if end_stream && let Some(r) = h2.streams.remove(&stream) {
-                        finish(self.server, protocol, r, ts_ns, "ok", queue, done);
+                        finish(self.server, protocol, r, ts_ns, Outcome::Ok, queue, done);
                     }
                 }
                 H2Event::Data {
@@ -544,13 +526,17 @@ impl Conn {
                     } else {
                         r.response_body(ts_ns, &data, missing, queue);
                         if end_stream && let Some(r) = h2.streams.remove(&stream) {
-                            finish(self.server, protocol, r, ts_ns, "ok", queue, done);
+                            finish(self.server, protocol, r, ts_ns, Outcome::Ok, queue, done);
                         }
                     }
                 }
                 H2Event::Reset { ts_ns, stream } => {
                     if let Some(r) = h2.streams.remove(&stream) {
-                        let outcome = if from_client { "cancelled" } else { "aborted" };
+                        let outcome = if from_client {
+                            Outcome::Cancelled
+                        } else {
+                            Outcome::Aborted
+                        };
                         finish(self.server, protocol, r, ts_ns, outcome, queue, done);
                     }
                 }
@@ -619,12 +605,12 @@ fn arrived(r: InFlight, queue: &mut Queue) -> InFlight {
 /// (`ok` is refined by the status and, for gRPC, `grpc-status`).
 fn finish(
     server: ServerKey,
-    protocol: &'static str,
+    protocol: Protocol,
     mut r: InFlight,
     end_ns: u64,
-    outcome: &'static str,
+    outcome: Outcome,
     queue: &mut Queue,
-    done: &mut Vec<RequestRecord>,
+    done: &mut Finished<'_>,
 ) {
     if !r.llm {
         return;
@@ -646,24 +632,23 @@ fn finish(
         BodyKind::Sse(_) | BodyKind::Ndjson(_) => true,
     };
     let failed = r.status >= 400 || r.grpc_status.is_some_and(|s| s != 0);
-    let outcome = if outcome == "ok" && failed {
-        "error"
+    let outcome = if outcome == Outcome::Ok && failed {
+        Outcome::Error
     } else {
         outcome
     };
-    let protocol = match (&r.body, protocol) {
-        (BodyKind::Grpc(_), "http2") => "grpc",
-        (BodyKind::Grpc(_), "http2+tls") => "grpc+tls",
+    let protocol = match r.body {
+        BodyKind::Grpc(_) => protocol.grpc(),
         _ => protocol,
     };
-    queue.protocol = protocol;
+    queue.protocol = Some(protocol);
     let (output_tokens, token_source) = match (r.usage.output_tokens, stream) {
-        (Some(n), _) => (Some(n), Some("usage")),
-        (None, true) => (Some(r.content_events), Some("events")),
+        (Some(n), _) => (Some(n), Some(TokenSource::Usage)),
+        (None, true) => (Some(r.content_events), Some(TokenSource::Events)),
         (None, false) => (None, None),
     };
-    done.push(RequestRecord {
-        end_ns,
+    done.records.push(RequestRecord {
+        time: done.clock.wall(end_ns),
         pid: server.0,
         port: server.1,
         protocol,
@@ -740,23 +725,26 @@ mod tests {
 
     #[test]
     fn ttft_is_the_first_content_event_not_the_headers_or_the_role_delta() {
-        let mut t = RequestTracker::new(0);
+        let mut t = RequestTracker::new(Clock::starting_at(std::time::UNIX_EPOCH), 0);
         let mut done = Vec::new();
         scripted_stream(&mut t, 1, 0, &mut done);
         let [r] = done.as_slice() else { panic!("{done:?}") };
         assert_eq!(r.ttft_s, Some(0.120));
         assert_eq!(r.itl_s, [0.025, 0.025]);
         assert_eq!(r.duration_s, 0.171);
-        assert_eq!((r.output_tokens, r.token_source), (Some(3), Some("events")));
+        assert_eq!(
+            (r.output_tokens, r.token_source),
+            (Some(3), Some(TokenSource::Events))
+        );
         assert_eq!(
             (r.model.as_deref(), r.status, r.stream, r.outcome),
-            (Some("smol"), 200, true, "ok")
+            (Some("smol"), 200, true, Outcome::Ok)
         );
     }
 
     #[test]
     fn keep_alive_requests_on_one_connection_are_each_measured_from_their_own_start() {
-        let mut t = RequestTracker::new(0);
+        let mut t = RequestTracker::new(Clock::starting_at(std::time::UNIX_EPOCH), 0);
         let mut done = Vec::new();
         scripted_stream(&mut t, 1, 0, &mut done);
         scripted_stream(&mut t, 1, 1000, &mut done);
@@ -770,7 +758,7 @@ mod tests {
 
     #[test]
     fn queue_depth_is_waiting_until_the_first_token_then_running() {
-        let mut t = RequestTracker::new(0);
+        let mut t = RequestTracker::new(Clock::starting_at(std::time::UNIX_EPOCH), 0);
         let mut done = Vec::new();
         t.on_event(&data(1, 0, NET_RECV, REQUEST), &mut done);
         t.on_event(&data(2, 0, NET_RECV, REQUEST), &mut done);
@@ -785,7 +773,7 @@ mod tests {
 
     #[test]
     fn a_client_that_leaves_mid_stream_is_a_cancellation() {
-        let mut t = RequestTracker::new(0);
+        let mut t = RequestTracker::new(Clock::starting_at(std::time::UNIX_EPOCH), 0);
         let mut done = Vec::new();
         t.on_event(&data(1, 0, NET_RECV, REQUEST), &mut done);
         t.on_event(&data(1, 5, NET_SEND, HEAD), &mut done);
@@ -796,14 +784,14 @@ mod tests {
             t.on_event(&ev, &mut done);
         }
         let [r] = done.as_slice() else { panic!("{done:?}") };
-        assert_eq!((r.outcome, r.ttft_s), ("cancelled", Some(0.1)));
+        assert_eq!((r.outcome, r.ttft_s), (Outcome::Cancelled, Some(0.1)));
         let q = &t.interval_end(200 * MS)[&(42, 8000)];
         assert_eq!((q.waiting, q.running), (0, 0));
     }
 
     #[test]
     fn non_streaming_responses_get_duration_and_usage_but_no_ttft() {
-        let mut t = RequestTracker::new(0);
+        let mut t = RequestTracker::new(Clock::starting_at(std::time::UNIX_EPOCH), 0);
         let mut done = Vec::new();
         t.on_event(&data(1, 0, NET_RECV, REQUEST), &mut done);
         let body = br#"{"model":"smol","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":5,"completion_tokens":2}}"#;
@@ -818,13 +806,13 @@ mod tests {
         assert_eq!((r.ttft_s, r.stream, r.duration_s), (None, false, 0.3));
         assert_eq!(
             (r.output_tokens, r.input_tokens, r.token_source),
-            (Some(2), Some(5), Some("usage"))
+            (Some(2), Some(5), Some(TokenSource::Usage))
         );
     }
 
     #[test]
     fn a_tls_connection_is_read_from_its_plaintext_and_its_ciphertext_ignored() {
-        let mut t = RequestTracker::new(0);
+        let mut t = RequestTracker::new(Clock::starting_at(std::time::UNIX_EPOCH), 0);
         let mut done = Vec::new();
         // The handshake, captured at the socket before the connection is known to be TLS.
         t.on_event(
@@ -846,14 +834,14 @@ mod tests {
         let [r] = done.as_slice() else { panic!("{done:?}") };
         assert_eq!(
             (r.protocol, r.ttft_s, r.output_tokens),
-            ("http1+tls", Some(0.120), Some(1))
+            (Protocol::Http1Tls, Some(0.120), Some(1))
         );
-        assert_eq!(t.interval_end(200 * MS)[&(42, 8000)].protocol, "http1+tls");
+        assert_eq!(t.interval_end(200 * MS)[&(42, 8000)].protocol, Protocol::Http1Tls);
     }
 
     #[test]
     fn health_checks_are_not_generation_requests() {
-        let mut t = RequestTracker::new(0);
+        let mut t = RequestTracker::new(Clock::starting_at(std::time::UNIX_EPOCH), 0);
         let mut done = Vec::new();
         t.on_event(&data(1, 0, NET_RECV, b"GET /health HTTP/1.1\r\n\r\n"), &mut done);
         t.on_event(

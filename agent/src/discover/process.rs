@@ -2,31 +2,21 @@
 
 use std::{fs, path::Path};
 
-use serde::Serialize;
+use crate::model::ProcessIdentity;
 
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ProcessInfo {
-    pub pid: u32,
-    pub comm: String,
-    pub exe: String,
-    pub container_id: Option<String>,
-}
-
-impl ProcessInfo {
-    /// Reads what is readable; a process that exits meanwhile leaves blanks, not an error.
-    pub fn read(proc_root: &Path, pid: u32) -> Self {
-        let dir = proc_root.join(pid.to_string());
-        let comm = fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        let exe = fs::read_link(dir.join("exe"))
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        let cgroup = fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
-        Self {
-            pid,
-            comm: comm.trim_end().to_string(),
-            exe,
-            container_id: container_id(&cgroup),
-        }
+/// Reads what is readable; a process that exits meanwhile leaves blanks, not an error.
+pub fn identity(proc_root: &Path, pid: u32) -> ProcessIdentity {
+    let dir = proc_root.join(pid.to_string());
+    let comm = fs::read_to_string(dir.join("comm")).unwrap_or_default();
+    let exe = fs::read_link(dir.join("exe"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let cgroup = fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
+    ProcessIdentity {
+        pid,
+        comm: comm.trim_end().to_string(),
+        exe,
+        container_id: container_id(&cgroup),
     }
 }
 

@@ -1,46 +1,542 @@
-//! One view per process of everything the agent knows about it, per interval:
-//! who it is (discovery), which runtimes it uses, and its GPU activity; and one
-//! view per inference server of its requests.
+//! Builds each interval's [`Snapshot`] from what the sources read: per process
+//! (identity, runtimes, GPU activity), per server and model (finished requests,
+//! queue), and drops. This is the one place totals and deltas are computed, so
+//! that every sink shows the same numbers.
 
-pub mod histogram;
-pub mod servers;
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, SystemTime},
+};
 
-use std::collections::BTreeMap;
+use inferscope_shared::GpuStats;
 
-use serde::Serialize;
+use crate::{
+    derive::requests::{QueueReport, ServerKey},
+    model::{
+        Counted, DeviceView, GpuActivity, GpuEvent, GpuEventKind, ModelView, ProcessGpu, ProcessIdentity,
+        ProcessView, QueueView, RequestRecord, RequestStats, SCHEMA_VERSION, ServerView, Snapshot,
+    },
+    runtimes::Runtime,
+};
 
-use crate::{derive::gpu::GpuActivity, discover::process::ProcessInfo, runtimes::Runtime};
-
-#[derive(Clone, Debug, Serialize)]
-pub struct ProcessReport {
-    #[serde(flatten)]
-    pub info: ProcessInfo,
+/// One process as the GPU source read it at the interval's end.
+#[derive(Clone, Debug)]
+pub struct ProcessReading {
+    pub identity: ProcessIdentity,
     pub runtimes: Vec<Runtime>,
-    pub gpu: GpuActivity,
-    /// The process ended during this interval; this is its last report.
+    /// Cumulative since the agent attached.
+    pub stats: GpuStats,
+    /// It ended during the interval: this is its last reading.
     pub exited: bool,
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct Report {
-    /// End of the interval, RFC 3339 UTC.
-    pub time: String,
-    pub interval_s: f64,
-    pub processes: Vec<ProcessReport>,
-    /// Inference servers whose traffic is captured (see docs/output.md).
-    pub servers: Vec<servers::ServerReport>,
-    /// Events the kernel side could not record during this interval, all reasons together.
-    pub dropped_events: u64,
-    /// The same, per reason (only reasons that occurred).
+/// Everything read for one interval.
+#[derive(Debug)]
+pub struct Readings {
+    pub time: SystemTime,
+    pub interval: Duration,
+    pub processes: Vec<ProcessReading>,
+    /// Requests that finished during the interval.
+    pub finished: Vec<RequestRecord>,
+    /// Every server's queue at the interval's end.
+    pub queues: BTreeMap<ServerKey, QueueReport>,
+    /// Cumulative drops by reason, all eBPF objects together.
     pub drops: BTreeMap<&'static str, u64>,
+    /// GPUs as their management library reads them; counted figures carry totals only.
+    pub devices: Vec<DeviceView>,
+    /// GPU events since the last interval.
+    pub gpu_events: Vec<GpuEvent>,
 }
 
-impl Report {
-    /// Adds drops counted elsewhere (another eBPF object) to this interval's.
-    pub fn add_drops(&mut self, more: BTreeMap<&'static str, u64>) {
-        for (reason, n) in more {
-            *self.drops.entry(reason).or_default() += n;
-            self.dropped_events += n;
+/// What is carried from one interval to the next: the previous readings and running totals.
+#[derive(Default)]
+pub struct Join {
+    gpu_seen: HashMap<u32, GpuStats>,
+    servers: BTreeMap<ServerKey, ServerTotals>,
+    drops_seen: BTreeMap<String, u64>,
+    devices_seen: HashMap<String, DeviceTotals>,
+}
+
+/// A device's counted figures at the last snapshot.
+#[derive(Default)]
+struct DeviceTotals {
+    energy_joules: Option<f64>,
+    ecc_corrected: Option<u64>,
+    ecc_uncorrected: Option<u64>,
+    xid_errors: u64,
+}
+
+#[derive(Default)]
+struct ServerTotals {
+    arrivals: u64,
+    models: BTreeMap<String, RequestStats>,
+}
+
+impl Join {
+    pub fn snapshot(&mut self, readings: Readings) -> Snapshot {
+        let Readings {
+            time,
+            interval,
+            processes,
+            finished,
+            queues,
+            drops,
+            devices,
+            gpu_events,
+        } = readings;
+        let devices = self.devices(devices, &gpu_events);
+        let mut processes = self.processes(processes);
+        for p in &mut processes {
+            p.gpus = gpus_of(p.identity.pid, &devices);
         }
+        Snapshot {
+            schema: SCHEMA_VERSION,
+            time,
+            interval,
+            processes,
+            servers: self.servers(&finished, &queues),
+            devices,
+            gpu_events,
+            drops: self.drops(drops),
+        }
+    }
+
+    /// Sets each device's deltas from the previous totals, and counts its XID errors.
+    fn devices(&mut self, mut devices: Vec<DeviceView>, events: &[GpuEvent]) -> Vec<DeviceView> {
+        let mut seen = HashMap::with_capacity(devices.len());
+        for d in &mut devices {
+            let previous = self.devices_seen.remove(&d.uuid).unwrap_or_default();
+            let xids = events
+                .iter()
+                .filter(|e| e.uuid == d.uuid && matches!(e.kind, GpuEventKind::Xid { .. }))
+                .count() as u64;
+            d.xid_errors = Counted {
+                total: previous.xid_errors + xids,
+                delta: xids,
+            };
+            if let Some(e) = &mut d.energy_joules {
+                // The first reading has no interval to cover.
+                e.delta = previous.energy_joules.map_or(0.0, |p| (e.total - p).max(0.0));
+            }
+            for (counter, before) in [
+                (&mut d.ecc_corrected_errors, previous.ecc_corrected),
+                (&mut d.ecc_uncorrected_errors, previous.ecc_uncorrected),
+            ] {
+                if let Some(c) = counter {
+                    c.delta = before.map_or(0, |b| c.total.saturating_sub(b));
+                }
+            }
+            seen.insert(
+                d.uuid.clone(),
+                DeviceTotals {
+                    energy_joules: d.energy_joules.as_ref().map(|e| e.total),
+                    ecc_corrected: d.ecc_corrected_errors.as_ref().map(|c| c.total),
+                    ecc_uncorrected: d.ecc_uncorrected_errors.as_ref().map(|c| c.total),
+                    xid_errors: d.xid_errors.total,
+                },
+            );
+        }
+        self.devices_seen = seen;
+        devices
+    }
+
+    fn processes(&mut self, readings: Vec<ProcessReading>) -> Vec<ProcessView> {
+        let mut seen = HashMap::with_capacity(readings.len());
+        let views = readings
+            .into_iter()
+            .map(|p| {
+                let previous = self.gpu_seen.remove(&p.identity.pid).unwrap_or_default();
+                if !p.exited {
+                    seen.insert(p.identity.pid, p.stats);
+                }
+                ProcessView {
+                    gpus: Vec::new(),
+                    gpu: Counted {
+                        total: GpuActivity::total(&p.stats),
+                        delta: GpuActivity::between(&previous, &p.stats),
+                    },
+                    identity: p.identity,
+                    runtimes: p.runtimes,
+                    exited: p.exited,
+                }
+            })
+            .collect();
+        // Processes no longer read (exited, released) are forgotten.
+        self.gpu_seen = seen;
+        views
+    }
+
+    fn servers(
+        &mut self,
+        finished: &[RequestRecord],
+        queues: &BTreeMap<ServerKey, QueueReport>,
+    ) -> Vec<ServerView> {
+        let mut deltas: BTreeMap<ServerKey, BTreeMap<String, RequestStats>> = BTreeMap::new();
+        let mut latest_protocol = BTreeMap::new();
+        for r in finished {
+            latest_protocol.insert((r.pid, r.port), r.protocol);
+            let model = r.model.clone().unwrap_or_else(|| "unknown".into());
+            deltas
+                .entry((r.pid, r.port))
+                .or_default()
+                .entry(model)
+                .or_insert_with(RequestStats::empty)
+                .record(r);
+        }
+        // Servers whose process is gone (no queue) and that finished nothing are forgotten.
+        self.servers
+            .retain(|key, _| queues.contains_key(key) || deltas.contains_key(key));
+        let mut keys: Vec<ServerKey> = queues.keys().chain(deltas.keys()).copied().collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys.into_iter()
+            .map(|key| {
+                let q = queues.get(&key);
+                let totals = self.servers.entry(key).or_default();
+                let arrived = q.map_or(0, |q| q.arrived);
+                totals.arrivals += arrived;
+                let mut delta_models = deltas.remove(&key).unwrap_or_default();
+                for (model, delta) in &delta_models {
+                    totals
+                        .models
+                        .entry(model.clone())
+                        .or_insert_with(RequestStats::empty)
+                        .add(delta);
+                }
+                let models = totals
+                    .models
+                    .iter()
+                    .map(|(model, total)| {
+                        let mut delta = delta_models.remove(model).unwrap_or_else(RequestStats::empty);
+                        for h in [&mut delta.ttft_s, &mut delta.itl_s, &mut delta.duration_s] {
+                            h.close_interval();
+                        }
+                        ModelView {
+                            model: model.clone(),
+                            requests: Counted {
+                                total: total.clone(),
+                                delta,
+                            },
+                        }
+                    })
+                    .collect();
+                ServerView {
+                    pid: key.0,
+                    port: key.1,
+                    protocol: q
+                        .map(|q| q.protocol)
+                        .or_else(|| latest_protocol.get(&key).copied())
+                        .unwrap_or_default(),
+                    queue: q.map_or_else(QueueView::default, |q| QueueView {
+                        waiting: q.waiting,
+                        running: q.running,
+                        waiting_mean: q.waiting_mean,
+                        running_mean: q.running_mean,
+                    }),
+                    arrivals: Counted {
+                        total: totals.arrivals,
+                        delta: arrived,
+                    },
+                    models,
+                }
+            })
+            .collect()
+    }
+
+    fn drops(&mut self, totals: BTreeMap<&'static str, u64>) -> Counted<BTreeMap<String, u64>> {
+        let mut out = Counted::<BTreeMap<String, u64>>::default();
+        for (reason, total) in totals.into_iter().filter(|&(_, n)| n > 0) {
+            let seen = self.drops_seen.insert(reason.to_string(), total).unwrap_or(0);
+            out.total.insert(reason.to_string(), total);
+            let delta = total.wrapping_sub(seen);
+            if delta > 0 {
+                out.delta.insert(reason.to_string(), delta);
+            }
+        }
+        out
+    }
+}
+
+/// The devices whose process list names `pid`.
+fn gpus_of(pid: u32, devices: &[DeviceView]) -> Vec<ProcessGpu> {
+    devices
+        .iter()
+        .flat_map(|d| {
+            d.processes.iter().filter(|p| p.pid == pid).map(|p| ProcessGpu {
+                uuid: d.uuid.clone(),
+                index: d.index,
+                usage: p.usage.clone(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+    use crate::model::{Outcome, Protocol, TokenSource};
+
+    fn process(pid: u32, launches: u64, exited: bool) -> ProcessReading {
+        ProcessReading {
+            identity: ProcessIdentity {
+                pid,
+                comm: "python3".into(),
+                ..Default::default()
+            },
+            runtimes: vec![Runtime::Cudart],
+            stats: GpuStats {
+                kernel_launches: launches,
+                ..Default::default()
+            },
+            exited,
+        }
+    }
+
+    fn request(model: &str, ttft_s: f64, outcome: Outcome) -> RequestRecord {
+        RequestRecord {
+            time: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            pid: 7,
+            port: 8000,
+            protocol: Protocol::Http1,
+            method: "POST".into(),
+            path: "/v1/chat/completions".into(),
+            status: 200,
+            model: Some(model.into()),
+            stream: true,
+            ttft_s: Some(ttft_s),
+            itl_s: vec![0.02, 0.03],
+            duration_s: ttft_s + 0.05,
+            output_tokens: Some(3),
+            input_tokens: Some(10),
+            token_source: Some(TokenSource::Usage),
+            outcome,
+            truncated: false,
+        }
+    }
+
+    fn queue(arrived: u64) -> BTreeMap<ServerKey, QueueReport> {
+        BTreeMap::from([(
+            (7, 8000),
+            QueueReport {
+                waiting: 1,
+                running: 2,
+                waiting_mean: 0.5,
+                running_mean: 1.5,
+                arrived,
+                protocol: Protocol::Http2,
+            },
+        )])
+    }
+
+    fn readings(
+        processes: Vec<ProcessReading>,
+        finished: Vec<RequestRecord>,
+        arrived: u64,
+        dropped: u64,
+    ) -> Readings {
+        Readings {
+            time: UNIX_EPOCH + Duration::from_millis(1_700_000_001_000),
+            interval: Duration::from_millis(500),
+            processes,
+            finished,
+            queues: queue(arrived),
+            drops: BTreeMap::from([("stats_table_full", 0), ("net_event_ring_full", dropped)]),
+            devices: Vec::new(),
+            gpu_events: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn gpu_totals_are_the_reading_and_deltas_the_difference() {
+        let mut join = Join::default();
+        let first = join.snapshot(readings(vec![process(1, 10, false)], vec![], 0, 0));
+        let second = join.snapshot(readings(vec![process(1, 25, false)], vec![], 0, 0));
+        let last = join.snapshot(readings(vec![process(1, 26, true)], vec![], 0, 0));
+        let launches = |s: &Snapshot| {
+            let g = &s.processes[0].gpu;
+            (g.total.kernel_launches, g.delta.kernel_launches)
+        };
+        assert_eq!(
+            [launches(&first), launches(&second), launches(&last)],
+            [(10, 10), (25, 15), (26, 1)]
+        );
+        // Its pid reused by a new process starts from zero again.
+        let reused = join.snapshot(readings(vec![process(1, 4, false)], vec![], 0, 0));
+        assert_eq!(launches(&reused), (4, 4));
+    }
+
+    #[test]
+    fn request_totals_accumulate_and_percentiles_describe_the_interval() {
+        let mut join = Join::default();
+        let first = join.snapshot(readings(
+            vec![],
+            vec![
+                request("a", 0.1, Outcome::Ok),
+                request("a", 0.3, Outcome::Cancelled),
+            ],
+            2,
+            0,
+        ));
+        let quiet = join.snapshot(readings(vec![], vec![], 0, 0));
+        let third = join.snapshot(readings(vec![], vec![request("a", 0.2, Outcome::Ok)], 1, 0));
+
+        let model = |s: &Snapshot| s.servers[0].models[0].requests.clone();
+        let m = model(&first);
+        assert_eq!((m.delta.requests, m.delta.errors, m.delta.cancelled), (2, 1, 1));
+        assert_eq!((m.delta.ttft_s.p50, m.delta.ttft_s.p99), (Some(0.1), Some(0.3)));
+        assert_eq!((m.total.ttft_s.count, m.total.ttft_s.p50), (2, None));
+
+        let m = model(&quiet);
+        assert_eq!(
+            (m.delta.requests, m.total.requests, m.delta.ttft_s.p50),
+            (0, 2, None)
+        );
+
+        let m = model(&third);
+        assert_eq!((m.delta.requests, m.total.requests), (1, 3));
+        assert_eq!((m.total.output_tokens, m.total.input_tokens), (9, 30));
+        assert_eq!(m.total.itl_s.count, 6);
+        assert_eq!(m.total.ttft_s.counts.iter().sum::<u64>(), 3);
+        let s = &third.servers[0];
+        assert_eq!(
+            (s.protocol, s.arrivals.total, s.arrivals.delta, s.queue.running),
+            (Protocol::Http2, 3, 1, 2)
+        );
+    }
+
+    #[test]
+    fn a_server_without_queue_or_requests_is_forgotten() {
+        let mut join = Join::default();
+        join.snapshot(readings(vec![], vec![request("a", 0.1, Outcome::Ok)], 1, 0));
+        let mut gone = readings(vec![], vec![], 0, 0);
+        gone.queues.clear();
+        assert!(join.snapshot(gone).servers.is_empty());
+        let back = join.snapshot(readings(vec![], vec![], 0, 0));
+        assert_eq!(back.servers[0].models.len(), 0, "totals restart with the server");
+    }
+
+    #[test]
+    fn drops_list_reasons_that_occurred_with_total_and_delta() {
+        let mut join = Join::default();
+        let first = join.snapshot(readings(vec![], vec![], 0, 5));
+        let second = join.snapshot(readings(vec![], vec![], 0, 5));
+        assert_eq!(
+            first.drops.total,
+            BTreeMap::from([("net_event_ring_full".to_string(), 5)])
+        );
+        assert_eq!(first.drops.delta, first.drops.total);
+        assert_eq!((second.drops.total.len(), second.drops.delta.len()), (1, 0));
+    }
+
+    fn device(energy_joules: f64, pid: u32) -> DeviceView {
+        DeviceView {
+            vendor: crate::model::Vendor::Nvidia,
+            index: 0,
+            uuid: "GPU-1".into(),
+            name: "H100".into(),
+            pci_bus_id: None,
+            utilization_percent: Some(40),
+            memory_utilization_percent: None,
+            memory_used_bytes: None,
+            memory_total_bytes: None,
+            temperature_celsius: None,
+            power_watts: None,
+            power_limit_watts: None,
+            energy_joules: Some(Counted {
+                total: energy_joules,
+                delta: energy_joules,
+            }),
+            sm_clock_mhz: None,
+            memory_clock_mhz: None,
+            pcie_tx_bytes_per_second: None,
+            pcie_rx_bytes_per_second: None,
+            clock_event_reasons: None,
+            ecc_enabled: None,
+            ecc_corrected_errors: None,
+            ecc_uncorrected_errors: None,
+            mig_enabled: None,
+            xid_errors: Counted::default(),
+            processes: vec![crate::model::DeviceProcess {
+                pid,
+                usage: crate::model::GpuUsage {
+                    memory_used_bytes: Some(1 << 30),
+                    sm_utilization_percent: Some(0),
+                    memory_utilization_percent: None,
+                },
+            }],
+        }
+    }
+
+    #[test]
+    fn devices_get_energy_deltas_xid_counts_and_their_processes() {
+        let mut join = Join::default();
+        let xid = GpuEvent {
+            time: UNIX_EPOCH,
+            uuid: "GPU-1".into(),
+            index: 0,
+            kind: GpuEventKind::Xid { xid: 79 },
+        };
+        let mut first = readings(vec![process(1, 0, false)], vec![], 0, 0);
+        (first.devices, first.gpu_events) = (vec![device(100.0, 1)], vec![xid]);
+        let first = join.snapshot(first);
+        let mut second = readings(vec![process(1, 0, false)], vec![], 0, 0);
+        second.devices = vec![device(103.5, 2)];
+        let second = join.snapshot(second);
+        let energy = |s: &Snapshot| s.devices[0].energy_joules.clone().unwrap();
+        assert_eq!(
+            energy(&first),
+            Counted {
+                total: 100.0,
+                delta: 0.0
+            }
+        );
+        assert_eq!(
+            energy(&second),
+            Counted {
+                total: 103.5,
+                delta: 3.5
+            }
+        );
+        let xids = |s: &Snapshot| s.devices[0].xid_errors.clone();
+        assert_eq!(
+            (xids(&first), xids(&second)),
+            (Counted { total: 1, delta: 1 }, Counted { total: 1, delta: 0 })
+        );
+        assert_eq!(first.processes[0].gpus[0].usage.memory_used_bytes, Some(1 << 30));
+        assert!(
+            second.processes[0].gpus.is_empty(),
+            "pid 1 is no longer on the device"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_reads_back_from_its_json() {
+        let mut join = Join::default();
+        join.snapshot(readings(
+            vec![process(1, 3, false)],
+            vec![request("a", 0.1, Outcome::Ok)],
+            1,
+            2,
+        ));
+        let mut last = readings(
+            vec![process(1, 9, true)],
+            vec![request("a", 0.25, Outcome::Error)],
+            1,
+            4,
+        );
+        last.devices = vec![device(1.0, 1)];
+        let snapshot = join.snapshot(last);
+        let json = serde_json::to_string(&snapshot).unwrap();
+        let back: Snapshot = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, snapshot, "{json}");
+        let request = request("b", 0.5, Outcome::Aborted);
+        let json = serde_json::to_string(&request).unwrap();
+        assert_eq!(
+            serde_json::from_str::<RequestRecord>(&json).unwrap(),
+            request,
+            "{json}"
+        );
     }
 }

@@ -119,7 +119,7 @@ impl GpuProbes {
             out.insert(
                 pid,
                 per_cpu.iter().fold(GpuStats::default(), |acc, cpu| {
-                    zip_with(&acc, cpu, u64::wrapping_add)
+                    acc.zip_with(cpu, u64::wrapping_add)
                 }),
             );
         }
@@ -156,30 +156,4 @@ impl GpuProbes {
             .map(name)
             .ok_or_else(|| anyhow!("map {name} missing from gpu_calls.bpf.o"))
     }
-}
-
-/// Combines two counter sets field by field; `live_bytes` (signed) goes through
-/// the same two's-complement arithmetic. Used to sum CPUs and to take deltas.
-pub fn zip_with(a: &GpuStats, b: &GpuStats, f: impl Fn(u64, u64) -> u64) -> GpuStats {
-    let arr = |x: &[u64], y: &[u64]| -> Vec<u64> { x.iter().zip(y).map(|(x, y)| f(*x, *y)).collect() };
-    let mut out = GpuStats {
-        kernel_launches: f(a.kernel_launches, b.kernel_launches),
-        graph_launches: f(a.graph_launches, b.graph_launches),
-        memcpy_calls: f(a.memcpy_calls, b.memcpy_calls),
-        memset_calls: f(a.memset_calls, b.memset_calls),
-        memset_bytes: f(a.memset_bytes, b.memset_bytes),
-        alloc_calls: f(a.alloc_calls, b.alloc_calls),
-        alloc_bytes: f(a.alloc_bytes, b.alloc_bytes),
-        free_calls: f(a.free_calls, b.free_calls),
-        live_bytes: f(a.live_bytes as u64, b.live_bytes as u64) as i64,
-        sync_calls: f(a.sync_calls, b.sync_calls),
-        sync_ns: f(a.sync_ns, b.sync_ns),
-        errors: f(a.errors, b.errors),
-        ..GpuStats::default()
-    };
-    out.memcpy_bytes
-        .copy_from_slice(&arr(&a.memcpy_bytes, &b.memcpy_bytes));
-    out.nccl_calls.copy_from_slice(&arr(&a.nccl_calls, &b.nccl_calls));
-    out.nccl_bytes.copy_from_slice(&arr(&a.nccl_bytes, &b.nccl_bytes));
-    out
 }

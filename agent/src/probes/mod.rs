@@ -7,7 +7,6 @@ mod net;
 mod process;
 
 pub use gpu::GpuProbes;
-pub use gpu::zip_with as gpu_zip_with;
 pub use net::{NetEvent, NetProbes, SocketHook, decode_net_event};
 pub use process::{ProcessProbes, decode_event};
 

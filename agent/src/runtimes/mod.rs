@@ -9,7 +9,7 @@ mod hip;
 mod nccl;
 
 use inferscope_shared::{Cookie, CopyDir, GpuOp};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Runtime {
@@ -69,6 +69,16 @@ impl Runtime {
 impl Serialize for Runtime {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Runtime {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = std::borrow::Cow::<str>::deserialize(d)?;
+        Runtime::ALL
+            .into_iter()
+            .find(|rt| rt.name() == name)
+            .ok_or_else(|| D::Error::unknown_variant(&name, &["cudart", "cuda", "hip", "nccl"]))
     }
 }
 

@@ -1,32 +1,29 @@
-//! A running agent: which processes it tracks, which library files carry its
-//! probes, and the counters it last reported. The CLI feeds it process events
-//! and asks it for one report per interval.
+//! The GPU-process source: which processes use a GPU runtime (discovered at
+//! start, on exec and on dlopen), which library files carry probes and who
+//! maps them, and each process's cumulative GPU counters.
 
-use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
-    time::{Duration, SystemTime},
-};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use anyhow::{Context as _, Result};
-use inferscope_shared::{DROP_PROC_EVENT, GpuStats, PROC_EXEC, PROC_EXIT, PROC_LIBS_CHANGED, ProcEvent};
+use aya::maps::{MapData, RingBuf};
+use inferscope_shared::{DROP_PROC_EVENT, DROP_REASONS, PROC_EXEC, PROC_EXIT, PROC_LIBS_CHANGED, ProcEvent};
 
 use crate::{
-    derive::gpu::GpuActivity,
-    discover::{Discovery, ProcessLibraries, maps::FileId, process::ProcessInfo},
-    join::{ProcessReport, Report},
-    probes::{DropDeltas, GpuProbes, ProcessProbes},
+    discover::{Discovery, ProcessLibraries, maps::FileId, process},
+    join::ProcessReading,
+    model::ProcessIdentity,
+    probes::{GpuProbes, ProcessProbes},
     runtimes::Runtime,
 };
 
 struct Tracked {
-    info: ProcessInfo,
+    identity: ProcessIdentity,
     /// The probed files it maps, and as which runtime.
     files: BTreeSet<(FileId, Runtime)>,
-    reported: GpuStats,
     exited: bool,
 }
 
-pub struct Session {
+pub struct GpuProcesses {
     discovery: Discovery,
     gpu: GpuProbes,
     process: ProcessProbes,
@@ -37,21 +34,17 @@ pub struct Session {
     users: HashMap<(FileId, Runtime), BTreeSet<u32>>,
     /// Exec'd processes to look at again once their loader has had time to run.
     exec_pending: HashSet<u32>,
-    drops: DropDeltas,
     proc_events_lost: u64,
 }
 
-impl Session {
+impl GpuProcesses {
     pub fn start(
         discovery: Discovery,
         gpu: GpuProbes,
         process: ProcessProbes,
         only_pids: Option<HashSet<u32>>,
     ) -> Result<Self> {
-        let pids = discovery
-            .pids()
-            .with_context(|| format!("listing {}", discovery.proc_root().display()))?;
-        let mut session = Self {
+        let mut source = Self {
             discovery,
             gpu,
             process,
@@ -59,21 +52,28 @@ impl Session {
             tracked: BTreeMap::new(),
             users: HashMap::new(),
             exec_pending: HashSet::new(),
-            drops: DropDeltas::default(),
             proc_events_lost: 0,
         };
-        for pid in pids {
-            session.rescan(pid);
+        for pid in source.all_pids()? {
+            source.rescan(pid);
         }
-        Ok(session)
+        Ok(source)
     }
 
     pub fn tracked_pids(&self) -> Vec<u32> {
         self.tracked.keys().copied().collect()
     }
 
-    pub fn process_probes(&mut self) -> &mut ProcessProbes {
-        &mut self.process
+    /// Every process on the host, tracked or not.
+    pub fn all_pids(&self) -> Result<Vec<u32>> {
+        self.discovery
+            .pids()
+            .with_context(|| format!("listing {}", self.discovery.proc_root().display()))
+    }
+
+    /// The process lifecycle ring buffer, for the pipeline to poll (once).
+    pub fn events(&mut self) -> Result<RingBuf<MapData>> {
+        self.process.events()
     }
 
     pub fn handle(&mut self, event: &ProcEvent) {
@@ -142,13 +142,12 @@ impl Session {
             return;
         }
         let tracked = self.tracked.entry(pid).or_insert_with(|| Tracked {
-            info: ProcessInfo::default(),
+            identity: ProcessIdentity::default(),
             files: BTreeSet::new(),
-            reported: GpuStats::default(),
             exited: false,
         });
         // exec replaces the image: refresh who it is.
-        tracked.info = ProcessInfo::read(self.discovery.proc_root(), pid);
+        tracked.identity = process::identity(self.discovery.proc_root(), pid);
         let gone: Vec<_> = tracked.files.difference(&files).copied().collect();
         for key in &files {
             self.users.entry(*key).or_default().insert(pid);
@@ -182,8 +181,9 @@ impl Session {
         Ok(new)
     }
 
-    /// One interval's report; exited processes appear a last time and are then released.
-    pub fn report(&mut self, interval: Duration) -> Result<Report> {
+    /// Every tracked process's cumulative counters; exited processes are read
+    /// a last time and then released.
+    pub fn read(&mut self) -> Result<Vec<ProcessReading>> {
         for pid in std::mem::take(&mut self.exec_pending) {
             self.rescan(pid);
         }
@@ -207,28 +207,27 @@ impl Session {
                 self.gpu.forget(pid);
             }
         }
-        let mut processes = Vec::new();
-        for (pid, t) in &mut self.tracked {
-            let now = stats.get(pid).copied().unwrap_or(t.reported);
-            let gpu = GpuActivity::between(&t.reported, &now);
-            t.reported = now;
-            let runtimes: BTreeSet<_> = t.files.iter().map(|(_, rt)| *rt).collect();
-            let runtimes = runtimes.into_iter().collect();
-            processes.push(ProcessReport {
-                info: t.info.clone(),
-                runtimes,
-                gpu,
-                exited: t.exited,
-            });
-        }
+        let readings = self
+            .tracked
+            .iter()
+            .map(|(pid, t)| {
+                let runtimes: BTreeSet<_> = t.files.iter().map(|(_, rt)| *rt).collect();
+                ProcessReading {
+                    identity: t.identity.clone(),
+                    runtimes: runtimes.into_iter().collect(),
+                    stats: stats.get(pid).copied().unwrap_or_default(),
+                    exited: t.exited,
+                }
+            })
+            .collect();
         // Gone, or no longer mapping any runtime (exec'd another program, dlclose'd).
-        let exited: Vec<_> = self
+        let done: Vec<_> = self
             .tracked
             .iter()
             .filter(|(_, t)| t.exited || t.files.is_empty())
             .map(|(p, _)| *p)
             .collect();
-        for pid in exited {
+        for pid in done {
             if let Some(t) = self.tracked.remove(&pid) {
                 self.gpu.forget(pid);
                 for key in t.files {
@@ -236,18 +235,12 @@ impl Session {
                 }
             }
         }
+        Ok(readings)
+    }
 
-        let (gpu_drops, proc_drops) = (self.gpu.drops()?, self.process.drops()?);
-        let drops = self
-            .drops
-            .take(std::array::from_fn(|i| gpu_drops[i] + proc_drops[i]));
-        Ok(Report {
-            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-            interval_s: interval.as_secs_f64(),
-            processes,
-            servers: Vec::new(),
-            dropped_events: drops.values().sum(),
-            drops,
-        })
+    /// Cumulative drops of the GPU and process objects, by reason.
+    pub fn drops(&self) -> Result<[u64; DROP_REASONS.len()]> {
+        let (gpu, process) = (self.gpu.drops()?, self.process.drops()?);
+        Ok(std::array::from_fn(|i| gpu[i] + process[i]))
     }
 }

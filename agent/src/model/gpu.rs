@@ -1,13 +1,12 @@
-//! Per-interval GPU activity of one process, from two readings of its counters.
+//! A process's GPU runtime activity, from the kernel's cumulative counters:
+//! totals are one reading, deltas the difference of two.
 
 use std::collections::BTreeMap;
 
 use inferscope_shared::{CopyDir, GpuStats, NCCL_OPS};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::probes::gpu_zip_with;
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CopyBytes {
     pub htod: u64,
     pub dtoh: u64,
@@ -15,16 +14,16 @@ pub struct CopyBytes {
     pub other: u64,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct NcclActivity {
     pub calls: u64,
     pub bytes: u64,
 }
 
-/// What a process asked of its GPU runtimes during one interval (counts are
-/// deltas; `live_bytes` is the level at the interval's end). The JSON schema is
+/// What a process asked of its GPU runtimes: counts of calls and bytes, and
+/// `live_bytes`, a level (the same in a total and a delta). The JSON schema is
 /// documented in docs/output.md.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct GpuActivity {
     pub kernel_launches: u64,
     pub graph_launches: u64,
@@ -40,13 +39,18 @@ pub struct GpuActivity {
     pub sync_seconds: f64,
     pub errors: u64,
     /// Only the NCCL operations that were called.
-    pub nccl: BTreeMap<&'static str, NcclActivity>,
+    pub nccl: BTreeMap<String, NcclActivity>,
 }
 
 impl GpuActivity {
+    /// Everything a cumulative reading counts.
+    pub fn total(now: &GpuStats) -> Self {
+        Self::between(&GpuStats::default(), now)
+    }
+
     /// The activity between two cumulative readings of the same process.
     pub fn between(previous: &GpuStats, now: &GpuStats) -> Self {
-        let d = gpu_zip_with(now, previous, u64::wrapping_sub);
+        let d = now.zip_with(previous, u64::wrapping_sub);
         let bytes = |dir: CopyDir| d.memcpy_bytes[dir as usize];
         Self {
             kernel_launches: d.kernel_launches,
@@ -73,7 +77,7 @@ impl GpuActivity {
                 .filter(|&(i, _)| d.nccl_calls[i] > 0)
                 .map(|(i, &name)| {
                     (
-                        name,
+                        name.to_string(),
                         NcclActivity {
                             calls: d.nccl_calls[i],
                             bytes: d.nccl_bytes[i],
@@ -82,14 +86,6 @@ impl GpuActivity {
                 })
                 .collect(),
         }
-    }
-
-    pub fn is_idle(&self) -> bool {
-        let live = self.live_bytes;
-        Self {
-            live_bytes: live,
-            ..Self::default()
-        } == *self
     }
 }
 
@@ -127,7 +123,6 @@ mod tests {
         );
         assert_eq!(a.nccl.len(), 1);
         assert_eq!(a.nccl["all_reduce"], NcclActivity { calls: 2, bytes: 800 });
-        assert!(!a.is_idle());
     }
 
     #[test]
@@ -143,7 +138,7 @@ mod tests {
             free_calls: 1,
             ..Default::default()
         };
-        let total = gpu_zip_with(&cpu0, &cpu1, u64::wrapping_add);
+        let total = cpu0.zip_with(&cpu1, u64::wrapping_add);
         let a = GpuActivity::between(&GpuStats::default(), &total);
         assert_eq!((a.live_bytes, a.alloc_calls, a.free_calls), (512, 1, 1));
     }

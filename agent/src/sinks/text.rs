@@ -1,19 +1,36 @@
-//! The per-interval table a person reads in a terminal.
+//! The per-interval table a person reads in a terminal: rates over the interval.
 
 use std::io::{self, Write};
 
-use crate::join::Report;
+use super::Sink;
+use crate::model::Snapshot;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-pub fn write_text(out: &mut impl Write, r: &Report) -> io::Result<()> {
+/// `--output text`.
+pub struct Text<W: Write>(W);
+
+impl<W: Write> Text<W> {
+    pub fn new(out: W) -> Self {
+        Self(out)
+    }
+}
+
+impl<W: Write> Sink for Text<W> {
+    fn snapshot(&mut self, snapshot: &Snapshot) -> io::Result<()> {
+        write_snapshot(&mut self.0, snapshot)?;
+        self.0.flush()
+    }
+}
+
+fn write_snapshot(out: &mut impl Write, r: &Snapshot) -> io::Result<()> {
     writeln!(
         out,
         "{}  interval {:.2}s  processes {}  dropped {}",
-        r.time,
-        r.interval_s,
+        humantime::format_rfc3339_millis(r.time),
+        r.interval.as_secs_f64(),
         r.processes.len(),
-        r.dropped_events
+        r.dropped_in_interval()
     )?;
     write_servers(out, r)?;
     if r.processes.is_empty() {
@@ -35,19 +52,15 @@ pub fn write_text(out: &mut impl Write, r: &Report) -> io::Result<()> {
         "SYNC %",
         "ERR"
     )?;
-    let per_s = |n: f64| if r.interval_s > 0.0 { n / r.interval_s } else { 0.0 };
+    let per_s = |n: f64| r.per_second(n);
     for p in &r.processes {
-        let g = &p.gpu;
-        let runtimes: Vec<_> = p
-            .runtimes
-            .iter()
-            .map(|rt| format!("{rt:?}").to_lowercase())
-            .collect();
+        let g = &p.gpu.delta;
+        let runtimes: Vec<_> = p.runtimes.iter().map(|rt| rt.name()).collect();
         writeln!(
             out,
             "  {:>7} {:<15} {:<18} {:>9.0} {:>7.0} {:>9.1} {:>9.1} {:>9.1} {:>7.0} {:>9.1} {:>7.1}% {:>6}{}",
-            p.info.pid,
-            p.info.comm,
+            p.identity.pid,
+            p.identity.comm,
             runtimes.join(","),
             per_s(g.kernel_launches as f64),
             per_s(g.graph_launches as f64),
@@ -74,7 +87,7 @@ pub fn write_text(out: &mut impl Write, r: &Report) -> io::Result<()> {
 }
 
 /// One line per server and model: rate, latency percentiles, tokens, queue.
-fn write_servers(out: &mut impl Write, r: &Report) -> io::Result<()> {
+fn write_servers(out: &mut impl Write, r: &Snapshot) -> io::Result<()> {
     if r.servers.is_empty() {
         return Ok(());
     }
@@ -95,48 +108,48 @@ fn write_servers(out: &mut impl Write, r: &Report) -> io::Result<()> {
         "RUN"
     )?;
     let ms = |v: Option<f64>| v.map_or("-".to_string(), |s| format!("{:.1}ms", s * 1e3));
-    let per_s = |n: u64| {
-        if r.interval_s > 0.0 {
-            n as f64 / r.interval_s
-        } else {
-            0.0
-        }
-    };
+    let per_s = |n: u64| r.per_second(n as f64);
     for s in &r.servers {
-        if s.models.is_empty() {
+        let finished: Vec<_> = s
+            .models
+            .iter()
+            .filter(|m| m.requests.delta.requests > 0)
+            .collect();
+        if finished.is_empty() {
             writeln!(
                 out,
                 "  {:>7} {:>5} {:<24} {:>6.1} {:>5} {:>9} {:>9} {:>9} {:>9} {:>8} {:>5} {:>5}",
                 s.pid,
                 s.port,
                 "(no request finished)",
-                s.request_rate,
+                per_s(s.arrivals.delta),
                 "",
                 "",
                 "",
                 "",
                 "",
                 "",
-                s.waiting,
-                s.running
+                s.queue.waiting,
+                s.queue.running
             )?;
         }
-        for m in &s.models {
+        for m in finished {
+            let d = &m.requests.delta;
             writeln!(
                 out,
                 "  {:>7} {:>5} {:<24} {:>6.1} {:>5} {:>9} {:>9} {:>9} {:>9} {:>8.1} {:>5} {:>5}",
                 s.pid,
                 s.port,
                 m.model,
-                per_s(m.requests),
-                m.errors,
-                ms(m.ttft_s.percentile(50.0)),
-                ms(m.ttft_s.percentile(95.0)),
-                ms(m.itl_s.percentile(50.0)),
-                ms(m.duration_s.percentile(95.0)),
-                per_s(m.output_tokens),
-                s.waiting,
-                s.running,
+                per_s(d.requests),
+                d.errors,
+                ms(d.ttft_s.p50),
+                ms(d.ttft_s.p95),
+                ms(d.itl_s.p50),
+                ms(d.duration_s.p95),
+                per_s(d.output_tokens),
+                s.queue.waiting,
+                s.queue.running,
             )?;
         }
     }

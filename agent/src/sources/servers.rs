@@ -1,7 +1,8 @@
-//! Which servers' traffic to capture, and what it says: ports named on the
-//! command line, and the listening ports of recognised inference servers, of
-//! GPU processes and of processes named with `--pid`/`--comm`, refreshed every
-//! interval (servers often start listening long after they start).
+//! The inference-server source: which servers' traffic to capture, and the
+//! requests it carries. Ports named on the command line, and the listening
+//! ports of recognised inference servers, of GPU processes and of processes
+//! named with `--pid`/`--comm`, refreshed every interval (servers often start
+//! listening long after they start).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -10,19 +11,22 @@ use std::{
 };
 
 use anyhow::Result;
+use aya::maps::{MapData, RingBuf};
+use inferscope_shared::DROP_REASONS;
 
 use crate::{
-    derive::requests::{RequestRecord, RequestTracker},
+    clock::Clock,
+    derive::requests::{QueueReport, RequestTracker, ServerKey},
     discover::{
         listeners::{listening_ports, net_namespace},
         process::is_known_server,
         tls_library,
     },
-    join::servers::{ServerReport, server_reports},
-    probes::{DropDeltas, NetEvent, NetProbes},
+    model::RequestRecord,
+    probes::{NetEvent, NetProbes},
 };
 
-pub struct ServerWatch {
+pub struct Servers {
     net: NetProbes,
     tracker: RequestTracker,
     proc_root: PathBuf,
@@ -31,38 +35,35 @@ pub struct ServerWatch {
     candidates: BTreeSet<u32>,
     /// (port, network namespace inode); `None`: any namespace (`--port`).
     watched_ports: BTreeSet<(u16, Option<u32>)>,
-    /// Requests finished in this interval; the first `printed` were handed out by `new_requests`.
+    /// Requests finished since [`Servers::take_finished`] was last called.
     finished: Vec<RequestRecord>,
-    printed: usize,
-    drops: DropDeltas,
 }
 
-impl ServerWatch {
+impl Servers {
     pub fn start(
         mut net: NetProbes,
         proc_root: PathBuf,
         ports: &[u16],
         comms: Vec<String>,
-        now_ns: u64,
+        clock: Clock,
     ) -> Result<Self> {
         for &port in ports {
             net.watch_port(port, None)?;
         }
         Ok(Self {
             net,
-            tracker: RequestTracker::new(now_ns),
+            tracker: RequestTracker::new(clock, clock.now_ns()),
             proc_root,
             comms,
             candidates: BTreeSet::new(),
             watched_ports: ports.iter().map(|&p| (p, None)).collect(),
             finished: Vec::new(),
-            printed: 0,
-            drops: DropDeltas::default(),
         })
     }
 
-    pub fn net_probes(&mut self) -> &mut NetProbes {
-        &mut self.net
+    /// The socket-capture ring buffer, for the pipeline to poll (once).
+    pub fn events(&mut self) -> Result<RingBuf<MapData>> {
+        self.net.events()
     }
 
     /// Watches `pid`'s ports from now on if it is a server, or `always`.
@@ -113,24 +114,19 @@ impl ServerWatch {
         self.tracker.on_event(ev, &mut self.finished);
     }
 
-    /// Requests finished since the last call (for `--output requests`).
-    pub fn new_requests(&mut self) -> &[RequestRecord] {
-        let from = self.printed.min(self.finished.len());
-        self.printed = self.finished.len();
-        &self.finished[from..]
+    /// Requests finished since the last call.
+    pub fn take_finished(&mut self) -> Vec<RequestRecord> {
+        std::mem::take(&mut self.finished)
     }
 
-    /// Captures lost since the last call, by reason.
-    pub fn drops(&mut self) -> Result<BTreeMap<&'static str, u64>> {
-        Ok(self.drops.take(self.net.drops()?))
+    /// Cumulative drops of the socket-capture object, by reason.
+    pub fn drops(&self) -> Result<[u64; DROP_REASONS.len()]> {
+        self.net.drops()
     }
 
-    /// The interval's servers; ports are refreshed for the next one.
-    pub fn report(&mut self, interval_s: f64, now_ns: u64) -> Vec<ServerReport> {
-        let queues: BTreeMap<_, _> = self.tracker.interval_end(now_ns);
-        let reports = server_reports(&self.finished, &queues, interval_s);
-        self.finished.clear();
-        self.printed = 0;
+    /// Every server's queue at the interval's end; ports are refreshed for the next one.
+    pub fn interval_end(&mut self, now_ns: u64) -> BTreeMap<ServerKey, QueueReport> {
+        let queues = self.tracker.interval_end(now_ns);
         for pid in self.candidates.clone() {
             if self.proc_root.join(pid.to_string()).exists() {
                 self.refresh_ports(pid);
@@ -138,6 +134,6 @@ impl ServerWatch {
                 self.process_exited(pid, now_ns);
             }
         }
-        reports
+        queues
     }
 }

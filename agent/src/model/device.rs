@@ -1,0 +1,101 @@
+//! GPUs as the vendor's management library reports them (NVML; ROCm SMI), and
+//! each process's share of them.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Counted, time};
+
+/// Who made the device and which library reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Vendor {
+    /// Read through NVML (`libnvidia-ml.so.1`).
+    Nvidia,
+    /// Read through ROCm SMI (`librocm_smi64.so`).
+    Amd,
+}
+
+/// One GPU at the interval's end. A figure the library could not give is absent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceView {
+    pub vendor: Vendor,
+    /// The library's device index.
+    pub index: u32,
+    /// Stable identity (`GPU-...` for NVIDIA), the join key with processes.
+    pub uuid: String,
+    pub name: String,
+    pub pci_bus_id: Option<String>,
+    /// Share of the last sample period in which a kernel ran (NVML "GPU utilisation").
+    pub utilization_percent: Option<u32>,
+    /// Share of the last sample period in which device memory was read or written.
+    pub memory_utilization_percent: Option<u32>,
+    pub memory_used_bytes: Option<u64>,
+    pub memory_total_bytes: Option<u64>,
+    pub temperature_celsius: Option<u32>,
+    pub power_watts: Option<f64>,
+    pub power_limit_watts: Option<f64>,
+    /// Energy since the driver loaded, and in the interval.
+    pub energy_joules: Option<Counted<f64>>,
+    pub sm_clock_mhz: Option<u32>,
+    pub memory_clock_mhz: Option<u32>,
+    pub pcie_tx_bytes_per_second: Option<u64>,
+    pub pcie_rx_bytes_per_second: Option<u64>,
+    /// Why clocks are held down right now (`sw_power_cap`, `hw_thermal_slowdown`, ...).
+    pub clock_event_reasons: Option<Vec<String>>,
+    pub ecc_enabled: Option<bool>,
+    /// Volatile ECC error counts (since the driver loaded), and in the interval.
+    pub ecc_corrected_errors: Option<Counted<u64>>,
+    pub ecc_uncorrected_errors: Option<Counted<u64>>,
+    pub mig_enabled: Option<bool>,
+    /// Critical XID errors seen since the agent started, and in the interval.
+    pub xid_errors: Counted<u64>,
+    /// Processes with a context on it, from the library's own list.
+    pub processes: Vec<DeviceProcess>,
+}
+
+/// A process on one GPU, as the management library sees it (host pids).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceProcess {
+    pub pid: u32,
+    #[serde(flatten)]
+    pub usage: GpuUsage,
+}
+
+/// A process's use of one GPU, as listed under the process.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProcessGpu {
+    pub uuid: String,
+    pub index: u32,
+    #[serde(flatten)]
+    pub usage: GpuUsage,
+}
+
+/// What one process holds and uses of one GPU.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GpuUsage {
+    pub memory_used_bytes: Option<u64>,
+    /// Its share of SM time since the last snapshot; 0 when the library had no
+    /// sample for it (no activity), absent when the library cannot tell.
+    pub sm_utilization_percent: Option<u32>,
+    pub memory_utilization_percent: Option<u32>,
+}
+
+/// Something a GPU reported that happened at one moment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GpuEvent {
+    #[serde(with = "time::rfc3339")]
+    pub time: SystemTime,
+    pub uuid: String,
+    pub index: u32,
+    #[serde(flatten)]
+    pub kind: GpuEventKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum GpuEventKind {
+    /// A critical XID error (NVIDIA's driver error codes: 79 fallen off the bus, 48 double-bit ECC, ...).
+    Xid { xid: u64 },
+}

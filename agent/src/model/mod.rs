@@ -1,0 +1,202 @@
+//! What the agent knows, as plain data: one [`Snapshot`] per interval and one
+//! [`RequestRecord`] per finished request. Every sink reads these and nothing
+//! else; they serialise to the JSON documented in docs/output.md and read back
+//! from it, so saved streams can be replayed by later commands and by tests.
+//!
+//! Each figure carries its **cumulative total** (since the agent started
+//! watching the process, server or device: what OTLP and Prometheus export)
+//! and the **interval's delta** (what a person reads per interval), built in
+//! one place (`join`) so that every sink shows the same numbers.
+
+pub mod device;
+pub mod gpu;
+pub mod histogram;
+pub mod request;
+pub mod time;
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, SystemTime},
+};
+
+use serde::{Deserialize, Serialize};
+
+pub use device::{DeviceProcess, DeviceView, GpuEvent, GpuEventKind, GpuUsage, ProcessGpu, Vendor};
+pub use gpu::{CopyBytes, GpuActivity, NcclActivity};
+pub use histogram::Histogram;
+pub use request::{Outcome, Protocol, RequestRecord, TokenSource};
+
+use crate::runtimes::Runtime;
+
+/// Bumped whenever a field changes meaning or goes away (adding one does not).
+/// 1: per-interval deltas only (before cumulative totals). 2: `{total, delta}` pairs.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Everything the agent knows at the end of one interval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// [`SCHEMA_VERSION`] of the writer.
+    pub schema: u32,
+    /// End of the interval (RFC 3339 UTC in JSON).
+    #[serde(with = "time::rfc3339")]
+    pub time: SystemTime,
+    /// The interval's real length (`interval_s` in JSON).
+    #[serde(rename = "interval_s", with = "time::seconds")]
+    pub interval: Duration,
+    /// Every tracked process (one that maps a GPU runtime), idle ones too.
+    pub processes: Vec<ProcessView>,
+    /// Inference servers whose traffic is captured.
+    pub servers: Vec<ServerView>,
+    /// GPUs, from NVML or ROCm SMI (empty without either).
+    #[serde(default)]
+    pub devices: Vec<DeviceView>,
+    /// What GPUs reported during the interval (XID errors).
+    #[serde(default)]
+    pub gpu_events: Vec<GpuEvent>,
+    /// Events the kernel side could not record, by reason (only reasons that ever occurred).
+    pub drops: Counted<BTreeMap<String, u64>>,
+}
+
+/// A figure's cumulative total and its change over the interval.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counted<T> {
+    pub total: T,
+    pub delta: T,
+}
+
+impl<T: Copy> Counted<T> {
+    /// A first reading of a cumulative figure, before anything to take a delta from
+    /// (sources produce these; the join sets the delta).
+    pub fn first(total: T) -> Self {
+        Self { total, delta: total }
+    }
+}
+
+/// Who a process is: what a person needs to recognise it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessIdentity {
+    pub pid: u32,
+    pub comm: String,
+    /// Executable path, in the agent's view of the filesystem.
+    pub exe: String,
+    /// 64-hex container ID from the process's cgroup, when it runs in one.
+    pub container_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProcessView {
+    #[serde(flatten)]
+    pub identity: ProcessIdentity,
+    /// The runtimes it maps.
+    pub runtimes: Vec<Runtime>,
+    /// Its GPU runtime calls since the agent first saw it, and in the interval.
+    pub gpu: Counted<GpuActivity>,
+    /// The GPUs it has a context on, with its memory and share of each (NVML).
+    #[serde(default)]
+    pub gpus: Vec<ProcessGpu>,
+    /// The process ended during this interval; this is its last snapshot.
+    pub exited: bool,
+}
+
+/// An inference server: a process and one of its listening ports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServerView {
+    pub pid: u32,
+    pub port: u16,
+    /// From its latest finished request, or before any, its connections' framing.
+    pub protocol: Protocol,
+    /// Requests waiting for their first token and requests streaming.
+    pub queue: QueueView,
+    /// Generation requests that arrived (read by the server).
+    pub arrivals: Counted<u64>,
+    /// Per model named by the requests (`unknown` when none), every model seen so far.
+    pub models: Vec<ModelView>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueueView {
+    /// At the interval's end.
+    pub waiting: u64,
+    pub running: u64,
+    /// Time-weighted over the interval.
+    pub waiting_mean: f64,
+    pub running_mean: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelView {
+    pub model: String,
+    /// Requests that finished: since the server was first seen, and in the interval.
+    /// Only the interval's histograms carry percentiles.
+    #[serde(flatten)]
+    pub requests: Counted<RequestStats>,
+}
+
+/// Finished generation requests of one server and model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RequestStats {
+    pub requests: u64,
+    /// Of those: status >= 400, cancelled by the client, or cut off.
+    pub errors: u64,
+    pub cancelled: u64,
+    /// Time to first token, streaming requests only.
+    pub ttft_s: Histogram,
+    /// Gaps between content-carrying sends after the first (inter-token latency).
+    pub itl_s: Histogram,
+    pub duration_s: Histogram,
+    pub output_tokens: u64,
+    pub input_tokens: u64,
+}
+
+impl RequestStats {
+    /// No requests yet, with the OpenTelemetry GenAI buckets.
+    pub fn empty() -> Self {
+        Self {
+            requests: 0,
+            errors: 0,
+            cancelled: 0,
+            ttft_s: Histogram::new(histogram::TTFT_BOUNDS),
+            itl_s: Histogram::new(histogram::TPOT_BOUNDS),
+            duration_s: Histogram::new(histogram::DURATION_BOUNDS),
+            output_tokens: 0,
+            input_tokens: 0,
+        }
+    }
+
+    pub fn record(&mut self, r: &RequestRecord) {
+        self.requests += 1;
+        self.errors += u64::from(r.outcome.is_error());
+        self.cancelled += u64::from(r.outcome == Outcome::Cancelled);
+        if let Some(t) = r.ttft_s {
+            self.ttft_s.record(t);
+        }
+        r.itl_s.iter().for_each(|&g| self.itl_s.record(g));
+        self.duration_s.record(r.duration_s);
+        self.output_tokens += r.output_tokens.unwrap_or(0);
+        self.input_tokens += r.input_tokens.unwrap_or(0);
+    }
+
+    /// Adds an interval's figures into a running total.
+    pub fn add(&mut self, delta: &RequestStats) {
+        self.requests += delta.requests;
+        self.errors += delta.errors;
+        self.cancelled += delta.cancelled;
+        self.ttft_s.add(&delta.ttft_s);
+        self.itl_s.add(&delta.itl_s);
+        self.duration_s.add(&delta.duration_s);
+        self.output_tokens += delta.output_tokens;
+        self.input_tokens += delta.input_tokens;
+    }
+}
+
+impl Snapshot {
+    /// The per-second rate of a delta over this snapshot's interval.
+    pub fn per_second(&self, delta: f64) -> f64 {
+        let s = self.interval.as_secs_f64();
+        if s > 0.0 { delta / s } else { 0.0 }
+    }
+
+    pub fn dropped_in_interval(&self) -> u64 {
+        self.drops.delta.values().sum()
+    }
+}

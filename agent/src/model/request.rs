@@ -1,0 +1,104 @@
+//! One finished inference request, as seen on the wire. Never holds prompt or answer text.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use super::time;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// When the request ended (its last response byte, or its connection's end).
+    #[serde(with = "time::rfc3339")]
+    pub time: SystemTime,
+    pub pid: u32,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub method: String,
+    pub path: String,
+    /// 0 when the response never started.
+    pub status: u16,
+    pub model: Option<String>,
+    pub stream: bool,
+    /// Time to first token, streaming requests only.
+    pub ttft_s: Option<f64>,
+    /// Gaps between content-carrying sends after the first.
+    pub itl_s: Vec<f64>,
+    pub duration_s: f64,
+    pub output_tokens: Option<u64>,
+    pub input_tokens: Option<u64>,
+    /// Where `output_tokens` comes from; `None` when neither is known.
+    pub token_source: Option<TokenSource>,
+    pub outcome: Outcome,
+    /// Some of its bytes were not captured; timing is exact, tokens may be short.
+    pub truncated: bool,
+}
+
+/// What a server speaks; `+tls` when read from its OpenSSL calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Protocol {
+    #[default]
+    #[serde(rename = "http1")]
+    Http1,
+    #[serde(rename = "http1+tls")]
+    Http1Tls,
+    #[serde(rename = "http2")]
+    Http2,
+    #[serde(rename = "http2+tls")]
+    Http2Tls,
+    /// gRPC over HTTP/2.
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "grpc+tls")]
+    GrpcTls,
+}
+
+impl Protocol {
+    /// From a connection's framing and whether it is read through TLS.
+    pub fn of(http2: bool, tls: bool) -> Self {
+        match (http2, tls) {
+            (false, false) => Self::Http1,
+            (false, true) => Self::Http1Tls,
+            (true, false) => Self::Http2,
+            (true, true) => Self::Http2Tls,
+        }
+    }
+
+    /// The same transport carrying gRPC.
+    pub fn grpc(self) -> Self {
+        match self {
+            Self::Http2 => Self::Grpc,
+            Self::Http2Tls => Self::GrpcTls,
+            other => other,
+        }
+    }
+}
+
+/// How a request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Ok,
+    /// Status >= 400, or a non-zero `grpc-status`.
+    Error,
+    /// The client closed or reset the connection first.
+    Cancelled,
+    /// The connection was lost otherwise (server reset, process exit).
+    Aborted,
+}
+
+impl Outcome {
+    pub fn is_error(self) -> bool {
+        self != Self::Ok
+    }
+}
+
+/// Where a request's output token count comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenSource {
+    /// The server's own usage report (OpenAI `usage`, Ollama `eval_count`, ...).
+    Usage,
+    /// Counted content-carrying stream events.
+    Events,
+}

@@ -1,0 +1,11 @@
+//! Where data comes from. A source owns its eBPF objects (or library handles)
+//! and turns what they produce into readings for the join; it never formats
+//! output and never knows about other sources.
+
+mod gpu_processes;
+mod nvml;
+mod servers;
+
+pub use gpu_processes::GpuProcesses;
+pub use nvml::{NvmlReading, NvmlSource};
+pub use servers::Servers;

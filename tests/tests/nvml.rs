@@ -1,0 +1,184 @@
+//! GPU device figures through NVML, joined with the processes the agent
+//! watches. NVIDIA's library needs a GPU; these tests load a stand-in
+//! `libnvidia-ml.so.1` (tests/c/fake_nvml.c) that implements the same entry
+//! points with scripted values, so every joined value is known exactly.
+
+use std::{fs, path::Path};
+
+use inferscope::model::{Counted, GpuEventKind, GpuUsage, ProcessGpu, Snapshot, Vendor};
+use inferscope_tests::{Agent, STEP, Workload, stub_library};
+
+const GIB: u64 = 1 << 30;
+
+/// A script for the stand-in: an H100 running `on_first` (37 % SM), a GPU that is
+/// lost, and an L4 where `on_third` has memory but no utilisation samples.
+fn script(dir: &Path, on_first: u32, on_third: u32) -> std::path::PathBuf {
+    let path = dir.join(format!("nvml-script-{on_first}"));
+    fs::write(
+        &path,
+        format!(
+            "device GPU-11111111-2222-3333-4444-555555555555 NVIDIA_H100_80GB_HBM3 00000000:18:00.0 \
+             87 41 {used} {total} 64 312500 700000 5000000 1980 2619 1048576 524288 5 2 0\n\
+             failing\n\
+             device GPU-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee NVIDIA_L4 00000000:3b:00.0 \
+             0 0 {small} {small_total} 35 16000 72000 20000 210 6250 0 0 1 0 0\n\
+             process 0 {on_first} {first_mem} 37 12\n\
+             process 2 {on_third} {third_mem} -1 -1\n\
+             xid 0 79\n",
+            used = 20 * GIB,
+            total = 80 * GIB,
+            small = GIB,
+            small_total = 24 * GIB,
+            first_mem = 2 * GIB,
+            third_mem = 512 << 20,
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Reads snapshots until `done` holds for one, which it returns.
+fn snapshot_where(agent: &mut Agent, what: &str, mut done: impl FnMut(&Snapshot) -> bool) -> Snapshot {
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        assert!(std::time::Instant::now() < deadline, "no snapshot with {what}");
+        let s = agent.next_snapshot(what);
+        if done(&s) {
+            return s;
+        }
+    }
+}
+
+fn launches(s: &Snapshot, pid: u32) -> Option<u64> {
+    let p = s.processes.iter().find(|p| p.identity.pid == pid)?;
+    Some(p.gpu.total.kernel_launches)
+}
+
+#[test]
+fn devices_processes_and_xid_errors_from_nvml_are_joined_with_runtime_activity() {
+    let lib = stub_library("libcudart.so.12");
+    let mut first = Workload::start("cudart", &lib, 10, 4096);
+    let mut third = Workload::start("cudart", &lib, 10, 4096);
+    let dir = std::env::temp_dir();
+    let script = script(&dir, first.pid(), third.pid());
+    let fake = stub_library("libnvidia-ml.so.1");
+    let mut agent = Agent::start_with_env(
+        &[("FAKE_NVML_SCRIPT", &script)],
+        &["--nvml-library", fake.to_str().unwrap()],
+    );
+    // Every snapshot's events are kept: the XID arrives once, in whichever interval.
+    let mut events = Vec::new();
+    snapshot_where(&mut agent, "the workload tracked", |s| {
+        events.extend(s.gpu_events.iter().cloned());
+        launches(s, first.pid()).is_some()
+    });
+    let tally = first.run_calls();
+
+    // The lost GPU costs one line and nothing else: both others are listed.
+    let s = snapshot_where(&mut agent, "both devices, the XID, the workload's calls", |s| {
+        events.extend(s.gpu_events.iter().cloned());
+        s.devices.len() == 2
+            && s.devices[0].xid_errors.total == 1
+            && launches(s, first.pid()) == tally["kernel_launches"].as_u64()
+    });
+    agent.wait_for_log("NVML device 1: cannot read uuid");
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.index, e.uuid.as_str(), e.kind.clone()))
+            .collect::<Vec<_>>(),
+        [(
+            0,
+            "GPU-11111111-2222-3333-4444-555555555555",
+            GpuEventKind::Xid { xid: 79 }
+        )]
+    );
+    let h100 = &s.devices[0];
+    assert_eq!(
+        (h100.vendor, h100.index, h100.uuid.as_str(), h100.name.as_str()),
+        (
+            Vendor::Nvidia,
+            0,
+            "GPU-11111111-2222-3333-4444-555555555555",
+            "NVIDIA_H100_80GB_HBM3"
+        )
+    );
+    assert_eq!(h100.pci_bus_id.as_deref(), Some("00000000:18:00.0"));
+    assert_eq!(
+        (h100.utilization_percent, h100.memory_utilization_percent),
+        (Some(87), Some(41))
+    );
+    assert_eq!(
+        (h100.memory_used_bytes, h100.memory_total_bytes),
+        (Some(20 * GIB), Some(80 * GIB))
+    );
+    assert_eq!(
+        (h100.temperature_celsius, h100.power_watts, h100.power_limit_watts),
+        (Some(64), Some(312.5), Some(700.0))
+    );
+    assert_eq!(
+        (h100.sm_clock_mhz, h100.memory_clock_mhz),
+        (Some(1980), Some(2619))
+    );
+    assert_eq!(
+        (h100.pcie_tx_bytes_per_second, h100.pcie_rx_bytes_per_second),
+        (Some(1 << 30), Some(1 << 29))
+    );
+    assert_eq!(
+        h100.clock_event_reasons.as_deref(),
+        Some(&["gpu_idle".to_string(), "sw_power_cap".to_string()][..])
+    );
+    assert_eq!((h100.ecc_enabled, h100.mig_enabled), (Some(true), Some(false)));
+    assert_eq!(
+        (
+            h100.ecc_corrected_errors.clone().map(|c| c.total),
+            h100.ecc_uncorrected_errors.clone().map(|c| c.total)
+        ),
+        (Some(2), Some(0))
+    );
+    // The stand-in's energy counter grows by exactly 1 J per read: one read per interval.
+    let energy = h100.energy_joules.clone().unwrap();
+    assert!(energy.total > 5000.0, "{energy:?}");
+    let later = agent.next_snapshot("the next snapshot");
+    assert_eq!(
+        later.devices[0].energy_joules.as_ref().map(|e| e.delta),
+        Some(1.0)
+    );
+    assert_eq!(later.devices[0].xid_errors, Counted { total: 1, delta: 0 });
+
+    // Per process: NVML's memory and SM share joined with the runtime activity.
+    let view = later
+        .processes
+        .iter()
+        .find(|p| p.identity.pid == first.pid())
+        .expect("the workload in the snapshot");
+    assert_eq!(
+        view.gpus,
+        [ProcessGpu {
+            uuid: "GPU-11111111-2222-3333-4444-555555555555".into(),
+            index: 0,
+            usage: GpuUsage {
+                memory_used_bytes: Some(2 * GIB),
+                sm_utilization_percent: Some(37),
+                memory_utilization_percent: Some(12),
+            },
+        }]
+    );
+    // No utilisation samples (NOT_FOUND) means no activity, not an unknown.
+    let other = later
+        .processes
+        .iter()
+        .find(|p| p.identity.pid == third.pid())
+        .expect("the second workload in the snapshot");
+    assert_eq!(
+        other
+            .gpus
+            .iter()
+            .map(|g| (g.index, g.usage.memory_used_bytes, g.usage.sm_utilization_percent))
+            .collect::<Vec<_>>(),
+        [(2, Some(512 << 20), Some(0))]
+    );
+    first.exit();
+    third.run_calls();
+    third.exit();
+}
