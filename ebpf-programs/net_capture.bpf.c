@@ -284,6 +284,8 @@ static __always_inline int capture(struct sock *sk, int ret, __u8 direction)
 	long nr = BPF_CORE_READ(regs, orig_ax);
 	void *buf = (void *)BPF_CORE_READ(regs, si);
 	__u64 count = BPF_CORE_READ(regs, dx);
+	/* One call site for the iovec loop: the verifier walks each inlined copy. */
+	struct user_iovec *iov = NULL;
 	switch (nr) {
 	case NR_READ:
 	case NR_WRITE:
@@ -293,18 +295,22 @@ static __always_inline int capture(struct sock *sk, int ret, __u8 direction)
 		break;
 	case NR_READV:
 	case NR_WRITEV:
-		e->captured = copy_iovecs(e, buf, count, limit);
+		iov = buf;
 		break;
 	case NR_SENDMSG:
 	case NR_RECVMSG: {
 		struct user_msghdr_abi msg;
-		if (bpf_probe_read_user(&msg, sizeof(msg), buf) == 0)
-			e->captured = copy_iovecs(e, msg.iov, msg.iovlen, limit);
+		if (bpf_probe_read_user(&msg, sizeof(msg), buf) == 0) {
+			iov = msg.iov;
+			count = msg.iovlen;
+		}
 		break;
 	}
 	default:
 		e->flags |= NET_FLAG_UNREADABLE;
 	}
+	if (iov)
+		e->captured = copy_iovecs(e, iov, count, limit);
 	if (e->captured < limit && !(e->flags & NET_FLAG_UNREADABLE))
 		count_drop(DROP_UNREADABLE_ARGUMENT);
 

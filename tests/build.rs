@@ -57,6 +57,17 @@ fn main() {
             cudart_static.display()
         );
     }
+    // AMD's ROCm SMI with one known GPU.
+    cc(&[
+        "-O1",
+        "-Wall",
+        "-shared",
+        "-fPIC",
+        "-Wl,-soname,librocm_smi64.so.1",
+        "-o",
+        &format!("{s}/librocm_smi64.so.1"),
+        &src("fake_rocm_smi.c"),
+    ]);
     // NVIDIA's management library with scripted devices, processes and events.
     cc(&[
         "-O1",

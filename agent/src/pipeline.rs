@@ -1,7 +1,7 @@
 //! The one data path: sources → join → sinks, on one clock and one tick.
 //!
 //! Sources: [`GpuProcesses`] (process lifecycle, discovery, GPU calls),
-//! [`Servers`] (socket capture) and [`NvmlSource`] (GPU devices). Their ring buffers are drained as they fill;
+//! [`Servers`] (socket capture), [`NvmlSource`] and [`RocmSmiSource`] (GPU devices). Their ring buffers are drained as they fill;
 //! at each tick the pipeline reads every source once, the join builds one
 //! [`Snapshot`](crate::model::Snapshot), and every sink gets it. Finished
 //! requests reach sinks as they finish, and are counted in the next snapshot.
@@ -23,7 +23,7 @@ use crate::{
     model::RequestRecord,
     probes::{decode_event, decode_net_event},
     sinks::Sink,
-    sources::{GpuProcesses, NvmlSource, Servers},
+    sources::{GpuProcesses, NvmlSource, RocmSmiSource, Servers},
 };
 
 /// When to report, and for how long.
@@ -39,6 +39,7 @@ pub struct Sources {
     pub processes: GpuProcesses,
     pub servers: Option<Servers>,
     pub nvml: Option<NvmlSource>,
+    pub rocm_smi: Option<RocmSmiSource>,
 }
 
 pub struct Pipeline {
@@ -46,6 +47,7 @@ pub struct Pipeline {
     processes: GpuProcesses,
     servers: Option<Servers>,
     nvml: Option<NvmlSource>,
+    rocm_smi: Option<RocmSmiSource>,
     join: Join,
     sinks: Vec<Box<dyn Sink>>,
     /// Processes named with `--pid`: their ports are captured whatever they run.
@@ -60,6 +62,7 @@ impl Pipeline {
             processes,
             mut servers,
             nvml,
+            rocm_smi,
         } = sources;
         if let Some(servers) = &mut servers {
             for pid in processes.all_pids()? {
@@ -74,6 +77,7 @@ impl Pipeline {
             processes,
             servers,
             nvml,
+            rocm_smi,
             join: Join::default(),
             sinks,
             named,
@@ -148,7 +152,10 @@ impl Pipeline {
             }
             None => Default::default(),
         };
-        let nvml = self.nvml.as_mut().map(NvmlSource::read).unwrap_or_default();
+        let mut gpus = self.nvml.as_mut().map(NvmlSource::read).unwrap_or_default();
+        if let Some(rocm) = &mut self.rocm_smi {
+            gpus.devices.extend(rocm.read());
+        }
         let snapshot = self.join.snapshot(Readings {
             time: self.clock.wall(now_ns),
             interval,
@@ -156,8 +163,8 @@ impl Pipeline {
             finished: std::mem::take(&mut self.finished),
             queues,
             drops: DROP_REASONS.into_iter().zip(drops).collect(),
-            devices: nvml.devices,
-            gpu_events: nvml.events,
+            devices: gpus.devices,
+            gpu_events: gpus.events,
         });
         for sink in &mut self.sinks {
             sink.snapshot(&snapshot).context("writing a snapshot")?;

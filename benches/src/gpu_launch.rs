@@ -53,6 +53,7 @@ pub fn run() -> Result<()> {
     let mut bare = Vec::new();
     let mut agent = Vec::new();
     let mut counted = 0;
+    let btf = aya::Btf::from_sys_fs()?;
     // Interleaved rounds, so that drift (frequency, other load) hits all three alike.
     for _ in 0..ROUNDS {
         none.push(time_calls(launch));
@@ -61,7 +62,7 @@ pub fn run() -> Result<()> {
             bare.push(time_calls(launch));
         }
         {
-            let mut probes = GpuProbes::load()?;
+            let mut probes = GpuProbes::load(&btf)?;
             probes.attach(&runtime_library(&lib)?)?;
             agent.push(time_calls(launch));
             counted = probes

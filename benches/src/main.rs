@@ -21,18 +21,26 @@ mod startup;
 use anyhow::Context as _;
 
 fn main() -> anyhow::Result<()> {
-    gpu_launch::run()?;
-    println!();
-    socket_overhead::run()?;
-    println!();
+    let only: Vec<String> = std::env::args().skip(1).collect();
     let fixtures = std::env::var_os("INFERSCOPE_FIXTURES").context("run through `cargo xtask bench`")?;
     let fixtures = std::path::Path::new(&fixtures);
-    server_load::run(fixtures)?;
-    println!();
-    decode::run()?;
-    println!();
     let agent = std::env::var_os("INFERSCOPE_AGENT").context("run through `cargo xtask bench`")?;
-    startup::run(fixtures, std::path::Path::new(&agent))
+    let benches: [(&str, &dyn Fn() -> anyhow::Result<()>); 5] = [
+        ("launch", &gpu_launch::run),
+        ("socket", &socket_overhead::run),
+        ("server", &|| server_load::run(fixtures)),
+        ("decode", &decode::run),
+        ("startup", &|| {
+            startup::run(fixtures, std::path::Path::new(&agent))
+        }),
+    ];
+    for (name, bench) in benches {
+        if only.is_empty() || only.iter().any(|o| o == name) {
+            bench()?;
+            println!();
+        }
+    }
+    Ok(())
 }
 
 /// The middle of the measured values.

@@ -4,6 +4,11 @@
 //! agent starts, as a PyTorch process does; the agent must read their symbols
 //! and attach before reporting. Targets: first report within 2 s (at a 1 s
 //! interval), peak RSS at most 64 MiB.
+//!
+//! Then a second process maps a fresh copy of the library (a new file, so its
+//! symbols must be read and probes attached again) while the agent runs: how
+//! long until it is probed, and the longest gap between reports meanwhile
+//! (reporting must not stall while a library is attached).
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -64,12 +69,17 @@ pub fn run(fixtures: &Path, agent: &Path) -> Result<()> {
     );
     let (tx, rx) = mpsc::channel();
     let stderr = child.0.stderr.take().context("agent stderr")?;
-    let attached_tx = tx.clone();
+    let log_tx = tx.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("attached;") {
-                let _ = attached_tx.send(("attached", start.elapsed(), line));
-            }
+            let what = if line.contains("attached;") {
+                "attached"
+            } else if line.contains(" nccl functions in ") {
+                "probing"
+            } else {
+                continue;
+            };
+            let _ = log_tx.send((what, start.elapsed(), line));
         }
     });
     let stdout = child.0.stdout.take().context("agent stdout")?;
@@ -103,11 +113,58 @@ pub fn run(fixtures: &Path, agent: &Path) -> Result<()> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .context("VmHWM in /proc/PID/status")?;
     println!(
-        "  libnccl.so.2: {:.0} MB; attached after {:.2} s; first report after {:.2} s; peak RSS {:.1} MiB (after 3 reports)",
+        "  libnccl.so.2 of {:.0} MB mapped before start: attached after {:.2} s; first report after {:.2} s; peak RSS {:.1} MiB (after 3 reports)",
         size as f64 / 1e6,
         attached.map_or(f64::NAN, |a| a.as_secs_f64()),
         reports[0].0.as_secs_f64(),
         peak_kib as f64 / 1024.0,
+    );
+    late_library(&nccl, &rx, start)
+}
+
+/// A process maps a fresh copy of libnccl while the agent runs.
+fn late_library(
+    nccl: &Path,
+    rx: &mpsc::Receiver<(&'static str, Duration, String)>,
+    start: Instant,
+) -> Result<()> {
+    let copy = std::env::temp_dir().join("inferscope-bench-libnccl.so.2");
+    std::fs::copy(nccl, &copy).context("copying libnccl.so.2")?;
+    let mut holder = Killed(
+        Command::new("python3")
+            .args(["-c", HOLDER])
+            .arg(&copy)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?,
+    );
+    let mut ready = String::new();
+    BufReader::new(holder.0.stdout.take().context("holder stdout")?).read_line(&mut ready)?;
+    let mapped = start.elapsed();
+    let copy_name = copy.display().to_string();
+    let (mut probed, mut last_report, mut longest_gap) = (None, None::<Duration>, Duration::ZERO);
+    let mut reports_after = 0;
+    while probed.is_none() || reports_after < 3 {
+        let (what, at, line) = rx
+            .recv_timeout(Duration::from_secs(30))
+            .context("the agent went quiet")?;
+        match what {
+            "probing" if line.contains(&copy_name) => probed = Some(at),
+            "report" => {
+                if let Some(last) = last_report {
+                    longest_gap = longest_gap.max(at - last);
+                }
+                last_report = Some(at);
+                reports_after += usize::from(at > mapped);
+            }
+            _ => {}
+        }
+    }
+    let _ = std::fs::remove_file(&copy);
+    println!(
+        "  a new copy mapped while running: probed {:.3} s after it was mapped; longest gap between reports {:.2} s (interval 1 s)",
+        probed.map_or(f64::NAN, |p| p.saturating_sub(mapped).as_secs_f64()),
+        longest_gap.as_secs_f64(),
     );
     Ok(())
 }

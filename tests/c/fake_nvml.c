@@ -9,6 +9,7 @@
 //   failing                       a device whose every query fails (GPU lost)
 //   process <device> <pid> <used-bytes> <sm%> <mem%>   (sm% < 0: no samples, NOT_FOUND)
 //   xid <device> <xid>            delivered once to an event set's first wait
+//   gpm <device> <sm%> <occupancy%> <tensor%> <dram%>   GPM metrics (Hopper+); others have none
 //
 // Energy grows by exactly 1000 mJ per read, so deltas are known.
 #include <stdio.h>
@@ -34,6 +35,8 @@ struct device {
 	char uuid[96], name[96], bus_id[32];
 	unsigned gpu_util, mem_util, temp, power_mw, limit_mw, sm_mhz, mem_mhz, tx, rx;
 	unsigned long long mem_used, mem_total, energy_mj, throttle, ecc_corrected, ecc_uncorrected;
+	int gpm;
+	double gpm_sm, gpm_occupancy, gpm_tensor, gpm_dram;
 };
 
 struct process {
@@ -111,6 +114,18 @@ static void load_script(void)
 			n_processes++;
 		else if (sscanf(line, "xid %u %u", &xid_device, &xid_value) == 2)
 			xid_pending = 1;
+		else if (!strncmp(line, "gpm ", 4)) {
+			unsigned i;
+			double sm, occupancy, tensor, dram;
+			if (sscanf(line + 4, "%u %lf %lf %lf %lf", &i, &sm, &occupancy, &tensor, &dram) == 5 &&
+			    i < MAX_DEVICES) {
+				devices[i].gpm = 1;
+				devices[i].gpm_sm = sm;
+				devices[i].gpm_occupancy = occupancy;
+				devices[i].gpm_tensor = tensor;
+				devices[i].gpm_dram = dram;
+			}
+		}
 	}
 	fclose(f);
 }
@@ -313,3 +328,73 @@ int nvmlEventSetWait_v2(struct event_set *set, nvmlEventData_t *data, unsigned t
 }
 
 int nvmlEventSetFree(struct event_set *set) { free(set); return SUCCESS; }
+
+// GPM: a sample remembers its device; metrics between two samples are the script's.
+typedef struct {
+	unsigned version, isSupportedDevice;
+} nvmlGpmSupport_t;
+
+struct gpm_sample {
+	struct device *device;
+};
+
+typedef struct {
+	unsigned metricId;
+	int nvmlReturn;
+	double value;
+	struct {
+		char *shortName, *longName, *unit;
+	} metricInfo;
+} nvmlGpmMetric_t;
+
+typedef struct {
+	unsigned version, numMetrics;
+	struct gpm_sample *sample1, *sample2;
+	nvmlGpmMetric_t metrics[210];
+} nvmlGpmMetricsGet_t;
+
+int nvmlGpmQueryDeviceSupport(nvmlDevice_t d, nvmlGpmSupport_t *support)
+{
+	DEVICE(d);
+	support->isSupportedDevice = d->gpm;
+	return SUCCESS;
+}
+
+int nvmlGpmSampleAlloc(struct gpm_sample **sample)
+{
+	*sample = calloc(1, sizeof **sample);
+	return *sample ? SUCCESS : ERROR_INVALID_ARGUMENT;
+}
+
+int nvmlGpmSampleFree(struct gpm_sample *sample) { free(sample); return SUCCESS; }
+
+int nvmlGpmSampleGet(nvmlDevice_t d, struct gpm_sample *sample)
+{
+	DEVICE(d);
+	if (!d->gpm)
+		return ERROR_NOT_SUPPORTED;
+	sample->device = d;
+	return SUCCESS;
+}
+
+int nvmlGpmMetricsGet(nvmlGpmMetricsGet_t *get)
+{
+	static char name[] = "fake", unit[] = "%";
+	struct device *d = get->sample2 ? get->sample2->device : NULL;
+	if (!d || !get->sample1 || get->sample1->device != d || get->numMetrics > 210)
+		return ERROR_INVALID_ARGUMENT;
+	for (unsigned i = 0; i < get->numMetrics; i++) {
+		nvmlGpmMetric_t *m = &get->metrics[i];
+		m->nvmlReturn = SUCCESS;
+		m->metricInfo.shortName = m->metricInfo.longName = name;
+		m->metricInfo.unit = unit;
+		switch (m->metricId) {
+		case 2: m->value = d->gpm_sm; break;         // NVML_GPM_METRIC_SM_UTIL
+		case 3: m->value = d->gpm_occupancy; break;  // NVML_GPM_METRIC_SM_OCCUPANCY
+		case 5: m->value = d->gpm_tensor; break;     // NVML_GPM_METRIC_ANY_TENSOR_UTIL
+		case 10: m->value = d->gpm_dram; break;      // NVML_GPM_METRIC_DRAM_BW_UTIL
+		default: m->nvmlReturn = ERROR_NOT_SUPPORTED;
+		}
+	}
+	return SUCCESS;
+}

@@ -38,7 +38,10 @@ enum Task {
         args: Vec<String>,
     },
     /// Build in release mode and run the benchmarks, printing ratios.
-    Bench,
+    Bench {
+        /// Only these benchmarks: launch, socket, server, decode, startup (default: all).
+        only: Vec<String>,
+    },
     /// Boot Debian's 6.1 and 6.12 kernels under QEMU and run the agent's tests
     /// there and on this host's kernel; print one table (needs root).
     Kernels {
@@ -54,7 +57,7 @@ fn main() -> Result<()> {
         Task::Ebpf { check } => ebpf::build(&root, check),
         Task::Fixtures => fixtures::fetch(&root).map(|_| ()),
         Task::Test { args } => test(&root, &args),
-        Task::Bench => bench(&root),
+        Task::Bench { only } => bench(&root, &only),
         Task::Kernels { only } => kernels::matrix(&root, &fixtures::fetch(&root)?, &only),
     }
 }
@@ -86,7 +89,7 @@ pub(crate) fn build_agent(root: &Path) -> Result<PathBuf> {
     Ok(root.join("target/debug/inferscope"))
 }
 
-fn bench(root: &Path) -> Result<()> {
+fn bench(root: &Path, only: &[String]) -> Result<()> {
     let fixtures = fixtures::fetch(root)?;
     fixtures::fetch_nccl(&fixtures)?;
     run(Command::new("cargo")
@@ -94,7 +97,8 @@ fn bench(root: &Path) -> Result<()> {
         .args(["build", "--release", "--package", "inferscope"]))?;
     run(Command::new("cargo")
         .current_dir(root)
-        .args(["run", "--release", "--package", "inferscope-benches"])
+        .args(["run", "--release", "--package", "inferscope-benches", "--"])
+        .args(only)
         .env("INFERSCOPE_FIXTURES", fixtures)
         .env("INFERSCOPE_AGENT", root.join("target/release/inferscope")))
 }

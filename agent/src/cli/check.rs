@@ -18,7 +18,9 @@ use inferscope_shared::NET_CAPTURE_MAX;
 
 use crate::{
     discover::Discovery,
+    model::DeviceView,
     probes::{self, GpuProbes, NetProbes, ProcessProbes, SocketHook, compat},
+    sources::{NvmlSource, RocmSmiSource},
 };
 
 static FEATURE_PROBE_OBJ: &[u8] =
@@ -247,18 +249,24 @@ pub fn check() -> Result<ExitCode> {
             processes.join(", ")
         },
     );
-    let nvml = find_library("libnvidia-ml.so.1");
+    // Opened and read as `run` does, not looked for.
+    let nvml = NvmlSource::try_open(None).map(|mut n| n.read().devices);
     f.line(
-        nvml.is_some(),
+        nvml.as_ref().is_ok_and(|d| !d.is_empty()),
         "NVML",
-        nvml.unwrap_or_else(|| "libnvidia-ml.so.1 not found (no NVIDIA driver)".into()),
+        match &nvml {
+            Ok(devices) => device_list(devices),
+            Err(e) => format!("no NVIDIA device figures: {e}"),
+        },
     );
-    // Debian ships only the versioned name, ROCm's own packages the plain one too.
-    let rocm_smi = find_library("librocm_smi64.so.1").or_else(|| find_library("librocm_smi64.so"));
+    let rocm_smi = RocmSmiSource::try_open(None).map(|mut r| r.read());
     f.line(
-        rocm_smi.is_some(),
+        rocm_smi.as_ref().is_ok_and(|d| !d.is_empty()),
         "ROCm SMI",
-        rocm_smi.unwrap_or_else(|| "librocm_smi64.so.1 not found".into()),
+        match &rocm_smi {
+            Ok(devices) => device_list(devices),
+            Err(e) => format!("no AMD device figures: {e}"),
+        },
     );
 
     match f.fatal {
@@ -300,7 +308,7 @@ fn kernel_release() -> String {
 /// program table (`compat`) with what this kernel runs of it.
 fn agent_programs(btf: &Btf, f: &mut Findings) {
     let process = ProcessProbes::load(btf);
-    let gpu = GpuProbes::load();
+    let gpu = GpuProbes::load(btf);
     let net = NetProbes::load(btf, NET_CAPTURE_MAX as u32);
     let in_use: Vec<&str> = match &net {
         Ok(n) => n.socket_hook().programs().to_vec(),
@@ -514,6 +522,15 @@ fn gpu_runtimes() -> (Vec<String>, Vec<String>) {
         }
     }
     (libraries, processes)
+}
+
+/// `2 GPUs: 0 NVIDIA H100 80GB HBM3, 1 ...`.
+fn device_list(devices: &[DeviceView]) -> String {
+    let names: Vec<_> = devices
+        .iter()
+        .map(|d| format!("{} {}", d.index, d.name))
+        .collect();
+    format!("{} GPU(s): {}", devices.len(), names.join(", "))
 }
 
 fn find_library(name: &str) -> Option<String> {

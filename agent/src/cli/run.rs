@@ -13,7 +13,7 @@ use crate::{
     pipeline::{Pipeline, Schedule, Sources},
     probes::{self, GpuProbes, NetProbes, ProcessProbes},
     sinks::Format,
-    sources::{GpuProcesses, NvmlSource, Servers},
+    sources::{GpuProcesses, NvmlSource, RocmSmiSource, Servers},
 };
 
 #[derive(clap::Args)]
@@ -42,6 +42,9 @@ pub struct RunArgs {
     /// NVIDIA's management library, for GPU device figures [default: the system's libnvidia-ml.so.1].
     #[arg(long, value_name = "PATH")]
     nvml_library: Option<PathBuf>,
+    /// AMD's ROCm SMI library, for AMD GPU figures [default: the system's librocm_smi64.so.1].
+    #[arg(long, value_name = "PATH")]
+    rocm_smi_library: Option<PathBuf>,
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
@@ -50,14 +53,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let clock = Clock::system();
     let btf = Btf::from_sys_fs().context("reading kernel BTF from /sys/kernel/btf/vmlinux")?;
     let only = (!args.pids.is_empty()).then(|| args.pids.iter().copied().collect::<HashSet<_>>());
-    let processes = GpuProcesses::start(
-        Discovery::new("/proc"),
-        GpuProbes::load()?,
-        ProcessProbes::load(&btf)?,
-        only,
-    )?;
+    let processes = GpuProbes::load(&btf)
+        .and_then(|gpu| GpuProcesses::start(Discovery::new("/proc"), gpu, ProcessProbes::load(&btf)?, only));
+    let net = NetProbes::load(&btf, args.capture_bytes);
+    // Kernel BTF is only needed to load; parsed, it weighs tens of MiB.
+    drop(btf);
+    let processes = processes?;
     // Request metrics need socket capture; GPU activity does not. Say so and go on without.
-    let servers = match NetProbes::load(&btf, args.capture_bytes) {
+    let servers = match net {
         Ok(net) => {
             log::info!("socket capture through {}", net.socket_hook());
             Some(Servers::start(
@@ -73,13 +76,15 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             None
         }
     };
-    // GPU device figures need NVML; without it (no NVIDIA driver here) the rest still works.
+    // GPU device figures: NVIDIA's and AMD's libraries, where present.
     let nvml = NvmlSource::open(args.nvml_library.as_deref());
+    let rocm_smi = RocmSmiSource::open(args.rocm_smi_library.as_deref());
     let sinks = vec![args.output.sink(std::io::stdout())];
     let sources = Sources {
         processes,
         servers,
         nvml,
+        rocm_smi,
     };
     let pipeline = Pipeline::new(clock, sources, sinks, args.pids)?;
     let schedule = Schedule {

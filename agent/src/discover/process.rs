@@ -12,12 +12,20 @@ pub fn identity(proc_root: &Path, pid: u32) -> ProcessIdentity {
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     let cgroup = fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
+    let stat = fs::read_to_string(dir.join("stat")).unwrap_or_default();
     ProcessIdentity {
         pid,
+        ppid: parent(&stat).unwrap_or(0),
         comm: comm.trim_end().to_string(),
         exe,
         container_id: container_id(&cgroup),
     }
+}
+
+/// The parent pid from `/proc/PID/stat` (`pid (comm) state ppid ...`; comm may hold spaces and parentheses).
+fn parent(stat: &str) -> Option<u32> {
+    let (_, after_comm) = stat.rsplit_once(')')?;
+    after_comm.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Inference servers recognised by their command name or command line:
@@ -54,6 +62,13 @@ mod tests {
     use super::*;
 
     const ID: &str = "3f4e1c2b9a8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f";
+
+    #[test]
+    fn the_parent_is_read_past_a_command_name_with_spaces_and_parentheses() {
+        assert_eq!(parent("4242 (python3 (vllm) x) S 4200 4242 1 0 -1"), Some(4200));
+        assert_eq!(parent("4242 (short"), None);
+        assert_eq!(parent(""), None);
+    }
 
     #[test]
     fn container_ids_are_found_in_the_usual_runtimes_cgroup_names() {

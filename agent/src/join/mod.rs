@@ -1,7 +1,10 @@
 //! Builds each interval's [`Snapshot`] from what the sources read: per process
 //! (identity, runtimes, GPU activity), per server and model (finished requests,
 //! queue), and drops. This is the one place totals and deltas are computed, so
-//! that every sink shows the same numbers.
+//! that every sink shows the same numbers; [`signals`] then derives what a
+//! person needs from the whole snapshot.
+
+mod signals;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -89,7 +92,7 @@ impl Join {
         for p in &mut processes {
             p.gpus = gpus_of(p.identity.pid, &devices);
         }
-        Snapshot {
+        let mut snapshot = Snapshot {
             schema: SCHEMA_VERSION,
             time,
             interval,
@@ -98,7 +101,9 @@ impl Join {
             devices,
             gpu_events,
             drops: self.drops(drops),
-        }
+        };
+        signals::derive(&mut snapshot);
+        snapshot
     }
 
     /// Sets each device's deltas from the previous totals, and counts its XID errors.
@@ -151,6 +156,8 @@ impl Join {
                 }
                 ProcessView {
                     gpus: Vec::new(),
+                    serves: Vec::new(),
+                    signals: Vec::new(),
                     gpu: Counted {
                         total: GpuActivity::total(&p.stats),
                         delta: GpuActivity::between(&previous, &p.stats),
@@ -213,6 +220,8 @@ impl Join {
                         }
                         ModelView {
                             model: model.clone(),
+                            energy_joules: None,
+                            energy_per_output_token_joules: None,
                             requests: Counted {
                                 total: total.clone(),
                                 delta,
@@ -457,7 +466,10 @@ mod tests {
             ecc_corrected_errors: None,
             ecc_uncorrected_errors: None,
             mig_enabled: None,
+            gpm: None,
             xid_errors: Counted::default(),
+            output_tokens_per_second: None,
+            energy_per_output_token_joules: None,
             processes: vec![crate::model::DeviceProcess {
                 pid,
                 usage: crate::model::GpuUsage {
@@ -508,6 +520,64 @@ mod tests {
         assert!(
             second.processes[0].gpus.is_empty(),
             "pid 1 is no longer on the device"
+        );
+    }
+
+    /// `device(energy, pid)` with the process's SM share set.
+    fn device_running(energy_joules: f64, pid: u32, sm_percent: u32) -> DeviceView {
+        let mut d = device(energy_joules, pid);
+        d.processes[0].usage.sm_utilization_percent = Some(sm_percent);
+        d
+    }
+
+    #[test]
+    fn many_launches_with_idle_sms_is_launch_bound_and_says_by_how_much() {
+        let mut join = Join::default();
+        join.snapshot(readings(vec![process(1, 0, false)], vec![], 0, 0));
+        let mut busy = readings(vec![process(1, 2000, false)], vec![], 0, 0);
+        busy.devices = vec![device_running(0.0, 1, 2)];
+        let s = join.snapshot(busy);
+        assert_eq!(
+            s.processes[0].signals,
+            [crate::model::Signal::LaunchBound {
+                kernel_launches_per_second: 4000.0,
+                sm_utilization_percent: 2,
+            }]
+        );
+        let mut fed = readings(vec![process(1, 4000, false)], vec![], 0, 0);
+        fed.devices = vec![device_running(0.0, 1, 90)];
+        assert!(join.snapshot(fed).processes[0].signals.is_empty());
+    }
+
+    #[test]
+    fn a_gpu_worker_under_a_server_gets_its_tokens_and_energy_per_token() {
+        // vLLM's shape: the HTTP server (pid 7, no GPU) and its engine (pid 8, on the GPU).
+        let mut engine = process(8, 0, false);
+        engine.identity.ppid = 7;
+        let mut join = Join::default();
+        let mut first = readings(vec![engine.clone()], vec![], 0, 0);
+        first.devices = vec![device(100.0, 8)];
+        join.snapshot(first);
+        let mut second = readings(
+            vec![engine],
+            vec![request("a", 0.1, Outcome::Ok), request("a", 0.2, Outcome::Ok)],
+            2,
+            0,
+        );
+        second.devices = vec![device(112.0, 8)];
+        let s = join.snapshot(second);
+        let key = crate::model::ServerRef { pid: 7, port: 8000 };
+        assert_eq!(s.processes[0].serves, [key]);
+        let d = &s.devices[0];
+        // 6 tokens in 0.5 s; 12 J over them.
+        assert_eq!(
+            (d.output_tokens_per_second, d.energy_per_output_token_joules),
+            (Some(12.0), Some(2.0))
+        );
+        let m = &s.servers[0].models[0];
+        assert_eq!(
+            (m.energy_joules, m.energy_per_output_token_joules),
+            (Some(12.0), Some(2.0))
         );
     }
 

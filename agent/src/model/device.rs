@@ -49,10 +49,35 @@ pub struct DeviceView {
     pub ecc_corrected_errors: Option<Counted<u64>>,
     pub ecc_uncorrected_errors: Option<Counted<u64>>,
     pub mig_enabled: Option<bool>,
+    /// GPU Performance Monitoring over the interval (NVIDIA Hopper and newer).
+    #[serde(default)]
+    pub gpm: Option<GpmView>,
     /// Critical XID errors seen since the agent started, and in the interval.
     pub xid_errors: Counted<u64>,
+    /// Output tokens per second of the servers whose processes use this GPU, in the interval.
+    #[serde(default)]
+    pub output_tokens_per_second: Option<f64>,
+    /// The interval's energy over those tokens.
+    #[serde(default)]
+    pub energy_per_output_token_joules: Option<f64>,
     /// Processes with a context on it, from the library's own list.
     pub processes: Vec<DeviceProcess>,
+}
+
+/// What the SMs did over the interval, from two GPM samples. Unlike
+/// `utilization_percent` ("a kernel ran"), these say how much of the GPU worked:
+/// on an H100 under a bf16 matmul, utilisation read 100 % while SM activity was
+/// 96.7 %, occupancy 14.3 %, tensor pipes 93.8 % and DRAM bandwidth 23.9 %.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GpmView {
+    /// Share of time SMs had at least one warp (`NVML_GPM_METRIC_SM_UTIL`).
+    pub sm_active_percent: Option<f64>,
+    /// Resident warps over the maximum (`NVML_GPM_METRIC_SM_OCCUPANCY`).
+    pub sm_occupancy_percent: Option<f64>,
+    /// Share of time any tensor pipe was active (`NVML_GPM_METRIC_ANY_TENSOR_UTIL`).
+    pub tensor_active_percent: Option<f64>,
+    /// DRAM bandwidth used over the peak (`NVML_GPM_METRIC_DRAM_BW_UTIL`).
+    pub dram_bandwidth_percent: Option<f64>,
 }
 
 /// A process on one GPU, as the management library sees it (host pids).

@@ -21,7 +21,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-pub use device::{DeviceProcess, DeviceView, GpuEvent, GpuEventKind, GpuUsage, ProcessGpu, Vendor};
+pub use device::{DeviceProcess, DeviceView, GpmView, GpuEvent, GpuEventKind, GpuUsage, ProcessGpu, Vendor};
 pub use gpu::{CopyBytes, GpuActivity, NcclActivity};
 pub use histogram::Histogram;
 pub use request::{Outcome, Protocol, RequestRecord, TokenSource};
@@ -76,6 +76,10 @@ impl<T: Copy> Counted<T> {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessIdentity {
     pub pid: u32,
+    /// Its parent: inference servers often do GPU work in child processes
+    /// (vLLM's engine core, tensor-parallel workers). 0 when unknown.
+    #[serde(default)]
+    pub ppid: u32,
     pub comm: String,
     /// Executable path, in the agent's view of the filesystem.
     pub exe: String,
@@ -94,9 +98,44 @@ pub struct ProcessView {
     /// The GPUs it has a context on, with its memory and share of each (NVML).
     #[serde(default)]
     pub gpus: Vec<ProcessGpu>,
+    /// The servers it works for: its own listening ports', or its ancestors'
+    /// (a GPU worker under an HTTP front end). Keys into `servers[]`.
+    #[serde(default)]
+    pub serves: Vec<ServerRef>,
+    /// Conditions derived from its figures, each with the numbers behind it.
+    #[serde(default)]
+    pub signals: Vec<Signal>,
     /// The process ended during this interval; this is its last snapshot.
     pub exited: bool,
 }
+
+/// A server by its key in `servers[]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ServerRef {
+    pub pid: u32,
+    pub port: u16,
+}
+
+/// A condition a person should know about, computed from the snapshot's own
+/// figures (the same for every sink), with the numbers that show it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "signal", rename_all = "snake_case")]
+pub enum Signal {
+    /// Many kernel launches while the process keeps the GPU's SMs mostly idle:
+    /// the CPU side cannot feed the GPU (CUDA graphs, larger batches or
+    /// torch.compile would help). At least [`LAUNCH_BOUND_MIN_RATE`] launches/s
+    /// with at most [`LAUNCH_BOUND_MAX_SM_PERCENT`] % SM share on every GPU it uses.
+    LaunchBound {
+        kernel_launches_per_second: f64,
+        /// Its highest SM share over its GPUs (NVML, per process).
+        sm_utilization_percent: u32,
+    },
+}
+
+/// See [`Signal::LaunchBound`].
+pub const LAUNCH_BOUND_MIN_RATE: f64 = 1000.0;
+/// See [`Signal::LaunchBound`].
+pub const LAUNCH_BOUND_MAX_SM_PERCENT: u32 = 25;
 
 /// An inference server: a process and one of its listening ports.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -126,6 +165,13 @@ pub struct QueueView {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelView {
     pub model: String,
+    /// Energy of the GPUs its server's processes use, in the interval, shared
+    /// among the models on those GPUs by output tokens (needs NVML).
+    #[serde(default)]
+    pub energy_joules: Option<f64>,
+    /// That energy per output token of the interval.
+    #[serde(default)]
+    pub energy_per_output_token_joules: Option<f64>,
     /// Requests that finished: since the server was first seen, and in the interval.
     /// Only the interval's histograms carry percentiles.
     #[serde(flatten)]

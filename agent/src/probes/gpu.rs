@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
-    Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, PerCpuHashMap},
     programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
 };
@@ -33,9 +33,10 @@ struct Links {
 }
 
 impl GpuProbes {
-    pub fn load() -> Result<Self> {
+    pub fn load(btf: &Btf) -> Result<Self> {
         // aya has no typed API for task storage, which only the kernel side touches.
         let mut ebpf = EbpfLoader::new()
+            .btf(Some(btf))
             .allow_unsupported_maps()
             .load(super::GPU_CALLS_OBJ)
             .context("loading gpu_calls.bpf.o")?;

@@ -91,6 +91,7 @@ impl NetProbes {
     pub fn load(btf: &Btf, capture_bytes: u32) -> Result<Self> {
         let capture_bytes = capture_bytes.min(NET_CAPTURE_MAX as u32);
         let mut ebpf = EbpfLoader::new()
+            .btf(Some(btf))
             .override_global("capture_bytes", &capture_bytes, true)
             .load(super::NET_CAPTURE_OBJ)
             .context("loading net_capture.bpf.o")?;

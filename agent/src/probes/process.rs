@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
-    Btf, Ebpf,
+    Btf, Ebpf, EbpfLoader,
     maps::{MapData, RingBuf},
     programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
 };
@@ -25,7 +25,10 @@ pub struct ProcessProbes {
 
 impl ProcessProbes {
     pub fn load(btf: &Btf) -> Result<Self> {
-        let mut ebpf = Ebpf::load(super::PROCESS_OBJ).context("loading process.bpf.o")?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(btf))
+            .load(super::PROCESS_OBJ)
+            .context("loading process.bpf.o")?;
         super::attach_tp_btf(
             &mut ebpf,
             btf,

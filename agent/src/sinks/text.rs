@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 
 use super::Sink;
-use crate::model::Snapshot;
+use crate::model::{GpuEventKind, Signal, Snapshot};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -32,6 +32,7 @@ fn write_snapshot(out: &mut impl Write, r: &Snapshot) -> io::Result<()> {
         r.processes.len(),
         r.dropped_in_interval()
     )?;
+    write_devices(out, r)?;
     write_servers(out, r)?;
     if r.processes.is_empty() {
         return writeln!(out, "  (no process uses a GPU runtime)");
@@ -81,6 +82,75 @@ fn write_snapshot(out: &mut impl Write, r: &Snapshot) -> io::Result<()> {
                 n.calls,
                 n.bytes as f64 / MIB
             )?;
+        }
+        for gpu in &p.gpus {
+            writeln!(
+                out,
+                "  {:>7} gpu {}: {} MiB, SM {}, memory {}",
+                "",
+                gpu.index,
+                gpu.usage
+                    .memory_used_bytes
+                    .map_or("-".into(), |b| format!("{:.0}", b as f64 / MIB)),
+                percent(gpu.usage.sm_utilization_percent.map(f64::from)),
+                percent(gpu.usage.memory_utilization_percent.map(f64::from)),
+            )?;
+        }
+        for signal in &p.signals {
+            match signal {
+                Signal::LaunchBound {
+                    kernel_launches_per_second,
+                    sm_utilization_percent,
+                } => writeln!(
+                    out,
+                    "  {:>7} launch-bound: {kernel_launches_per_second:.0} launches/s while its SM share is {sm_utilization_percent}%",
+                    ""
+                )?,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn percent(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.0}%"))
+}
+
+/// One line per GPU (NVML, ROCm SMI), with its XID errors of the interval.
+fn write_devices(out: &mut impl Write, r: &Snapshot) -> io::Result<()> {
+    if r.devices.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "  {:>3} {:<24} {:>5} {:>7} {:>15} {:>7} {:>5} {:>8} {:>7} {:>4}",
+        "GPU", "NAME", "UTIL", "SM ACT", "MEM GiB", "POWER W", "TEMP", "TOK/s", "J/TOK", "XID"
+    )?;
+    const GIB: f64 = 1024.0 * MIB;
+    for d in &r.devices {
+        let memory = match (d.memory_used_bytes, d.memory_total_bytes) {
+            (Some(used), Some(total)) => format!("{:.1}/{:.1}", used as f64 / GIB, total as f64 / GIB),
+            _ => "-".into(),
+        };
+        let or_dash = |v: Option<f64>, digits: usize| v.map_or("-".into(), |v| format!("{v:.digits$}"));
+        writeln!(
+            out,
+            "  {:>3} {:<24} {:>5} {:>7} {:>15} {:>7} {:>5} {:>8} {:>7} {:>4}",
+            d.index,
+            d.name,
+            percent(d.utilization_percent.map(f64::from)),
+            percent(d.gpm.as_ref().and_then(|g| g.sm_active_percent)),
+            memory,
+            or_dash(d.power_watts, 0),
+            d.temperature_celsius.map_or("-".into(), |t| format!("{t}C")),
+            or_dash(d.output_tokens_per_second, 1),
+            or_dash(d.energy_per_output_token_joules, 3),
+            d.xid_errors.delta,
+        )?;
+    }
+    for e in &r.gpu_events {
+        match e.kind {
+            GpuEventKind::Xid { xid } => writeln!(out, "  GPU {} reported XID {xid} ({})", e.index, e.uuid)?,
         }
     }
     Ok(())

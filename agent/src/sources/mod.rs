@@ -4,8 +4,10 @@
 
 mod gpu_processes;
 mod nvml;
+mod rocm_smi;
 mod servers;
 
 pub use gpu_processes::GpuProcesses;
 pub use nvml::{NvmlReading, NvmlSource};
+pub use rocm_smi::RocmSmiSource;
 pub use servers::Servers;

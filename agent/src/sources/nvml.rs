@@ -19,15 +19,16 @@ use std::{
 };
 
 use nvml_wrapper::{
-    Device, Nvml,
+    Device, GpmSample, Nvml,
     bitmasks::event::EventTypes,
     enum_wrappers::device::{Clock, EccCounter, MemoryError, PcieUtilCounter, TemperatureSensor},
-    enums::{device::UsedGpuMemory, event::XidError},
+    enums::{device::UsedGpuMemory, event::XidError, gpm::GpmMetricId},
     error::NvmlError,
+    gpm::gpm_metrics_get,
     struct_wrappers::device::ProcessUtilizationSample,
 };
 
-use crate::model::{Counted, DeviceProcess, DeviceView, GpuEvent, GpuEventKind, GpuUsage, Vendor};
+use crate::model::{Counted, DeviceProcess, DeviceView, GpmView, GpuEvent, GpuEventKind, GpuUsage, Vendor};
 
 /// NVML's clock event ("throttle") reason bits, `nvmlClocksEventReason*`.
 const CLOCK_EVENT_REASONS: [(u64, &str); 9] = [
@@ -40,6 +41,14 @@ const CLOCK_EVENT_REASONS: [(u64, &str); 9] = [
     (0x40, "hw_thermal_slowdown"),
     (0x80, "hw_power_brake_slowdown"),
     (0x100, "display_clock_setting"),
+];
+
+/// GPM metrics read, in the order of [`GpmView`]'s fields.
+const GPM_METRICS: [GpmMetricId; 4] = [
+    GpmMetricId::SmUtil,
+    GpmMetricId::SmOccupancy,
+    GpmMetricId::AnyTensorUtil,
+    GpmMetricId::DramBwUtil,
 ];
 
 /// The PID namespace every host process starts in (`PROC_PID_INIT_INO`).
@@ -62,6 +71,10 @@ pub struct NvmlSource {
     stop: Arc<AtomicBool>,
     /// (device, what) pairs whose failure was logged already.
     warned: HashSet<(u32, &'static str)>,
+    /// Whether each device has GPM, asked once.
+    gpm_supported: HashMap<u32, bool>,
+    /// The last GPM sample per device: metrics compare it with the next.
+    gpm_samples: HashMap<u32, GpmSample<'static>>,
 }
 
 impl NvmlSource {
@@ -72,14 +85,14 @@ impl NvmlSource {
         Self::try_open(library)
             .inspect_err(|e| match e {
                 NvmlError::LibloadingError(_) if library.is_none() => {
-                    log::info!("no NVIDIA management library (libnvidia-ml.so.1): no GPU device figures")
+                    log::info!("no NVIDIA management library (libnvidia-ml.so.1): no NVIDIA device figures")
                 }
-                e => log::warn!("NVML unavailable, no GPU device figures: {e}"),
+                e => log::warn!("NVML unavailable, no NVIDIA device figures: {e}"),
             })
             .ok()
     }
 
-    fn try_open(library: Option<&Path>) -> Result<Self, NvmlError> {
+    pub fn try_open(library: Option<&Path>) -> Result<Self, NvmlError> {
         let path = library.map_or(OsStr::new("libnvidia-ml.so.1"), Path::as_os_str);
         // The library stays loaded for the agent's life; the XID thread borrows it.
         let nvml: &'static Nvml = Box::leak(Box::new(Nvml::builder().lib_path(path).init()?));
@@ -103,6 +116,8 @@ impl NvmlSource {
             events,
             stop,
             warned: HashSet::new(),
+            gpm_supported: HashMap::new(),
+            gpm_samples: HashMap::new(),
         })
     }
 
@@ -178,8 +193,33 @@ impl NvmlSource {
             ecc_corrected_errors: ecc(self, "ECC errors", MemoryError::Corrected),
             ecc_uncorrected_errors: ecc(self, "ECC errors", MemoryError::Uncorrected),
             mig_enabled: self.get(index, "MIG mode", d.mig_mode()).map(|m| m.current == 1),
+            gpm: self.gpm(index, d),
             xid_errors: Counted::default(),
+            output_tokens_per_second: None,
+            energy_per_output_token_joules: None,
             processes: self.processes(index, d),
+        })
+    }
+
+    /// GPM metrics since the last read; `None` without GPM, and at the first read.
+    fn gpm(&mut self, index: u32, d: &Device<'static>) -> Option<GpmView> {
+        let supported = *self
+            .gpm_supported
+            .entry(index)
+            .or_insert_with(|| d.gpm_support().unwrap_or(false));
+        if !supported {
+            return None;
+        }
+        let sample = self.get(index, "GPM sample", d.gpm_sample())?;
+        let previous = self.gpm_samples.insert(index, sample)?;
+        let results = gpm_metrics_get(self.nvml, &previous, &self.gpm_samples[&index], &GPM_METRICS);
+        let results = self.get(index, "GPM metrics", results)?;
+        let value = |i: usize| results.get(i).and_then(|r| r.as_ref().ok()).map(|m| m.value);
+        Some(GpmView {
+            sm_active_percent: value(0),
+            sm_occupancy_percent: value(1),
+            tensor_active_percent: value(2),
+            dram_bandwidth_percent: value(3),
         })
     }
 

@@ -1,11 +1,13 @@
-//! GPU device figures through NVML, joined with the processes the agent
-//! watches. NVIDIA's library needs a GPU; these tests load a stand-in
-//! `libnvidia-ml.so.1` (tests/c/fake_nvml.c) that implements the same entry
-//! points with scripted values, so every joined value is known exactly.
+//! GPU device figures through NVML and ROCm SMI, joined with the processes the
+//! agent watches. Both vendors' libraries need a GPU; these tests load
+//! stand-ins (tests/c/fake_nvml.c, fake_rocm_smi.c) that implement the same
+//! entry points with known values, so every joined value is known exactly.
+//! The real ROCm SMI, which this machine has without an AMD GPU, must cost
+//! one line and nothing else.
 
 use std::{fs, path::Path};
 
-use inferscope::model::{Counted, GpuEventKind, GpuUsage, ProcessGpu, Snapshot, Vendor};
+use inferscope::model::{Counted, GpmView, GpuEventKind, GpuUsage, ProcessGpu, Snapshot, Vendor};
 use inferscope_tests::{Agent, STEP, Workload, stub_library};
 
 const GIB: u64 = 1 << 30;
@@ -24,7 +26,8 @@ fn script(dir: &Path, on_first: u32, on_third: u32) -> std::path::PathBuf {
              0 0 {small} {small_total} 35 16000 72000 20000 210 6250 0 0 1 0 0\n\
              process 0 {on_first} {first_mem} 37 12\n\
              process 2 {on_third} {third_mem} -1 -1\n\
-             xid 0 79\n",
+             xid 0 79\n\
+             gpm 0 96.7 14.3 93.8 23.9\n",
             used = 20 * GIB,
             total = 80 * GIB,
             small = GIB,
@@ -145,6 +148,17 @@ fn devices_processes_and_xid_errors_from_nvml_are_joined_with_runtime_activity()
         Some(1.0)
     );
     assert_eq!(later.devices[0].xid_errors, Counted { total: 1, delta: 0 });
+    // GPM on the H100 only (an L4 has none), between this read and the last.
+    assert_eq!(
+        later.devices[0].gpm,
+        Some(GpmView {
+            sm_active_percent: Some(96.7),
+            sm_occupancy_percent: Some(14.3),
+            tensor_active_percent: Some(93.8),
+            dram_bandwidth_percent: Some(23.9),
+        })
+    );
+    assert_eq!(later.devices[1].gpm, None);
 
     // Per process: NVML's memory and SM share joined with the runtime activity.
     let view = later
@@ -181,4 +195,60 @@ fn devices_processes_and_xid_errors_from_nvml_are_joined_with_runtime_activity()
     first.exit();
     third.run_calls();
     third.exit();
+}
+
+#[test]
+fn amd_gpu_figures_come_from_rocm_smi() {
+    let fake = stub_library("librocm_smi64.so.1");
+    let mut agent = Agent::start(&["--rocm-smi-library", fake.to_str().unwrap()]);
+    agent.wait_for_log("ROCm SMI: 1 AMD GPU(s)");
+    let first = snapshot_where(&mut agent, "the AMD GPU", |s| !s.devices.is_empty());
+    let next = agent.next_snapshot("the next snapshot");
+    let amd: Vec<_> = [&first, &next]
+        .iter()
+        .map(|s| {
+            let [d] = s.devices.as_slice() else {
+                panic!("one device expected: {:?}", s.devices)
+            };
+            d.clone()
+        })
+        .collect();
+    let d = &amd[1];
+    assert_eq!(
+        (d.vendor, d.index, d.uuid.as_str(), d.name.as_str()),
+        (Vendor::Amd, 0, "4f5c2a1b3d6e7f80", "AMD Instinct MI300X")
+    );
+    assert_eq!(d.pci_bus_id.as_deref(), Some("0000:83:00.0"));
+    assert_eq!(
+        (d.utilization_percent, d.memory_used_bytes, d.memory_total_bytes),
+        (Some(63), Some(96 * GIB), Some(192 * GIB))
+    );
+    assert_eq!((d.temperature_celsius, d.power_watts), (Some(58), Some(550.0)));
+    // 1 J per read, one read per snapshot.
+    let energy = d.energy_joules.clone().unwrap();
+    assert_eq!(energy.delta, 1.0);
+    assert_eq!(energy.total, amd[0].energy_joules.clone().unwrap().total + 1.0);
+}
+
+#[test]
+fn without_an_amd_gpu_the_real_rocm_smi_costs_one_line() {
+    // Not even loaded where no amdgpu driver is: ROCm SMI would print its own errors.
+    let mut agent = Agent::start(&[]);
+    agent.wait_for_log("no AMD GPU (no amdgpu driver");
+    // Named on the command line, it is initialised, fails, and the agent carries on.
+    let real = Path::new("/usr/lib/librocm_smi64.so.1");
+    assert!(
+        real.exists(),
+        "Debian's librocm-smi64-1 is missing (.ci/run installs it)"
+    );
+    let mut agent = Agent::start(&["--rocm-smi-library", real.to_str().unwrap()]);
+    agent.wait_for_log("no AMD GPU driver or device");
+    for _ in 0..3 {
+        let s = agent.next_snapshot("snapshots without AMD devices");
+        assert!(
+            s.devices.iter().all(|d| d.vendor != Vendor::Amd),
+            "{:?}",
+            s.devices
+        );
+    }
 }
