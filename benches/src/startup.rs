@@ -95,7 +95,8 @@ pub fn run(fixtures: &Path, agent: &Path) -> Result<()> {
             .context("the agent went quiet")?;
         match what {
             "attached" => attached = Some(at),
-            _ => reports.push((at, line)),
+            "report" => reports.push((at, line)),
+            _ => {}
         }
     }
     let pid = holder.0.id();
@@ -128,7 +129,10 @@ fn late_library(
     rx: &mpsc::Receiver<(&'static str, Duration, String)>,
     start: Instant,
 ) -> Result<()> {
-    let copy = std::env::temp_dir().join("inferscope-bench-libnccl.so.2");
+    // Same name (runtimes are recognised by it), another file.
+    let dir = std::env::temp_dir().join("inferscope-bench-nccl");
+    std::fs::create_dir_all(&dir)?;
+    let copy = dir.join("libnccl.so.2");
     std::fs::copy(nccl, &copy).context("copying libnccl.so.2")?;
     let mut holder = Killed(
         Command::new("python3")
@@ -145,6 +149,12 @@ fn late_library(
     let (mut probed, mut last_report, mut longest_gap) = (None, None::<Duration>, Duration::ZERO);
     let mut reports_after = 0;
     while probed.is_none() || reports_after < 3 {
+        if start.elapsed() > mapped + Duration::from_secs(30) {
+            bail!(
+                "the copy of libnccl mapped by pid {} was never probed",
+                holder.0.id()
+            );
+        }
         let (what, at, line) = rx
             .recv_timeout(Duration::from_secs(30))
             .context("the agent went quiet")?;
