@@ -23,7 +23,7 @@ use crate::{
     model::RequestRecord,
     probes::{decode_event, decode_net_event},
     sinks::Sink,
-    sources::{GpuProcesses, NvmlSource, RocmSmiSource, Servers},
+    sources::{GpuProcesses, KubePods, NvmlSource, RocmSmiSource, Servers},
 };
 
 /// When to report, and for how long.
@@ -40,6 +40,8 @@ pub struct Sources {
     pub servers: Option<Servers>,
     pub nvml: Option<NvmlSource>,
     pub rocm_smi: Option<RocmSmiSource>,
+    /// Which pod each container is in.
+    pub kube: Option<KubePods>,
 }
 
 pub struct Pipeline {
@@ -48,6 +50,7 @@ pub struct Pipeline {
     servers: Option<Servers>,
     nvml: Option<NvmlSource>,
     rocm_smi: Option<RocmSmiSource>,
+    kube: Option<KubePods>,
     join: Join,
     sinks: Vec<Box<dyn Sink>>,
     /// Processes named with `--pid`: their ports are captured whatever they run.
@@ -63,6 +66,7 @@ impl Pipeline {
             mut servers,
             nvml,
             rocm_smi,
+            kube,
         } = sources;
         if let Some(servers) = &mut servers {
             for pid in processes.all_pids()? {
@@ -78,6 +82,7 @@ impl Pipeline {
             servers,
             nvml,
             rocm_smi,
+            kube,
             join: Join::default(),
             sinks,
             named,
@@ -138,7 +143,12 @@ impl Pipeline {
     /// Reads every source once and hands the snapshot to every sink.
     fn tick(&mut self, interval: Duration) -> Result<()> {
         let now_ns = self.clock.now_ns();
-        let processes = self.processes.read()?;
+        let mut processes = self.processes.read()?;
+        if let Some(kube) = &self.kube {
+            for p in &mut processes {
+                p.pod = p.identity.container_id.as_deref().and_then(|id| kube.pod_of(id));
+            }
+        }
         let mut drops = self.processes.drops()?;
         let queues = match &mut self.servers {
             Some(servers) => {

@@ -5,10 +5,12 @@
 //! The real ROCm SMI, which this machine has without an AMD GPU, must cost
 //! one line and nothing else.
 
-use std::{fs, path::Path};
+use std::{fs, io::Write as _, net::TcpStream, path::Path};
 
-use inferscope::model::{Counted, GpmView, GpuEventKind, GpuUsage, ProcessGpu, Snapshot, Vendor};
-use inferscope_tests::{Agent, STEP, Workload, stub_library};
+use inferscope::model::{Counted, GpmView, GpuEventKind, GpuUsage, ProcessGpu, ServerRef, Snapshot, Vendor};
+use inferscope_tests::{
+    Agent, STEP, TestServer, Workload, chat_request, read_chunked_response, stub_library,
+};
 
 const GIB: u64 = 1 << 30;
 
@@ -251,4 +253,77 @@ fn without_an_amd_gpu_the_real_rocm_smi_costs_one_line() {
             s.devices
         );
     }
+}
+
+/// A server that runs its model in-process: its requests, its GPU runtime
+/// activity and NVML's figures for it meet in one process, and the GPU's
+/// energy is divided by the tokens it served.
+#[test]
+fn a_server_on_a_gpu_gets_its_tokens_per_second_and_energy_per_token() {
+    let lib = stub_library("libcudart.so.12");
+    let server = TestServer::start_program_with(
+        Path::new(env!("CARGO_BIN_EXE_sse_truth_server")),
+        &["--gpu-library", lib.to_str().unwrap()],
+    );
+    let script = std::env::temp_dir().join(format!("nvml-script-server-{}", server.pid()));
+    fs::write(
+        &script,
+        format!(
+            "device GPU-99999999-2222-3333-4444-555555555555 NVIDIA_H100_80GB_HBM3 00000000:18:00.0 \
+             55 20 {used} {total} 60 400000 700000 1000000 1980 2619 0 0 0 0 0\n\
+             process 0 {pid} {used} 55 20\n",
+            used = 4 * GIB,
+            total = 80 * GIB,
+            pid = server.pid(),
+        ),
+    )
+    .unwrap();
+    let fake = stub_library("libnvidia-ml.so.1");
+    let mut agent = Agent::start_with_env(
+        &[("FAKE_NVML_SCRIPT", &script)],
+        &["--nvml-library", fake.to_str().unwrap()],
+    );
+    let pid = server.pid();
+    snapshot_where(&mut agent, "the server as a GPU process", |s| {
+        s.processes
+            .iter()
+            .any(|p| p.identity.pid == pid && !p.gpus.is_empty())
+    });
+    agent.wait_for_log(&format!("capturing requests to port {} (pid {pid})", server.port));
+    let mut conn = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    conn.write_all(&chat_request("on-gpu", 8, 30, 5, false)).unwrap();
+    read_chunked_response(&mut conn);
+    let s = snapshot_where(&mut agent, "the request finished", |s| {
+        s.servers
+            .iter()
+            .any(|v| v.models.iter().any(|m| m.requests.delta.requests == 1))
+    });
+    let key = ServerRef {
+        pid,
+        port: server.port,
+    };
+    let process = s.processes.iter().find(|p| p.identity.pid == pid).unwrap();
+    assert_eq!(process.serves, [key]);
+    assert_eq!(process.gpus[0].usage.memory_used_bytes, Some(4 * GIB));
+    // The stand-in's energy grows by exactly 1 J per read, one read per snapshot;
+    // the interval's 8 tokens share it.
+    let d = &s.devices[0];
+    assert_eq!(d.energy_joules.as_ref().map(|e| e.delta), Some(1.0));
+    assert_eq!(d.energy_per_output_token_joules, Some(0.125));
+    let per_second = 8.0 / s.interval.as_secs_f64();
+    assert!(
+        d.output_tokens_per_second
+            .is_some_and(|t| (t - per_second).abs() < 1e-9),
+        "{:?} vs {per_second}",
+        d.output_tokens_per_second
+    );
+    let model = &s.servers.iter().find(|v| v.pid == pid).unwrap().models[0];
+    assert_eq!(
+        (
+            model.model.as_str(),
+            model.energy_joules,
+            model.energy_per_output_token_joules
+        ),
+        ("on-gpu", Some(1.0), Some(0.125))
+    );
 }

@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Report per-process GPU activity every interval.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Check what this host supports, and whether the agent can run here.
     Check,
 }
@@ -32,7 +32,7 @@ enum Command {
 pub fn main(cli: Cli) -> ExitCode {
     init_logging(cli.log);
     let result = match cli.command {
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Check => check::check(),
     };
     match result {

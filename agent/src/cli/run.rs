@@ -13,7 +13,7 @@ use crate::{
     pipeline::{Pipeline, Schedule, Sources},
     probes::{self, GpuProbes, NetProbes, ProcessProbes},
     sinks::Format,
-    sources::{GpuProcesses, NvmlSource, RocmSmiSource, Servers},
+    sources::{GpuProcesses, KubeConfig, KubePods, NvmlSource, RocmSmiSource, Servers},
 };
 
 #[derive(clap::Args)]
@@ -45,6 +45,21 @@ pub struct RunArgs {
     /// AMD's ROCm SMI library, for AMD GPU figures [default: the system's librocm_smi64.so.1].
     #[arg(long, value_name = "PATH")]
     rocm_smi_library: Option<PathBuf>,
+    /// Kubernetes API server for pod names [default: in a pod, the cluster's own].
+    #[arg(long, value_name = "URL")]
+    kube_api: Option<String>,
+    /// Bearer token file for --kube-api [default in a pod: the service account's].
+    #[arg(long, value_name = "PATH", requires = "kube_api")]
+    kube_token_file: Option<PathBuf>,
+    /// CA bundle (PEM) for an https --kube-api [default in a pod: the service account's].
+    #[arg(long, value_name = "PATH", requires = "kube_api")]
+    kube_ca_file: Option<PathBuf>,
+    /// This node's name in Kubernetes [default: $NODE_NAME, else the host name].
+    #[arg(long, value_name = "NAME")]
+    kube_node: Option<String>,
+    /// How often the pods on this node are listed again.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    kube_refresh: Duration,
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
@@ -67,7 +82,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                 net,
                 "/proc".into(),
                 &args.ports,
-                args.comms,
+                args.comms.clone(),
                 clock,
             )?)
         }
@@ -79,12 +94,23 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     // GPU device figures: NVIDIA's and AMD's libraries, where present.
     let nvml = NvmlSource::open(args.nvml_library.as_deref());
     let rocm_smi = RocmSmiSource::open(args.rocm_smi_library.as_deref());
+    let kube = kube_config(&args).and_then(|config| {
+        log::info!(
+            "pods from the Kubernetes API at {} (node {})",
+            config.api,
+            config.node
+        );
+        KubePods::start(config, args.kube_refresh)
+            .inspect_err(|e| log::warn!("no pod names: {e}"))
+            .ok()
+    });
     let sinks = vec![args.output.sink(std::io::stdout())];
     let sources = Sources {
         processes,
         servers,
         nvml,
         rocm_smi,
+        kube,
     };
     let pipeline = Pipeline::new(clock, sources, sinks, args.pids)?;
     let schedule = Schedule {
@@ -97,4 +123,21 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .build()?
         .block_on(pipeline.run(schedule))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The API server named on the command line, else the cluster's own when in a pod.
+fn kube_config(args: &RunArgs) -> Option<KubeConfig> {
+    let mut config = match &args.kube_api {
+        Some(api) => KubeConfig {
+            api: api.clone(),
+            token_file: args.kube_token_file.clone(),
+            ca_file: args.kube_ca_file.clone(),
+            node: crate::sources::kube_node_name(),
+        },
+        None => KubeConfig::in_cluster()?,
+    };
+    if let Some(node) = &args.kube_node {
+        config.node = node.clone();
+    }
+    Some(config)
 }

@@ -7,7 +7,7 @@
 mod signals;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     time::{Duration, SystemTime},
 };
 
@@ -16,8 +16,9 @@ use inferscope_shared::GpuStats;
 use crate::{
     derive::requests::{QueueReport, ServerKey},
     model::{
-        Counted, DeviceView, GpuActivity, GpuEvent, GpuEventKind, ModelView, ProcessGpu, ProcessIdentity,
-        ProcessView, QueueView, RequestRecord, RequestStats, SCHEMA_VERSION, ServerView, Snapshot,
+        Counted, DeviceView, GpuActivity, GpuEvent, GpuEventKind, ModelView, PodRef, PodView, ProcessGpu,
+        ProcessIdentity, ProcessView, QueueView, RequestRecord, RequestStats, SCHEMA_VERSION, ServerRef,
+        ServerView, Snapshot,
     },
     runtimes::Runtime,
 };
@@ -31,6 +32,8 @@ pub struct ProcessReading {
     pub stats: GpuStats,
     /// It ended during the interval: this is its last reading.
     pub exited: bool,
+    /// Its Kubernetes pod, when it runs in one the API server named.
+    pub pod: Option<PodRef>,
 }
 
 /// Everything read for one interval.
@@ -58,6 +61,8 @@ pub struct Join {
     servers: BTreeMap<ServerKey, ServerTotals>,
     drops_seen: BTreeMap<String, u64>,
     devices_seen: HashMap<String, DeviceTotals>,
+    /// Each pod's GPU counters summed over the interval deltas of its processes.
+    pods_seen: HashMap<(String, String), GpuStats>,
 }
 
 /// A device's counted figures at the last snapshot.
@@ -88,7 +93,7 @@ impl Join {
             gpu_events,
         } = readings;
         let devices = self.devices(devices, &gpu_events);
-        let mut processes = self.processes(processes);
+        let (mut processes, deltas) = self.processes(processes);
         for p in &mut processes {
             p.gpus = gpus_of(p.identity.pid, &devices);
         }
@@ -99,11 +104,84 @@ impl Join {
             processes,
             servers: self.servers(&finished, &queues),
             devices,
+            pods: Vec::new(),
             gpu_events,
             drops: self.drops(drops),
         };
         signals::derive(&mut snapshot);
+        snapshot.pods = self.pods(&snapshot, &deltas);
         snapshot
+    }
+
+    /// Sums each pod's processes: GPU activity (totals kept across exits), device memory, requests.
+    fn pods(&mut self, s: &Snapshot, deltas: &HashMap<u32, GpuStats>) -> Vec<PodView> {
+        let mut members: BTreeMap<(String, String), Vec<&ProcessView>> = BTreeMap::new();
+        for p in &s.processes {
+            if let Some(pod) = &p.pod {
+                members
+                    .entry((pod.namespace.clone(), pod.name.clone()))
+                    .or_default()
+                    .push(p);
+            }
+        }
+        let mut seen = HashMap::with_capacity(members.len());
+        let pods = members
+            .into_iter()
+            .map(|(key, procs)| {
+                let add = |a: &GpuStats, b: &GpuStats| a.zip_with(b, u64::wrapping_add);
+                let delta = procs
+                    .iter()
+                    .filter_map(|p| deltas.get(&p.identity.pid))
+                    .fold(GpuStats::default(), |sum, d| add(&sum, d));
+                let previous = self.pods_seen.remove(&key).unwrap_or_default();
+                let total = add(&previous, &delta);
+                seen.insert(key.clone(), total);
+                // Live bytes are a level: what its processes hold now.
+                let live: i64 = procs.iter().map(|p| p.gpu.total.live_bytes).sum();
+                let activity = |stats: &GpuStats| GpuActivity {
+                    live_bytes: live,
+                    ..GpuActivity::total(stats)
+                };
+                let memory: Vec<u64> = procs
+                    .iter()
+                    .flat_map(|p| p.gpus.iter().filter_map(|g| g.usage.memory_used_bytes))
+                    .collect();
+                let servers: BTreeSet<ServerRef> =
+                    procs.iter().flat_map(|p| p.serves.iter().copied()).collect();
+                let models = || {
+                    s.servers
+                        .iter()
+                        .filter(|v| {
+                            servers.contains(&ServerRef {
+                                pid: v.pid,
+                                port: v.port,
+                            })
+                        })
+                        .flat_map(|v| &v.models)
+                };
+                PodView {
+                    pids: procs.iter().map(|p| p.identity.pid).collect(),
+                    gpu: Counted {
+                        total: activity(&total),
+                        delta: activity(&delta),
+                    },
+                    gpu_memory_used_bytes: (!memory.is_empty()).then(|| memory.iter().sum()),
+                    requests: Counted {
+                        total: models().map(|m| m.requests.total.requests).sum(),
+                        delta: models().map(|m| m.requests.delta.requests).sum(),
+                    },
+                    output_tokens: Counted {
+                        total: models().map(|m| m.requests.total.output_tokens).sum(),
+                        delta: models().map(|m| m.requests.delta.output_tokens).sum(),
+                    },
+                    namespace: key.0,
+                    name: key.1,
+                }
+            })
+            .collect();
+        // Pods with no tracked process left are forgotten.
+        self.pods_seen = seen;
+        pods
     }
 
     /// Sets each device's deltas from the previous totals, and counts its XID errors.
@@ -145,8 +223,10 @@ impl Join {
         devices
     }
 
-    fn processes(&mut self, readings: Vec<ProcessReading>) -> Vec<ProcessView> {
+    /// Each process's view, and its counters' interval deltas (for its pod).
+    fn processes(&mut self, readings: Vec<ProcessReading>) -> (Vec<ProcessView>, HashMap<u32, GpuStats>) {
         let mut seen = HashMap::with_capacity(readings.len());
+        let mut deltas = HashMap::with_capacity(readings.len());
         let views = readings
             .into_iter()
             .map(|p| {
@@ -154,7 +234,9 @@ impl Join {
                 if !p.exited {
                     seen.insert(p.identity.pid, p.stats);
                 }
+                deltas.insert(p.identity.pid, p.stats.zip_with(&previous, u64::wrapping_sub));
                 ProcessView {
+                    pod: p.pod,
                     gpus: Vec::new(),
                     serves: Vec::new(),
                     signals: Vec::new(),
@@ -170,7 +252,7 @@ impl Join {
             .collect();
         // Processes no longer read (exited, released) are forgotten.
         self.gpu_seen = seen;
-        views
+        (views, deltas)
     }
 
     fn servers(
@@ -300,6 +382,7 @@ mod tests {
                 ..Default::default()
             },
             exited,
+            pod: None,
         }
     }
 
@@ -579,6 +662,48 @@ mod tests {
             (m.energy_joules, m.energy_per_output_token_joules),
             (Some(12.0), Some(2.0))
         );
+    }
+
+    #[test]
+    fn a_pod_sums_its_processes_and_keeps_what_exited_ones_did() {
+        let pod = Some(PodRef {
+            namespace: "inference".into(),
+            name: "vllm-0".into(),
+            container: "engine".into(),
+        });
+        let in_pod = |pid, launches, exited| ProcessReading {
+            pod: pod.clone(),
+            ..process(pid, launches, exited)
+        };
+        let mut join = Join::default();
+        let first = join.snapshot(readings(
+            vec![in_pod(1, 10, false), in_pod(2, 5, false)],
+            vec![],
+            0,
+            0,
+        ));
+        let second = join.snapshot(readings(
+            vec![in_pod(1, 12, false), in_pod(2, 9, true)],
+            vec![],
+            0,
+            0,
+        ));
+        let third = join.snapshot(readings(vec![in_pod(1, 20, false)], vec![], 0, 0));
+        let launches = |s: &Snapshot| {
+            let [p] = s.pods.as_slice() else {
+                panic!("{:?}", s.pods)
+            };
+            (
+                p.gpu.total.kernel_launches,
+                p.gpu.delta.kernel_launches,
+                p.pids.clone(),
+            )
+        };
+        assert_eq!(launches(&first), (15, 15, vec![1, 2]));
+        assert_eq!(launches(&second), (21, 6, vec![1, 2]));
+        assert_eq!(launches(&third), (29, 8, vec![1]));
+        let gone = join.snapshot(readings(vec![process(1, 20, false)], vec![], 0, 0));
+        assert!(gone.pods.is_empty());
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub struct Snapshot {
     /// GPUs, from NVML or ROCm SMI (empty without either).
     #[serde(default)]
     pub devices: Vec<DeviceView>,
+    /// Kubernetes pods with a tracked process, each the sum of its processes.
+    #[serde(default)]
+    pub pods: Vec<PodView>,
     /// What GPUs reported during the interval (XID errors).
     #[serde(default)]
     pub gpu_events: Vec<GpuEvent>,
@@ -98,6 +101,9 @@ pub struct ProcessView {
     /// The GPUs it has a context on, with its memory and share of each (NVML).
     #[serde(default)]
     pub gpus: Vec<ProcessGpu>,
+    /// Its Kubernetes pod and container, from its container ID and the API server.
+    #[serde(default)]
+    pub pod: Option<PodRef>,
     /// The servers it works for: its own listening ports', or its ancestors'
     /// (a GPU worker under an HTTP front end). Keys into `servers[]`.
     #[serde(default)]
@@ -107,6 +113,32 @@ pub struct ProcessView {
     pub signals: Vec<Signal>,
     /// The process ended during this interval; this is its last snapshot.
     pub exited: bool,
+}
+
+/// A container in a Kubernetes pod.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+    pub container: String,
+}
+
+/// One Kubernetes pod: the sum of its tracked processes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PodView {
+    pub namespace: String,
+    pub name: String,
+    /// Its tracked processes in this snapshot.
+    pub pids: Vec<u32>,
+    /// GPU runtime activity: since the pod was first seen (processes that
+    /// exited still count), and in the interval.
+    pub gpu: Counted<GpuActivity>,
+    /// Device memory its processes hold (NVML), now.
+    pub gpu_memory_used_bytes: Option<u64>,
+    /// Finished requests and output tokens of the servers its processes work
+    /// for, in the interval (totals are the servers').
+    pub requests: Counted<u64>,
+    pub output_tokens: Counted<u64>,
 }
 
 /// A server by its key in `servers[]`.

@@ -217,6 +217,7 @@ impl GpuProcesses {
                     runtimes: runtimes.into_iter().collect(),
                     stats: stats.get(pid).copied().unwrap_or_default(),
                     exited: t.exited,
+                    pod: None,
                 }
             })
             .collect();

@@ -4,11 +4,13 @@
 //! bound when the kernel saw the bytes however slow the machine is, which is
 //! what the kernel matrix needs (guests under emulation, no Python there).
 //!
-//! usage: sse_truth_server [--peek]   (prints "listening PORT", then per request one JSON
+//! usage: sse_truth_server [--peek] [--gpu-library PATH]   (prints "listening PORT", then per request one JSON
 //! line `{"path", "body_sends": [[before, after], ...], "last_send": [before, after]}`)
 //! request: POST /v1/chat/completions {"model", "tokens": N, "ttft_ms", "gap_ms", "usage": bool}
 //! `--peek`: look at each request with `recv(MSG_PEEK)` before reading it, as
 //! some servers do to sniff the protocol; the bytes are then received twice.
+//! `--gpu-library PATH`: load a GPU runtime first, as an inference server that
+//! runs its model in-process does, so that one process is both.
 
 use std::{
     io::{self, BufRead as _, BufReader, Read as _, Write as _},
@@ -123,7 +125,15 @@ fn serve(conn: TcpStream, peek: bool) -> io::Result<()> {
 }
 
 fn main() -> io::Result<()> {
-    let peek = std::env::args().any(|a| a == "--peek");
+    let args: Vec<String> = std::env::args().collect();
+    let peek = args.iter().any(|a| a == "--peek");
+    if let Some(i) = args.iter().position(|a| a == "--gpu-library") {
+        let path = std::ffi::CString::new(args.get(i + 1).expect("--gpu-library PATH").as_str())?;
+        // SAFETY: a NUL-terminated path; the library stays loaded for the process's life.
+        if unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW) }.is_null() {
+            return Err(io::Error::other(format!("cannot load {path:?}")));
+        }
+    }
     let listener = TcpListener::bind("127.0.0.1:0")?;
     println!("listening {}", listener.local_addr()?.port());
     for conn in listener.incoming() {
