@@ -10,6 +10,7 @@
 //   process <device> <pid> <used-bytes> <sm%> <mem%>   (sm% < 0: no samples, NOT_FOUND)
 //   xid <device> <xid>            delivered once to an event set's first wait
 //   gpm <device> <sm%> <occupancy%> <tensor%> <dram%>   GPM metrics (Hopper+); others have none
+//   mig <device> <instances> <used-bytes> <total-bytes>  MIG mode on, with that many instances
 //
 // Energy grows by exactly 1000 mJ per read, so deltas are known.
 #include <stdio.h>
@@ -37,7 +38,12 @@ struct device {
 	unsigned long long mem_used, mem_total, energy_mj, throttle, ecc_corrected, ecc_uncorrected;
 	int gpm;
 	double gpm_sm, gpm_occupancy, gpm_tensor, gpm_dram;
+	unsigned mig_count;
+	struct device *migs;
 };
+
+static struct device mig_devices[MAX_DEVICES * 7];
+static unsigned n_mig_devices;
 
 struct process {
 	unsigned device, pid;
@@ -114,7 +120,21 @@ static void load_script(void)
 			n_processes++;
 		else if (sscanf(line, "xid %u %u", &xid_device, &xid_value) == 2)
 			xid_pending = 1;
-		else if (!strncmp(line, "gpm ", 4)) {
+		else if (!strncmp(line, "mig ", 4)) {
+			unsigned i, count;
+			unsigned long long used, total;
+			if (sscanf(line + 4, "%u %u %llu %llu", &i, &count, &used, &total) == 4 && i < MAX_DEVICES &&
+			    count <= 7 && n_mig_devices + count <= MAX_DEVICES * 7) {
+				devices[i].mig_count = count;
+				devices[i].migs = &mig_devices[n_mig_devices];
+				for (unsigned m = 0; m < count; m++) {
+					struct device *g = &mig_devices[n_mig_devices++];
+					snprintf(g->uuid, sizeof g->uuid, "MIG-%u%u-4d2c-5b3a-8e9f-0a1b2c3d4e5f", i, m);
+					g->mem_used = used;
+					g->mem_total = total;
+				}
+			}
+		} else if (!strncmp(line, "gpm ", 4)) {
 			unsigned i;
 			double sm, occupancy, tensor, dram;
 			if (sscanf(line + 4, "%u %lf %lf %lf %lf", &i, &sm, &occupancy, &tensor, &dram) == 5 &&
@@ -248,7 +268,24 @@ int nvmlDeviceGetTotalEccErrors(nvmlDevice_t d, int error_type, int counter_type
 int nvmlDeviceGetMigMode(nvmlDevice_t d, unsigned *current, unsigned *pending)
 {
 	DEVICE(d);
-	*current = *pending = 0;
+	*current = *pending = d->mig_count > 0;
+	return SUCCESS;
+}
+
+int nvmlDeviceGetMaxMigDeviceCount(nvmlDevice_t d, unsigned *count)
+{
+	DEVICE(d);
+	*count = d->mig_count ? 7 : 0;
+	return SUCCESS;
+}
+
+// Slots past the instances made are empty: NOT_FOUND, as NVIDIA's library answers.
+int nvmlDeviceGetMigDeviceHandleByIndex(nvmlDevice_t d, unsigned index, nvmlDevice_t *mig)
+{
+	DEVICE(d);
+	if (index >= d->mig_count)
+		return ERROR_NOT_FOUND;
+	*mig = &d->migs[index];
 	return SUCCESS;
 }
 

@@ -7,7 +7,9 @@
 
 use std::{fs, io::Write as _, net::TcpStream, path::Path};
 
-use inferscope::model::{Counted, GpmView, GpuEventKind, GpuUsage, ProcessGpu, ServerRef, Snapshot, Vendor};
+use inferscope::model::{
+    Counted, GpmView, GpuEventKind, GpuUsage, MigInstance, ProcessGpu, ServerRef, Snapshot, Vendor,
+};
 use inferscope_tests::{
     Agent, STEP, TestServer, Workload, chat_request, read_chunked_response, stub_library,
 };
@@ -29,7 +31,10 @@ fn script(dir: &Path, on_first: u32, on_third: u32) -> std::path::PathBuf {
              process 0 {on_first} {first_mem} 37 12\n\
              process 2 {on_third} {third_mem} -1 -1\n\
              xid 0 79\n\
-             gpm 0 96.7 14.3 93.8 23.9\n",
+             gpm 0 96.7 14.3 93.8 23.9\n\
+             mig 2 2 {mig_used} {mig_total}\n",
+            mig_used = 3 * GIB,
+            mig_total = 10 * GIB,
             used = 20 * GIB,
             total = 80 * GIB,
             small = GIB,
@@ -161,6 +166,18 @@ fn devices_processes_and_xid_errors_from_nvml_are_joined_with_runtime_activity()
         })
     );
     assert_eq!(later.devices[1].gpm, None);
+    // The L4 in MIG mode, with its two instances (five empty slots are not instances).
+    let l4 = &later.devices[1];
+    assert_eq!(l4.mig_enabled, Some(true));
+    assert_eq!(
+        l4.mig_instances,
+        [0, 1].map(|i| MigInstance {
+            index: i,
+            uuid: format!("MIG-2{i}-4d2c-5b3a-8e9f-0a1b2c3d4e5f"),
+            memory_used_bytes: Some(3 * GIB),
+            memory_total_bytes: Some(10 * GIB),
+        })
+    );
 
     // Per process: NVML's memory and SM share joined with the runtime activity.
     let view = later

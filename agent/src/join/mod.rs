@@ -549,6 +549,7 @@ mod tests {
             ecc_corrected_errors: None,
             ecc_uncorrected_errors: None,
             mig_enabled: None,
+            mig_instances: Vec::new(),
             gpm: None,
             xid_errors: Counted::default(),
             output_tokens_per_second: None,

@@ -49,6 +49,9 @@ pub struct DeviceView {
     pub ecc_corrected_errors: Option<Counted<u64>>,
     pub ecc_uncorrected_errors: Option<Counted<u64>>,
     pub mig_enabled: Option<bool>,
+    /// Its MIG instances, when MIG mode is on.
+    #[serde(default)]
+    pub mig_instances: Vec<MigInstance>,
     /// GPU Performance Monitoring over the interval (NVIDIA Hopper and newer).
     #[serde(default)]
     pub gpm: Option<GpmView>,
@@ -62,6 +65,17 @@ pub struct DeviceView {
     pub energy_per_output_token_joules: Option<f64>,
     /// Processes with a context on it, from the library's own list.
     pub processes: Vec<DeviceProcess>,
+}
+
+/// One Multi-Instance GPU partition of a device.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MigInstance {
+    /// Its slot on the parent device.
+    pub index: u32,
+    /// `MIG-...`: what CUDA_VISIBLE_DEVICES and NVML's process lists name.
+    pub uuid: String,
+    pub memory_used_bytes: Option<u64>,
+    pub memory_total_bytes: Option<u64>,
 }
 
 /// What the SMs did over the interval, from two GPM samples. Unlike

@@ -21,7 +21,9 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-pub use device::{DeviceProcess, DeviceView, GpmView, GpuEvent, GpuEventKind, GpuUsage, ProcessGpu, Vendor};
+pub use device::{
+    DeviceProcess, DeviceView, GpmView, GpuEvent, GpuEventKind, GpuUsage, MigInstance, ProcessGpu, Vendor,
+};
 pub use gpu::{CopyBytes, GpuActivity, NcclActivity};
 pub use histogram::Histogram;
 pub use request::{Outcome, Protocol, RequestRecord, TokenSource};

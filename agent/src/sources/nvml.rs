@@ -28,7 +28,9 @@ use nvml_wrapper::{
     struct_wrappers::device::ProcessUtilizationSample,
 };
 
-use crate::model::{Counted, DeviceProcess, DeviceView, GpmView, GpuEvent, GpuEventKind, GpuUsage, Vendor};
+use crate::model::{
+    Counted, DeviceProcess, DeviceView, GpmView, GpuEvent, GpuEventKind, GpuUsage, MigInstance, Vendor,
+};
 
 /// NVML's clock event ("throttle") reason bits, `nvmlClocksEventReason*`.
 const CLOCK_EVENT_REASONS: [(u64, &str); 9] = [
@@ -149,6 +151,7 @@ impl NvmlSource {
         let uuid = self.get(index, "uuid", d.uuid())?;
         let name = self.get(index, "name", d.name())?;
         let utilization = self.get(index, "utilization", d.utilization_rates());
+        let mig_enabled = self.get(index, "MIG mode", d.mig_mode()).map(|m| m.current == 1);
         let memory = self.get(index, "memory", d.memory_info());
         let ecc = |this: &mut Self, what, kind| {
             this.get(index, what, d.total_ecc_errors(kind, EccCounter::Volatile))
@@ -192,13 +195,37 @@ impl NvmlSource {
                 .map(|m| m.currently_enabled),
             ecc_corrected_errors: ecc(self, "ECC errors", MemoryError::Corrected),
             ecc_uncorrected_errors: ecc(self, "ECC errors", MemoryError::Uncorrected),
-            mig_enabled: self.get(index, "MIG mode", d.mig_mode()).map(|m| m.current == 1),
+            mig_enabled,
+            mig_instances: if mig_enabled == Some(true) {
+                self.mig_instances(index, d)
+            } else {
+                Vec::new()
+            },
             gpm: self.gpm(index, d),
             xid_errors: Counted::default(),
             output_tokens_per_second: None,
             energy_per_output_token_joules: None,
             processes: self.processes(index, d),
         })
+    }
+
+    /// The MIG instances made on a device in MIG mode (empty slots are NOT_FOUND).
+    fn mig_instances(&mut self, index: u32, d: &Device<'static>) -> Vec<MigInstance> {
+        let Some(slots) = self.get(index, "MIG device count", d.mig_device_count()) else {
+            return Vec::new();
+        };
+        (0..slots)
+            .filter_map(|slot| {
+                let mig = d.mig_device_by_index(slot).ok()?;
+                let memory = mig.memory_info().ok();
+                Some(MigInstance {
+                    index: slot,
+                    uuid: mig.uuid().ok()?,
+                    memory_used_bytes: memory.as_ref().map(|m| m.used),
+                    memory_total_bytes: memory.map(|m| m.total),
+                })
+            })
+            .collect()
     }
 
     /// GPM metrics since the last read; `None` without GPM, and at the first read.

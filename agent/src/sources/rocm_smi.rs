@@ -189,6 +189,7 @@ impl RocmSmiSource {
             ecc_corrected_errors: None,
             ecc_uncorrected_errors: None,
             mig_enabled: None,
+            mig_instances: Vec::new(),
             gpm: None,
             xid_errors: Counted::default(),
             output_tokens_per_second: None,
