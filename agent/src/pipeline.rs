@@ -19,9 +19,10 @@ use tokio::{
 
 use crate::{
     clock::Clock,
+    decode::NetEvent,
     join::{Join, Readings},
     model::RequestRecord,
-    probes::{decode_event, decode_net_event},
+    probes::decode_event,
     sinks::Sink,
     sources::{GpuProcesses, KubePods, NvmlSource, RocmSmiSource, Servers},
 };
@@ -206,7 +207,7 @@ impl Pipeline {
             return Ok(());
         };
         while let Some(record) = events.next() {
-            match decode_net_event(&record) {
+            match NetEvent::from_record(&record) {
                 Some(event) => servers.on_event(&event),
                 None => log::warn!("socket capture of {} bytes ignored", record.len()),
             }

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use inferscope::{clock::Clock, derive::requests::RequestTracker, probes::NetEvent};
+use inferscope::{clock::Clock, decode::NetEvent, derive::requests::RequestTracker};
 use inferscope_shared::{NET_CLOSED, NET_DATA, NET_RECV, NET_SEND, NetEventHeader};
 
 const REQUESTS: u64 = 20_000;

@@ -23,8 +23,9 @@ use anyhow::{Context as _, Result};
 use aya::Btf;
 use inferscope::{
     clock::Clock,
+    decode::NetEvent,
     derive::requests::RequestTracker,
-    probes::{NetProbes, decode_net_event, raise_memlock_limit},
+    probes::{NetProbes, raise_memlock_limit},
 };
 
 use crate::median;
@@ -107,7 +108,7 @@ impl Agent {
                 let mut idle = true;
                 while let Some(record) = ring.next() {
                     idle = false;
-                    if let Some(ev) = decode_net_event(&record) {
+                    if let Some(ev) = NetEvent::from_record(&record) {
                         tracker.on_event(&ev, &mut done);
                     }
                 }

@@ -118,51 +118,6 @@ pub struct GpuStats {
     pub nccl_bytes: [u64; NCCL_OPS.len()],
 }
 
-impl GpuStats {
-    /// Combines two counter sets field by field; `live_bytes` (signed) goes through
-    /// the same two's-complement arithmetic. Sums CPUs' shares and takes deltas.
-    pub fn zip_with(&self, other: &GpuStats, f: impl Fn(u64, u64) -> u64) -> GpuStats {
-        let (a, b) = (self, other);
-        let mut out = GpuStats {
-            kernel_launches: f(a.kernel_launches, b.kernel_launches),
-            graph_launches: f(a.graph_launches, b.graph_launches),
-            memcpy_calls: f(a.memcpy_calls, b.memcpy_calls),
-            memset_calls: f(a.memset_calls, b.memset_calls),
-            memset_bytes: f(a.memset_bytes, b.memset_bytes),
-            alloc_calls: f(a.alloc_calls, b.alloc_calls),
-            alloc_bytes: f(a.alloc_bytes, b.alloc_bytes),
-            free_calls: f(a.free_calls, b.free_calls),
-            live_bytes: f(a.live_bytes as u64, b.live_bytes as u64) as i64,
-            sync_calls: f(a.sync_calls, b.sync_calls),
-            sync_ns: f(a.sync_ns, b.sync_ns),
-            errors: f(a.errors, b.errors),
-            ..GpuStats::default()
-        };
-        for (o, (x, y)) in out
-            .memcpy_bytes
-            .iter_mut()
-            .zip(a.memcpy_bytes.iter().zip(&b.memcpy_bytes))
-        {
-            *o = f(*x, *y);
-        }
-        for (o, (x, y)) in out
-            .nccl_calls
-            .iter_mut()
-            .zip(a.nccl_calls.iter().zip(&b.nccl_calls))
-        {
-            *o = f(*x, *y);
-        }
-        for (o, (x, y)) in out
-            .nccl_bytes
-            .iter_mut()
-            .zip(a.nccl_bytes.iter().zip(&b.nccl_bytes))
-        {
-            *o = f(*x, *y);
-        }
-        out
-    }
-}
-
 /// Key of the live device allocation table (`struct alloc_key`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

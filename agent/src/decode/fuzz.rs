@@ -7,12 +7,11 @@ use proptest::prelude::*;
 use crate::{
     clock::Clock,
     decode::{
-        Segment,
+        NetEvent, Segment,
         http1::{Http1Event, Http1Parser, Role},
         sse::SseSplitter,
     },
     derive::{llm, requests::RequestTracker},
-    probes::NetEvent,
 };
 use inferscope_shared::NetEventHeader;
 

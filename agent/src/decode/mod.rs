@@ -10,6 +10,31 @@ pub mod sse;
 #[cfg(test)]
 mod fuzz;
 
+use inferscope_shared::NetEventHeader;
+
+/// One captured send, receive or connection state change: what socket capture
+/// produces and the request state machine (`derive::requests`) consumes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetEvent {
+    pub header: NetEventHeader,
+    /// The first `header.captured` bytes the call moved (of `header.len`).
+    pub data: Vec<u8>,
+}
+
+impl NetEvent {
+    /// Decodes one ring buffer record; `None` when it is shorter than it says.
+    pub fn from_record(bytes: &[u8]) -> Option<Self> {
+        let head_len = size_of::<NetEventHeader>();
+        if bytes.len() < head_len {
+            return None;
+        }
+        // SAFETY: NetEventHeader is plain integers; read_unaligned copes with any alignment.
+        let header = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<NetEventHeader>()) };
+        let data = bytes.get(head_len..head_len + header.captured as usize)?.to_vec();
+        Some(Self { header, data })
+    }
+}
+
 /// One send or receive as the decoders see it.
 #[derive(Clone, Copy, Debug)]
 pub struct Segment<'a> {

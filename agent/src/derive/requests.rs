@@ -14,14 +14,13 @@ use inferscope_shared::{
 use crate::{
     clock::Clock,
     decode::{
-        Segment,
+        NetEvent, Segment,
         http1::{Head, Http1Event, Http1Parser, Role},
         http2::{GrpcSplitter, H2Event, H2Parser, PREFACE},
         sse::{LineSplitter, SseSplitter},
     },
     derive::llm::{self, Usage},
     model::{Outcome, Protocol, RequestRecord, TokenSource},
-    probes::NetEvent,
 };
 
 /// Most request-body bytes kept to find the model, and response bytes kept to read usage.

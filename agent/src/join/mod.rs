@@ -18,7 +18,7 @@ use crate::{
     model::{
         Counted, DeviceView, GpuActivity, GpuEvent, GpuEventKind, ModelView, PodRef, PodView, ProcessGpu,
         ProcessIdentity, ProcessView, QueueView, RequestRecord, RequestStats, SCHEMA_VERSION, ServerRef,
-        ServerView, Snapshot,
+        ServerView, Snapshot, gpu::zip_with,
     },
     runtimes::Runtime,
 };
@@ -128,7 +128,7 @@ impl Join {
         let pods = members
             .into_iter()
             .map(|(key, procs)| {
-                let add = |a: &GpuStats, b: &GpuStats| a.zip_with(b, u64::wrapping_add);
+                let add = |a: &GpuStats, b: &GpuStats| zip_with(a, b, u64::wrapping_add);
                 let delta = procs
                     .iter()
                     .filter_map(|p| deltas.get(&p.identity.pid))
@@ -234,7 +234,7 @@ impl Join {
                 if !p.exited {
                     seen.insert(p.identity.pid, p.stats);
                 }
-                deltas.insert(p.identity.pid, p.stats.zip_with(&previous, u64::wrapping_sub));
+                deltas.insert(p.identity.pid, zip_with(&p.stats, &previous, u64::wrapping_sub));
                 ProcessView {
                     pod: p.pod,
                     gpus: Vec::new(),

@@ -15,6 +15,7 @@ use inferscope_shared::{AllocKey, DROP_REASONS, GpuStats};
 use super::read_drops;
 use crate::{
     discover::{RuntimeLibrary, maps::FileId, symbols},
+    model::gpu::zip_with,
     runtimes::Runtime,
 };
 
@@ -120,7 +121,7 @@ impl GpuProbes {
             out.insert(
                 pid,
                 per_cpu.iter().fold(GpuStats::default(), |acc, cpu| {
-                    acc.zip_with(cpu, u64::wrapping_add)
+                    zip_with(&acc, cpu, u64::wrapping_add)
                 }),
             );
         }

@@ -7,7 +7,7 @@ mod net;
 mod process;
 
 pub use gpu::GpuProbes;
-pub use net::{NetEvent, NetProbes, SocketHook, decode_net_event};
+pub use net::{NetProbes, SocketHook};
 pub use process::{ProcessProbes, decode_event};
 
 use std::collections::BTreeMap;

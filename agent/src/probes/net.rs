@@ -1,5 +1,6 @@
 //! Socket payload capture (`net_capture.bpf.c`): what watched servers send and
-//! receive on their listening ports, as [`NetEvent`]s.
+//! receive on their listening ports, as records that decode into
+//! [`NetEvent`](crate::decode::NetEvent)s.
 
 use std::{collections::HashMap, num::NonZeroU32};
 
@@ -9,7 +10,7 @@ use aya::{
     maps::{Array, MapData, RingBuf},
     programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
 };
-use inferscope_shared::{DROP_REASONS, NET_CAPTURE_MAX, NetEventHeader, WATCH_ANY_NETNS};
+use inferscope_shared::{DROP_REASONS, NET_CAPTURE_MAX, WATCH_ANY_NETNS};
 
 use super::read_drops;
 use crate::discover::{ProbeTarget, symbols};
@@ -214,24 +215,4 @@ fn attach_socket_hook(ebpf: &mut Ebpf, btf: &Btf) -> Result<SocketHook> {
     fexit.map(|recv_program| SocketHook::TcpFexit { recv_program }).map_err(|fexit| {
         anyhow!("neither the socket tracepoints ({tracepoints:#}) nor fexit on TCP ({fexit:#}) could be attached")
     })
-}
-
-/// One captured send, receive or connection state change.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NetEvent {
-    pub header: NetEventHeader,
-    /// The first `header.captured` bytes the call moved (of `header.len`).
-    pub data: Vec<u8>,
-}
-
-/// Decodes one ring buffer record; `None` when it is shorter than it says.
-pub fn decode_net_event(bytes: &[u8]) -> Option<NetEvent> {
-    let head_len = size_of::<NetEventHeader>();
-    if bytes.len() < head_len {
-        return None;
-    }
-    // SAFETY: NetEventHeader is plain integers; read_unaligned copes with any alignment.
-    let header = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<NetEventHeader>()) };
-    let data = bytes.get(head_len..head_len + header.captured as usize)?.to_vec();
-    Some(NetEvent { header, data })
 }

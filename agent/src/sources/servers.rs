@@ -16,6 +16,7 @@ use inferscope_shared::DROP_REASONS;
 
 use crate::{
     clock::Clock,
+    decode::NetEvent,
     derive::requests::{QueueReport, RequestTracker, ServerKey},
     discover::{
         listeners::{listening_ports, net_namespace},
@@ -23,7 +24,7 @@ use crate::{
         tls_library,
     },
     model::RequestRecord,
-    probes::{NetEvent, NetProbes},
+    probes::NetProbes,
 };
 
 pub struct Servers {
