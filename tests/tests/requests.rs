@@ -493,8 +493,9 @@ fn a_tgi_shaped_rust_server_is_timed_against_when_it_yielded_each_token() {
     }
 }
 
-/// A request larger than a capture (4 KiB) arrives in receives of more than 4 KiB:
-/// each is copied to the full capture size, and none is counted as unreadable.
+/// A 64 KiB request, far larger than a capture (4 KiB), arrives in receives of
+/// more than 4 KiB: each is copied to the full capture size, and none is
+/// counted as unreadable.
 #[test]
 fn a_receive_larger_than_a_capture_is_copied_to_the_full_capture_size() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -502,7 +503,7 @@ fn a_receive_larger_than_a_capture_is_copied_to_the_full_capture_size() {
     let mut agent = Agent::start(&["--port", &server.port.to_string()]);
     let body = format!(
         r#"{{"model":"long-prompt","tokens":2,"ttft_ms":5,"gap_ms":5,"stream":true,"messages":[{{"role":"user","content":"{}"}}]}}"#,
-        "x".repeat(20_000)
+        "x".repeat(64 * 1024)
     );
     let mut conn = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     write!(
