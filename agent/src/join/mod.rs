@@ -524,36 +524,11 @@ mod tests {
 
     fn device(energy_joules: f64, pid: u32) -> DeviceView {
         DeviceView {
-            vendor: crate::model::Vendor::Nvidia,
-            index: 0,
-            uuid: "GPU-1".into(),
-            name: "H100".into(),
-            pci_bus_id: None,
             utilization_percent: Some(40),
-            memory_utilization_percent: None,
-            memory_used_bytes: None,
-            memory_total_bytes: None,
-            temperature_celsius: None,
-            power_watts: None,
-            power_limit_watts: None,
             energy_joules: Some(Counted {
                 total: energy_joules,
                 delta: energy_joules,
             }),
-            sm_clock_mhz: None,
-            memory_clock_mhz: None,
-            pcie_tx_bytes_per_second: None,
-            pcie_rx_bytes_per_second: None,
-            clock_event_reasons: None,
-            ecc_enabled: None,
-            ecc_corrected_errors: None,
-            ecc_uncorrected_errors: None,
-            mig_enabled: None,
-            mig_instances: Vec::new(),
-            gpm: None,
-            xid_errors: Counted::default(),
-            output_tokens_per_second: None,
-            energy_per_output_token_joules: None,
             processes: vec![crate::model::DeviceProcess {
                 pid,
                 usage: crate::model::GpuUsage {
@@ -562,6 +537,7 @@ mod tests {
                     memory_utilization_percent: None,
                 },
             }],
+            ..DeviceView::new(crate::model::Vendor::Nvidia, 0, "GPU-1".into(), "H100".into())
         }
     }
 

@@ -5,7 +5,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::model::{LAUNCH_BOUND_MAX_SM_PERCENT, LAUNCH_BOUND_MIN_RATE, ServerRef, Signal, Snapshot};
+use crate::model::{
+    LAUNCH_BOUND_MAX_SM_PERCENT, LAUNCH_BOUND_MIN_RATE, ServerRef, Signal, Snapshot, per_second,
+};
 
 /// Longest parent chain followed (a loop guard; real chains are a few deep).
 const MAX_ANCESTORS: usize = 32;
@@ -37,14 +39,10 @@ pub fn derive(s: &mut Snapshot) {
         }
         Vec::new()
     };
-    let seconds = s.interval.as_secs_f64();
+    let interval = s.interval;
     for p in &mut s.processes {
         p.serves = serves(p.identity.pid);
-        let launches_per_second = if seconds > 0.0 {
-            p.gpu.delta.kernel_launches as f64 / seconds
-        } else {
-            0.0
-        };
+        let launches_per_second = per_second(p.gpu.delta.kernel_launches as f64, interval);
         let sm = p.gpus.iter().filter_map(|g| g.usage.sm_utilization_percent).max();
         if let Some(sm) = sm
             && launches_per_second >= LAUNCH_BOUND_MIN_RATE
@@ -74,8 +72,8 @@ pub fn derive(s: &mut Snapshot) {
     for d in &mut s.devices {
         let on_it: BTreeSet<ServerRef> = d.processes.iter().flat_map(|p| serves(p.pid)).collect();
         let device_tokens: u64 = on_it.iter().filter_map(|k| tokens.get(k)).sum();
-        if !on_it.is_empty() && seconds > 0.0 {
-            d.output_tokens_per_second = Some(device_tokens as f64 / seconds);
+        if !on_it.is_empty() && !interval.is_zero() {
+            d.output_tokens_per_second = Some(per_second(device_tokens as f64, interval));
         }
         if let Some(energy) = &d.energy_joules
             && device_tokens > 0

@@ -67,6 +67,43 @@ pub struct DeviceView {
     pub processes: Vec<DeviceProcess>,
 }
 
+impl DeviceView {
+    /// A device with nothing read yet: sources fill what their library gives,
+    /// the join what it derives.
+    pub fn new(vendor: Vendor, index: u32, uuid: String, name: String) -> Self {
+        Self {
+            vendor,
+            index,
+            uuid,
+            name,
+            pci_bus_id: None,
+            utilization_percent: None,
+            memory_utilization_percent: None,
+            memory_used_bytes: None,
+            memory_total_bytes: None,
+            temperature_celsius: None,
+            power_watts: None,
+            power_limit_watts: None,
+            energy_joules: None,
+            sm_clock_mhz: None,
+            memory_clock_mhz: None,
+            pcie_tx_bytes_per_second: None,
+            pcie_rx_bytes_per_second: None,
+            clock_event_reasons: None,
+            ecc_enabled: None,
+            ecc_corrected_errors: None,
+            ecc_uncorrected_errors: None,
+            mig_enabled: None,
+            mig_instances: Vec::new(),
+            gpm: None,
+            xid_errors: Counted::default(),
+            output_tokens_per_second: None,
+            energy_per_output_token_joules: None,
+            processes: Vec::new(),
+        }
+    }
+}
+
 /// One Multi-Instance GPU partition of a device.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MigInstance {

@@ -269,11 +269,16 @@ impl RequestStats {
     }
 }
 
+/// A delta as a rate over `interval`; 0 over an empty interval.
+pub fn per_second(delta: f64, interval: Duration) -> f64 {
+    let s = interval.as_secs_f64();
+    if s > 0.0 { delta / s } else { 0.0 }
+}
+
 impl Snapshot {
     /// The per-second rate of a delta over this snapshot's interval.
     pub fn per_second(&self, delta: f64) -> f64 {
-        let s = self.interval.as_secs_f64();
-        if s > 0.0 { delta / s } else { 0.0 }
+        per_second(delta, self.interval)
     }
 
     pub fn dropped_in_interval(&self) -> u64 {

@@ -158,10 +158,6 @@ impl NvmlSource {
                 .map(Counted::first)
         };
         Some(DeviceView {
-            vendor: Vendor::Nvidia,
-            index,
-            uuid,
-            name,
             pci_bus_id: self.get(index, "pci info", d.pci_info()).map(|p| p.bus_id),
             utilization_percent: utilization.as_ref().map(|u| u.gpu),
             memory_utilization_percent: utilization.map(|u| u.memory),
@@ -202,10 +198,8 @@ impl NvmlSource {
                 Vec::new()
             },
             gpm: self.gpm(index, d),
-            xid_errors: Counted::default(),
-            output_tokens_per_second: None,
-            energy_per_output_token_joules: None,
             processes: self.processes(index, d),
+            ..DeviceView::new(Vendor::Nvidia, index, uuid, name)
         })
     }
 

@@ -167,34 +167,14 @@ impl RocmSmiSource {
         });
         let pci = read_u64(a.pci_id).map(pci_bus_id);
         Some(DeviceView {
-            vendor: Vendor::Amd,
-            index: i,
-            uuid: format!("{id:016x}"),
-            name: name.unwrap_or_default(),
             pci_bus_id: pci,
             utilization_percent: busy,
-            memory_utilization_percent: None,
             memory_used_bytes: vram(a.memory_usage),
             memory_total_bytes: vram(a.memory_total),
             temperature_celsius: temperature,
             power_watts: power,
-            power_limit_watts: None,
             energy_joules: energy,
-            sm_clock_mhz: None,
-            memory_clock_mhz: None,
-            pcie_tx_bytes_per_second: None,
-            pcie_rx_bytes_per_second: None,
-            clock_event_reasons: None,
-            ecc_enabled: None,
-            ecc_corrected_errors: None,
-            ecc_uncorrected_errors: None,
-            mig_enabled: None,
-            mig_instances: Vec::new(),
-            gpm: None,
-            xid_errors: Counted::default(),
-            output_tokens_per_second: None,
-            energy_per_output_token_joules: None,
-            processes: Vec::new(),
+            ..DeviceView::new(Vendor::Amd, i, format!("{id:016x}"), name.unwrap_or_default())
         })
     }
 }
