@@ -667,6 +667,7 @@ fn finish(
         token_source,
         outcome,
         truncated: r.truncated,
+        engine: None,
     });
 }
 

@@ -2,7 +2,7 @@
 
 use std::{fs, path::Path};
 
-use crate::model::ProcessIdentity;
+use crate::model::{Engine, ProcessIdentity};
 
 /// Reads what is readable; a process that exits meanwhile leaves blanks, not an error.
 pub fn identity(proc_root: &Path, pid: u32) -> ProcessIdentity {
@@ -28,19 +28,33 @@ fn parent(stat: &str) -> Option<u32> {
     after_comm.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Inference servers recognised by their command name or command line:
-/// llama.cpp, Ollama, Triton, TGI's router, vLLM and SGLang (Python).
-pub fn is_known_server(comm: &str, cmdline: &str) -> bool {
-    const COMMS: [&str; 4] = ["llama-server", "ollama", "tritonserver", "text-generation"];
-    const PROGRAMS: [&str; 4] = ["vllm", "sglang", "llama_cpp.server", "text-generation-server"];
+/// The inference server a process is, recognised by its command name or
+/// command line: llama.cpp, Ollama, Triton, TGI (router and Python server),
+/// vLLM and SGLang (Python).
+pub fn server_engine(comm: &str, cmdline: &str) -> Option<Engine> {
+    const COMMS: [(&str, Engine); 4] = [
+        ("llama-server", Engine::LlamaCpp),
+        ("ollama", Engine::Ollama),
+        ("tritonserver", Engine::Triton),
+        ("text-generation", Engine::Tgi),
+    ];
+    const PROGRAMS: [(&str, Engine); 4] = [
+        ("vllm", Engine::Vllm),
+        ("sglang", Engine::Sglang),
+        ("llama_cpp.server", Engine::LlamaCpp),
+        ("text-generation-server", Engine::Tgi),
+    ];
     // The program or module a Python process runs: `python -m vllm.entrypoints...`, `/usr/bin/vllm serve`.
     let runs = |arg: &str| {
         let base = arg.rsplit('/').next().unwrap_or(arg);
-        PROGRAMS
-            .iter()
-            .any(|p| base == *p || base.strip_prefix(p).is_some_and(|rest| rest.starts_with('.')))
+        PROGRAMS.iter().find_map(|&(p, engine)| {
+            (base == p || base.strip_prefix(p).is_some_and(|rest| rest.starts_with('.'))).then_some(engine)
+        })
     };
-    COMMS.iter().any(|c| comm.starts_with(c)) || cmdline.split('\0').take(3).any(runs)
+    COMMS
+        .iter()
+        .find_map(|&(c, engine)| comm.starts_with(c).then_some(engine))
+        .or_else(|| cmdline.split('\0').take(3).find_map(runs))
 }
 
 /// The container ID in a `/proc/PID/cgroup` listing: the 64-hex-digit name that
@@ -84,24 +98,39 @@ mod tests {
 
     #[test]
     fn inference_servers_are_recognised_by_name_or_command_line() {
-        assert!(is_known_server("llama-server", "llama-server\0-m\0x.gguf"));
-        assert!(is_known_server(
-            "text-generation",
-            "text-generation-router\0--port\08080"
-        ));
-        assert!(is_known_server(
-            "python3",
-            "python3\0-m\0vllm.entrypoints.openai.api_server\0"
-        ));
-        assert!(is_known_server(
-            "vllm",
-            "/usr/bin/python3\0/usr/local/bin/vllm\0serve\0"
-        ));
-        assert!(!is_known_server(
-            "python3",
-            "python3\0train.py\0--data\0vllm-logs"
-        ));
-        assert!(!is_known_server("bash", "bash\0"));
+        let cases = [
+            ("llama-server", "llama-server\0-m\0x.gguf", Some(Engine::LlamaCpp)),
+            (
+                "text-generation",
+                "text-generation-router\0--port\08080",
+                Some(Engine::Tgi),
+            ),
+            (
+                "python3",
+                "python3\0-m\0vllm.entrypoints.openai.api_server\0",
+                Some(Engine::Vllm),
+            ),
+            (
+                "vllm",
+                "/usr/bin/python3\0/usr/local/bin/vllm\0serve\0",
+                Some(Engine::Vllm),
+            ),
+            (
+                "python3",
+                "python3\0-m\0sglang.launch_server\0",
+                Some(Engine::Sglang),
+            ),
+            (
+                "python3",
+                "python3\0-m\0llama_cpp.server\0",
+                Some(Engine::LlamaCpp),
+            ),
+            ("python3", "python3\0train.py\0--data\0vllm-logs", None),
+            ("bash", "bash\0", None),
+        ];
+        for (comm, cmdline, engine) in cases {
+            assert_eq!(server_engine(comm, cmdline), engine, "{comm} {cmdline:?}");
+        }
     }
 
     #[test]

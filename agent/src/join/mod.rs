@@ -405,6 +405,7 @@ mod tests {
             token_source: Some(TokenSource::Usage),
             outcome,
             truncated: false,
+            engine: None,
         }
     }
 

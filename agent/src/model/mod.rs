@@ -26,7 +26,7 @@ pub use device::{
 };
 pub use gpu::{CopyBytes, GpuActivity, NcclActivity};
 pub use histogram::Histogram;
-pub use request::{Outcome, Protocol, RequestRecord, TokenSource};
+pub use request::{Engine, Outcome, Protocol, RequestRecord, TokenSource};
 
 use crate::runtimes::Runtime;
 

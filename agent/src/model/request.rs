@@ -32,6 +32,63 @@ pub struct RequestRecord {
     pub outcome: Outcome,
     /// Some of its bytes were not captured; timing is exact, tokens may be short.
     pub truncated: bool,
+    /// The serving engine, when the server process was recognised by name.
+    #[serde(default)]
+    pub engine: Option<Engine>,
+}
+
+impl RequestRecord {
+    /// What the request asked for, in the GenAI conventions' `gen_ai.operation.name`
+    /// terms, from its endpoint; `None` for endpoints that do not generate.
+    pub fn operation(&self) -> Option<&'static str> {
+        let path = self.path.split('?').next().unwrap_or(&self.path);
+        match path {
+            "/v1/chat/completions" | "/api/chat" => Some("chat"),
+            "/v1/embeddings" | "/api/embed" | "/api/embeddings" => Some("embeddings"),
+            "/v1/completions" | "/completion" | "/completions" | "/generate" | "/generate_stream"
+            | "/api/generate" => Some("text_completion"),
+            // Triton's generate extension and gRPC inference/generate services.
+            p if p.starts_with("/v2/models/")
+                || ["Infer", "Generate", "GenerateStream"]
+                    .iter()
+                    .any(|m| p.ends_with(m)) =>
+            {
+                Some("text_completion")
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Inference servers recognised by their command (`gen_ai.provider.name` in exports).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Engine {
+    #[serde(rename = "llama.cpp")]
+    LlamaCpp,
+    #[serde(rename = "ollama")]
+    Ollama,
+    #[serde(rename = "triton")]
+    Triton,
+    #[serde(rename = "tgi")]
+    Tgi,
+    #[serde(rename = "vllm")]
+    Vllm,
+    #[serde(rename = "sglang")]
+    Sglang,
+}
+
+impl Engine {
+    /// The name used in JSON and as `gen_ai.provider.name`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::LlamaCpp => "llama.cpp",
+            Self::Ollama => "ollama",
+            Self::Triton => "triton",
+            Self::Tgi => "tgi",
+            Self::Vllm => "vllm",
+            Self::Sglang => "sglang",
+        }
+    }
 }
 
 /// What a server speaks; `+tls` when read from its OpenSSL calls.

@@ -20,10 +20,10 @@ use crate::{
     derive::requests::{QueueReport, RequestTracker, ServerKey},
     discover::{
         listeners::{listening_ports, net_namespace},
-        process::is_known_server,
+        process::server_engine,
         tls_library,
     },
-    model::RequestRecord,
+    model::{Engine, RequestRecord},
     probes::NetProbes,
 };
 
@@ -32,8 +32,8 @@ pub struct Servers {
     tracker: RequestTracker,
     proc_root: PathBuf,
     comms: Vec<String>,
-    /// Processes whose listening ports are watched.
-    candidates: BTreeSet<u32>,
+    /// Processes whose listening ports are watched, and the engine each runs where recognised.
+    candidates: BTreeMap<u32, Option<Engine>>,
     /// (port, network namespace inode); `None`: any namespace (`--port`).
     watched_ports: BTreeSet<(u16, Option<u32>)>,
     /// Requests finished since [`Servers::take_finished`] was last called.
@@ -56,7 +56,7 @@ impl Servers {
             tracker: RequestTracker::new(clock, clock.now_ns()),
             proc_root,
             comms,
-            candidates: BTreeSet::new(),
+            candidates: BTreeMap::new(),
             watched_ports: ports.iter().map(|&p| (p, None)).collect(),
             finished: Vec::new(),
         })
@@ -73,17 +73,23 @@ impl Servers {
         let comm = fs::read_to_string(dir.join("comm")).unwrap_or_default();
         let comm = comm.trim_end();
         let cmdline = fs::read_to_string(dir.join("cmdline")).unwrap_or_default();
-        if always || is_known_server(comm, &cmdline) || self.comms.iter().any(|c| c == comm) {
-            self.candidates.insert(pid);
+        let engine = server_engine(comm, &cmdline);
+        if always || engine.is_some() || self.comms.iter().any(|c| c == comm) {
+            self.candidates.insert(pid, engine);
             self.refresh_ports(pid);
         }
     }
 
     /// A process ended: its open requests end with it (aborted), and its probes go.
     pub fn process_exited(&mut self, pid: u32, now_ns: u64) {
-        self.candidates.remove(&pid);
+        let engine = self.candidates.remove(&pid).flatten();
         self.net.detach_tls(pid);
+        let before = self.finished.len();
         self.tracker.forget_pid(pid, now_ns, &mut self.finished);
+        // Its last requests are named now: it will not be a candidate when they are taken.
+        for request in &mut self.finished[before..] {
+            request.engine = engine;
+        }
     }
 
     fn refresh_ports(&mut self, pid: u32) {
@@ -117,7 +123,13 @@ impl Servers {
 
     /// Requests finished since the last call.
     pub fn take_finished(&mut self) -> Vec<RequestRecord> {
-        std::mem::take(&mut self.finished)
+        let mut finished = std::mem::take(&mut self.finished);
+        for request in &mut finished {
+            if request.engine.is_none() {
+                request.engine = self.candidates.get(&request.pid).copied().flatten();
+            }
+        }
+        finished
     }
 
     /// Cumulative drops of the socket-capture object, by reason.
@@ -128,7 +140,7 @@ impl Servers {
     /// Every server's queue at the interval's end; ports are refreshed for the next one.
     pub fn interval_end(&mut self, now_ns: u64) -> BTreeMap<ServerKey, QueueReport> {
         let queues = self.tracker.interval_end(now_ns);
-        for pid in self.candidates.clone() {
+        for pid in self.candidates.keys().copied().collect::<Vec<_>>() {
             if self.proc_root.join(pid.to_string()).exists() {
                 self.refresh_ports(pid);
             } else {
