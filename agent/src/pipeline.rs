@@ -136,6 +136,9 @@ impl Pipeline {
             last = now;
             self.tick(interval)?;
             if stop {
+                for sink in &mut self.sinks {
+                    sink.close().context("closing a sink")?;
+                }
                 return Ok(());
             }
         }

@@ -10,6 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod receivers;
+
 use inferscope::model::Snapshot;
 use serde_json::{Map, Value};
 

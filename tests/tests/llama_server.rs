@@ -144,6 +144,8 @@ fn streaming_and_plain_chat_completions_match_the_servers_own_accounting() {
     assert_eq!(r["input_tokens"], last["usage"]["prompt_tokens"], "{r}");
     assert_eq!(r["token_source"], "usage");
     assert_eq!(r["outcome"], "ok");
+    // Recognised by its command: exported as gen_ai.provider.name.
+    assert_eq!(r["engine"], "llama.cpp");
 
     // The server's clock: prompt processing, then decoding at predicted_per_token_ms.
     let ms = |k: &str| timings[k].as_f64().unwrap() / 1e3;

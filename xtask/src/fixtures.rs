@@ -1,5 +1,6 @@
 //! What the tests run against, fetched once into `.cache/fixtures`: real GPU
-//! runtime libraries, and a Python venv with the ground-truth servers' frameworks.
+//! runtime libraries, a Python venv with the ground-truth servers' frameworks,
+//! and the telemetry receivers export is tested against.
 //!
 //! NVIDIA's CUDA runtime comes from its PyPI wheel (pinned); AMD's HIP runtime
 //! comes from Debian (`libamdhip64-5`, installed by `.ci/run`). Neither needs a
@@ -17,8 +18,22 @@ use crate::run;
 const CUDA_RUNTIME_WHEEL: &str = "nvidia-cuda-runtime-cu12==12.9.79";
 /// NCCL (a 474 MB wheel, a 200+ MB library): for the start-up benchmark only, not the tests.
 const NCCL_WHEEL: &str = "nvidia-nccl-cu12==2.27.3";
-/// The ground-truth servers' frameworks, pinned (tests/servers).
-const SERVER_PACKAGES: [&str; 3] = ["starlette==0.49.1", "uvicorn==0.38.0", "grpcio==1.76.0"];
+/// The ground-truth servers' frameworks (tests/servers), and rotel, a Rust OTLP
+/// collector (gRPC and HTTP receivers) shipped as a Python wheel; pinned.
+const SERVER_PACKAGES: [&str; 4] = [
+    "starlette==0.49.1",
+    "uvicorn==0.38.0",
+    "grpcio==1.76.0",
+    "rotel==0.0.1a15",
+];
+/// VictoriaMetrics from Debian trixie (bookworm has none): ingests OTLP/HTTP and
+/// answers PromQL. Runs on bookworm once unpacked; pinned by digest.
+const VICTORIA_METRICS_DEB: (&str, &str) = (
+    "http://deb.debian.org/debian/pool/main/v/victoriametrics/victoria-metrics_1.112.0+ds1-2_amd64.deb",
+    "1d3717f1a8ab5bf690271095dd286730f6fb0761cc8c09c0fc8f529c9838f346",
+);
+/// Debian's Prometheus, for `promtool` (checks the exposition format and alert rules).
+const PROMETHEUS_PACKAGE: &str = "prometheus";
 
 /// Returns the fixtures folder, fetching what is missing, and writes the paths
 /// of the (machine-wide cached) llama-server and model into it.
@@ -62,6 +77,15 @@ pub fn fetch(root: &Path) -> Result<PathBuf> {
             .args(SERVER_PACKAGES))
         .context("installing the test servers' frameworks from PyPI")?;
     }
+    let rotel = Command::new(&python)
+        .args([
+            "-c",
+            "import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), 'rotel-agent'))",
+        ])
+        .output()?;
+    anyhow::ensure!(rotel.status.success(), "rotel is not importable from the venv");
+    std::fs::write(dir.join("rotel.path"), String::from_utf8(rotel.stdout)?.trim())?;
+    fetch_receivers(&dir)?;
     let (server, model) = crate::llama::fetch(&python)?;
     std::fs::write(
         dir.join("llama-server.path"),
@@ -69,6 +93,44 @@ pub fn fetch(root: &Path) -> Result<PathBuf> {
     )?;
     std::fs::write(dir.join("smollm2.path"), model.as_os_str().as_encoded_bytes())?;
     Ok(dir)
+}
+
+/// VictoriaMetrics and promtool, unpacked from their Debian packages into the fixtures.
+fn fetch_receivers(dir: &Path) -> Result<()> {
+    let victoria = dir.join("victoria-metrics/usr/bin/victoria-metrics");
+    if !victoria.exists() {
+        let (url, sha256) = VICTORIA_METRICS_DEB;
+        let deb = dir.join("victoria-metrics.deb");
+        run(Command::new("curl").args(["-fsSL", "-o"]).arg(&deb).arg(url))
+            .context("downloading VictoriaMetrics from Debian")?;
+        let sum = Command::new("sha256sum").arg(&deb).output()?;
+        anyhow::ensure!(
+            String::from_utf8_lossy(&sum.stdout).starts_with(sha256),
+            "{url}: unexpected SHA-256 digest"
+        );
+        run(Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&deb)
+            .arg(dir.join("victoria-metrics")))?;
+        std::fs::remove_file(&deb)?;
+    }
+    let promtool = dir.join("prometheus/usr/bin/promtool");
+    if !promtool.exists() {
+        let debs = dir.join("debs");
+        std::fs::create_dir_all(&debs)?;
+        run(Command::new("apt-get")
+            .args(["download", "-q", PROMETHEUS_PACKAGE])
+            .current_dir(&debs))
+        .context("downloading Debian's prometheus package (for promtool)")?;
+        for deb in std::fs::read_dir(&debs)? {
+            run(Command::new("dpkg-deb")
+                .arg("-x")
+                .arg(deb?.path())
+                .arg(dir.join("prometheus")))?;
+        }
+        std::fs::remove_dir_all(&debs)?;
+    }
+    Ok(())
 }
 
 /// The real `libnccl.so.2`, fetched into the fixtures once.

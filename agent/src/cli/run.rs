@@ -1,6 +1,6 @@
 //! `inferscope run`: flags → sources and sinks → the pipeline, until stopped.
 
-use std::{collections::HashSet, path::PathBuf, process::ExitCode, time::Duration};
+use std::{collections::HashSet, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, Result};
 use aya::Btf;
@@ -12,7 +12,7 @@ use crate::{
     discover::Discovery,
     pipeline::{Pipeline, Schedule, Sources},
     probes::{self, GpuProbes, NetProbes, ProcessProbes},
-    sinks::Format,
+    sinks::{Format, OtlpConfig, OtlpProtocol, Sink, Telemetry, TelemetryConfig},
     sources::{GpuProcesses, KubeConfig, KubePods, NvmlSource, RocmSmiSource, Servers},
 };
 
@@ -60,6 +60,16 @@ pub struct RunArgs {
     /// How often the pods on this node are listed again.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     kube_refresh: Duration,
+    /// Export metrics over OTLP to this collector (base URL, as OTEL_EXPORTER_OTLP_ENDPOINT,
+    /// which also turns export on; every OTEL_EXPORTER_OTLP_* variable applies).
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// OTLP transport [default: OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf].
+    #[arg(long, value_enum, value_name = "PROTOCOL")]
+    otlp_protocol: Option<OtlpProtocol>,
+    /// Serve the metrics for Prometheus at http://ADDR/metrics (for example 0.0.0.0:9464).
+    #[arg(long, value_name = "ADDR")]
+    prometheus_listen: Option<SocketAddr>,
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
@@ -104,7 +114,18 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             .inspect_err(|e| log::warn!("no pod names: {e}"))
             .ok()
     });
-    let sinks = vec![args.output.sink(std::io::stdout())];
+    let mut sinks: Vec<Box<dyn Sink>> = args.output.sink(std::io::stdout()).into_iter().collect();
+    let otlp = OtlpConfig::from_env(args.otlp_endpoint.clone(), args.otlp_protocol);
+    if otlp.is_some() || args.prometheus_listen.is_some() {
+        let node_name = kube.is_some().then(crate::sources::kube_node_name);
+        let telemetry = Telemetry::start(TelemetryConfig {
+            otlp,
+            prometheus_listen: args.prometheus_listen,
+            node_name,
+        })
+        .context("starting metrics export")?;
+        sinks.push(Box::new(telemetry));
+    }
     let sources = Sources {
         processes,
         servers,

@@ -2,9 +2,11 @@
 //! nothing else: it never reaches back into sources.
 
 mod json;
+mod otel;
 mod text;
 
 pub use json::{JsonLines, RequestLines};
+pub use otel::{OtlpConfig, OtlpProtocol, Telemetry, TelemetryConfig, TelemetryError};
 pub use text::Text;
 
 use std::io;
@@ -19,6 +21,11 @@ pub trait Sink {
     fn request(&mut self, _request: &RequestRecord) -> io::Result<()> {
         Ok(())
     }
+
+    /// The pipeline stops: deliver what is still held.
+    fn close(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// What `run --output` writes to standard output.
@@ -30,15 +37,18 @@ pub enum Format {
     Json,
     /// One JSON object per line per finished inference request (schema: docs/output.md).
     Requests,
+    /// Nothing on standard output (metrics go to OTLP or Prometheus only).
+    None,
 }
 
 impl Format {
-    /// The sink writing this format to `out`.
-    pub fn sink<W: io::Write + 'static>(self, out: W) -> Box<dyn Sink> {
-        match self {
+    /// The sink writing this format to `out`; `None` for [`Format::None`].
+    pub fn sink<W: io::Write + 'static>(self, out: W) -> Option<Box<dyn Sink>> {
+        Some(match self {
             Format::Text => Box::new(Text::new(out)),
             Format::Json => Box::new(JsonLines::new(out)),
             Format::Requests => Box::new(RequestLines::new(out)),
-        }
+            Format::None => return None,
+        })
     }
 }

@@ -1,0 +1,125 @@
+//! Attributes of exported figures, in OpenTelemetry semantic-convention terms.
+//!
+//! Cardinality stays bounded: processes are keyed by pid (live ones, plus
+//! exited ones for a few minutes), devices by UUID, servers by port, models by
+//! name (at most [`MAX_MODELS`] distinct names, then `_OTHER`); never by
+//! kernel name, path, request or connection.
+
+use std::collections::BTreeSet;
+
+use opentelemetry::KeyValue;
+
+use crate::{
+    model::{DeviceView, PodRef, ProcessView, Vendor},
+    runtimes::Runtime,
+};
+
+/// Distinct `gen_ai.request.model` values exported before the rest become `_OTHER`:
+/// the model name comes from request bodies, which clients choose.
+pub const MAX_MODELS: usize = 64;
+
+/// `process.*`, `container.id` and `k8s.*` of a process.
+pub fn process(p: &ProcessView) -> Vec<KeyValue> {
+    let id = &p.identity;
+    // The conventions' executable name is the base name of /proc/PID/exe; the command name if unreadable.
+    let executable = id
+        .exe
+        .rsplit('/')
+        .next()
+        .filter(|e| !e.is_empty())
+        .unwrap_or(&id.comm);
+    let mut attributes = vec![
+        KeyValue::new("process.pid", i64::from(id.pid)),
+        KeyValue::new("process.executable.name", executable.to_string()),
+    ];
+    if let Some(container) = &id.container_id {
+        attributes.push(KeyValue::new("container.id", container.clone()));
+    }
+    if let Some(pod) = &p.pod {
+        attributes.extend(pod_attributes(pod));
+    }
+    attributes
+}
+
+pub fn pod_attributes(pod: &PodRef) -> [KeyValue; 3] {
+    [
+        KeyValue::new("k8s.namespace.name", pod.namespace.clone()),
+        KeyValue::new("k8s.pod.name", pod.name.clone()),
+        KeyValue::new("k8s.container.name", pod.container.clone()),
+    ]
+}
+
+/// Whose names a process's kernel-launch figures take: CUDA's (the names
+/// OpenTelemetry eBPF Instrumentation uses) or HIP's (ours).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Cuda,
+    Hip,
+}
+
+impl Family {
+    /// A process mapping both counts as CUDA; one mapping neither (NCCL only) too.
+    pub fn of(p: &ProcessView) -> Self {
+        let cuda = p
+            .runtimes
+            .iter()
+            .any(|r| matches!(r, Runtime::Cudart | Runtime::Cuda));
+        if !cuda && p.runtimes.contains(&Runtime::Hip) {
+            Self::Hip
+        } else {
+            Self::Cuda
+        }
+    }
+}
+
+/// `hw.*` of a GPU, as the hardware conventions name them.
+pub fn device(d: &DeviceView) -> Vec<KeyValue> {
+    vec![
+        KeyValue::new("hw.id", d.uuid.clone()),
+        KeyValue::new("hw.type", "gpu"),
+        KeyValue::new("hw.name", format!("gpu{}", d.index)),
+        KeyValue::new("hw.model", d.name.clone()),
+        KeyValue::new(
+            "hw.vendor",
+            match d.vendor {
+                Vendor::Nvidia => "NVIDIA",
+                Vendor::Amd => "AMD",
+            },
+        ),
+    ]
+}
+
+/// Model names seen so far, capped at [`MAX_MODELS`].
+#[derive(Default)]
+pub struct ModelNames {
+    seen: BTreeSet<String>,
+}
+
+impl ModelNames {
+    /// The name to export for `model`.
+    pub fn name(&mut self, model: &str) -> String {
+        if self.seen.contains(model) {
+            return model.to_string();
+        }
+        if self.seen.len() < MAX_MODELS {
+            self.seen.insert(model.to_string());
+            return model.to_string();
+        }
+        "_OTHER".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_names_past_the_cap_are_other() {
+        let mut names = ModelNames::default();
+        for i in 0..MAX_MODELS {
+            assert_eq!(names.name(&format!("m{i}")), format!("m{i}"));
+        }
+        assert_eq!(names.name("one-too-many"), "_OTHER");
+        assert_eq!(names.name("m0"), "m0", "names seen before stay");
+    }
+}

@@ -1,0 +1,308 @@
+//! Export into the OpenTelemetry ecosystem: OTLP (gRPC or HTTP/protobuf) and a
+//! Prometheus text endpoint, both fed by one OpenTelemetry SDK meter provider.
+//!
+//! Figures the model already counts (GPU calls, energy, drops, queues) are
+//! observed from the latest snapshot when a reader collects; request
+//! distributions are recorded per finished request into histograms with the
+//! GenAI conventions' buckets. The SDK keeps cumulative state and turns it into
+//! deltas where delta temporality is asked for. Collection and export run on
+//! the readers' own threads: a slow or absent collector never holds the
+//! pipeline, which only swaps the latest snapshot in. Names and attributes:
+//! docs/metrics.md.
+
+mod attributes;
+mod exporter;
+mod http_client;
+mod instruments;
+mod prometheus;
+
+use std::{
+    io,
+    net::SocketAddr,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use opentelemetry::{KeyValue, metrics::MeterProvider as _};
+use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+use opentelemetry_sdk::{
+    Resource,
+    metrics::{PeriodicReader, SdkMeterProvider},
+};
+use thiserror::Error;
+
+pub use self::exporter::ExportHealth;
+use self::{instruments::RequestInstruments, prometheus::PrometheusEndpoint};
+use super::Sink;
+use crate::model::{RequestRecord, Snapshot};
+
+/// How OTLP reaches a collector. Unset fields come from the standard
+/// `OTEL_EXPORTER_OTLP_*` variables, read by the exporter itself.
+#[derive(Clone, Debug, Default)]
+pub struct OtlpConfig {
+    /// Base endpoint, as `OTEL_EXPORTER_OTLP_ENDPOINT` (`/v1/metrics` is added for HTTP).
+    pub endpoint: Option<String>,
+    pub protocol: Option<OtlpProtocol>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OtlpProtocol {
+    #[value(name = "grpc")]
+    Grpc,
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
+}
+
+impl OtlpConfig {
+    /// OTLP export as the command line and the environment ask for it: on when an
+    /// endpoint is named either way, unless `OTEL_SDK_DISABLED=true` or
+    /// `OTEL_METRICS_EXPORTER=none`.
+    pub fn from_env(endpoint: Option<String>, protocol: Option<OtlpProtocol>) -> Option<Self> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let disabled = env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            || env("OTEL_METRICS_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"));
+        let named = endpoint.is_some()
+            || env("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
+            || env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT").is_some();
+        let protocol = protocol.or_else(|| {
+            match env("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
+                .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))?
+                .as_str()
+            {
+                "grpc" => Some(OtlpProtocol::Grpc),
+                _ => Some(OtlpProtocol::HttpProtobuf),
+            }
+        });
+        (named && !disabled).then_some(Self { endpoint, protocol })
+    }
+
+    fn protocol(&self) -> OtlpProtocol {
+        // The specification's default.
+        self.protocol.unwrap_or(OtlpProtocol::HttpProtobuf)
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum TelemetryError {
+    #[error("OTLP exporter: {0}")]
+    Otlp(#[from] opentelemetry_otlp::ExporterBuildError),
+    #[error("Prometheus exporter: {0}")]
+    Prometheus(String),
+    #[error("listening for Prometheus scrapes on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: io::Error },
+    #[error("starting the OTLP gRPC runtime: {0}")]
+    Runtime(io::Error),
+}
+
+/// Where telemetry goes, and what identifies this agent.
+pub struct TelemetryConfig {
+    pub otlp: Option<OtlpConfig>,
+    pub prometheus_listen: Option<SocketAddr>,
+    /// `k8s.node.name` of the resource, when known.
+    pub node_name: Option<String>,
+}
+
+/// The latest snapshot, read by instrument callbacks on the readers' threads.
+#[derive(Default)]
+struct Latest {
+    snapshot: Option<Snapshot>,
+    /// Processes that exited, kept for [`EXITED_RETENTION`] so that every
+    /// reader sees their final totals once.
+    exited: Vec<(std::time::Instant, crate::model::ProcessView)>,
+}
+
+impl Latest {
+    /// Processes of the latest snapshot, and those that exited before it but
+    /// are still within their retention.
+    fn processes(&self) -> impl Iterator<Item = &crate::model::ProcessView> {
+        let current: &[crate::model::ProcessView] = self
+            .snapshot
+            .as_ref()
+            .map(|s| s.processes.as_slice())
+            .unwrap_or_default();
+        let gone = self
+            .exited
+            .iter()
+            .map(|(_, p)| p)
+            .filter(move |p| !current.iter().any(|c| c.identity.pid == p.identity.pid));
+        current.iter().chain(gone)
+    }
+}
+
+/// How long an exited process's final figures stay exported (longer than the
+/// usual export and scrape intervals).
+const EXITED_RETENTION: Duration = Duration::from_secs(300);
+
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<Latest>>);
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Latest> {
+        // A panicking callback must not stop export for good: the data is plain.
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The OpenTelemetry sink: OTLP and/or Prometheus.
+pub struct Telemetry {
+    provider: SdkMeterProvider,
+    latest: Shared,
+    requests: RequestInstruments,
+    prometheus: Option<PrometheusEndpoint>,
+    /// Drives the gRPC client's connections.
+    grpc_runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Telemetry {
+    pub fn start(config: TelemetryConfig) -> Result<Self, TelemetryError> {
+        let resource = resource(config.node_name.as_deref());
+        let mut builder = SdkMeterProvider::builder().with_resource(resource);
+        let health = ExportHealth::default();
+        let mut grpc_runtime = None;
+        if let Some(otlp) = &config.otlp {
+            let (reader, runtime) = otlp_reader(otlp, health.clone())?;
+            builder = builder.with_reader(reader);
+            grpc_runtime = runtime;
+        }
+        let mut prometheus = None;
+        if let Some(addr) = config.prometheus_listen {
+            let registry = ::prometheus::Registry::new();
+            let reader = opentelemetry_prometheus::exporter()
+                .with_registry(registry.clone())
+                .build()
+                .map_err(|e| TelemetryError::Prometheus(e.to_string()))?;
+            builder = builder.with_reader(reader);
+            prometheus = Some(PrometheusEndpoint::start(addr, registry)?);
+        }
+        let provider = builder.build();
+        let meter = provider.meter("inferscope");
+        let latest = Shared::default();
+        instruments::observe_snapshots(&meter, &latest, &health);
+        let requests = RequestInstruments::new(&meter);
+        Ok(Self {
+            provider,
+            latest,
+            requests,
+            prometheus,
+            grpc_runtime,
+        })
+    }
+
+    /// Where Prometheus scrapes are served (the bound address, when port 0 was asked).
+    pub fn prometheus_addr(&self) -> Option<SocketAddr> {
+        self.prometheus.as_ref().map(PrometheusEndpoint::addr)
+    }
+}
+
+impl Sink for Telemetry {
+    fn snapshot(&mut self, snapshot: &Snapshot) -> io::Result<()> {
+        let now = std::time::Instant::now();
+        let copy = snapshot.clone();
+        let exited: Vec<_> = snapshot
+            .processes
+            .iter()
+            .filter(|p| p.exited)
+            .map(|p| (now, p.clone()))
+            .collect();
+        // Held only to swap: collections read under the same lock.
+        let mut latest = self.latest.lock();
+        latest
+            .exited
+            .retain(|(at, _)| now.duration_since(*at) < EXITED_RETENTION);
+        latest.exited.extend(exited);
+        let previous = latest.snapshot.replace(copy);
+        drop(latest);
+        drop(previous);
+        self.requests.learn_pods(snapshot);
+        Ok(())
+    }
+
+    fn request(&mut self, request: &RequestRecord) -> io::Result<()> {
+        self.requests.record(request);
+        Ok(())
+    }
+
+    /// Exports what is left (bounded by the exporter's timeout) and stops serving scrapes.
+    fn close(&mut self) -> io::Result<()> {
+        if let Err(e) = self.provider.shutdown() {
+            log::warn!("final metrics export: {e}");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        // Dropped from the pipeline's async context, where a runtime may not block to stop.
+        if let Some(runtime) = self.grpc_runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// The agent's resource: `service.name` (unless set by `OTEL_SERVICE_NAME`),
+/// `host.name`, `k8s.node.name`, and `OTEL_RESOURCE_ATTRIBUTES`.
+fn resource(node_name: Option<&str>) -> Resource {
+    let mut builder = Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        builder = builder.with_service_name("inferscope");
+    }
+    let mut attributes = Vec::new();
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        attributes.push(KeyValue::new("host.name", host.trim().to_string()));
+    }
+    if let Some(node) = node_name {
+        attributes.push(KeyValue::new("k8s.node.name", node.to_string()));
+    }
+    attributes.push(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+    // The environment's own attributes win over what the agent found.
+    let from_env = Resource::builder_empty()
+        .with_detector(Box::new(opentelemetry_sdk::resource::EnvResourceDetector::new()))
+        .build();
+    attributes.retain(|kv| from_env.get(&kv.key).is_none());
+    builder.with_attributes(attributes).build()
+}
+
+/// A periodic reader exporting over OTLP (interval: `OTEL_METRIC_EXPORT_INTERVAL`,
+/// 60 s by default), and the runtime a gRPC client needs.
+fn otlp_reader(
+    config: &OtlpConfig,
+    health: ExportHealth,
+) -> Result<
+    (
+        PeriodicReader<exporter::Counting>,
+        Option<tokio::runtime::Runtime>,
+    ),
+    TelemetryError,
+> {
+    let builder = opentelemetry_otlp::MetricExporter::builder();
+    let (inner, runtime) = match config.protocol() {
+        OtlpProtocol::Grpc => {
+            // tonic's channel spawns its connection tasks on the current runtime:
+            // one worker thread of our own, away from the pipeline's.
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("otlp-grpc")
+                .enable_all()
+                .build()
+                .map_err(TelemetryError::Runtime)?;
+            let _entered = runtime.enter();
+            let mut builder = builder.with_tonic();
+            if let Some(endpoint) = &config.endpoint {
+                builder = builder.with_endpoint(endpoint);
+            }
+            (builder.build()?, Some(runtime))
+        }
+        OtlpProtocol::HttpProtobuf => {
+            let mut builder = builder
+                .with_http()
+                .with_http_client(http_client::UreqClient::new(http_client::timeout()));
+            if let Some(endpoint) = &config.endpoint {
+                builder = builder.with_endpoint(format!("{}/v1/metrics", endpoint.trim_end_matches('/')));
+            }
+            (builder.build()?, None)
+        }
+    };
+    let reader = PeriodicReader::builder(exporter::Counting::new(inner, health)).build();
+    Ok((reader, runtime))
+}

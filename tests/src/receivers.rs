@@ -1,0 +1,251 @@
+//! Real telemetry receivers for the export tests, from the fixtures:
+//! VictoriaMetrics (OTLP/HTTP in, PromQL out), rotel (an OTLP collector with
+//! gRPC and HTTP receivers that logs what it got and forwards it), and promtool.
+
+use std::{
+    fs,
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::{STEP, fixtures};
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn fixture(path: &str) -> PathBuf {
+    let path = fixtures().join(path);
+    assert!(
+        path.exists(),
+        "{} missing: run `cargo xtask fixtures`",
+        path.display()
+    );
+    path
+}
+
+/// Polls `ready` every 50 ms until it holds, failing after [`STEP`] with `what`.
+pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + STEP;
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    wait_until(what, || TcpStream::connect(("127.0.0.1", port)).is_ok());
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A single-node VictoriaMetrics keeping names as OTLP sent them
+/// (`gen_ai.server.time_to_first_token_bucket`), searchable at once.
+pub struct VictoriaMetrics {
+    child: Child,
+    pub port: u16,
+    data: PathBuf,
+    agent: ureq::Agent,
+}
+
+impl VictoriaMetrics {
+    pub fn start() -> Self {
+        let data = std::env::temp_dir().join(format!("inferscope-vm-{}-{}", std::process::id(), free_port()));
+        let port = free_port();
+        let child = Self::spawn(&data, port);
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        let vm = Self {
+            child,
+            port,
+            data,
+            agent,
+        };
+        wait_for_port(port, "VictoriaMetrics to listen");
+        vm
+    }
+
+    fn spawn(data: &Path, port: u16) -> Child {
+        Command::new(fixture("victoria-metrics/usr/bin/victoria-metrics"))
+            .arg(format!("-storageDataPath={}", data.display()))
+            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .args([
+                "-search.latencyOffset=0s",
+                "-opentelemetry.usePrometheusNaming=false",
+                "-loggerLevel=ERROR",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting VictoriaMetrics")
+    }
+
+    /// The base endpoint for `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub fn otlp_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/opentelemetry", self.port)
+    }
+
+    /// Kills it (as a crash would); [`Self::restart`] brings it back with its data.
+    pub fn stop(&mut self) {
+        kill(&mut self.child);
+    }
+
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(&self.data, self.port);
+        wait_for_port(self.port, "VictoriaMetrics to listen again");
+    }
+
+    /// An instant PromQL query's result: (labels, value) per series.
+    pub fn query(&self, promql: &str) -> Vec<(Value, f64)> {
+        let url = format!("http://127.0.0.1:{}/api/v1/query", self.port);
+        let body: Value = self
+            .agent
+            .get(&url)
+            .query("query", promql)
+            .call()
+            .and_then(|mut r| r.body_mut().read_json())
+            .unwrap_or_else(|e| panic!("querying {promql}: {e}"));
+        body["data"]["result"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{promql}: {body}"))
+            .iter()
+            .map(|s| {
+                (
+                    s["metric"].clone(),
+                    s["value"][1].as_str().unwrap().parse().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// Waits until `promql` has exactly one series and `accept` takes its value; returns it.
+    pub fn value_where(&self, promql: &str, mut accept: impl FnMut(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + STEP;
+        loop {
+            let last = self.query(promql);
+            if let [(_, v)] = last.as_slice()
+                && accept(*v)
+            {
+                return *v;
+            }
+            assert!(Instant::now() < deadline, "{promql}: last answer {last:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until `promql` has one series equal to `want`.
+    pub fn expect(&self, promql: &str, want: f64) {
+        self.value_where(promql, |v| v == want);
+    }
+}
+
+impl Drop for VictoriaMetrics {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+        let _ = fs::remove_dir_all(&self.data);
+    }
+}
+
+/// rotel receiving OTLP over gRPC and HTTP, logging every metric it gets in
+/// detail (name, unit, type, temporality, points) and forwarding to `forward`.
+pub struct Rotel {
+    child: Child,
+    pub grpc_port: u16,
+    log: PathBuf,
+}
+
+impl Rotel {
+    pub fn start(forward: &VictoriaMetrics) -> Self {
+        let grpc_port = free_port();
+        let http_port = free_port();
+        let log = std::env::temp_dir().join(format!("inferscope-rotel-{grpc_port}.log"));
+        let path = fs::read_to_string(fixture("rotel.path")).unwrap();
+        let child = Command::new(path.trim())
+            .arg("start")
+            .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc_port}")])
+            .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http_port}")])
+            .args(["--exporter", "otlp", "--otlp-exporter-protocol", "http"])
+            .args(["--otlp-exporter-endpoint", &forward.otlp_endpoint()])
+            .args(["--debug-log", "metrics", "--debug-log-verbosity", "detailed"])
+            .stdout(fs::File::create(&log).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting rotel");
+        let rotel = Self {
+            child,
+            grpc_port,
+            log,
+        };
+        wait_for_port(grpc_port, "rotel's gRPC receiver");
+        rotel
+    }
+
+    pub fn otlp_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.grpc_port)
+    }
+
+    /// rotel's description of metric `name` as last received: the lines from its
+    /// `Name:` line to its first data point (description, unit, type, temporality).
+    pub fn described(&self, name: &str) -> String {
+        let mut found = String::new();
+        wait_until(&format!("rotel to receive {name}"), || {
+            let log = fs::read_to_string(&self.log).unwrap_or_default();
+            let needle = format!("-> Name: {name}\n");
+            let Some(at) = log.rfind(&needle) else {
+                return false;
+            };
+            let rest = &log[at..];
+            let end = rest.find("DataPoints #0").unwrap_or(rest.len());
+            found = rest[..end].to_string();
+            true
+        });
+        found
+    }
+}
+
+impl Drop for Rotel {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+        let _ = fs::remove_file(&self.log);
+    }
+}
+
+/// `promtool check metrics` on a Prometheus exposition: its complaints, if any.
+pub fn promtool_check_metrics(exposition: &str) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = Command::new(fixture("prometheus/usr/bin/promtool"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting promtool");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `GET http://ADDR/metrics`.
+pub fn scrape(addr: &str) -> String {
+    ureq::get(&format!("http://{addr}/metrics"))
+        .call()
+        .and_then(|mut r| r.body_mut().read_to_string())
+        .unwrap_or_else(|e| panic!("scraping {addr}: {e}"))
+}

@@ -1,0 +1,400 @@
+//! Export through real receivers: OTLP/HTTP into VictoriaMetrics, OTLP/gRPC
+//! into rotel (which logs what it received and forwards it to VictoriaMetrics),
+//! and Prometheus scrapes checked by promtool. One scenario with known answers
+//! (a streaming server that is also a GPU process, a GPU workload with a known
+//! tally, a stand-in NVML with known device figures) is driven to its end;
+//! every exported value is then compared with what the agent's own snapshot
+//! said, as received by the receiver.
+
+use std::{
+    fs,
+    io::Write as _,
+    net::TcpStream,
+    path::{Path, PathBuf},
+};
+
+use inferscope::model::{Histogram, Snapshot};
+use inferscope_tests::{
+    Agent, STEP, TestServer, Workload, chat_request, read_chunked_response,
+    receivers::{Rotel, VictoriaMetrics, free_port, promtool_check_metrics, scrape, wait_until},
+    stub_library,
+};
+use serde_json::Value;
+
+const GIB: u64 = 1 << 30;
+const MODEL: &str = "exported";
+const REQUESTS: u64 = 3;
+const TOKENS: u32 = 8;
+const GPU: &str = "GPU-77777777-2222-3333-4444-555555555555";
+
+/// The processes with known answers, and the stand-in NVML's script.
+struct Scenario {
+    server: TestServer,
+    workload: Workload,
+    script: PathBuf,
+    nvml: PathBuf,
+}
+
+impl Scenario {
+    fn start() -> Self {
+        let lib = stub_library("libcudart.so.12");
+        let server = TestServer::start_program_with(
+            Path::new(env!("CARGO_BIN_EXE_sse_truth_server")),
+            &["--gpu-library", lib.to_str().unwrap()],
+        );
+        let workload = Workload::start("cudart", &lib, 10, 4096);
+        let script = std::env::temp_dir().join(format!("nvml-script-export-{}", server.pid()));
+        fs::write(
+            &script,
+            format!(
+                "device {GPU} NVIDIA_H100_80GB_HBM3 00000000:18:00.0 \
+                 55 20 {used} {total} 60 400000 700000 1000000 1980 2619 0 0 0 0 0\n\
+                 process 0 {pid} {mem} 55 20\n",
+                used = 20 * GIB,
+                total = 80 * GIB,
+                mem = 4 * GIB,
+                pid = server.pid(),
+            ),
+        )
+        .unwrap();
+        Self {
+            server,
+            workload,
+            script,
+            nvml: stub_library("libnvidia-ml.so.1"),
+        }
+    }
+
+    /// The agent, with the stand-in NVML and `env`.
+    fn agent(&self, env: &[(&str, &str)], extra: &[&str]) -> Agent {
+        let mut vars: Vec<(&str, &Path)> = env.iter().map(|(k, v)| (*k, Path::new(v))).collect();
+        vars.push(("FAKE_NVML_SCRIPT", &self.script));
+        let mut args = vec!["--nvml-library", self.nvml.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Agent::start_with_env(&vars, &args)
+    }
+
+    /// The agent exporting OTLP to `endpoint` every 200 ms, with more `env`.
+    fn exporting_to(&self, endpoint: &str, env: &[(&str, &str)]) -> Agent {
+        let mut vars = vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=ci"),
+        ];
+        vars.extend_from_slice(env);
+        self.agent(&vars, &[])
+    }
+
+    /// Runs the workload's calls and the requests; returns the workload's tally
+    /// and the first snapshot that counts all of them.
+    fn drive(&mut self, agent: &mut Agent) -> (Value, Snapshot) {
+        agent.wait_for_log(&format!("capturing requests to port {}", self.server.port));
+        let mut conn = TcpStream::connect(("127.0.0.1", self.server.port)).unwrap();
+        for _ in 0..REQUESTS {
+            conn.write_all(&chat_request(MODEL, TOKENS, 30, 5, false))
+                .unwrap();
+            read_chunked_response(&mut conn);
+        }
+        wait_until("the workload to be tracked", || {
+            agent
+                .next_snapshot("the workload tracked")
+                .processes
+                .iter()
+                .any(|p| p.identity.pid == self.workload.pid())
+        });
+        let tally = self.workload.run_calls();
+        let launches = tally["kernel_launches"].as_u64();
+        let deadline = std::time::Instant::now() + STEP;
+        loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no snapshot counting everything"
+            );
+            let s = agent.next_snapshot("a snapshot counting everything");
+            let served = requests(&s).is_some_and(|r| r.0 == REQUESTS);
+            let launched = s.processes.iter().any(|p| {
+                p.identity.pid == self.workload.pid() && Some(p.gpu.total.kernel_launches) == launches
+            });
+            if served && launched && !s.devices.is_empty() {
+                return (tally, s);
+            }
+        }
+    }
+}
+
+/// The model's requests, TTFT and duration histograms (totals) in a snapshot.
+fn requests(s: &Snapshot) -> Option<(u64, Histogram, Histogram)> {
+    let m = s
+        .servers
+        .iter()
+        .flat_map(|v| &v.models)
+        .find(|m| m.model == MODEL)?;
+    let t = &m.requests.total;
+    Some((t.requests, t.ttft_s.clone(), t.duration_s.clone()))
+}
+
+/// Asserts, through VictoriaMetrics, what every OTLP path must deliver.
+fn assert_received(vm: &VictoriaMetrics, scenario: &Scenario, tally: &Value, s: &Snapshot) {
+    let port = scenario.server.port;
+    let workload = scenario.workload.pid();
+    let server = scenario.server.pid();
+    let (count, ttft, duration) = requests(s).unwrap();
+    let request =
+        format!(r#"server.port="{port}",gen_ai.request.model="{MODEL}",gen_ai.operation.name="chat""#);
+    vm.expect(
+        &format!("gen_ai.server.time_to_first_token_count{{{request}}}"),
+        count as f64,
+    );
+    let sum = vm.value_where(
+        &format!("gen_ai.server.time_to_first_token_sum{{{request}}}"),
+        |_| true,
+    );
+    assert!(
+        (sum - ttft.sum).abs() < 1e-9,
+        "TTFT sum {sum} exported, {} in the snapshot",
+        ttft.sum
+    );
+    // Cumulative bucket counts with the conventions' boundaries, as in the snapshot.
+    for (bound, cumulative) in ttft.bounds.iter().zip(cumulative(&ttft.counts)) {
+        vm.expect(
+            &format!(r#"gen_ai.server.time_to_first_token_bucket{{{request},le="{bound}"}}"#),
+            cumulative as f64,
+        );
+    }
+    vm.expect(
+        &format!("gen_ai.server.request.duration_count{{{request}}}"),
+        duration.count as f64,
+    );
+    vm.expect(
+        &format!("gen_ai.server.time_per_output_token_count{{{request}}}"),
+        count as f64,
+    );
+    vm.expect(
+        &format!(r#"inferscope.server.token.usage_sum{{{request},gen_ai.token.type="output"}}"#),
+        (REQUESTS * u64::from(TOKENS)) as f64,
+    );
+    // GPU runtime activity, under OpenTelemetry eBPF Instrumentation's names where it has them.
+    let process = format!(r#"process.pid="{workload}",process.executable.name="gpu_workload""#);
+    for (metric, field) in [
+        ("gpu.cuda.kernel.launch.calls", "kernel_launches"),
+        ("gpu.cuda.graph.launch.calls", "graph_launches"),
+        ("gpu.cuda.memory.allocations", "alloc_bytes"),
+        ("inferscope.gpu.sync.calls", "sync_calls"),
+    ] {
+        vm.expect(
+            &format!("{metric}{{{process}}}"),
+            tally[field].as_u64().unwrap() as f64,
+        );
+    }
+    vm.expect(
+        &format!(r#"inferscope.gpu.memory.copied{{{process},inferscope.copy.direction="host_to_device"}}"#),
+        tally["memcpy_bytes"]["htod"].as_u64().unwrap() as f64,
+    );
+    // NVML's figures under the hardware conventions, and the process's share.
+    let device =
+        format!(r#"hw.id="{GPU}",hw.type="gpu",hw.vendor="NVIDIA",hw.model="NVIDIA_H100_80GB_HBM3""#);
+    vm.expect(&format!("hw.power{{{device}}}"), 400.0);
+    vm.expect(
+        &format!(r#"hw.gpu.utilization{{{device},hw.gpu.task="general"}}"#),
+        0.55,
+    );
+    vm.expect(&format!("hw.gpu.memory.limit{{{device}}}"), (80 * GIB) as f64);
+    vm.expect(&format!("hw.gpu.memory.utilization{{{device}}}"), 0.25);
+    vm.value_where(&format!("hw.energy{{{device}}}"), |joules| joules >= 1.0);
+    vm.expect(
+        &format!(r#"inferscope.process.gpu.memory.usage{{process.pid="{server}",hw.id="{GPU}"}}"#),
+        (4 * GIB) as f64,
+    );
+    // The resource: ours, and the environment's.
+    vm.expect(
+        &format!(r#"count(gpu.cuda.kernel.launch.calls{{{process},service.name="inferscope",deployment.environment.name="ci"}})"#),
+        1.0,
+    );
+}
+
+/// Per-bucket counts → cumulative counts (`le` semantics).
+fn cumulative(counts: &[u64]) -> Vec<u64> {
+    counts
+        .iter()
+        .scan(0, |sum, c| {
+            *sum += c;
+            Some(*sum)
+        })
+        .collect()
+}
+
+#[test]
+fn otlp_over_http_delivers_convention_names_with_the_snapshots_values() {
+    let vm = VictoriaMetrics::start();
+    let mut scenario = Scenario::start();
+    let mut agent = scenario.exporting_to(&vm.otlp_endpoint(), &[]);
+    let (tally, s) = scenario.drive(&mut agent);
+    assert_received(&vm, &scenario, &tally, &s);
+}
+
+#[test]
+fn otlp_over_grpc_reaches_a_collector_with_units_and_temporality() {
+    let vm = VictoriaMetrics::start();
+    let rotel = Rotel::start(&vm);
+    let mut scenario = Scenario::start();
+    let mut agent = scenario.exporting_to(&rotel.otlp_endpoint(), &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]);
+    let (tally, s) = scenario.drive(&mut agent);
+    assert_received(&vm, &scenario, &tally, &s);
+    for (name, unit, kind) in [
+        ("gen_ai.server.time_to_first_token", "s", "Histogram"),
+        ("gen_ai.server.request.duration", "s", "Histogram"),
+        ("gpu.cuda.kernel.launch.calls", "{call}", "Sum"),
+        ("hw.energy", "J", "Sum"),
+        ("hw.gpu.memory.usage", "By", "Sum"),
+        ("hw.power", "W", "Gauge"),
+    ] {
+        let described = rotel.described(name);
+        assert!(
+            described.contains(&format!("-> Unit: {unit}\n")),
+            "{name}: {described}"
+        );
+        assert!(
+            described.contains(&format!("-> DataType: {kind}\n")),
+            "{name}: {described}"
+        );
+        if kind != "Gauge" {
+            assert!(
+                described.contains("AGGREGATION_TEMPORALITY_CUMULATIVE"),
+                "{name}: {described}"
+            );
+        }
+    }
+}
+
+#[test]
+fn delta_temporality_is_used_when_asked_for() {
+    let vm = VictoriaMetrics::start();
+    let rotel = Rotel::start(&vm);
+    let mut scenario = Scenario::start();
+    let mut agent = scenario.exporting_to(
+        &rotel.otlp_endpoint(),
+        &[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta"),
+        ],
+    );
+    scenario.drive(&mut agent);
+    for name in [
+        "gen_ai.server.time_to_first_token",
+        "gpu.cuda.kernel.launch.calls",
+        "hw.energy",
+    ] {
+        let described = rotel.described(name);
+        assert!(
+            described.contains("AGGREGATION_TEMPORALITY_DELTA"),
+            "{name}: {described}"
+        );
+    }
+}
+
+/// A value in a Prometheus exposition: the one sample of `name` whose labels contain every `labels` pair.
+fn sample(exposition: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    let found: Vec<f64> = exposition
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    match found.as_slice() {
+        [v] => Some(*v),
+        _ => None,
+    }
+}
+
+#[test]
+fn prometheus_scrapes_serve_the_same_metrics_under_translated_names() {
+    let mut scenario = Scenario::start();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut agent = scenario.agent(&[], &["--prometheus-listen", &addr]);
+    let (tally, s) = scenario.drive(&mut agent);
+    let (count, ttft, _) = requests(&s).unwrap();
+    let port = format!(r#"server_port="{}""#, scenario.server.port);
+    let pid = format!(r#"process_pid="{}""#, scenario.workload.pid());
+    let model = format!(r#"gen_ai_request_model="{MODEL}""#);
+    let mut exposition = String::new();
+    wait_until("a scrape counting every request and launch", || {
+        exposition = scrape(&addr);
+        sample(
+            &exposition,
+            "gen_ai_server_time_to_first_token_seconds_count",
+            &[&port, &model],
+        ) == Some(count as f64)
+            && sample(&exposition, "gpu_cuda_kernel_launch_calls_total", &[&pid])
+                == tally["kernel_launches"].as_f64()
+    });
+    let check = promtool_check_metrics(&exposition);
+    assert!(
+        check.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let sum = sample(
+        &exposition,
+        "gen_ai_server_time_to_first_token_seconds_sum",
+        &[&port, &model],
+    )
+    .unwrap();
+    assert!((sum - ttft.sum).abs() < 1e-9, "{sum} vs {}", ttft.sum);
+    let device = format!(r#"hw_id="{GPU}""#);
+    assert_eq!(sample(&exposition, "hw_power_watts", &[&device]), Some(400.0));
+    assert_eq!(
+        sample(&exposition, "gpu_cuda_memory_allocations_bytes_total", &[&pid]),
+        tally["alloc_bytes"].as_f64()
+    );
+    assert!(
+        exposition.contains(r#"service_name="inferscope""#),
+        "target_info: {exposition}"
+    );
+}
+
+/// A collector that goes away and comes back: snapshots go on meanwhile, the
+/// outage is said once and counted, and export resumes by itself with totals
+/// that include what happened while it was down.
+#[test]
+fn export_resumes_after_the_receiver_restarts() {
+    let mut vm = VictoriaMetrics::start();
+    let mut scenario = Scenario::start();
+    let mut agent = scenario.exporting_to(&vm.otlp_endpoint(), &[("OTEL_EXPORTER_OTLP_TIMEOUT", "1000")]);
+    agent.wait_for_log(&format!("capturing requests to port {}", scenario.server.port));
+    let pid = scenario.workload.pid();
+    wait_until("the workload to be tracked", || {
+        agent
+            .next_snapshot("the workload tracked")
+            .processes
+            .iter()
+            .any(|p| p.identity.pid == pid)
+    });
+    vm.expect(
+        &format!(r#"gpu.cuda.kernel.launch.calls{{process.pid="{pid}"}}"#),
+        0.0,
+    );
+
+    vm.stop();
+    agent.wait_for_log("OTLP export failed");
+    // The workload's calls happen during the outage; snapshots keep coming.
+    let tally = scenario.workload.run_calls();
+    let launches = tally["kernel_launches"].as_u64().unwrap();
+    wait_until("a snapshot with the calls made during the outage", || {
+        agent
+            .next_snapshot("snapshots during the outage")
+            .processes
+            .iter()
+            .any(|p| p.identity.pid == pid && p.gpu.total.kernel_launches == launches)
+    });
+
+    vm.restart();
+    agent.wait_for_log("OTLP export works again");
+    vm.expect(
+        &format!(r#"gpu.cuda.kernel.launch.calls{{process.pid="{pid}"}}"#),
+        launches as f64,
+    );
+    vm.value_where(
+        r#"inferscope.export.dropped_batches{exporter="otlp"}"#,
+        |dropped| dropped >= 1.0,
+    );
+}
