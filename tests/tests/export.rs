@@ -7,6 +7,7 @@
 //! said, as received by the receiver.
 
 use std::{
+    collections::BTreeSet,
     fs,
     io::Write as _,
     net::TcpStream,
@@ -350,6 +351,65 @@ fn prometheus_scrapes_serve_the_same_metrics_under_translated_names() {
         exposition.contains(r#"service_name="inferscope""#),
         "target_info: {exposition}"
     );
+    assert!(!exposition.contains("never print"), "prompt text in the metrics");
+    dashboards_and_alerts_query_what_is_exported(&scenario, &addr);
+}
+
+/// Every metric and label the Grafana dashboard and the alert rules name is in
+/// some scrape while the server serves (energy per token exists only for an
+/// interval with tokens; pod labels aside: this scenario runs outside Kubernetes).
+fn dashboards_and_alerts_query_what_is_exported(scenario: &Scenario, addr: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let ours = [
+        "gen_ai_",
+        "gpu_",
+        "hw_",
+        "inferscope_",
+        "k8s_",
+        "process_",
+        "server_",
+    ];
+    let mut queried: Vec<(String, &str)> = Vec::new();
+    for file in ["grafana/inferscope.json", "prometheus/alerts.yaml"] {
+        let text = fs::read_to_string(root.join(file)).unwrap();
+        queried.extend(
+            identifiers(&text)
+                .filter(|name| ours.iter().any(|p| name.starts_with(p)))
+                .map(|name| (name.to_string(), file)),
+        );
+    }
+    let mut exported: BTreeSet<String> = ["k8s_namespace_name", "k8s_pod_name", "k8s_container_name"]
+        .map(String::from)
+        .into();
+    let mut conn = TcpStream::connect(("127.0.0.1", scenario.server.port)).unwrap();
+    let deadline = std::time::Instant::now() + STEP;
+    while std::time::Instant::now() < deadline && queried.iter().any(|(name, _)| !exported.contains(name)) {
+        conn.write_all(&chat_request(MODEL, TOKENS, 0, 1, false)).unwrap();
+        read_chunked_response(&mut conn);
+        let exposition = scrape(addr);
+        for line in exposition.lines().filter(|l| !l.starts_with('#')) {
+            let (name, rest) = line.split_once(['{', ' ']).unwrap_or((line, ""));
+            exported.insert(name.to_string());
+            let labels = rest.split_once('}').map_or("", |(labels, _)| labels);
+            exported.extend(
+                labels
+                    .split(',')
+                    .filter_map(|kv| Some(kv.split_once('=')?.0.to_string())),
+            );
+        }
+    }
+    for (name, file) in &queried {
+        assert!(
+            exported.contains(name),
+            "deploy/{file} queries {name}, which the agent does not export"
+        );
+    }
+}
+
+/// Identifier-shaped words (`[a-z0-9_]+` starting with a letter).
+fn identifiers(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+        .filter(|w| w.starts_with(|c: char| c.is_ascii_lowercase()))
 }
 
 /// A collector that goes away and comes back: snapshots go on meanwhile, the

@@ -18,13 +18,17 @@ use crate::run;
 const CUDA_RUNTIME_WHEEL: &str = "nvidia-cuda-runtime-cu12==12.9.79";
 /// NCCL (a 474 MB wheel, a 200+ MB library): for the start-up benchmark only, not the tests.
 const NCCL_WHEEL: &str = "nvidia-nccl-cu12==2.27.3";
-/// The ground-truth servers' frameworks (tests/servers), and rotel, a Rust OTLP
-/// collector (gRPC and HTTP receivers) shipped as a Python wheel; pinned.
-const SERVER_PACKAGES: [&str; 4] = [
+/// The venv's packages, pinned: the ground-truth servers' frameworks
+/// (tests/servers); rotel, a Rust OTLP collector (gRPC and HTTP receivers)
+/// shipped as a Python wheel; and Helm v4 as a library (helm-python-sdk: no
+/// helm binary) with PyYAML, for the chart check (tests/deploy).
+const SERVER_PACKAGES: [&str; 6] = [
     "starlette==0.49.1",
     "uvicorn==0.38.0",
     "grpcio==1.76.0",
     "rotel==0.0.1a15",
+    "helm-python-sdk==0.2.2",
+    "PyYAML==6.0.3",
 ];
 /// VictoriaMetrics from Debian trixie (bookworm has none): ingests OTLP/HTTP and
 /// answers PromQL. Runs on bookworm once unpacked; pinned by digest.
@@ -86,6 +90,7 @@ pub fn fetch(root: &Path) -> Result<PathBuf> {
     anyhow::ensure!(rotel.status.success(), "rotel is not importable from the venv");
     std::fs::write(dir.join("rotel.path"), String::from_utf8(rotel.stdout)?.trim())?;
     fetch_receivers(&dir)?;
+    fetch_npm(root, &dir)?;
     let (server, model) = crate::llama::fetch(&python)?;
     std::fs::write(
         dir.join("llama-server.path"),
@@ -118,6 +123,13 @@ fn fetch_receivers(dir: &Path) -> Result<()> {
     if !promtool.exists() {
         let debs = dir.join("debs");
         std::fs::create_dir_all(&debs)?;
+        // A fresh machine's package lists may be empty.
+        let known = Command::new("apt-cache")
+            .args(["show", PROMETHEUS_PACKAGE])
+            .output()?;
+        if !known.status.success() {
+            run(Command::new("apt-get").args(["update", "-qq"]))?;
+        }
         run(Command::new("apt-get")
             .args(["download", "-q", PROMETHEUS_PACKAGE])
             .current_dir(&debs))
@@ -129,6 +141,23 @@ fn fetch_receivers(dir: &Path) -> Result<()> {
                 .arg(dir.join("prometheus")))?;
         }
         std::fs::remove_dir_all(&debs)?;
+    }
+    Ok(())
+}
+
+/// The Kubernetes schema validators (tests/deploy/package.json, locked), into `fixtures/npm`.
+fn fetch_npm(root: &Path, dir: &Path) -> Result<()> {
+    let npm = dir.join("npm");
+    let lock = root.join("tests/deploy/package-lock.json");
+    let installed = npm.join("package-lock.json");
+    if std::fs::read(&installed).ok() != Some(std::fs::read(&lock)?) {
+        std::fs::create_dir_all(&npm)?;
+        std::fs::copy(root.join("tests/deploy/package.json"), npm.join("package.json"))?;
+        std::fs::copy(&lock, &installed)?;
+        run(Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&npm))
+        .context("installing the Kubernetes schema validators from npm")?;
     }
     Ok(())
 }

@@ -26,6 +26,8 @@ pub use device::{
 };
 pub use gpu::{CopyBytes, GpuActivity, NcclActivity};
 pub use histogram::Histogram;
+/// Why the kernel side can lose events: the keys of [`Snapshot::drops`].
+pub use inferscope_shared::DROP_REASONS;
 pub use request::{Engine, Outcome, Protocol, RequestRecord, TokenSource};
 
 use crate::runtimes::Runtime;

@@ -13,7 +13,7 @@ use super::{
     attributes::{self, Family, ModelNames},
 };
 use crate::model::{
-    DeviceView, GpuActivity, Outcome, PodRef, RequestRecord, Signal, Snapshot,
+    DROP_REASONS, DeviceView, GpuActivity, Outcome, PodRef, RequestRecord, Signal, Snapshot,
     histogram::{DURATION_BOUNDS, TPOT_BOUNDS, TTFT_BOUNDS},
 };
 
@@ -323,7 +323,7 @@ fn process_gpus(meter: &Meter, shared: &Shared) {
         meter,
         shared,
         "inferscope.process.launch_bound",
-        "1",
+        "",
         "1 while a process launches kernels fast but keeps the GPU's SMs mostly idle (docs/output.md).",
         |latest, emit| {
             for p in latest.processes() {
@@ -646,8 +646,11 @@ fn agent(meter: &Meter, shared: &Shared, health: &ExportHealth) {
         "{event}",
         "Events the eBPF programs could not record, by reason.",
         |latest, emit| {
-            for (reason, count) in latest.snapshot.iter().flat_map(|s| &s.drops.total) {
-                emit(*count, &[KeyValue::new("reason", reason.clone())]);
+            // Every reason, at zero until it occurs: an alert on its increase needs the series.
+            let totals = latest.snapshot.as_ref().map(|s| &s.drops.total);
+            for reason in DROP_REASONS {
+                let count = totals.and_then(|t| t.get(reason)).copied().unwrap_or(0);
+                emit(count, &[KeyValue::new("reason", reason)]);
             }
         },
     );
