@@ -159,8 +159,9 @@ impl Drop for VictoriaMetrics {
     }
 }
 
-/// rotel receiving OTLP over gRPC and HTTP, logging every metric it gets in
-/// detail (name, unit, type, temporality, points) and forwarding to `forward`.
+/// rotel receiving OTLP over gRPC and HTTP, logging every metric, span and log
+/// record it gets in detail (names, units, types, temporality, points,
+/// attributes) and forwarding metrics to `forward`.
 pub struct Rotel {
     child: Child,
     pub grpc_port: u16,
@@ -179,7 +180,15 @@ impl Rotel {
             .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http_port}")])
             .args(["--exporter", "otlp", "--otlp-exporter-protocol", "http"])
             .args(["--otlp-exporter-endpoint", &forward.otlp_endpoint()])
-            .args(["--debug-log", "metrics", "--debug-log-verbosity", "detailed"])
+            .args([
+                "--debug-log",
+                "metrics",
+                "--debug-log",
+                "traces",
+                "--debug-log",
+                "logs",
+            ])
+            .args(["--debug-log-verbosity", "detailed"])
             .stdout(fs::File::create(&log).unwrap())
             .stderr(Stdio::null())
             .spawn()
@@ -213,6 +222,18 @@ impl Rotel {
             true
         });
         found
+    }
+}
+
+impl Rotel {
+    /// Waits until rotel's log holds every one of `needles`; returns the log.
+    pub fn log_with(&self, needles: &[&str]) -> String {
+        let mut log = String::new();
+        wait_until(&format!("rotel to log {needles:?}"), || {
+            log = fs::read_to_string(&self.log).unwrap_or_default();
+            needles.iter().all(|n| log.contains(n))
+        });
+        log
     }
 }
 

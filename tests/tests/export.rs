@@ -38,6 +38,11 @@ struct Scenario {
 
 impl Scenario {
     fn start() -> Self {
+        Self::start_with_nvml("")
+    }
+
+    /// With more lines for the stand-in NVML's script (e.g. an XID error).
+    fn start_with_nvml(more: &str) -> Self {
         let lib = stub_library("libcudart.so.12");
         let server = TestServer::start_program_with(
             Path::new(env!("CARGO_BIN_EXE_sse_truth_server")),
@@ -50,7 +55,7 @@ impl Scenario {
             format!(
                 "device {GPU} NVIDIA_H100_80GB_HBM3 00000000:18:00.0 \
                  55 20 {used} {total} 60 400000 700000 1000000 1980 2619 0 0 0 0 0\n\
-                 process 0 {pid} {mem} 55 20\n",
+                 process 0 {pid} {mem} 55 20\n{more}",
                 used = 20 * GIB,
                 total = 80 * GIB,
                 mem = 4 * GIB,
@@ -308,9 +313,14 @@ fn sample(exposition: &str, name: &str, labels: &[&str]) -> Option<f64> {
 
 #[test]
 fn prometheus_scrapes_serve_the_same_metrics_under_translated_names() {
+    // OTLP at the same time: both readers of one provider, and the export's own metrics exist.
+    let vm = VictoriaMetrics::start();
     let mut scenario = Scenario::start();
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut agent = scenario.agent(&[], &["--prometheus-listen", &addr]);
+    let mut agent = scenario.agent(
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &vm.otlp_endpoint())],
+        &["--prometheus-listen", &addr],
+    );
     let (tally, s) = scenario.drive(&mut agent);
     let (count, ttft, _) = requests(&s).unwrap();
     let port = format!(r#"server_port="{}""#, scenario.server.port);
@@ -435,7 +445,7 @@ fn export_resumes_after_the_receiver_restarts() {
     );
 
     vm.stop();
-    agent.wait_for_log("OTLP export failed");
+    agent.wait_for_log("OTLP metrics export failed");
     // The workload's calls happen during the outage; snapshots keep coming.
     let tally = scenario.workload.run_calls();
     let launches = tally["kernel_launches"].as_u64().unwrap();
@@ -448,13 +458,101 @@ fn export_resumes_after_the_receiver_restarts() {
     });
 
     vm.restart();
-    agent.wait_for_log("OTLP export works again");
+    agent.wait_for_log("OTLP metrics export works again");
     vm.expect(
         &format!(r#"gpu.cuda.kernel.launch.calls{{process.pid="{pid}"}}"#),
         launches as f64,
     );
     vm.value_where(
-        r#"inferscope.export.dropped_batches{exporter="otlp"}"#,
+        r#"inferscope.export.dropped_batches{exporter="otlp",signal="metrics"}"#,
         |dropped| dropped >= 1.0,
     );
+}
+
+/// With --trace-ratio 1 every request is a span, with the conventions' name and
+/// attributes, its outcome and its first token as an event; an XID error is a
+/// log record. Neither carries prompt text.
+#[test]
+fn requests_become_spans_and_xid_errors_log_records() {
+    let vm = VictoriaMetrics::start();
+    let rotel = Rotel::start(&vm);
+    let mut scenario = Scenario::start_with_nvml("xid 0 79\n");
+    let mut agent = scenario.agent(
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &rotel.otlp_endpoint()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("OTEL_BLRP_SCHEDULE_DELAY", "200"),
+        ],
+        &["--trace-ratio", "1"],
+    );
+    scenario.drive(&mut agent);
+    let log = rotel.log_with(&[
+        &format!("-> server.port: Int({})", scenario.server.port),
+        "EventName: hw.gpu.xid",
+    ]);
+    assert!(
+        !log.contains("never print"),
+        "prompt text in a span or log record"
+    );
+    // Other tests' agents run meanwhile and see other servers: this one's spans carry its port.
+    let port = format!("-> server.port: Int({})", scenario.server.port);
+    let span = log
+        .split("\nSpan #")
+        .skip(1)
+        .find(|span| {
+            span.split("Events:")
+                .next()
+                .is_some_and(|head| head.contains(&port))
+        })
+        .unwrap_or_else(|| panic!("no span with {port}:\n{log}"));
+    for want in [
+        &format!("Name           : chat {MODEL}\n"),
+        "Kind           : SPAN_KIND_SERVER",
+        "Status code    : STATUS_CODE_UNSET",
+        "-> gen_ai.operation.name: Str(chat)",
+        &format!("-> gen_ai.request.model: Str({MODEL})"),
+        &format!("-> process.pid: Int({})", scenario.server.pid()),
+        "-> http.response.status_code: Int(200)",
+        &format!("-> gen_ai.usage.output_tokens: Int({TOKENS})"),
+        "-> Name: gen_ai.first_token",
+    ] {
+        assert!(span.contains(want), "{want} missing from the span:\n{span}");
+    }
+    // The first-token event sits at start + TTFT (the server waits 30 ms before its first token).
+    let nanos = |key: &str| -> u64 {
+        let at = span.find(key).unwrap_or_else(|| panic!("{key} in {span}")) + key.len();
+        span[at..].split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let (start, first, end) = (
+        nanos("Start time: "),
+        nanos("-> Timestamp: "),
+        nanos("End time: "),
+    );
+    assert!(
+        start + 30_000_000 <= first && first < end,
+        "start {start}, first token {first}, end {end}"
+    );
+
+    let record = block(&log, "EventName: hw.gpu.xid", "LogRecord #");
+    for want in [
+        "SeverityNumber: SEVERITY_NUMBER_ERROR",
+        &format!("Body: Str(XID 79 on GPU 0 ({GPU}))"),
+        &format!("-> hw.id: Str({GPU})"),
+        "-> inferscope.gpu.xid: Int(79)",
+    ] {
+        assert!(
+            record.contains(want),
+            "{want} missing from the log record:\n{record}"
+        );
+    }
+}
+
+/// The part of rotel's log around `needle`: from the `starts` line before it to the next one.
+fn block<'a>(log: &'a str, needle: &str, starts: &str) -> &'a str {
+    let at = log.find(needle).unwrap();
+    let from = log[..at].rfind(starts).unwrap_or(0);
+    let to = log[at..].find(starts).map_or(log.len(), |n| at + n);
+    &log[from..to]
 }

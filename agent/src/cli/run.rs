@@ -67,6 +67,9 @@ pub struct RunArgs {
     /// OTLP transport [default: OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf].
     #[arg(long, value_enum, value_name = "PROTOCOL")]
     otlp_protocol: Option<OtlpProtocol>,
+    /// Share of requests also sent as OTLP spans (0 to 1; needs OTLP).
+    #[arg(long, default_value_t = 0.0, value_name = "RATIO", value_parser = parse_ratio)]
+    trace_ratio: f64,
     /// Serve the metrics for Prometheus at http://ADDR/metrics (for example 0.0.0.0:9464).
     #[arg(long, value_name = "ADDR")]
     prometheus_listen: Option<SocketAddr>,
@@ -120,6 +123,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         let node_name = kube.is_some().then(crate::sources::kube_node_name);
         let telemetry = Telemetry::start(TelemetryConfig {
             otlp,
+            trace_ratio: args.trace_ratio,
             prometheus_listen: args.prometheus_listen,
             node_name,
         })
@@ -144,6 +148,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .build()?
         .block_on(pipeline.run(schedule))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A share between 0 and 1.
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{s:?} is not a ratio between 0 and 1")),
+    }
 }
 
 /// The API server named on the command line, else the cluster's own when in a pod.

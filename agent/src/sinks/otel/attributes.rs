@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use opentelemetry::KeyValue;
 
 use crate::{
-    model::{DeviceView, PodRef, ProcessView, Vendor},
+    model::{DeviceView, Outcome, PodRef, ProcessView, RequestRecord, Vendor},
     runtimes::Runtime,
 };
 
@@ -47,6 +47,33 @@ pub fn pod_attributes(pod: &PodRef) -> [KeyValue; 3] {
         KeyValue::new("k8s.pod.name", pod.name.clone()),
         KeyValue::new("k8s.container.name", pod.container.clone()),
     ]
+}
+
+/// The GenAI conventions' attributes of a request: `server.port`,
+/// `gen_ai.operation.name`, `gen_ai.provider.name`, `gen_ai.request.model` (as `model` says).
+pub fn request(r: &RequestRecord, model: Option<String>) -> Vec<KeyValue> {
+    let mut attributes = vec![KeyValue::new("server.port", i64::from(r.port))];
+    if let Some(operation) = r.operation() {
+        attributes.push(KeyValue::new("gen_ai.operation.name", operation));
+    }
+    if let Some(engine) = r.engine {
+        attributes.push(KeyValue::new("gen_ai.provider.name", engine.name()));
+    }
+    if let Some(model) = model {
+        attributes.push(KeyValue::new("gen_ai.request.model", model));
+    }
+    attributes
+}
+
+/// `error.type` of a request that did not succeed: its HTTP status, or how its connection ended.
+pub fn error_type(r: &RequestRecord) -> Option<String> {
+    match r.outcome {
+        Outcome::Ok => None,
+        Outcome::Error if r.status >= 400 => Some(r.status.to_string()),
+        Outcome::Error => Some("_OTHER".into()),
+        Outcome::Cancelled => Some("cancelled".into()),
+        Outcome::Aborted => Some("aborted".into()),
+    }
 }
 
 /// Whose names a process's kernel-launch figures take: CUDA's (the names

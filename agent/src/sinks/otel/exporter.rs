@@ -1,5 +1,5 @@
-//! The OTLP exporter, counted: a batch the exporter gives up on (after its own
-//! retries with backoff) is counted, exported as
+//! The OTLP exporters, counted: a batch an exporter gives up on (after its own
+//! retries with backoff) is counted per signal, exported as
 //! `inferscope.export.dropped_batches`, and said once per outage in the log.
 
 use std::{
@@ -10,70 +10,114 @@ use std::{
     time::Duration,
 };
 
-use opentelemetry_otlp::MetricExporter;
 use opentelemetry_sdk::{
+    Resource,
     error::OTelSdkResult,
+    logs::{LogBatch, LogExporter},
     metrics::{Temporality, data::ResourceMetrics, exporter::PushMetricExporter},
+    trace::{SpanData, SpanExporter},
 };
 
-/// What export has lost so far; shared with the instrument that reports it.
+/// What is exported over OTLP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtlpSignal {
+    Metrics,
+    Traces,
+    Logs,
+}
+
+impl OtlpSignal {
+    pub const ALL: [OtlpSignal; 3] = [OtlpSignal::Metrics, OtlpSignal::Traces, OtlpSignal::Logs];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            OtlpSignal::Metrics => "metrics",
+            OtlpSignal::Traces => "traces",
+            OtlpSignal::Logs => "logs",
+        }
+    }
+}
+
+/// What export has lost so far, per signal; shared with the instrument that reports it.
 #[derive(Clone, Default)]
 pub struct ExportHealth {
-    failed_batches: Arc<AtomicU64>,
-    failing: Arc<AtomicBool>,
+    failed_batches: Arc<[AtomicU64; 3]>,
+    failing: Arc<[AtomicBool; 3]>,
+    /// Signals with an exporter.
+    exported: Arc<[AtomicBool; 3]>,
 }
 
 impl ExportHealth {
-    pub fn failed_batches(&self) -> u64 {
-        self.failed_batches.load(Ordering::Relaxed)
+    /// The signals that have an exporter.
+    pub fn exported(&self) -> impl Iterator<Item = OtlpSignal> + '_ {
+        OtlpSignal::ALL
+            .into_iter()
+            .filter(|&s| self.exported[s as usize].load(Ordering::Relaxed))
     }
 
-    fn record(&self, result: &OTelSdkResult) {
+    pub fn failed_batches(&self, signal: OtlpSignal) -> u64 {
+        self.failed_batches[signal as usize].load(Ordering::Relaxed)
+    }
+
+    fn record(&self, signal: OtlpSignal, result: &OTelSdkResult) {
+        let failing = &self.failing[signal as usize];
         match result {
             Ok(()) => {
-                if self.failing.swap(false, Ordering::Relaxed) {
+                if failing.swap(false, Ordering::Relaxed) {
                     log::info!(
-                        "OTLP export works again ({} batches dropped so far)",
-                        self.failed_batches()
+                        "OTLP {} export works again ({} batches dropped so far)",
+                        signal.name(),
+                        self.failed_batches(signal)
                     );
                 }
             }
             Err(e) => {
-                self.failed_batches.fetch_add(1, Ordering::Relaxed);
-                if !self.failing.swap(true, Ordering::Relaxed) {
-                    log::warn!("OTLP export failed, will keep trying each interval: {e}");
+                self.failed_batches[signal as usize].fetch_add(1, Ordering::Relaxed);
+                if !failing.swap(true, Ordering::Relaxed) {
+                    log::warn!("OTLP {} export failed, will keep trying: {e}", signal.name());
                 }
             }
         }
     }
 }
 
-/// [`MetricExporter`] with every result recorded in [`ExportHealth`].
-#[derive(Debug)]
-pub struct Counting {
-    inner: MetricExporter,
-    health: ExportHealth,
-}
-
 impl std::fmt::Debug for ExportHealth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExportHealth")
-            .field("failed_batches", &self.failed_batches())
-            .finish()
+        let mut d = f.debug_struct("ExportHealth");
+        for signal in OtlpSignal::ALL {
+            d.field(signal.name(), &self.failed_batches(signal));
+        }
+        d.finish()
     }
 }
 
-impl Counting {
-    pub fn new(inner: MetricExporter, health: ExportHealth) -> Self {
-        Self { inner, health }
-    }
+/// An exporter with every result recorded in [`ExportHealth`].
+#[derive(Debug)]
+pub struct Counting<E> {
+    inner: E,
+    health: ExportHealth,
+    signal: OtlpSignal,
 }
 
-impl PushMetricExporter for Counting {
-    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
-        let result = self.inner.export(metrics).await;
-        self.health.record(&result);
+impl<E> Counting<E> {
+    pub fn new(inner: E, health: ExportHealth, signal: OtlpSignal) -> Self {
+        health.exported[signal as usize].store(true, Ordering::Relaxed);
+        Self {
+            inner,
+            health,
+            signal,
+        }
+    }
+
+    fn recorded(&self, result: OTelSdkResult) -> OTelSdkResult {
+        self.health.record(self.signal, &result);
         result
+    }
+}
+
+impl<E: PushMetricExporter> PushMetricExporter for Counting<E> {
+    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        self.recorded(self.inner.export(metrics).await)
     }
 
     fn force_flush(&self) -> OTelSdkResult {
@@ -86,5 +130,37 @@ impl PushMetricExporter for Counting {
 
     fn temporality(&self) -> Temporality {
         self.inner.temporality()
+    }
+}
+
+impl<E: SpanExporter> SpanExporter for Counting<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        self.recorded(self.inner.export(batch).await)
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+impl<E: LogExporter> LogExporter for Counting<E> {
+    async fn export(&self, batch: LogBatch<'_>) -> OTelSdkResult {
+        self.recorded(self.inner.export(batch).await)
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
     }
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
 
+use super::exporter::OtlpSignal;
+
 #[derive(Debug)]
 pub struct UreqClient {
     agent: ureq::Agent,
@@ -37,10 +39,14 @@ impl HttpClient for UreqClient {
     }
 }
 
-/// The export timeout as the OTLP exporter reads it: `OTEL_EXPORTER_OTLP_METRICS_TIMEOUT`,
+/// The export timeout as the OTLP exporter reads it: `OTEL_EXPORTER_OTLP_<SIGNAL>_TIMEOUT`,
 /// else `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds), else 10 s.
-pub fn timeout() -> Duration {
-    ["OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"]
+pub fn timeout(signal: OtlpSignal) -> Duration {
+    let own = format!(
+        "OTEL_EXPORTER_OTLP_{}_TIMEOUT",
+        signal.name().to_ascii_uppercase()
+    );
+    [own.as_str(), "OTEL_EXPORTER_OTLP_TIMEOUT"]
         .iter()
         .find_map(|name| std::env::var(name).ok()?.trim().parse().ok())
         .map(Duration::from_millis)

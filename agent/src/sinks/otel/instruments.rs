@@ -13,7 +13,7 @@ use super::{
     attributes::{self, Family, ModelNames},
 };
 use crate::model::{
-    DROP_REASONS, DeviceView, GpuActivity, Outcome, PodRef, RequestRecord, Signal, Snapshot,
+    DROP_REASONS, DeviceView, GpuActivity, PodRef, RequestRecord, Signal, Snapshot,
     histogram::{DURATION_BOUNDS, TPOT_BOUNDS, TTFT_BOUNDS},
 };
 
@@ -658,11 +658,12 @@ fn agent(meter: &Meter, shared: &Shared, health: &ExportHealth) {
     meter
         .u64_observable_counter("inferscope.export.dropped_batches")
         .with_unit("{batch}")
-        .with_description(
-            "OTLP export batches given up after retries (cumulative figures recover with the next batch).",
-        )
+        .with_description("OTLP export batches given up after retries, by signal (cumulative metrics recover with the next batch).")
         .with_callback(move |observer| {
-            observer.observe(health.failed_batches(), &[KeyValue::new("exporter", "otlp")]);
+            for signal in health.exported() {
+                let attributes = [KeyValue::new("exporter", "otlp"), KeyValue::new("signal", signal.name())];
+                observer.observe(health.failed_batches(signal), &attributes);
+            }
         })
         .build();
 }
@@ -730,20 +731,12 @@ impl RequestInstruments {
     }
 
     pub fn record(&mut self, r: &RequestRecord) {
-        let mut attributes = vec![KeyValue::new("server.port", i64::from(r.port))];
-        if let Some(operation) = r.operation() {
-            attributes.push(KeyValue::new("gen_ai.operation.name", operation));
-        }
-        if let Some(engine) = r.engine {
-            attributes.push(KeyValue::new("gen_ai.provider.name", engine.name()));
-        }
-        if let Some(model) = &r.model {
-            attributes.push(KeyValue::new("gen_ai.request.model", self.models.name(model)));
-        }
+        let model = r.model.as_deref().map(|m| self.models.name(m));
+        let mut attributes = attributes::request(r, model);
         if let Some(pod) = self.pods.get(&r.pid) {
             attributes.extend(attributes::pod_attributes(pod));
         }
-        if let Some(error) = error_type(r) {
+        if let Some(error) = attributes::error_type(r) {
             self.duration
                 .record(r.duration_s, &with(attributes, "error.type", error));
             return;
@@ -768,18 +761,7 @@ impl RequestInstruments {
     }
 }
 
-/// `error.type` of a request that did not succeed: its HTTP status, or how its connection ended.
-fn error_type(r: &RequestRecord) -> Option<String> {
-    match r.outcome {
-        Outcome::Ok => None,
-        Outcome::Error if r.status >= 400 => Some(r.status.to_string()),
-        Outcome::Error => Some("_OTHER".into()),
-        Outcome::Cancelled => Some("cancelled".into()),
-        Outcome::Aborted => Some("aborted".into()),
-    }
-}
-
-fn with(
+pub(super) fn with(
     mut attributes: Vec<KeyValue>,
     key: &'static str,
     value: impl Into<opentelemetry::Value>,

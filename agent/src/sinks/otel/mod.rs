@@ -7,14 +7,16 @@
 //! GenAI conventions' buckets. The SDK keeps cumulative state and turns it into
 //! deltas where delta temporality is asked for. Collection and export run on
 //! the readers' own threads: a slow or absent collector never holds the
-//! pipeline, which only swaps the latest snapshot in. Names and attributes:
-//! docs/metrics.md.
+//! pipeline, which only swaps the latest snapshot in. With OTLP, XID errors
+//! also go out as log records and, when asked for, a sampled share of requests
+//! as spans. Names and attributes: docs/metrics.md.
 
 mod attributes;
 mod exporter;
 mod http_client;
 mod instruments;
 mod prometheus;
+mod traces;
 
 use std::{
     io,
@@ -23,16 +25,26 @@ use std::{
     time::Duration,
 };
 
-use opentelemetry::{KeyValue, metrics::MeterProvider as _};
-use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+use opentelemetry::{
+    KeyValue, logs::LoggerProvider as _, metrics::MeterProvider as _, trace::TracerProvider as _,
+};
+use opentelemetry_otlp::{
+    LogExporter, MetricExporter, SpanExporter, WithExportConfig as _, WithHttpConfig as _,
+};
 use opentelemetry_sdk::{
     Resource,
+    logs::SdkLoggerProvider,
     metrics::{PeriodicReader, SdkMeterProvider},
+    trace::{Sampler, SdkTracerProvider},
 };
 use thiserror::Error;
 
 pub use self::exporter::ExportHealth;
-use self::{instruments::RequestInstruments, prometheus::PrometheusEndpoint};
+use self::{
+    exporter::{Counting, OtlpSignal},
+    instruments::RequestInstruments,
+    traces::{GpuEventLogs, RequestSpans},
+};
 use super::Sink;
 use crate::model::{RequestRecord, Snapshot};
 
@@ -97,6 +109,8 @@ pub enum TelemetryError {
 /// Where telemetry goes, and what identifies this agent.
 pub struct TelemetryConfig {
     pub otlp: Option<OtlpConfig>,
+    /// Share of requests sent as spans over OTLP (0: none).
+    pub trace_ratio: f64,
     pub prometheus_listen: Option<SocketAddr>,
     /// `k8s.node.name` of the resource, when known.
     pub node_name: Option<String>,
@@ -148,7 +162,10 @@ pub struct Telemetry {
     provider: SdkMeterProvider,
     latest: Shared,
     requests: RequestInstruments,
-    prometheus: Option<PrometheusEndpoint>,
+    /// Spans of sampled requests (OTLP, `--trace-ratio`).
+    spans: Option<(SdkTracerProvider, RequestSpans)>,
+    /// XID errors as log records (OTLP, unless `OTEL_LOGS_EXPORTER=none`).
+    gpu_events: Option<(SdkLoggerProvider, GpuEventLogs)>,
     /// Drives the gRPC client's connections.
     grpc_runtime: Option<tokio::runtime::Runtime>,
 }
@@ -156,15 +173,33 @@ pub struct Telemetry {
 impl Telemetry {
     pub fn start(config: TelemetryConfig) -> Result<Self, TelemetryError> {
         let resource = resource(config.node_name.as_deref());
-        let mut builder = SdkMeterProvider::builder().with_resource(resource);
+        let mut builder = SdkMeterProvider::builder().with_resource(resource.clone());
         let health = ExportHealth::default();
-        let mut grpc_runtime = None;
-        if let Some(otlp) = &config.otlp {
-            let (reader, runtime) = otlp_reader(otlp, health.clone())?;
-            builder = builder.with_reader(reader);
-            grpc_runtime = runtime;
+        let mut otlp = match &config.otlp {
+            Some(otlp) => Some(Otlp::new(otlp, health.clone())?),
+            None => None,
+        };
+        let (mut spans, mut gpu_events) = (None, None);
+        if let Some(otlp) = &mut otlp {
+            builder = builder.with_reader(PeriodicReader::builder(otlp.metrics()?).build());
+            if config.trace_ratio > 0.0 && !env_is("OTEL_TRACES_EXPORTER", "none") {
+                let provider = SdkTracerProvider::builder()
+                    .with_resource(resource.clone())
+                    .with_sampler(Sampler::TraceIdRatioBased(config.trace_ratio.min(1.0)))
+                    .with_batch_exporter(otlp.spans()?)
+                    .build();
+                let spans_of = RequestSpans::new(provider.tracer("inferscope"));
+                spans = Some((provider, spans_of));
+            }
+            if !env_is("OTEL_LOGS_EXPORTER", "none") {
+                let provider = SdkLoggerProvider::builder()
+                    .with_resource(resource.clone())
+                    .with_batch_exporter(otlp.logs()?)
+                    .build();
+                let logs = GpuEventLogs::new(provider.logger("inferscope"));
+                gpu_events = Some((provider, logs));
+            }
         }
-        let mut prometheus = None;
         if let Some(addr) = config.prometheus_listen {
             let registry = ::prometheus::Registry::new();
             let reader = opentelemetry_prometheus::exporter()
@@ -172,7 +207,7 @@ impl Telemetry {
                 .build()
                 .map_err(|e| TelemetryError::Prometheus(e.to_string()))?;
             builder = builder.with_reader(reader);
-            prometheus = Some(PrometheusEndpoint::start(addr, registry)?);
+            prometheus::serve_in_background(addr, registry)?;
         }
         let provider = builder.build();
         let meter = provider.meter("inferscope");
@@ -183,14 +218,10 @@ impl Telemetry {
             provider,
             latest,
             requests,
-            prometheus,
-            grpc_runtime,
+            spans,
+            gpu_events,
+            grpc_runtime: otlp.and_then(|o| o.runtime),
         })
-    }
-
-    /// Where Prometheus scrapes are served (the bound address, when port 0 was asked).
-    pub fn prometheus_addr(&self) -> Option<SocketAddr> {
-        self.prometheus.as_ref().map(PrometheusEndpoint::addr)
     }
 }
 
@@ -214,18 +245,34 @@ impl Sink for Telemetry {
         drop(latest);
         drop(previous);
         self.requests.learn_pods(snapshot);
+        if let Some((_, logs)) = &self.gpu_events {
+            snapshot.gpu_events.iter().for_each(|e| logs.emit(e));
+        }
         Ok(())
     }
 
     fn request(&mut self, request: &RequestRecord) -> io::Result<()> {
         self.requests.record(request);
+        if let Some((_, spans)) = &self.spans {
+            spans.record(request);
+        }
         Ok(())
     }
 
-    /// Exports what is left (bounded by the exporter's timeout) and stops serving scrapes.
+    /// Exports what is left (each bounded by its exporter's timeout).
     fn close(&mut self) -> io::Result<()> {
-        if let Err(e) = self.provider.shutdown() {
-            log::warn!("final metrics export: {e}");
+        let results = [
+            ("metrics", self.provider.shutdown()),
+            ("spans", self.spans.as_ref().map_or(Ok(()), |(p, _)| p.shutdown())),
+            (
+                "logs",
+                self.gpu_events.as_ref().map_or(Ok(()), |(p, _)| p.shutdown()),
+            ),
+        ];
+        for (what, result) in results {
+            if let Err(e) = result {
+                log::warn!("final export of {what}: {e}");
+            }
         }
         Ok(())
     }
@@ -263,46 +310,80 @@ fn resource(node_name: Option<&str>) -> Resource {
     builder.with_attributes(attributes).build()
 }
 
-/// A periodic reader exporting over OTLP (interval: `OTEL_METRIC_EXPORT_INTERVAL`,
-/// 60 s by default), and the runtime a gRPC client needs.
-fn otlp_reader(
-    config: &OtlpConfig,
+fn env_is(name: &str, value: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v.trim().eq_ignore_ascii_case(value))
+}
+
+/// Builds each signal's OTLP exporter as the configuration says, counted.
+struct Otlp<'a> {
+    config: &'a OtlpConfig,
     health: ExportHealth,
-) -> Result<
-    (
-        PeriodicReader<exporter::Counting>,
-        Option<tokio::runtime::Runtime>,
-    ),
-    TelemetryError,
-> {
-    let builder = opentelemetry_otlp::MetricExporter::builder();
-    let (inner, runtime) = match config.protocol() {
-        OtlpProtocol::Grpc => {
-            // tonic's channel spawns its connection tasks on the current runtime:
-            // one worker thread of our own, away from the pipeline's.
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("otlp-grpc")
-                .enable_all()
-                .build()
-                .map_err(TelemetryError::Runtime)?;
-            let _entered = runtime.enter();
-            let mut builder = builder.with_tonic();
-            if let Some(endpoint) = &config.endpoint {
-                builder = builder.with_endpoint(endpoint);
+    /// tonic's channels spawn their connection tasks on the current runtime:
+    /// one worker thread of our own, away from the pipeline's (gRPC only).
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// One signal's exporter over the configured protocol; HTTP gets the signal's path.
+macro_rules! otlp_exporter {
+    ($self:ident, $builder:expr, $signal:expr, $path:literal) => {{
+        let config = $self.config;
+        let inner = match (config.protocol(), &$self.runtime) {
+            (OtlpProtocol::Grpc, Some(runtime)) => {
+                let _entered = runtime.enter();
+                let mut builder = $builder.with_tonic();
+                if let Some(endpoint) = &config.endpoint {
+                    builder = builder.with_endpoint(endpoint);
+                }
+                builder.build()?
             }
-            (builder.build()?, Some(runtime))
-        }
-        OtlpProtocol::HttpProtobuf => {
-            let mut builder = builder
-                .with_http()
-                .with_http_client(http_client::UreqClient::new(http_client::timeout()));
-            if let Some(endpoint) = &config.endpoint {
-                builder = builder.with_endpoint(format!("{}/v1/metrics", endpoint.trim_end_matches('/')));
+            _ => {
+                let client = http_client::UreqClient::new(http_client::timeout($signal));
+                let mut builder = $builder.with_http().with_http_client(client);
+                if let Some(endpoint) = &config.endpoint {
+                    builder = builder.with_endpoint(format!("{}{}", endpoint.trim_end_matches('/'), $path));
+                }
+                builder.build()?
             }
-            (builder.build()?, None)
-        }
-    };
-    let reader = PeriodicReader::builder(exporter::Counting::new(inner, health)).build();
-    Ok((reader, runtime))
+        };
+        Ok(Counting::new(inner, $self.health.clone(), $signal))
+    }};
+}
+
+impl<'a> Otlp<'a> {
+    fn new(config: &'a OtlpConfig, health: ExportHealth) -> Result<Self, TelemetryError> {
+        let runtime = match config.protocol() {
+            OtlpProtocol::Grpc => Some(
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("otlp-grpc")
+                    .enable_all()
+                    .build()
+                    .map_err(TelemetryError::Runtime)?,
+            ),
+            OtlpProtocol::HttpProtobuf => None,
+        };
+        Ok(Self {
+            config,
+            health,
+            runtime,
+        })
+    }
+
+    /// For a periodic reader (interval: `OTEL_METRIC_EXPORT_INTERVAL`, 60 s by default).
+    fn metrics(&self) -> Result<Counting<MetricExporter>, TelemetryError> {
+        otlp_exporter!(
+            self,
+            MetricExporter::builder(),
+            OtlpSignal::Metrics,
+            "/v1/metrics"
+        )
+    }
+
+    fn spans(&self) -> Result<Counting<SpanExporter>, TelemetryError> {
+        otlp_exporter!(self, SpanExporter::builder(), OtlpSignal::Traces, "/v1/traces")
+    }
+
+    fn logs(&self) -> Result<Counting<LogExporter>, TelemetryError> {
+        otlp_exporter!(self, LogExporter::builder(), OtlpSignal::Logs, "/v1/logs")
+    }
 }

@@ -16,27 +16,15 @@ use super::TelemetryError;
 /// Longest request head read from a scraper.
 const MAX_REQUEST_HEAD: usize = 8192;
 
-pub struct PrometheusEndpoint {
-    addr: SocketAddr,
-}
-
-impl PrometheusEndpoint {
-    pub fn start(addr: SocketAddr, registry: Registry) -> Result<Self, TelemetryError> {
-        let listener = TcpListener::bind(addr).map_err(|source| TelemetryError::Listen { addr, source })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| TelemetryError::Listen { addr, source })?;
-        std::thread::Builder::new()
-            .name("prometheus".into())
-            .spawn(move || serve(listener, registry))
-            .map_err(|source| TelemetryError::Listen { addr, source })?;
-        log::info!("serving Prometheus metrics on http://{addr}/metrics");
-        Ok(Self { addr })
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
+/// Binds `addr` and answers scrapes on a thread of its own for the life of the process.
+pub fn serve_in_background(addr: SocketAddr, registry: Registry) -> Result<(), TelemetryError> {
+    let listener = TcpListener::bind(addr).map_err(|source| TelemetryError::Listen { addr, source })?;
+    std::thread::Builder::new()
+        .name("prometheus".into())
+        .spawn(move || serve(listener, registry))
+        .map_err(|source| TelemetryError::Listen { addr, source })?;
+    log::info!("serving Prometheus metrics on http://{addr}/metrics");
+    Ok(())
 }
 
 fn serve(listener: TcpListener, registry: Registry) {
