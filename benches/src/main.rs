@@ -11,8 +11,11 @@
 //!   request derivation, on one core.
 //! - Start-up: time to attach and to the first report, and peak RSS, with a
 //!   process mapping the real 200+ MB `libnccl.so.2`.
+//! - Export outage (only when named: `outage [MINUTES]`): RSS over time while the
+//!   OTLP collector never answers, under load.
 
 mod decode;
+mod export_outage;
 mod gpu_launch;
 mod server_load;
 mod socket_overhead;
@@ -39,6 +42,11 @@ fn main() -> anyhow::Result<()> {
             bench()?;
             println!();
         }
+    }
+    // Minutes long: only when asked for.
+    if let Some(at) = only.iter().position(|o| o == "outage") {
+        let minutes = only.get(at + 1).and_then(|m| m.parse().ok()).unwrap_or(10);
+        export_outage::run(fixtures, std::path::Path::new(&agent), minutes)?;
     }
     Ok(())
 }

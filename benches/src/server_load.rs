@@ -142,24 +142,9 @@ fn load(port: u16, clients: usize) -> Result<f64> {
                 conn.set_nodelay(true)?;
                 let mut reader = BufReader::new(conn.try_clone()?);
                 let mut writer = conn;
-                let body = format!(
-                    r#"{{"model":"bench","stream":true,"tokens":{TOKENS},"ttft_ms":0,"gap_ms":0,"messages":[]}}"#
-                );
-                let request = format!(
-                    "POST /v1/chat/completions HTTP/1.1\r\nHost: b\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-                let mut line = String::new();
+                let request = chat_request("bench");
                 while Instant::now() < until {
-                    writer.write_all(request.as_bytes())?;
-                    loop {
-                        line.clear();
-                        reader.read_line(&mut line)?;
-                        if line == "0\r\n" {
-                            reader.read_line(&mut line)?;
-                            break;
-                        }
-                    }
+                    exchange(&mut writer, &mut reader, &request)?;
                     done.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(())
@@ -172,7 +157,37 @@ fn load(port: u16, clients: usize) -> Result<f64> {
     Ok(done.load(Ordering::Relaxed) as f64 / ROUND.as_secs_f64())
 }
 
-fn serve(listener: TcpListener) {
+/// A streaming chat completion request for `model`.
+pub(crate) fn chat_request(model: &str) -> Vec<u8> {
+    let body = format!(
+        r#"{{"model":"{model}","stream":true,"tokens":{TOKENS},"ttft_ms":0,"gap_ms":0,"messages":[]}}"#
+    );
+    format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: b\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Sends `request` and reads its chunked response to the end.
+pub(crate) fn exchange(
+    writer: &mut TcpStream,
+    reader: &mut BufReader<TcpStream>,
+    request: &[u8],
+) -> std::io::Result<()> {
+    writer.write_all(request)?;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        if line == "0\r\n" {
+            reader.read_line(&mut line)?;
+            return Ok(());
+        }
+    }
+}
+
+pub(crate) fn serve(listener: TcpListener) {
     for conn in listener.incoming().flatten() {
         thread::spawn(move || {
             let _ = handle(conn);

@@ -26,7 +26,8 @@ for lib in sys.argv[1:]: ctypes.CDLL(lib)\n\
 print('ready', flush=True)\n\
 sys.stdin.read()\n";
 
-struct Killed(Child);
+/// A child process killed when dropped.
+pub(crate) struct Killed(pub(crate) Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {

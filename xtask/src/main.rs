@@ -39,7 +39,8 @@ enum Task {
     },
     /// Build in release mode and run the benchmarks, printing ratios.
     Bench {
-        /// Only these benchmarks: launch, socket, server, decode, startup (default: all).
+        /// Only these benchmarks: launch, socket, server, decode, startup (default: all);
+        /// `outage [MINUTES]` runs only when named.
         only: Vec<String>,
     },
     /// Boot Debian's 6.1 and 6.12 kernels under QEMU and run the agent's tests
