@@ -5,7 +5,8 @@
 //! a churn of short-lived processes mapping the real `libcudart.so.12`, so its
 //! export state has many series. Prints its RSS over time (target: growth under
 //! 16 MiB), whether snapshots kept coming every interval, and the batches it
-//! counted as dropped.
+//! counted as dropped. With `OTEL_SDK_DISABLED=true` in the environment the
+//! agent exports nothing: the same load as a baseline.
 
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
@@ -111,13 +112,14 @@ pub fn run(fixtures: &Path, agent: &Path, minutes: u64) -> Result<()> {
     let _ = churn.join();
     let elapsed = start.elapsed().as_secs_f64();
     let reported = snapshots.load(Ordering::Relaxed) - snapshots_at_start;
+    // Absent when export is off (OTEL_SDK_DISABLED=true: the same load as a baseline).
     let dropped = scrape(scrape_port)?
         .lines()
         .find(|l| {
             l.starts_with("inferscope_export_dropped_batches_total{") && l.contains(r#"signal="metrics""#)
         })
         .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .context("inferscope_export_dropped_batches_total in the scrape")?;
+        .map_or("no".to_string(), |d| d.to_string());
     println!(
         "  RSS {:.1} MiB after warm-up, {:.1} MiB at the end, {:.1} MiB at most: growth {:+.1} MiB",
         first as f64 / 1024.0,
