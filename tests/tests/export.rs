@@ -117,7 +117,7 @@ impl Scenario {
                 "no snapshot counting everything"
             );
             let s = agent.next_snapshot("a snapshot counting everything");
-            let served = requests(&s).is_some_and(|r| r.0 == REQUESTS);
+            let served = requests(&s, self.server.port).is_some_and(|r| r.0 == REQUESTS);
             let launched = s.processes.iter().any(|p| {
                 p.identity.pid == self.workload.pid() && Some(p.gpu.total.kernel_launches) == launches
             });
@@ -128,11 +128,13 @@ impl Scenario {
     }
 }
 
-/// The model's requests, TTFT and duration histograms (totals) in a snapshot.
-fn requests(s: &Snapshot) -> Option<(u64, Histogram, Histogram)> {
+/// The model's requests, TTFT and duration histograms (totals) in a snapshot,
+/// on the server at `port` (other tests' servers run meanwhile, with the same model).
+fn requests(s: &Snapshot, port: u16) -> Option<(u64, Histogram, Histogram)> {
     let m = s
         .servers
         .iter()
+        .filter(|v| v.port == port)
         .flat_map(|v| &v.models)
         .find(|m| m.model == MODEL)?;
     let t = &m.requests.total;
@@ -144,7 +146,7 @@ fn assert_received(vm: &VictoriaMetrics, scenario: &Scenario, tally: &Value, s: 
     let port = scenario.server.port;
     let workload = scenario.workload.pid();
     let server = scenario.server.pid();
-    let (count, ttft, duration) = requests(s).unwrap();
+    let (count, ttft, duration) = requests(s, scenario.server.port).unwrap();
     let request =
         format!(r#"server.port="{port}",gen_ai.request.model="{MODEL}",gen_ai.operation.name="chat""#);
     vm.expect(
@@ -322,7 +324,7 @@ fn prometheus_scrapes_serve_the_same_metrics_under_translated_names() {
         &["--prometheus-listen", &addr],
     );
     let (tally, s) = scenario.drive(&mut agent);
-    let (count, ttft, _) = requests(&s).unwrap();
+    let (count, ttft, _) = requests(&s, scenario.server.port).unwrap();
     let port = format!(r#"server_port="{}""#, scenario.server.port);
     let pid = format!(r#"process_pid="{}""#, scenario.workload.pid());
     let model = format!(r#"gen_ai_request_model="{MODEL}""#);

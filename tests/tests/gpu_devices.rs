@@ -313,6 +313,7 @@ fn a_server_on_a_gpu_gets_its_tokens_per_second_and_energy_per_token() {
     let s = snapshot_where(&mut agent, "the request finished", |s| {
         s.servers
             .iter()
+            .filter(|v| v.pid == pid)
             .any(|v| v.models.iter().any(|m| m.requests.delta.requests == 1))
     });
     let key = ServerRef {
