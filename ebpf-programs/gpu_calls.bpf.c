@@ -21,6 +21,15 @@ struct {
 	__type(value, struct gpu_stats);
 } gpu_stats SEC(".maps");
 
+/* tgid -> who it is, written with its gpu_stats entry and removed with it by the agent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, struct gpu_process);
+} gpu_processes SEC(".maps");
+
 /* Device pointer -> bytes, so that frees lower live bytes by the right amount. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -61,6 +70,17 @@ struct {
 
 static const struct gpu_stats zero_stats;
 
+/* Records who the calling process is, at its first counted call (cold path). */
+static __always_inline void remember_process(__u32 tgid)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct gpu_process p = {};
+
+	BPF_CORE_READ_INTO(&p.comm, task, group_leader, comm);
+	p.ppid = BPF_CORE_READ(task, real_parent, tgid);
+	bpf_map_update_elem(&gpu_processes, &tgid, &p, BPF_NOEXIST);
+}
+
 static __always_inline struct gpu_stats *stats_for(__u32 tgid)
 {
 	struct gpu_stats *s = bpf_map_lookup_elem(&gpu_stats, &tgid);
@@ -68,6 +88,7 @@ static __always_inline struct gpu_stats *stats_for(__u32 tgid)
 		return s;
 	/* NOEXIST: another CPU may have inserted it first, which is fine. */
 	bpf_map_update_elem(&gpu_stats, &tgid, &zero_stats, BPF_NOEXIST);
+	remember_process(tgid);
 	s = bpf_map_lookup_elem(&gpu_stats, &tgid);
 	if (!s)
 		count_drop(DROP_STATS_TABLE_FULL);

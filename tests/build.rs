@@ -27,6 +27,15 @@ fn main() {
         &src("gpu_workload.c"),
         "-ldl",
     ]);
+    cc(&[
+        "-O1",
+        "-Wall",
+        "-o",
+        &format!("{o}/gpu_churn"),
+        &src("gpu_churn.c"),
+        "-ldl",
+        "-lpthread",
+    ]);
     // The CUDA runtime linked statically, as some inference servers ship it.
     let fixtures = env::var("INFERSCOPE_FIXTURES")
         .map(PathBuf::from)

@@ -83,6 +83,15 @@ struct gpu_stats {
 	__u64 nccl_bytes[NCCL_OPS];
 };
 
+/* Who a process that made a counted GPU call is, recorded at its first one
+ * (`gpu_processes`, a hash by tgid): a process can exit before the agent reads
+ * /proc, and is still reported under its name. */
+struct gpu_process {
+	char comm[16]; /* the thread group leader's, as /proc/PID/comm shows */
+	__u32 ppid;
+	__u32 pad;
+};
+
 /* Key of the table of live device allocations. */
 struct alloc_key {
 	__u32 tgid;

@@ -66,7 +66,10 @@ struct signal_struct {
 struct task_struct {
 	int pid;
 	int tgid;
+	struct task_struct *real_parent;
+	struct task_struct *group_leader;
 	struct signal_struct *signal;
+	char comm[16];
 } __attribute__((preserve_access_index));
 
 #endif

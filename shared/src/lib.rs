@@ -118,6 +118,17 @@ pub struct GpuStats {
     pub nccl_bytes: [u64; NCCL_OPS.len()],
 }
 
+/// Who a process with GPU counters is, recorded by the kernel at its first
+/// counted call (`struct gpu_process`, the `gpu_processes` map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GpuProcess {
+    /// The thread group leader's command name, NUL-padded.
+    pub comm: [u8; 16],
+    pub ppid: u32,
+    pub pad: u32,
+}
+
 /// Key of the live device allocation table (`struct alloc_key`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -199,6 +210,7 @@ mod pod {
     // SAFETY: plain #[repr(C)] integers without padding, valid for any bit pattern.
     unsafe impl aya::Pod for super::GpuStats {}
     unsafe impl aya::Pod for super::AllocKey {}
+    unsafe impl aya::Pod for super::GpuProcess {}
     unsafe impl aya::Pod for super::ProcEvent {}
     unsafe impl aya::Pod for super::NetEventHeader {}
 }

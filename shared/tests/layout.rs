@@ -8,9 +8,9 @@ use btf_rs::{Btf, Type};
 use inferscope_shared::{
     AllocKey, COOKIE_AUX_ARG_SHIFT, COOKIE_DIR_SHIFT, COOKIE_DRIVER_SHIFT, COOKIE_NCCL_OP_SHIFT,
     COOKIE_RETURN_PROBE_SHIFT, COOKIE_SIZE_ARG_SHIFT, COPY_DIRECTIONS, CopyDir, DROP_PROC_EVENT,
-    DROP_REASONS, GpuOp, GpuStats, NCCL_OPS, NET_CAPTURE_MAX, NET_CLOSED, NET_DATA, NET_FLAG_RESET_BY_PEER,
-    NET_FLAG_TLS, NET_FLAG_UNREADABLE, NET_PEER_CLOSED, NET_RECV, NET_SEND, NetEventHeader, PROC_EXEC,
-    PROC_EXIT, PROC_LIBS_CHANGED, ProcEvent, WATCH_ANY_NETNS,
+    DROP_REASONS, GpuOp, GpuProcess, GpuStats, NCCL_OPS, NET_CAPTURE_MAX, NET_CLOSED, NET_DATA,
+    NET_FLAG_RESET_BY_PEER, NET_FLAG_TLS, NET_FLAG_UNREADABLE, NET_PEER_CLOSED, NET_RECV, NET_SEND,
+    NetEventHeader, PROC_EXEC, PROC_EXIT, PROC_LIBS_CHANGED, ProcEvent, WATCH_ANY_NETNS,
 };
 use object::{Object as _, ObjectSection as _};
 
@@ -84,6 +84,11 @@ fn gpu_stats_matches_the_c_header() {
 #[test]
 fn alloc_key_matches_the_c_header() {
     assert_same_layout!("gpu_calls.bpf.o", "alloc_key", AllocKey { tgid, pad, ptr });
+}
+
+#[test]
+fn gpu_process_matches_the_c_header() {
+    assert_same_layout!("gpu_calls.bpf.o", "gpu_process", GpuProcess { comm, ppid, pad });
 }
 
 #[test]

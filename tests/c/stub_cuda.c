@@ -1,9 +1,13 @@
 // A stand-in libcuda.so.1 for the success paths no GPU-less machine can reach
 // with the real driver: every call succeeds, allocations return distinct
-// device-looking addresses, and synchronisation blocks for a known 1 ms.
+// device-looking addresses, and synchronisation blocks for a known 1 ms (or
+// forever, on a stuck stream: see stuck_stream.h).
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
+#include <unistd.h>
+
+#include "stuck_stream.h"
 
 typedef uint64_t CUdeviceptr;
 static CUdeviceptr next_address = 0x7f3a00000000ull;
@@ -31,5 +35,16 @@ int cuMemAlloc_v2(CUdeviceptr *p, size_t n)
 	return 0;
 }
 int cuMemFree_v2(CUdeviceptr p) { return 0; }
-int cuStreamSynchronize(void *stream) { block_1ms(); return 0; }
+int cuStreamSynchronize(void *stream)
+{
+	const struct stuck_stream *stuck = stream;
+	if (stuck && stuck->magic == STUCK_STREAM_MAGIC) {
+		char byte = 1;
+		if (write(stuck->ready_fd, &byte, 1) == 1)
+			for (;;)
+				pause();
+	}
+	block_1ms();
+	return 0;
+}
 int cuCtxSynchronize(void) { block_1ms(); return 0; }

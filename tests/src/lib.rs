@@ -210,33 +210,72 @@ impl Agent {
 
     /// The same for several processes at once (reports read for one are lost to the others).
     pub fn activities_until_exit(&mut self, pids: &[u32]) -> Vec<Value> {
+        self.processes_until_exit(pids)
+            .into_iter()
+            .map(|p| p.last["gpu"]["total"].clone())
+            .collect()
+    }
+
+    /// Each of `pids` as reported until its report that says it exited (its
+    /// last), with every command name it was reported under; the interval
+    /// deltas are checked to add up to the last cumulative total.
+    pub fn processes_until_exit(&mut self, pids: &[u32]) -> Vec<ReportedProcess> {
         let deadline = Instant::now() + STEP;
+        let index: std::collections::HashMap<u32, usize> =
+            pids.iter().enumerate().map(|(i, &p)| (p, i)).collect();
         let mut sums = vec![Value::Object(Map::new()); pids.len()];
-        let mut totals = vec![Value::Null; pids.len()];
+        let mut seen: Vec<Option<ReportedProcess>> = vec![None; pids.len()];
         let mut exited = vec![false; pids.len()];
         while exited.contains(&false) {
             assert!(
                 Instant::now() < deadline,
-                "not all of {pids:?} were reported as exited"
+                "{} of {} processes were not reported as exited, among them {:?}",
+                exited.iter().filter(|e| !**e).count(),
+                pids.len(),
+                pids.iter()
+                    .zip(&exited)
+                    .filter(|(_, e)| !**e)
+                    .map(|(p, _)| p)
+                    .take(10)
+                    .collect::<Vec<_>>()
             );
-            let report = self.next_report(&format!("the reports of {pids:?} exiting"));
-            for (i, &pid) in pids.iter().enumerate() {
-                if let Some(p) = process(&report, pid) {
-                    add_into(&mut sums[i], &p["gpu"]["delta"]);
-                    totals[i] = p["gpu"]["total"].clone();
-                    exited[i] |= p["exited"] == Value::Bool(true);
+            let report = self.next_report("the reports of processes exiting");
+            for p in report["processes"].as_array().into_iter().flatten() {
+                let Some(&i) = p["pid"].as_u64().and_then(|pid| index.get(&(pid as u32))) else {
+                    continue;
+                };
+                add_into(&mut sums[i], &p["gpu"]["delta"]);
+                let entry = seen[i].get_or_insert_with(|| ReportedProcess {
+                    last: Value::Null,
+                    names: Vec::new(),
+                });
+                let name = p["comm"].as_str().unwrap_or_default().to_string();
+                if !entry.names.contains(&name) {
+                    entry.names.push(name);
                 }
+                entry.last = p.clone();
+                exited[i] |= p["exited"] == true;
             }
         }
-        for (pid, (sum, total)) in pids.iter().zip(sums.iter().zip(&totals)) {
+        let seen: Vec<ReportedProcess> = seen.into_iter().map(Option::unwrap).collect();
+        for (pid, (sum, p)) in pids.iter().zip(sums.iter().zip(&seen)) {
             assert_eq!(
                 comparable(sum),
-                comparable(total),
+                comparable(&p.last["gpu"]["total"]),
                 "pid {pid}: the deltas do not add up to the total"
             );
         }
-        totals
+        seen
     }
+}
+
+/// One process as the agent reported it until its last report.
+#[derive(Clone, Debug)]
+pub struct ReportedProcess {
+    /// Its last report (the one that says it exited).
+    pub last: Value,
+    /// Every command name it was reported under, in order.
+    pub names: Vec<String>,
 }
 
 impl Agent {
@@ -299,12 +338,61 @@ fn add_into(total: &mut Value, delta: &Value) {
     }
 }
 
-/// `gpu_workload` (tests/c): calls a runtime's functions N times and prints the exact tally.
-pub struct Workload {
+/// A test program driven line by line over its stdin and stdout.
+struct Dialogue {
+    name: &'static str,
     child: Child,
     stdin: ChildStdin,
     lines: Receiver<String>,
 }
+
+impl Dialogue {
+    fn spawn(name: &'static str, mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let stdin = child.stdin.take().unwrap();
+        let lines = line_reader(child.stdout.take().unwrap());
+        Self {
+            name,
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    fn next(&self, what: &str) -> String {
+        next_line(
+            &self.lines,
+            Instant::now() + STEP,
+            &format!("{what} from {}", self.name),
+        )
+    }
+
+    fn expect(&self, want: &str) {
+        let got = self.next(&format!("'{want}'"));
+        assert_eq!(got, want, "{} said something else", self.name);
+    }
+
+    fn say(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").unwrap_or_else(|e| panic!("{}'s stdin: {e}", self.name));
+    }
+
+    /// Tells it to exit and checks that it did so cleanly.
+    fn exit(mut self) {
+        self.say("exit");
+        let status = self
+            .child
+            .wait()
+            .unwrap_or_else(|e| panic!("waiting for {}: {e}", self.name));
+        assert!(status.success(), "{} failed: {status}", self.name);
+    }
+}
+
+/// `gpu_workload` (tests/c): calls a runtime's functions N times and prints the exact tally.
+pub struct Workload(Dialogue);
 
 impl Workload {
     pub fn start(runtime: &str, library: &Path, rounds: u32, bytes: u64) -> Self {
@@ -345,47 +433,102 @@ impl Workload {
         if late {
             cmd.arg("--late");
         }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting gpu_workload");
-        let stdin = child.stdin.take().unwrap();
-        let lines = line_reader(child.stdout.take().unwrap());
-        let mut w = Self { child, stdin, lines };
+        let w = Self(Dialogue::spawn("gpu_workload", cmd));
         w.expect(if late { "started" } else { "ready" });
         w
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.0.child.id()
     }
 
-    pub fn expect(&mut self, want: &str) {
-        let got = next_line(
-            &self.lines,
-            Instant::now() + STEP,
-            &format!("'{want}' from gpu_workload"),
-        );
-        assert_eq!(got, want, "gpu_workload said something else");
+    pub fn expect(&self, want: &str) {
+        self.0.expect(want);
     }
 
     pub fn say(&mut self, line: &str) {
-        writeln!(self.stdin, "{line}").expect("gpu_workload's stdin");
+        self.0.say(line);
     }
 
     /// Lets it make its calls; returns its own tally of what an exact observer sees.
     pub fn run_calls(&mut self) -> Value {
         self.say("go");
-        let line = next_line(&self.lines, Instant::now() + STEP, "gpu_workload's tally");
+        let line = self.0.next("the tally");
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("tally is not JSON ({e}): {line}"))
     }
 
-    pub fn exit(mut self) {
-        self.say("exit");
-        let status = self.child.wait().expect("waiting for gpu_workload");
-        assert!(status.success(), "gpu_workload failed: {status}");
+    pub fn exit(self) {
+        self.0.exit();
     }
+}
+
+/// `gpu_churn` (tests/c): a process mapping the CUDA runtime that forks N
+/// short-lived children calling it, each ending by exit, exec or mid-call.
+pub struct Churn(Dialogue);
+
+impl Churn {
+    pub fn start(library: &Path, children: u32) -> Self {
+        let mut cmd = Command::new(test_bin("gpu_churn"));
+        cmd.arg(library).arg(children.to_string());
+        let churn = Self(Dialogue::spawn("gpu_churn", cmd));
+        churn.0.expect("ready");
+        churn
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.child.id()
+    }
+
+    /// Forks the children, waits for them all; returns each one's pid, name,
+    /// way of ending and exact tally.
+    pub fn run(&mut self) -> Vec<Value> {
+        self.0.say("go");
+        let mut children = Vec::new();
+        loop {
+            let line = self.0.next("a child's tally");
+            if line == "done" {
+                return children;
+            }
+            children.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")));
+        }
+    }
+
+    pub fn exit(self) {
+        self.0.exit();
+    }
+}
+
+/// The pids among `pids` that some loaded inferscope agent's per-process GPU
+/// maps (`gpu_stats`, `gpu_processes`) still hold, whichever agent loaded them.
+pub fn pids_in_kernel_maps(pids: &std::collections::HashSet<u32>) -> Vec<(String, u32)> {
+    use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuHashMap, loaded_maps};
+    use inferscope_shared::{GpuProcess, GpuStats};
+    let mut held = Vec::new();
+    for info in loaded_maps().flatten() {
+        let name = info.name_as_str().unwrap_or_default().to_string();
+        if name != "gpu_stats" && name != "gpu_processes" {
+            continue;
+        }
+        // Maps of agents that stopped meanwhile are gone: skip what cannot be opened.
+        let Ok(data) = MapData::from_id(info.id()) else {
+            continue;
+        };
+        let keys: Vec<u32> = if name == "gpu_stats" {
+            PerCpuHashMap::<_, u32, GpuStats>::try_from(aya::maps::Map::PerCpuHashMap(data))
+                .map(|m| m.keys().flatten().collect())
+                .unwrap_or_default()
+        } else {
+            BpfHashMap::<_, u32, GpuProcess>::try_from(aya::maps::Map::HashMap(data))
+                .map(|m| m.keys().flatten().collect())
+                .unwrap_or_default()
+        };
+        held.extend(
+            keys.into_iter()
+                .filter(|k| pids.contains(k))
+                .map(|k| (name.clone(), k)),
+        );
+    }
+    held
 }
 
 /// The agent's activity with the fields the workload's tally has (timing aside: a float).

@@ -2,7 +2,12 @@
 //! processes calling real (or stand-in) GPU runtime libraries. Each test
 //! compares the agent's figures with the workload's own exact tally.
 
-use inferscope_tests::{Agent, Workload, comparable, real_library, stub_library};
+use std::collections::HashSet;
+
+use inferscope_tests::{
+    Agent, Churn, Workload, comparable, pids_in_kernel_maps, real_library, receivers::wait_until,
+    stub_library,
+};
 use serde_json::json;
 
 const ROUNDS: u32 = 50;
@@ -115,6 +120,43 @@ fn an_exited_process_is_reported_once_more_then_released() {
 
 /// A library visible only inside another mount namespace (as in a container) is
 /// reached through /proc/PID/map_files, not by its path.
+/// Children forked from a process that maps the runtime run no loader and no
+/// exec before their calls: the agent learns of them from the counters alone,
+/// often after they are gone. Each must be reported under the name it gave
+/// itself with every call, whether it exited, exec'd a program without a GPU
+/// runtime, or died with a thread inside a call; and no kernel entry may
+/// outlive it.
+#[test]
+fn every_short_lived_process_is_reported_by_name_with_every_call() {
+    const CHILDREN: u32 = 300;
+    let mut agent = Agent::start(&[]);
+    let mut churn = Churn::start(&stub_library("libcudart.so.12"), CHILDREN);
+    agent.wait_until_tracked(churn.pid());
+    let children = churn.run();
+    let pids: Vec<u32> = children
+        .iter()
+        .map(|c| c["pid"].as_u64().unwrap() as u32)
+        .collect();
+    let reported = agent.processes_until_exit(&pids);
+    for (child, seen) in children.iter().zip(&reported) {
+        assert!(
+            seen.names.iter().any(|n| n == child["name"].as_str().unwrap()),
+            "{child}: reported only as {:?}",
+            seen.names
+        );
+        let total = &seen.last["gpu"]["total"];
+        for field in ["kernel_launches", "memcpy_calls", "sync_calls"] {
+            assert_eq!(total[field], child[field], "{child}: {field} of {total}");
+        }
+        assert_eq!(total["memcpy_bytes"]["htod"], child["htod"], "{child}: {total}");
+    }
+    churn.exit();
+    let pids: HashSet<u32> = pids.into_iter().collect();
+    wait_until("no kernel map to hold an entry of a child", || {
+        pids_in_kernel_maps(&pids).is_empty()
+    });
+}
+
 #[test]
 fn a_library_in_another_mount_namespace_is_probed() {
     let mut agent = Agent::start(&[]);

@@ -62,6 +62,10 @@ const GUEST_TESTS: &[(&str, &str)] = &[
         "gpu_activity",
         "an_exited_process_is_reported_once_more_then_released",
     ),
+    (
+        "gpu_activity",
+        "every_short_lived_process_is_reported_by_name_with_every_call",
+    ),
     ("gpu_activity", "a_library_in_another_mount_namespace_is_probed"),
     ("gpu_activity", "only_the_named_pid_is_reported_with_pid_filter"),
     (

@@ -115,7 +115,8 @@ pub struct ProcessView {
     /// Conditions derived from its figures, each with the numbers behind it.
     #[serde(default)]
     pub signals: Vec<Signal>,
-    /// The process ended during this interval; this is its last snapshot.
+    /// This is its last snapshot: the process ended during this interval, or
+    /// no longer maps a GPU runtime (exec'd another program, unloaded it).
     pub exited: bool,
 }
 

@@ -2,15 +2,15 @@
 //! attached to every probed function of every runtime library file in use,
 //! once per file: a uprobe on a file fires in every process that maps it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, PerCpuHashMap},
+    maps::{HashMap as BpfHashMap, MapError, PerCpuHashMap},
     programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
 };
-use inferscope_shared::{AllocKey, DROP_REASONS, GpuStats};
+use inferscope_shared::{AllocKey, DROP_REASONS, GpuProcess, GpuStats};
 
 use super::read_drops;
 use crate::{
@@ -128,21 +128,48 @@ impl GpuProbes {
         Ok(out)
     }
 
-    /// Releases what the kernel holds for a process that has exited.
-    pub fn forget(&mut self, pid: u32) {
+    /// Who the kernel recorded `pid` to be at its first counted call.
+    pub fn recorded_process(&self, pid: u32) -> Result<Option<GpuProcess>> {
+        let map: BpfHashMap<_, u32, GpuProcess> =
+            BpfHashMap::try_from(self.map("gpu_processes")?).context("gpu_processes")?;
+        match map.get(&pid, 0) {
+            Ok(p) => Ok(Some(p)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e).context("reading gpu_processes"),
+        }
+    }
+
+    /// Releases what the kernel holds for processes that are gone (or not
+    /// wanted): their counters, who they were, and their live allocations, in
+    /// one pass over the allocation table however many processes go.
+    pub fn forget(&mut self, pids: &HashSet<u32>) {
+        if pids.is_empty() {
+            return;
+        }
         if let Some(Ok(mut stats)) = self
             .ebpf
             .map_mut("gpu_stats")
             .map(PerCpuHashMap::<_, u32, GpuStats>::try_from)
         {
-            let _ = stats.remove(&pid);
+            pids.iter().for_each(|pid| drop(stats.remove(pid)));
+        }
+        if let Some(Ok(mut recorded)) = self
+            .ebpf
+            .map_mut("gpu_processes")
+            .map(BpfHashMap::<_, u32, GpuProcess>::try_from)
+        {
+            pids.iter().for_each(|pid| drop(recorded.remove(pid)));
         }
         if let Some(Ok(mut allocs)) = self
             .ebpf
             .map_mut("live_allocs")
             .map(BpfHashMap::<_, AllocKey, u64>::try_from)
         {
-            let dead: Vec<AllocKey> = allocs.keys().flatten().filter(|k| k.tgid == pid).collect();
+            let dead: Vec<AllocKey> = allocs
+                .keys()
+                .flatten()
+                .filter(|k| pids.contains(&k.tgid))
+                .collect();
             for key in dead {
                 let _ = allocs.remove(&key);
             }

@@ -141,13 +141,17 @@ impl GpuProcesses {
         if files.is_empty() && !self.tracked.contains_key(&pid) {
             return;
         }
+        // exec replaces the image: refresh who it is, unless the new program maps
+        // no runtime: then this is the last report of what the old one did.
+        let identity = (!files.is_empty()).then(|| self.identity(pid));
         let tracked = self.tracked.entry(pid).or_insert_with(|| Tracked {
             identity: ProcessIdentity::default(),
             files: BTreeSet::new(),
             exited: false,
         });
-        // exec replaces the image: refresh who it is.
-        tracked.identity = process::identity(self.discovery.proc_root(), pid);
+        if let Some(identity) = identity {
+            tracked.identity = identity;
+        }
         let gone: Vec<_> = tracked.files.difference(&files).copied().collect();
         for key in &files {
             self.users.entry(*key).or_default().insert(pid);
@@ -155,6 +159,35 @@ impl GpuProcesses {
         tracked.files = files;
         for key in gone {
             self.release(key, pid);
+        }
+    }
+
+    /// Who `pid` is, from /proc; what /proc no longer tells (the process is
+    /// exiting) from the kernel's record of its first GPU call.
+    fn identity(&self, pid: u32) -> ProcessIdentity {
+        let mut identity = process::identity(self.discovery.proc_root(), pid);
+        if identity.comm.is_empty()
+            && let Some(recorded) = self.recorded(pid)
+        {
+            identity.comm = recorded.comm;
+            identity.ppid = recorded.ppid;
+        }
+        identity
+    }
+
+    /// The kernel's record of who `pid` was at its first counted GPU call.
+    fn recorded(&self, pid: u32) -> Option<ProcessIdentity> {
+        match self.gpu.recorded_process(pid) {
+            Ok(recorded) => recorded.map(|r| ProcessIdentity {
+                pid,
+                ppid: r.ppid,
+                comm: command_name(&r.comm),
+                ..ProcessIdentity::default()
+            }),
+            Err(e) => {
+                log::warn!("pid {pid}: {e:#}");
+                None
+            }
         }
     }
 
@@ -181,30 +214,58 @@ impl GpuProcesses {
         Ok(new)
     }
 
-    /// Every tracked process's cumulative counters; exited processes are read
-    /// a last time and then released.
+    /// Every tracked process's cumulative counters; a process that exited (or
+    /// maps no runtime any more) is read a last time, marked so, and released.
     pub fn read(&mut self) -> Result<Vec<ProcessReading>> {
         for pid in std::mem::take(&mut self.exec_pending) {
             self.rescan(pid);
         }
-        if self.process_events_lost()? {
+        let events_lost = self.process_events_lost()?;
+        if events_lost {
             // dlopen or exec events were lost: look at every process again.
             for pid in self.discovery.pids().unwrap_or_default() {
                 self.rescan(pid);
             }
         }
         let stats = self.gpu.stats()?;
-        // A process can use an already probed library before discovery saw it;
-        // one the agent does not track (--pid) is counted in the kernel all the same: drop that.
-        for pid in stats
+        let mut forget = HashSet::new();
+        // A process can call an already probed library and exit before discovery
+        // sees it (a fork of a process that mapped it runs no loader and no exec):
+        // the kernel kept its counters and who it was, so it is reported all the same.
+        let unknown: Vec<u32> = stats
             .keys()
             .copied()
             .filter(|p| !self.tracked.contains_key(p))
-            .collect::<Vec<_>>()
-        {
+            .collect();
+        for pid in unknown {
+            if !self.wanted(pid) {
+                // Counted in the kernel all the same (--pid names others).
+                forget.insert(pid);
+                continue;
+            }
             self.rescan(pid);
-            if !self.tracked.contains_key(&pid) {
-                self.gpu.forget(pid);
+            // While its /proc entry exists it may still be calling (a process's
+            // maps can read without the runtime while it forks, execs or exits):
+            // its counters wait in the kernel until it is tracked or gone.
+            if !self.tracked.contains_key(&pid) && !exists(&self.discovery, pid) {
+                let identity = self.recorded(pid).unwrap_or(ProcessIdentity {
+                    pid,
+                    ..ProcessIdentity::default()
+                });
+                self.tracked.insert(
+                    pid,
+                    Tracked {
+                        identity,
+                        files: BTreeSet::new(),
+                        exited: true,
+                    },
+                );
+            }
+        }
+        if events_lost {
+            // Exits may have been among the lost events.
+            for (pid, t) in &mut self.tracked {
+                t.exited |= !exists(&self.discovery, *pid);
             }
         }
         let readings = self
@@ -216,26 +277,22 @@ impl GpuProcesses {
                     identity: t.identity.clone(),
                     runtimes: runtimes.into_iter().collect(),
                     stats: stats.get(pid).copied().unwrap_or_default(),
-                    exited: t.exited,
+                    // Gone, or no longer mapping any runtime (exec'd another program, dlclose'd).
+                    exited: t.exited || t.files.is_empty(),
                     pod: None,
                 }
             })
-            .collect();
-        // Gone, or no longer mapping any runtime (exec'd another program, dlclose'd).
-        let done: Vec<_> = self
-            .tracked
-            .iter()
-            .filter(|(_, t)| t.exited || t.files.is_empty())
-            .map(|(p, _)| *p)
-            .collect();
-        for pid in done {
+            .collect::<Vec<_>>();
+        for reading in readings.iter().filter(|r| r.exited) {
+            let pid = reading.identity.pid;
             if let Some(t) = self.tracked.remove(&pid) {
-                self.gpu.forget(pid);
+                forget.insert(pid);
                 for key in t.files {
                     self.release(key, pid);
                 }
             }
         }
+        self.gpu.forget(&forget);
         Ok(readings)
     }
 
@@ -243,5 +300,29 @@ impl GpuProcesses {
     pub fn drops(&self) -> Result<[u64; DROP_REASONS.len()]> {
         let (gpu, process) = (self.gpu.drops()?, self.process.drops()?);
         Ok(std::array::from_fn(|i| gpu[i] + process[i]))
+    }
+}
+
+/// Whether `pid` still has a /proc entry (running, or a zombie not yet reaped).
+fn exists(discovery: &Discovery, pid: u32) -> bool {
+    discovery.proc_root().join(pid.to_string()).exists()
+}
+
+/// A kernel `comm` (NUL-padded, possibly all 16 bytes used), lossily decoded.
+fn command_name(comm: &[u8]) -> String {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::command_name;
+
+    #[test]
+    fn a_command_name_ends_at_its_first_nul_and_may_fill_all_sixteen_bytes() {
+        assert_eq!(command_name(b"churn-7\0garbage\0"), "churn-7");
+        assert_eq!(command_name(b"sixteen-bytes-xy"), "sixteen-bytes-xy");
+        assert_eq!(command_name(&[0; 16]), "");
+        assert_eq!(command_name(b"\xffok\0"), "\u{fffd}ok");
     }
 }
