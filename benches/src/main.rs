@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: inferscope's costs, each measured against a baseline in
 //! the same run (interleaved rounds, medians) and printed as ratios.
 //!
-//! - GPU launch probe: ns per real `cudaLaunchKernel` call, against a bare uprobe and no probe.
+//! - GPU launch probe: ns per `cudaLaunchKernel` call, against a bare uprobe and no probe, and per part of its work.
 //! - Socket capture: a tight `write()` and a loopback TCP round trip in a process the
 //!   agent does not watch, with and without the capture programs attached, and the
 //!   same round trip on a watched port.
