@@ -16,6 +16,19 @@ use crate::{
     runtimes::Runtime,
 };
 
+/// Whether a rescan may find fewer runtimes than the process had.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Image {
+    /// After exec: the new program's runtimes replace the old one's.
+    New,
+    /// The same program: runtimes are only added. A process's maps can read
+    /// without a runtime it still calls (seen while it forks or exits), and
+    /// dropping it would end the process's report early; one that dlclose's
+    /// its runtime (rare: CUDA cannot be unloaded safely) keeps the probes
+    /// until it exits.
+    Same,
+}
+
 struct Tracked {
     identity: ProcessIdentity,
     /// The probed files it maps, and as which runtime.
@@ -55,7 +68,7 @@ impl GpuProcesses {
             proc_events_lost: 0,
         };
         for pid in source.all_pids()? {
-            source.rescan(pid);
+            source.rescan(pid, Image::Same);
         }
         Ok(source)
     }
@@ -80,10 +93,10 @@ impl GpuProcesses {
         match event.kind {
             PROC_EXEC => {
                 // A statically linked runtime is visible now, shared ones once the loader ran.
-                self.rescan(event.pid);
+                self.rescan(event.pid, Image::New);
                 self.exec_pending.insert(event.pid);
             }
-            PROC_LIBS_CHANGED => self.rescan(event.pid),
+            PROC_LIBS_CHANGED => self.rescan(event.pid, Image::Same),
             PROC_EXIT => {
                 self.exec_pending.remove(&event.pid);
                 if let Some(t) = self.tracked.get_mut(&event.pid) {
@@ -99,7 +112,7 @@ impl GpuProcesses {
     }
 
     /// Looks at a process's mappings again and attaches or releases probes to match.
-    fn rescan(&mut self, pid: u32) {
+    fn rescan(&mut self, pid: u32, image: Image) {
         if !self.wanted(pid) {
             return;
         }
@@ -151,6 +164,9 @@ impl GpuProcesses {
         });
         if let Some(identity) = identity {
             tracked.identity = identity;
+        }
+        if image == Image::Same {
+            files.extend(tracked.files.iter().copied());
         }
         let gone: Vec<_> = tracked.files.difference(&files).copied().collect();
         for key in &files {
@@ -218,13 +234,13 @@ impl GpuProcesses {
     /// maps no runtime any more) is read a last time, marked so, and released.
     pub fn read(&mut self) -> Result<Vec<ProcessReading>> {
         for pid in std::mem::take(&mut self.exec_pending) {
-            self.rescan(pid);
+            self.rescan(pid, Image::New);
         }
         let events_lost = self.process_events_lost()?;
         if events_lost {
             // dlopen or exec events were lost: look at every process again.
             for pid in self.discovery.pids().unwrap_or_default() {
-                self.rescan(pid);
+                self.rescan(pid, Image::Same);
             }
         }
         let stats = self.gpu.stats()?;
@@ -243,7 +259,7 @@ impl GpuProcesses {
                 forget.insert(pid);
                 continue;
             }
-            self.rescan(pid);
+            self.rescan(pid, Image::Same);
             // While its /proc entry exists it may still be calling (a process's
             // maps can read without the runtime while it forks, execs or exits):
             // its counters wait in the kernel until it is tracked or gone.
@@ -277,7 +293,7 @@ impl GpuProcesses {
                     identity: t.identity.clone(),
                     runtimes: runtimes.into_iter().collect(),
                     stats: stats.get(pid).copied().unwrap_or_default(),
-                    // Gone, or no longer mapping any runtime (exec'd another program, dlclose'd).
+                    // Gone, or exec'd a program that maps no runtime.
                     exited: t.exited || t.files.is_empty(),
                     pod: None,
                 }
