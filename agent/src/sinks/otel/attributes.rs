@@ -99,12 +99,17 @@ impl Family {
     }
 }
 
+/// `hw.name` of the GPU at `index` (NVML's or ROCm SMI's order).
+pub fn device_name(index: u32) -> String {
+    format!("gpu{index}")
+}
+
 /// `hw.*` of a GPU, as the hardware conventions name them.
 pub fn device(d: &DeviceView) -> Vec<KeyValue> {
     vec![
         KeyValue::new("hw.id", d.uuid.clone()),
         KeyValue::new("hw.type", "gpu"),
-        KeyValue::new("hw.name", format!("gpu{}", d.index)),
+        KeyValue::new("hw.name", device_name(d.index)),
         KeyValue::new("hw.model", d.name.clone()),
         KeyValue::new(
             "hw.vendor",

@@ -334,14 +334,6 @@ fn process_gpus(meter: &Meter, shared: &Shared) {
     );
 }
 
-fn devices_of(latest: &Latest) -> &[DeviceView] {
-    latest
-        .snapshot
-        .as_ref()
-        .map(|s| s.devices.as_slice())
-        .unwrap_or_default()
-}
-
 /// A figure of a device, absent where its library could not give it.
 type DeviceFigure<T> = Metric<fn(&DeviceView) -> Option<T>>;
 
@@ -421,7 +413,7 @@ fn devices(meter: &Meter, shared: &Shared) {
     } in gauges
     {
         gauge_f64(meter, shared, name, unit, description, move |latest, emit| {
-            for d in devices_of(latest) {
+            for d in latest.devices() {
                 if let Some(v) = value(d) {
                     let mut attributes = attributes::device(d);
                     if name == "hw.gpu.utilization" {
@@ -439,7 +431,7 @@ fn devices(meter: &Meter, shared: &Shared) {
         "Hz",
         "Current clock frequency, by clock (sm, memory).",
         |latest, emit| {
-            for d in devices_of(latest) {
+            for d in latest.devices() {
                 for (clock, mhz) in [("sm", d.sm_clock_mhz), ("memory", d.memory_clock_mhz)] {
                     if let Some(mhz) = mhz {
                         emit(
@@ -458,7 +450,7 @@ fn devices(meter: &Meter, shared: &Shared) {
         "By/s",
         "PCIe throughput sampled by NVML, by direction (NVML gives rates, not the byte counts hw.gpu.io needs).",
         |latest, emit| {
-            for d in devices_of(latest) {
+            for d in latest.devices() {
                 for (direction, rate) in [
                     ("transmit", d.pcie_tx_bytes_per_second),
                     ("receive", d.pcie_rx_bytes_per_second),
@@ -489,7 +481,7 @@ fn devices(meter: &Meter, shared: &Shared) {
     } in memory
     {
         up_down_i64(meter, shared, name, unit, description, move |latest, emit| {
-            for d in devices_of(latest) {
+            for d in latest.devices() {
                 if let Some(bytes) = value(d) {
                     emit(saturating_i64(bytes), &attributes::device(d));
                 }
@@ -503,7 +495,7 @@ fn devices(meter: &Meter, shared: &Shared) {
         "By",
         "Memory used in a MIG instance (hw.id: the instance's UUID; hw.parent: its GPU's).",
         |latest, emit| {
-            for d in devices_of(latest) {
+            for d in latest.devices() {
                 for mig in &d.mig_instances {
                     if let Some(used) = mig.memory_used_bytes {
                         emit(
@@ -526,7 +518,7 @@ fn devices(meter: &Meter, shared: &Shared) {
         "1",
         "1 for the GPU's current state: degraded after an XID error or an uncorrected ECC error in the last interval, else ok. A GPU NVML lost is absent.",
         |latest, emit| {
-            for d in devices_of(latest) {
+            for d in latest.devices() {
                 let uncorrected = d.ecc_uncorrected_errors.as_ref().is_some_and(|e| e.delta > 0);
                 let degraded = d.xid_errors.delta > 0 || uncorrected;
                 for (state, value) in [("ok", !degraded), ("degraded", degraded)] {
@@ -542,7 +534,7 @@ fn devices(meter: &Meter, shared: &Shared) {
         "J",
         "Energy consumed by the GPU since the agent started.",
         |latest, emit| {
-            for d in devices_of(latest) {
+            for d in latest.devices() {
                 if let Some(energy) = &d.energy_joules {
                     emit(energy.total, &attributes::device(d));
                 }
@@ -556,7 +548,7 @@ fn devices(meter: &Meter, shared: &Shared) {
         "{error}",
         "GPU errors by error.type: ECC corrected and uncorrected (volatile counts), and XID errors.",
         |latest, emit| {
-            for d in devices_of(latest) {
+            for d in latest.devices() {
                 let counts = [
                     ("corrected", d.ecc_corrected_errors.as_ref().map(|e| e.total)),
                     ("uncorrected", d.ecc_uncorrected_errors.as_ref().map(|e| e.total)),
@@ -599,7 +591,7 @@ fn servers(meter: &Meter, shared: &Shared) {
             "{request}",
             description,
             move |latest, emit| {
-                for s in latest.snapshot.iter().flat_map(|s| &s.servers) {
+                for s in latest.servers() {
                     emit(saturating_i64(value(&s.queue)), &server_attributes(s.pid, s.port));
                 }
             },
@@ -612,7 +604,7 @@ fn servers(meter: &Meter, shared: &Shared) {
         "{request}",
         "Requests received (whether or not they finished).",
         move |latest, emit| {
-            for s in latest.snapshot.iter().flat_map(|s| &s.servers) {
+            for s in latest.servers() {
                 emit(s.arrivals.total, &server_attributes(s.pid, s.port));
             }
         },
@@ -624,7 +616,7 @@ fn servers(meter: &Meter, shared: &Shared) {
         "J",
         "Energy of the GPUs serving a model per output token, over the last interval (NVML).",
         move |latest, emit| {
-            for s in latest.snapshot.iter().flat_map(|s| &s.servers) {
+            for s in latest.servers() {
                 for m in &s.models {
                     if let Some(joules) = m.energy_per_output_token_joules {
                         let mut attributes = server_attributes(s.pid, s.port);

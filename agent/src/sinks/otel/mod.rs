@@ -141,6 +141,19 @@ impl Latest {
             .filter(move |p| !current.iter().any(|c| c.identity.pid == p.identity.pid));
         current.iter().chain(gone)
     }
+
+    /// Servers of the latest snapshot.
+    fn servers(&self) -> impl Iterator<Item = &crate::model::ServerView> {
+        self.snapshot.iter().flat_map(|s| &s.servers)
+    }
+
+    /// GPUs of the latest snapshot.
+    fn devices(&self) -> &[crate::model::DeviceView] {
+        self.snapshot
+            .as_ref()
+            .map(|s| s.devices.as_slice())
+            .unwrap_or_default()
+    }
 }
 
 /// How long an exited process's final figures stay exported (longer than the
