@@ -20,6 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "expect_line.h"
 #include "stuck_stream.h"
 
 typedef struct { unsigned x, y, z; } dim3;
@@ -31,15 +32,6 @@ enum { LAUNCHES = 7, COPIES = 3, BYTES = 4096 };
 static const char *const ENDS[] = {"exit", "exec", "mid_call"};
 
 static void *lib;
-static char line[64];
-
-static void expect_line(const char *want)
-{
-	if (!fgets(line, sizeof line, stdin) || strncmp(line, want, strlen(want)) != 0) {
-		fprintf(stderr, "gpu_churn: expected '%s' on stdin\n", want);
-		exit(2);
-	}
-}
 
 static void *stuck_sync(void *stream)
 {
@@ -97,7 +89,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	printf("ready\n");
-	expect_line("go");
+	expect_line("gpu_churn", "go");
 	for (int i = 0; i < n; i++) {
 		pids[i] = fork();
 		if (pids[i] == 0)
@@ -118,6 +110,6 @@ int main(int argc, char **argv)
 		       pids[i], i, ENDS[i % 3], LAUNCHES, COPIES, COPIES * BYTES, i % 3 == 2);
 	}
 	printf("done\n");
-	expect_line("exit");
+	expect_line("gpu_churn", "exit");
 	return 0;
 }

@@ -15,18 +15,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "expect_line.h"
+
 typedef struct { unsigned x, y, z; } dim3;
 
 static void *lib;
-static char line[64];
-
-static void expect_line(const char *want)
-{
-	if (!fgets(line, sizeof line, stdin) || strncmp(line, want, strlen(want)) != 0) {
-		fprintf(stderr, "gpu_workload: expected '%s' on stdin\n", want);
-		exit(2);
-	}
-}
 
 #ifdef STATIC_CUDART
 /* Built against libcudart_static.a: the runtime lives in this executable, its
@@ -249,7 +242,7 @@ int main(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc > 5 && !strcmp(argv[5], "--late")) {
 		printf("started\n");
-		expect_line("open");
+		expect_line("gpu_workload", "open");
 	}
 #ifndef STATIC_CUDART
 	lib = dlopen(argv[2], RTLD_NOW | RTLD_LOCAL);
@@ -261,7 +254,7 @@ int main(int argc, char **argv)
 	/* Buffers big enough for any size used above; the calls may touch them. */
 	char *a = calloc(1, 4 * bytes + 64), *b = calloc(1, 4 * bytes + 64);
 	printf("ready\n");
-	expect_line("go");
+	expect_line("gpu_workload", "go");
 	for (int i = 0; i < rounds; i++)
 		round_fn(i, bytes, a, b);
 	printf("{\"kernel_launches\":%llu,\"graph_launches\":%llu,\"memcpy_calls\":%llu,"
@@ -279,6 +272,6 @@ int main(int argc, char **argv)
 		first = 0;
 	}
 	printf("}}\n");
-	expect_line("exit");
+	expect_line("gpu_workload", "exit");
 	return 0;
 }

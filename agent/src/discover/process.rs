@@ -4,6 +4,11 @@ use std::{fs, path::Path};
 
 use crate::model::{Engine, ProcessIdentity};
 
+/// Whether `pid` still has a /proc entry (running, or a zombie not yet reaped).
+pub fn exists(proc_root: &Path, pid: u32) -> bool {
+    proc_root.join(pid.to_string()).exists()
+}
+
 /// Reads what is readable; a process that exits meanwhile leaves blanks, not an error.
 pub fn identity(proc_root: &Path, pid: u32) -> ProcessIdentity {
     let dir = proc_root.join(pid.to_string());

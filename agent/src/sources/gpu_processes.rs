@@ -263,7 +263,7 @@ impl GpuProcesses {
             // While its /proc entry exists it may still be calling (a process's
             // maps can read without the runtime while it forks, execs or exits):
             // its counters wait in the kernel until it is tracked or gone.
-            if !self.tracked.contains_key(&pid) && !exists(&self.discovery, pid) {
+            if !self.tracked.contains_key(&pid) && !process::exists(self.discovery.proc_root(), pid) {
                 let identity = self.recorded(pid).unwrap_or(ProcessIdentity {
                     pid,
                     ..ProcessIdentity::default()
@@ -281,7 +281,7 @@ impl GpuProcesses {
         if events_lost {
             // Exits may have been among the lost events.
             for (pid, t) in &mut self.tracked {
-                t.exited |= !exists(&self.discovery, *pid);
+                t.exited |= !process::exists(self.discovery.proc_root(), *pid);
             }
         }
         let readings = self
@@ -317,11 +317,6 @@ impl GpuProcesses {
         let (gpu, process) = (self.gpu.drops()?, self.process.drops()?);
         Ok(std::array::from_fn(|i| gpu[i] + process[i]))
     }
-}
-
-/// Whether `pid` still has a /proc entry (running, or a zombie not yet reaped).
-fn exists(discovery: &Discovery, pid: u32) -> bool {
-    discovery.proc_root().join(pid.to_string()).exists()
 }
 
 /// A kernel `comm` (NUL-padded, possibly all 16 bytes used), lossily decoded.

@@ -20,7 +20,7 @@ use crate::{
     derive::requests::{QueueReport, RequestTracker, ServerKey},
     discover::{
         listeners::{listening_ports, net_namespace},
-        process::server_engine,
+        process::{self, server_engine},
         tls_library,
     },
     model::{Engine, RequestRecord},
@@ -141,7 +141,7 @@ impl Servers {
     pub fn interval_end(&mut self, now_ns: u64) -> BTreeMap<ServerKey, QueueReport> {
         let queues = self.tracker.interval_end(now_ns);
         for pid in self.candidates.keys().copied().collect::<Vec<_>>() {
-            if self.proc_root.join(pid.to_string()).exists() {
+            if process::exists(&self.proc_root, pid) {
                 self.refresh_ports(pid);
             } else {
                 self.process_exited(pid, now_ns);
