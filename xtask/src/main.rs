@@ -3,6 +3,7 @@
 
 mod ebpf;
 mod fixtures;
+mod fuzz;
 mod kernels;
 mod llama;
 
@@ -43,6 +44,15 @@ enum Task {
         /// `outage [MINUTES]` runs only when named.
         only: Vec<String>,
     },
+    /// Fuzz every decoder of outside data (or those named) for RUNS inputs each,
+    /// with cargo-fuzz (installed into .cache); prints a table of runs and crashes.
+    Fuzz {
+        /// Inputs per target.
+        #[arg(long, default_value_t = 10_000_000)]
+        runs: u64,
+        /// Only these targets (file names under fuzz/fuzz_targets).
+        targets: Vec<String>,
+    },
     /// Boot Debian's 6.1 and 6.12 kernels under QEMU and run the agent's tests
     /// there and on this host's kernel; print one table (needs root).
     Kernels {
@@ -59,6 +69,7 @@ fn main() -> Result<()> {
         Task::Fixtures => fixtures::fetch(&root).map(|_| ()),
         Task::Test { args } => test(&root, &args),
         Task::Bench { only } => bench(&root, &only),
+        Task::Fuzz { runs, targets } => fuzz::fuzz(&root, runs, &targets),
         Task::Kernels { only } => kernels::matrix(&root, &fixtures::fetch(&root)?, &only),
     }
 }

@@ -45,7 +45,7 @@ pub fn net_namespace(proc_root: &Path, pid: u32) -> Option<u32> {
 }
 
 /// (port, inode) of each LISTEN row of a `/proc/net/tcp*` table.
-fn parse_listeners(table: &str) -> Vec<(u16, u64)> {
+pub fn parse_listeners(table: &str) -> Vec<(u16, u64)> {
     table
         .lines()
         .skip(1)

@@ -9,7 +9,7 @@
 use std::{collections::HashMap, fs::File, path::Path};
 
 use anyhow::{Context as _, Result};
-use object::{Object as _, ObjectSection as _, ObjectSymbol as _, ReadCache, SymbolKind};
+use object::{Object as _, ObjectSection as _, ObjectSymbol as _, ReadCache, ReadRef, SymbolKind};
 
 /// File offsets of those `wanted` functions the file defines (dynamic or static
 /// symbol table, the dynamic one first; version suffixes such as
@@ -20,7 +20,16 @@ pub fn function_offsets<'a>(
 ) -> Result<HashMap<&'a str, u64>> {
     let file = File::open(path).with_context(|| format!("reading {}", path.display()))?;
     let cache = ReadCache::new(file);
-    let elf = object::File::parse(&cache).with_context(|| format!("parsing ELF {}", path.display()))?;
+    elf_function_offsets(&cache, wanted).with_context(|| format!("parsing ELF {}", path.display()))
+}
+
+/// [`function_offsets`] of an ELF image read through `data` (a file cache, or
+/// bytes in memory): whatever the bytes, an error or a table, never a panic.
+pub fn elf_function_offsets<'a, 'data, R: ReadRef<'data>>(
+    data: R,
+    wanted: impl IntoIterator<Item = &'a str>,
+) -> object::Result<HashMap<&'a str, u64>> {
+    let elf = object::File::parse(data)?;
     let wanted: HashMap<&[u8], &'a str> = wanted.into_iter().map(|w| (w.as_bytes(), w)).collect();
     let mut found = HashMap::new();
     for sym in elf.dynamic_symbols().chain(elf.symbols()) {
@@ -42,7 +51,11 @@ pub fn function_offsets<'a>(
         let Some((file_offset, _)) = section.file_range() else {
             continue;
         };
-        found.insert(name, sym.address() - section.address() + file_offset);
+        // A malformed file can place a symbol outside its section.
+        let Some(in_section) = sym.address().checked_sub(section.address()) else {
+            continue;
+        };
+        found.insert(name, file_offset.saturating_add(in_section));
     }
     Ok(found)
 }
