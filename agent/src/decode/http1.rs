@@ -33,7 +33,8 @@ pub enum Http1Event {
     End {
         ts_ns: u64,
     },
-    /// The stream cannot be followed any more (garbage, or a gap in framing bytes).
+    /// The stream cannot be followed from here (garbage, or a gap in framing
+    /// bytes); the parser waits for a capture that starts a new message.
     Desync {
         reason: &'static str,
     },
@@ -59,14 +60,18 @@ enum Body {
     UntilClose,
 }
 
-/// Most header bytes buffered while waiting for the end of a head.
+/// Most header bytes buffered while waiting for the end of a head, or of a chunk-framing line.
 const MAX_HEAD: usize = 64 * 1024;
+
+/// Buffer capacity kept between messages; a larger one (a big head) is released.
+const KEEP_CAPACITY: usize = 16 * 1024;
 
 #[derive(Debug)]
 pub struct Http1Parser {
     role: Role,
     buf: Vec<u8>,
     body: Body,
+    /// Lost track of framing: waiting for a capture that starts a message.
     desynced: bool,
 }
 
@@ -83,7 +88,13 @@ impl Http1Parser {
     /// Feeds one segment; appends what it completes to `out`.
     pub fn feed(&mut self, seg: super::Segment<'_>, out: &mut Vec<Http1Event>) {
         if self.desynced {
-            return;
+            // Clients and servers write a message's head with its first write,
+            // so a capture that starts like one is where framing resumes.
+            if !self.starts_message(seg.data) {
+                return;
+            }
+            self.desynced = false;
+            self.body = Body::None;
         }
         self.buf.extend_from_slice(seg.data);
         let mut missing = seg.missing;
@@ -100,6 +111,28 @@ impl Http1Parser {
             // Uncaptured bytes inside a head or chunk framing: we can no longer frame.
             self.desync("framing bytes were not captured", out);
         }
+        if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = Vec::new();
+        }
+    }
+
+    /// Stops following the stream until a capture starts a new message: bytes
+    /// of this direction were lost, or the other direction lost its place.
+    pub fn resync(&mut self) {
+        self.desynced = true;
+        self.buf = Vec::new();
+    }
+
+    /// Whether `data` begins the way a message of this role begins: a method
+    /// token and a space, or an HTTP/1 status line.
+    fn starts_message(&self, data: &[u8]) -> bool {
+        match self.role {
+            Role::Request => {
+                let method = data.iter().take_while(|b| b.is_ascii_uppercase()).count();
+                (3..=16).contains(&method) && data.get(method) == Some(&b' ')
+            }
+            Role::Response => data.starts_with(b"HTTP/1."),
+        }
     }
 
     /// The peer closed the connection: a close-delimited body ends here.
@@ -111,8 +144,7 @@ impl Http1Parser {
     }
 
     fn desync(&mut self, reason: &'static str, out: &mut Vec<Http1Event>) {
-        self.desynced = true;
-        self.buf.clear();
+        self.resync();
         out.push(Http1Event::Desync { reason });
     }
 
@@ -206,7 +238,7 @@ impl Http1Parser {
                     self.desync("chunk not followed by CRLF", out);
                     false
                 }
-                None => false,
+                None => self.no_line_yet(out),
             },
             Body::ChunkSize => match self.line() {
                 Some(line) => {
@@ -220,7 +252,7 @@ impl Http1Parser {
                     }
                     !self.desynced
                 }
-                None => false,
+                None => self.no_line_yet(out),
             },
             Body::Trailer => match self.line() {
                 Some(line) if line.is_empty() => {
@@ -229,7 +261,7 @@ impl Http1Parser {
                     true
                 }
                 Some(_) => true,
-                None => false,
+                None => self.no_line_yet(out),
             },
             Body::None => false,
         }
@@ -282,6 +314,15 @@ impl Http1Parser {
             });
         }
         (0, gap)
+    }
+
+    /// Waits for the rest of a chunk-framing line, unless it is already longer
+    /// than any real one: then the stream is not HTTP, and buffering stops.
+    fn no_line_yet(&mut self, out: &mut Vec<Http1Event>) -> bool {
+        if self.buf.len() > MAX_HEAD {
+            self.desync("chunk framing line longer than 64 KiB", out);
+        }
+        false
     }
 
     /// A CRLF-terminated line from the buffer, without the CRLF.
