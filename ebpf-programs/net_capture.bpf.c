@@ -49,15 +49,24 @@ struct {
 	__type(value, __u32);
 } watched_ports SEC(".maps");
 
-/* Sockets seen carrying watched traffic: cookie -> local port. By the time a
- * connection reaches TCP_CLOSE the kernel has already released its port
- * (inet_put_port zeroes skc_num), so its end is recognised by cookie. LRU:
- * a missed close must not leak an entry forever. */
+/* A socket seen carrying watched traffic. By the time a connection reaches
+ * TCP_CLOSE the kernel has already released its port (inet_put_port zeroes
+ * skc_num), so its end is recognised by cookie and the port kept here. `lost`
+ * is set when one of its events does not fit in the ring buffer, and cleared
+ * by the next one delivered, which carries NET_FLAG_AFTER_LOSS: the agent then
+ * knows which connection has a hole, rather than only that events were lost. */
+struct watched_sock {
+	__u16 local_port;
+	__u8 lost;
+	__u8 pad[5];
+};
+
+/* cookie -> struct watched_sock. LRU: a missed close must not leak an entry forever. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
-	__type(value, __u16);
+	__type(value, struct watched_sock);
 } watched_socks SEC(".maps");
 
 struct {
@@ -230,14 +239,32 @@ static __always_inline __u32 copy_iovecs(struct net_event *e, struct user_iovec 
 	return done;
 }
 
+/* Marks an event that follows a loss on its socket; returns the socket's state. */
+static __always_inline struct watched_sock *mark_after_loss(struct net_event *e)
+{
+	struct watched_sock *ws = bpf_map_lookup_elem(&watched_socks, &e->sock_cookie);
+	if (ws && ws->lost)
+		e->flags |= NET_FLAG_AFTER_LOSS;
+	return ws;
+}
+
+/* Remembers on the socket whether its latest event was delivered. */
+static __always_inline void delivered(struct watched_sock *ws, bool ok)
+{
+	if (!ok)
+		count_drop(DROP_NET_EVENT_RING_FULL);
+	if (ws)
+		ws->lost = !ok;
+}
+
 /* Sends the header and the captured bytes only. */
 static __always_inline void submit(struct net_event *e)
 {
 	__u64 size = sizeof(*e) - NET_CAPTURE_MAX + (e->captured & (NET_CAPTURE_MAX - 1));
 	if (e->captured == NET_CAPTURE_MAX)
 		size = sizeof(*e);
-	if (bpf_ringbuf_output(&net_events, e, size, 0))
-		count_drop(DROP_NET_EVENT_RING_FULL);
+	struct watched_sock *ws = mark_after_loss(e);
+	delivered(ws, bpf_ringbuf_output(&net_events, e, size, 0) == 0);
 }
 
 static __always_inline __u32 capture_limit(__u64 len)
@@ -255,7 +282,10 @@ static __always_inline int capture(struct sock *sk, int ret, __u8 direction)
 
 	__u64 cookie = bpf_get_socket_cookie((void *)skc);
 	__u16 remote_port = __builtin_bswap16(skc->skc_dport);
-	bpf_map_update_elem(&watched_socks, &cookie, &port, BPF_NOEXIST);
+	if (!bpf_map_lookup_elem(&watched_socks, &cookie)) {
+		struct watched_sock fresh = { .local_port = port };
+		bpf_map_update_elem(&watched_socks, &cookie, &fresh, BPF_NOEXIST);
+	}
 
 	/* Inside SSL_read/SSL_write: link the call to this socket; the plaintext comes at its return. */
 	__u64 id = bpf_get_current_pid_tgid();
@@ -375,21 +405,24 @@ int BPF_PROG(on_sock_state, const struct sock *sk, const int oldstate, const int
 		return 0;
 	const struct sock_common *skc = (const struct sock_common *)sk;
 	__u64 cookie = bpf_get_socket_cookie((void *)skc);
-	__u16 *port = bpf_map_lookup_elem(&watched_socks, &cookie);
-	if (!port)
+	struct watched_sock *ws = bpf_map_lookup_elem(&watched_socks, &cookie);
+	if (!ws)
 		return 0;
 	struct net_event *e = bpf_ringbuf_reserve(&net_events, sizeof(*e) - NET_CAPTURE_MAX, 0);
-	if (!e) {
-		count_drop(DROP_NET_EVENT_RING_FULL);
-		return 0;
+	bool reserved = e != 0;
+	if (e) {
+		fill_header(e, cookie, ws->local_port, __builtin_bswap16(skc->skc_dport),
+			    newstate == TCP_CLOSE ? NET_CLOSED : NET_PEER_CLOSED);
+		e->direction = 0;
+		if (ws->lost)
+			e->flags |= NET_FLAG_AFTER_LOSS;
+		/* tcp_reset() records ECONNRESET before closing: the client reset the connection. */
+		if (newstate == TCP_CLOSE && BPF_CORE_READ(sk, sk_err) == ECONNRESET)
+			e->flags |= NET_FLAG_RESET_BY_PEER;
+		bpf_ringbuf_submit(e, 0);
 	}
-	fill_header(e, cookie, *port, __builtin_bswap16(skc->skc_dport),
-		    newstate == TCP_CLOSE ? NET_CLOSED : NET_PEER_CLOSED);
-	e->direction = 0;
-	/* tcp_reset() records ECONNRESET before closing: the client reset the connection. */
-	if (newstate == TCP_CLOSE && BPF_CORE_READ(sk, sk_err) == ECONNRESET)
-		e->flags |= NET_FLAG_RESET_BY_PEER;
-	bpf_ringbuf_submit(e, 0);
+	/* A lost close: the agent's connection table is bounded and evicts it. */
+	delivered(ws, reserved);
 	if (newstate == TCP_CLOSE)
 		bpf_map_delete_elem(&watched_socks, &cookie);
 	return 0;

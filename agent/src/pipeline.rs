@@ -6,7 +6,7 @@
 //! [`Snapshot`](crate::model::Snapshot), and every sink gets it. Finished
 //! requests reach sinks as they finish, and are counted in the next snapshot.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::maps::{MapData, RingBuf};
@@ -154,10 +154,12 @@ impl Pipeline {
             }
         }
         let mut drops = self.processes.drops()?;
+        let mut dropped_requests = BTreeMap::new();
         let queues = match &mut self.servers {
             Some(servers) => {
                 let net_drops = servers.drops()?;
                 drops.iter_mut().zip(net_drops).for_each(|(d, n)| *d += n);
+                dropped_requests = servers.dropped_requests();
                 let queues = servers.interval_end(now_ns);
                 for pid in self.processes.tracked_pids() {
                     servers.consider(pid, true);
@@ -177,6 +179,7 @@ impl Pipeline {
             finished: std::mem::take(&mut self.finished),
             queues,
             drops: DROP_REASONS.into_iter().zip(drops).collect(),
+            dropped_requests,
             devices: gpus.devices,
             gpu_events: gpus.events,
         });

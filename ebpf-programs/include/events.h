@@ -155,6 +155,8 @@ enum net_flag {
 	NET_FLAG_RESET_BY_PEER = 2,
 	/* NET_DATA from SSL_read/SSL_write: plaintext of a TLS connection. */
 	NET_FLAG_TLS = 4,
+	/* Events of this socket were lost to a full ring buffer since the last one delivered. */
+	NET_FLAG_AFTER_LOSS = 8,
 };
 
 struct net_event {

@@ -187,6 +187,8 @@ pub const NET_FLAG_UNREADABLE: u8 = 1;
 pub const NET_FLAG_RESET_BY_PEER: u8 = 2;
 /// On [`NET_DATA`]: plaintext read or written through OpenSSL.
 pub const NET_FLAG_TLS: u8 = 4;
+/// Events of this socket were lost to a full ring buffer since the last one delivered.
+pub const NET_FLAG_AFTER_LOSS: u8 = 8;
 
 /// The fixed part of `struct net_event`; `captured` bytes of payload follow it.
 #[repr(C)]

@@ -279,6 +279,10 @@ pub struct ReportedProcess {
 }
 
 impl Agent {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits for the agent to stop by itself (`--duration`) and returns its exit status.
     pub fn wait_for_exit(mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + STEP;

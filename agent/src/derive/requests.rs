@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use inferscope_shared::{
-    NET_CLOSED, NET_DATA, NET_FLAG_RESET_BY_PEER, NET_FLAG_TLS, NET_FLAG_UNREADABLE, NET_PEER_CLOSED,
-    NET_RECV, NET_SEND,
+    NET_CLOSED, NET_DATA, NET_FLAG_AFTER_LOSS, NET_FLAG_RESET_BY_PEER, NET_FLAG_TLS, NET_FLAG_UNREADABLE,
+    NET_PEER_CLOSED, NET_RECV, NET_SEND,
 };
 
 use crate::{
@@ -20,15 +20,27 @@ use crate::{
         sse::{LineSplitter, SseSplitter},
     },
     derive::llm::{self, Usage},
-    model::{Outcome, Protocol, RequestRecord, TokenSource},
+    model::{Outcome, Protocol, RequestDrop, RequestRecord, TokenSource},
 };
 
 /// Most request-body bytes kept to find the model, and response bytes kept to read usage.
 const REQUEST_BODY_KEEP: usize = 64 * 1024;
 const RESPONSE_BODY_KEEP: usize = 1024 * 1024;
 
+/// Connections followed at once: as many as the kernel side remembers
+/// (`watched_socks`). A connection whose close was lost stays until the table
+/// is full; then the least recently active eighth is evicted.
+const MAX_CONNECTIONS: usize = 65_536;
+
+/// Requests followed at once on one connection (HTTP/1.1 pipelined requests,
+/// HTTP/2 open streams); more are counted as dropped.
+const MAX_IN_FLIGHT: usize = 256;
+
 /// A server: a process and one of its listening ports.
 pub type ServerKey = (u32, u16);
+
+/// Requests given up on so far, by reason.
+type Dropped = BTreeMap<RequestDrop, u64>;
 
 /// Finished requests go here, stamped with wall-clock time.
 struct Finished<'a> {
@@ -145,6 +157,10 @@ struct H2Conn {
 
 struct Conn {
     server: ServerKey,
+    /// When its latest event was captured (eviction order).
+    last_ns: u64,
+    /// False once an HTTP/2 connection lost its place: HPACK state cannot be rebuilt.
+    followed: bool,
     requests: Http1Parser,
     responses: Http1Parser,
     /// When the first byte of the request being received arrived.
@@ -162,6 +178,8 @@ impl Conn {
     fn new(server: ServerKey) -> Self {
         Self {
             server,
+            last_ns: 0,
+            followed: true,
             requests: Http1Parser::new(Role::Request),
             responses: Http1Parser::new(Role::Response),
             request_first_byte_ns: None,
@@ -175,6 +193,31 @@ impl Conn {
 
     fn protocol(&self) -> Protocol {
         Protocol::of(self.h2.is_some(), self.tls)
+    }
+
+    /// Gives up on every request in flight and waits for the next message in
+    /// each direction (HTTP/1.1), or stops following the connection (HTTP/2).
+    fn lose_place(&mut self, at_ns: u64, why: RequestDrop, queue: &mut Queue, dropped: &mut Dropped) {
+        if let Some(h2) = self.h2.take() {
+            self.followed = false;
+            for r in h2.streams.into_values() {
+                abandon(r, at_ns, why, queue, dropped);
+            }
+        }
+        for r in self.in_flight.drain(..) {
+            abandon(r, at_ns, why, queue, dropped);
+        }
+        self.requests.resync();
+        self.responses.resync();
+    }
+
+    /// The connection ended: what is still in flight ends with `outcome`.
+    fn end(mut self, at_ns: u64, outcome: Outcome, queue: &mut Queue, done: &mut Finished<'_>) {
+        let protocol = self.protocol();
+        let streams = self.h2.take().map(|h2| h2.streams).unwrap_or_default();
+        for r in streams.into_values().chain(self.in_flight.drain(..)) {
+            finish(self.server, protocol, r, at_ns, outcome, queue, done);
+        }
     }
 }
 
@@ -212,6 +255,8 @@ pub struct QueueReport {
     pub running_mean: f64,
     /// Generation requests that arrived during the interval.
     pub arrived: u64,
+    /// Connections open at the interval's end.
+    pub connections: u64,
     pub protocol: Protocol,
 }
 
@@ -220,8 +265,7 @@ pub struct RequestTracker {
     conns: HashMap<u64, Conn>,
     queues: BTreeMap<ServerKey, Queue>,
     interval_start_ns: u64,
-    /// Connections whose bytes could not be framed (not HTTP/1.1, or a framing gap).
-    pub desynced_connections: u64,
+    dropped: Dropped,
 }
 
 impl RequestTracker {
@@ -232,24 +276,40 @@ impl RequestTracker {
             conns: HashMap::new(),
             queues: BTreeMap::new(),
             interval_start_ns: now_ns,
-            desynced_connections: 0,
+            dropped: Dropped::new(),
         }
+    }
+
+    /// Requests given up on since the start, by reason (every reason, zeros too).
+    pub fn dropped(&self) -> BTreeMap<&'static str, u64> {
+        RequestDrop::ALL
+            .iter()
+            .map(|why| (why.name(), self.dropped.get(why).copied().unwrap_or(0)))
+            .collect()
     }
 
     /// Feeds one captured event; finished requests are appended to `done`.
     pub fn on_event(&mut self, ev: &NetEvent, done: &mut Vec<RequestRecord>) {
+        let h = &ev.header;
+        if h.kind == NET_DATA
+            && self.conns.len() >= MAX_CONNECTIONS
+            && !self.conns.contains_key(&h.sock_cookie)
+        {
+            self.evict(h.ktime_ns);
+        }
         let done = &mut Finished {
             clock: &self.clock,
             records: done,
         };
-        let h = &ev.header;
         let server = (h.pid, h.local_port);
+        let after_loss = h.flags & NET_FLAG_AFTER_LOSS != 0;
         match h.kind {
             NET_DATA => {
                 let conn = self
                     .conns
                     .entry(h.sock_cookie)
                     .or_insert_with(|| Conn::new(server));
+                conn.last_ns = h.ktime_ns;
                 let tls = h.flags & NET_FLAG_TLS != 0;
                 if tls && !conn.tls {
                     // The first plaintext: what was captured before was the handshake.
@@ -274,6 +334,12 @@ impl RequestTracker {
                     since_ns: h.ktime_ns,
                     ..Queue::default()
                 });
+                if after_loss {
+                    conn.lose_place(h.ktime_ns, RequestDrop::EventsLost, queue, &mut self.dropped);
+                }
+                if !conn.followed {
+                    return;
+                }
                 if conn.fresh && h.direction == NET_RECV && !ev.data.is_empty() {
                     conn.fresh = false;
                     let n = ev.data.len().min(PREFACE.len());
@@ -287,17 +353,17 @@ impl RequestTracker {
                 }
                 queue.protocol.get_or_insert(conn.protocol());
                 if conn.h2.is_some() {
-                    conn.on_h2(seg, h.direction, queue, done, &mut self.desynced_connections);
+                    conn.on_h2(seg, h.direction, queue, done, &mut self.dropped);
                     return;
                 }
                 let mut events = Vec::new();
                 if h.direction == NET_RECV {
                     conn.request_first_byte_ns.get_or_insert(h.ktime_ns);
                     conn.requests.feed(seg, &mut events);
-                    conn.on_request_events(events, queue, &mut self.desynced_connections);
+                    conn.on_request_events(events, h.ktime_ns, queue, &mut self.dropped);
                 } else if h.direction == NET_SEND {
                     conn.responses.feed(seg, &mut events);
-                    conn.on_response_events(events, queue, done, &mut self.desynced_connections);
+                    conn.on_response_events(events, h.ktime_ns, queue, done, &mut self.dropped);
                 }
             }
             NET_PEER_CLOSED => {
@@ -308,26 +374,36 @@ impl RequestTracker {
             NET_CLOSED => {
                 if let Some(mut conn) = self.conns.remove(&h.sock_cookie) {
                     let queue = self.queues.entry(conn.server).or_default();
+                    if after_loss {
+                        conn.lose_place(h.ktime_ns, RequestDrop::EventsLost, queue, &mut self.dropped);
+                    }
                     let mut events = Vec::new();
                     conn.responses.close(h.ktime_ns, &mut events);
-                    conn.on_response_events(events, queue, done, &mut self.desynced_connections);
+                    conn.on_response_events(events, h.ktime_ns, queue, done, &mut self.dropped);
                     let client_left = conn.peer_closed || h.flags & NET_FLAG_RESET_BY_PEER != 0;
                     let outcome = if client_left {
                         Outcome::Cancelled
                     } else {
                         Outcome::Aborted
                     };
-                    let protocol = conn.protocol();
-                    let h2_streams = conn.h2.take().map(|h2| h2.streams).unwrap_or_default();
-                    for r in h2_streams.into_values() {
-                        finish(conn.server, protocol, r, h.ktime_ns, outcome, queue, done);
-                    }
-                    while let Some(r) = conn.in_flight.pop_front() {
-                        finish(conn.server, protocol, r, h.ktime_ns, outcome, queue, done);
-                    }
+                    conn.end(h.ktime_ns, outcome, queue, done);
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Makes room in a full connection table: the least recently active eighth
+    /// goes (closes that were lost, or idle keep-alive connections, which start
+    /// afresh at their next request); what they had in flight is counted.
+    fn evict(&mut self, now_ns: u64) {
+        let mut by_age: Vec<(u64, u64)> = self.conns.iter().map(|(k, c)| (c.last_ns, *k)).collect();
+        by_age.sort_unstable();
+        for (_, cookie) in by_age.into_iter().take(MAX_CONNECTIONS / 8) {
+            if let Some(mut conn) = self.conns.remove(&cookie) {
+                let queue = self.queues.entry(conn.server).or_default();
+                conn.lose_place(now_ns, RequestDrop::ConnectionEvicted, queue, &mut self.dropped);
+            }
         }
     }
 
@@ -335,6 +411,10 @@ impl RequestTracker {
     pub fn interval_end(&mut self, now_ns: u64) -> BTreeMap<ServerKey, QueueReport> {
         let span = now_ns.saturating_sub(self.interval_start_ns).max(1) as f64;
         self.interval_start_ns = now_ns;
+        let mut connections: HashMap<ServerKey, u64> = HashMap::new();
+        for conn in self.conns.values() {
+            *connections.entry(conn.server).or_default() += 1;
+        }
         self.queues
             .iter_mut()
             .map(|(key, q)| {
@@ -345,6 +425,7 @@ impl RequestTracker {
                     waiting_mean: q.waiting_area / span,
                     running_mean: q.running_area / span,
                     arrived: q.started,
+                    connections: connections.get(key).copied().unwrap_or(0),
                     protocol: q.protocol.unwrap_or_default(),
                 };
                 q.waiting_area = 0.0;
@@ -369,13 +450,9 @@ impl RequestTracker {
             .map(|(k, _)| *k)
             .collect();
         for cookie in gone {
-            if let Some(mut conn) = self.conns.remove(&cookie) {
+            if let Some(conn) = self.conns.remove(&cookie) {
                 let queue = self.queues.entry(conn.server).or_default();
-                let protocol = conn.protocol();
-                let streams = conn.h2.take().map(|h2| h2.streams).unwrap_or_default();
-                for r in streams.into_values().chain(conn.in_flight.drain(..)) {
-                    finish(conn.server, protocol, r, now_ns, Outcome::Aborted, queue, done);
-                }
+                conn.end(now_ns, Outcome::Aborted, queue, done);
             }
         }
         self.queues.retain(|k, _| k.0 != pid);
@@ -383,13 +460,25 @@ impl RequestTracker {
 }
 
 impl Conn {
-    fn on_request_events(&mut self, events: Vec<Http1Event>, queue: &mut Queue, desynced: &mut u64) {
+    /// Request-side events of one capture at `at_ns`.
+    fn on_request_events(
+        &mut self,
+        events: Vec<Http1Event>,
+        at_ns: u64,
+        queue: &mut Queue,
+        dropped: &mut Dropped,
+    ) {
         for ev in events {
             match ev {
                 Http1Event::Head { ts_ns, head } => {
                     let start_ns = self.request_first_byte_ns.take().unwrap_or(ts_ns);
                     self.in_flight
                         .push_back(arrived(InFlight::new(head, start_ns), queue));
+                    if self.in_flight.len() > MAX_IN_FLIGHT {
+                        // Pipelined beyond reason: answers can no longer be paired.
+                        self.lose_place(ts_ns, RequestDrop::TooManyInFlight, queue, dropped);
+                        return;
+                    }
                 }
                 Http1Event::Body { data, missing, .. } => {
                     if let Some(r) = self.in_flight.back_mut() {
@@ -406,29 +495,29 @@ impl Conn {
                 }
                 Http1Event::Desync { reason } => {
                     log::debug!(
-                        "pid {} port {}: HTTP/1.1 not followed any more: {reason}",
+                        "pid {} port {}: requests not framed until the next one: {reason}",
                         self.server.0,
                         self.server.1
                     );
-                    *desynced += 1
+                    self.lose_place(at_ns, RequestDrop::Unframed, queue, dropped);
+                    return;
                 }
             }
         }
     }
 
+    /// Response-side events of one capture at `at_ns` (or of the close).
     fn on_response_events(
         &mut self,
         events: Vec<Http1Event>,
+        at_ns: u64,
         queue: &mut Queue,
         done: &mut Finished<'_>,
-        desynced: &mut u64,
+        dropped: &mut Dropped,
     ) {
         for ev in events {
             // Responses answer requests in order: the oldest unanswered one.
             let Some(r) = self.in_flight.front_mut() else {
-                if matches!(ev, Http1Event::Desync { .. }) {
-                    *desynced += 1;
-                }
                 continue;
             };
             match ev {
@@ -447,12 +536,14 @@ impl Conn {
                     finish(self.server, self.protocol(), r, ts_ns, Outcome::Ok, queue, done);
                 }
                 Http1Event::Desync { reason } => {
+                    // The response being framed is lost; the next one answers the next request.
                     log::debug!(
-                        "pid {} port {}: HTTP/1.1 not followed any more: {reason}",
+                        "pid {} port {}: a response not framed: {reason}",
                         self.server.0,
                         self.server.1
                     );
-                    *desynced += 1
+                    let r = self.in_flight.pop_front().expect("front exists");
+                    abandon(r, at_ns, RequestDrop::Unframed, queue, dropped);
                 }
             }
         }
@@ -467,7 +558,7 @@ impl Conn {
         direction: u8,
         queue: &mut Queue,
         done: &mut Finished<'_>,
-        desynced: &mut u64,
+        dropped: &mut Dropped,
     ) {
         let protocol = self.protocol();
         let Some(h2) = self.h2.as_mut() else { return };
@@ -488,9 +579,15 @@ impl Conn {
                     end_stream,
                 } => {
                     if from_client {
-                        h2.streams
-                            .entry(stream)
-                            .or_insert_with(|| arrived(InFlight::new(head, ts_ns), queue));
+                        if h2.streams.contains_key(&stream) {
+                            continue; // trailers
+                        }
+                        let r = arrived(InFlight::new(head, ts_ns), queue);
+                        if h2.streams.len() >= MAX_IN_FLIGHT {
+                            abandon(r, ts_ns, RequestDrop::TooManyInFlight, queue, dropped);
+                        } else {
+                            h2.streams.insert(stream, r);
+                        }
                         continue;
                     }
                     let Some(r) = h2.streams.get_mut(&stream) else {
@@ -545,7 +642,8 @@ impl Conn {
                         self.server.0,
                         self.server.1
                     );
-                    *desynced += 1
+                    self.lose_place(seg.ts_ns, RequestDrop::Unframed, queue, dropped);
+                    return;
                 }
             }
         }
@@ -600,6 +698,23 @@ fn arrived(r: InFlight, queue: &mut Queue) -> InFlight {
     r
 }
 
+/// Gives up on a request: it leaves its server's queue and is counted, not recorded.
+fn abandon(r: InFlight, at_ns: u64, why: RequestDrop, queue: &mut Queue, dropped: &mut Dropped) {
+    if r.llm {
+        leave_queue(&r, at_ns, queue);
+        *dropped.entry(why).or_default() += 1;
+    }
+}
+
+fn leave_queue(r: &InFlight, at_ns: u64, queue: &mut Queue) {
+    queue.advance(at_ns);
+    if r.first_token_ns.is_some() {
+        queue.running = queue.running.saturating_sub(1);
+    } else {
+        queue.waiting = queue.waiting.saturating_sub(1);
+    }
+}
+
 /// Records a request that ended; `outcome` is how the connection saw it end
 /// (`ok` is refined by the status and, for gRPC, `grpc-status`).
 fn finish(
@@ -618,12 +733,7 @@ fn finish(
         // Answered (or cut off) before its body was all seen: use what was.
         r.model = r.model.or_else(|| llm::requested_model(&r.path, &r.request_body));
     }
-    queue.advance(end_ns);
-    if r.first_token_ns.is_some() {
-        queue.running = queue.running.saturating_sub(1);
-    } else {
-        queue.waiting = queue.waiting.saturating_sub(1);
-    }
+    leave_queue(&r, end_ns, queue);
     let stream = match r.body {
         BodyKind::Plain => false,
         // A gRPC call streams when its method does (ModelStreamInfer, GenerateStream).
@@ -851,5 +961,139 @@ mod tests {
         scripted_stream(&mut t, 1, 10, &mut done);
         assert_eq!(done.len(), 1, "{done:?}");
         assert_eq!(done[0].ttft_s, Some(0.120));
+    }
+
+    fn tracker() -> RequestTracker {
+        RequestTracker::new(Clock::starting_at(std::time::UNIX_EPOCH), 0)
+    }
+
+    fn dropped(t: &RequestTracker, why: RequestDrop) -> u64 {
+        t.dropped()[why.name()]
+    }
+
+    #[test]
+    fn lost_events_drop_the_requests_in_flight_and_the_next_request_is_measured() {
+        let mut t = tracker();
+        let mut done = Vec::new();
+        t.on_event(&data(1, 0, NET_RECV, REQUEST), &mut done);
+        t.on_event(&data(1, 5, NET_SEND, HEAD), &mut done);
+        // The rest of that response was lost; the next event on the socket says so.
+        let mut late = data(1, 300, NET_SEND, &token("late"));
+        late.header.flags = NET_FLAG_AFTER_LOSS;
+        t.on_event(&late, &mut done);
+        t.on_event(&data(1, 301, NET_SEND, b"0\r\n\r\n"), &mut done);
+        assert!(done.is_empty(), "{done:?}");
+        assert_eq!(dropped(&t, RequestDrop::EventsLost), 1);
+        let q = &t.interval_end(400 * MS)[&(42, 8000)];
+        assert_eq!((q.waiting, q.running, q.connections), (0, 0, 1));
+        scripted_stream(&mut t, 1, 1000, &mut done);
+        let [r] = done.as_slice() else { panic!("{done:?}") };
+        assert_eq!((r.ttft_s, r.outcome), (Some(0.120), Outcome::Ok));
+    }
+
+    #[test]
+    fn a_response_whose_framing_was_not_captured_is_dropped_and_the_next_one_measured() {
+        let mut t = tracker();
+        let mut done = Vec::new();
+        t.on_event(&data(1, 0, NET_RECV, REQUEST), &mut done);
+        t.on_event(&data(1, 5, NET_SEND, HEAD), &mut done);
+        // A send of 10 000 bytes of which only a chunk's first bytes were captured.
+        let mut cut = data(1, 6, NET_SEND, b"2000\r\nabc");
+        cut.header.len = 10_000;
+        t.on_event(&cut, &mut done);
+        t.on_event(&data(1, 7, NET_SEND, b"\r\n0\r\n\r\n"), &mut done);
+        assert_eq!(dropped(&t, RequestDrop::Unframed), 1);
+        scripted_stream(&mut t, 1, 1000, &mut done);
+        let [r] = done.as_slice() else { panic!("{done:?}") };
+        assert_eq!(r.ttft_s, Some(0.120));
+        let q = &t.interval_end(2000 * MS)[&(42, 8000)];
+        assert_eq!((q.waiting, q.running), (0, 0));
+    }
+
+    #[test]
+    fn garbage_before_a_request_is_skipped_and_the_request_measured() {
+        let mut t = tracker();
+        let mut done = Vec::new();
+        t.on_event(
+            &data(1, 0, NET_RECV, b"\x16\x03\x01 not http at all\r\n\r\n"),
+            &mut done,
+        );
+        t.on_event(&data(1, 1, NET_RECV, b"more garbage"), &mut done);
+        scripted_stream(&mut t, 1, 10, &mut done);
+        assert_eq!(done.len(), 1, "{done:?}");
+        assert_eq!(dropped(&t, RequestDrop::Unframed), 0, "nothing was in flight");
+    }
+
+    #[test]
+    fn pipelining_beyond_the_limit_is_counted_not_buffered() {
+        let mut t = tracker();
+        let mut done = Vec::new();
+        let burst = REQUEST.repeat(MAX_IN_FLIGHT + 1);
+        t.on_event(&data(1, 0, NET_RECV, &burst), &mut done);
+        assert_eq!(
+            dropped(&t, RequestDrop::TooManyInFlight),
+            MAX_IN_FLIGHT as u64 + 1
+        );
+        let q = &t.interval_end(MS)[&(42, 8000)];
+        assert_eq!((q.waiting, q.arrived), (0, MAX_IN_FLIGHT as u64 + 1));
+        scripted_stream(&mut t, 1, 10, &mut done);
+        assert_eq!(done.len(), 1, "{done:?}");
+    }
+
+    #[test]
+    fn lost_events_end_an_http2_connection_and_its_streams_are_counted() {
+        let mut t = tracker();
+        let mut done = Vec::new();
+        let mut hpack = loona_hpack::Encoder::new();
+        let block = hpack.encode([
+            (&b":method"[..], &b"POST"[..]),
+            (b":path", b"/inference.GRPCInferenceService/ModelStreamInfer"),
+            (b"content-type", b"application/grpc"),
+        ]);
+        let mut bytes = PREFACE.to_vec();
+        for stream in [1u32, 3] {
+            bytes.extend_from_slice(&(block.len() as u32).to_be_bytes()[1..]);
+            bytes.extend_from_slice(&[1, 0x4]);
+            bytes.extend_from_slice(&stream.to_be_bytes());
+            bytes.extend_from_slice(&block);
+        }
+        t.on_event(&data(1, 0, NET_RECV, &bytes), &mut done);
+        assert_eq!(t.interval_end(MS)[&(42, 8000)].waiting, 2);
+        let mut after = data(1, 50, NET_SEND, b"anything");
+        after.header.flags = NET_FLAG_AFTER_LOSS;
+        t.on_event(&after, &mut done);
+        t.on_event(&data(1, 60, NET_RECV, &bytes[PREFACE.len()..]), &mut done);
+        assert_eq!(dropped(&t, RequestDrop::EventsLost), 2);
+        assert!(done.is_empty(), "{done:?}");
+        let q = &t.interval_end(100 * MS)[&(42, 8000)];
+        assert_eq!(
+            (q.waiting, q.arrived, q.connections),
+            (0, 0, 1),
+            "not followed any more"
+        );
+    }
+
+    #[test]
+    fn a_full_connection_table_evicts_the_least_recently_active() {
+        let mut t = tracker();
+        let mut done = Vec::new();
+        // The oldest connection has a request in flight: its close was lost, say.
+        t.on_event(&data(0, 0, NET_RECV, REQUEST), &mut done);
+        for cookie in 1..MAX_CONNECTIONS as u64 {
+            t.on_event(
+                &data(cookie, 1, NET_RECV, b"GET /health HTTP/1.1\r\n\r\n"),
+                &mut done,
+            );
+        }
+        assert_eq!(
+            t.interval_end(2 * MS)[&(42, 8000)].connections,
+            MAX_CONNECTIONS as u64
+        );
+        scripted_stream(&mut t, MAX_CONNECTIONS as u64, 10, &mut done);
+        assert_eq!(done.len(), 1, "the newest connection is followed: {done:?}");
+        assert_eq!(dropped(&t, RequestDrop::ConnectionEvicted), 1);
+        let q = &t.interval_end(200 * MS)[&(42, 8000)];
+        assert_eq!(q.connections, (MAX_CONNECTIONS - MAX_CONNECTIONS / 8 + 1) as u64);
+        assert_eq!(q.waiting, 0);
     }
 }

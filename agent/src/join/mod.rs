@@ -48,6 +48,8 @@ pub struct Readings {
     pub queues: BTreeMap<ServerKey, QueueReport>,
     /// Cumulative drops by reason, all eBPF objects together.
     pub drops: BTreeMap<&'static str, u64>,
+    /// Cumulative generation requests given up on, by reason.
+    pub dropped_requests: BTreeMap<&'static str, u64>,
     /// GPUs as their management library reads them; counted figures carry totals only.
     pub devices: Vec<DeviceView>,
     /// GPU events since the last interval.
@@ -60,6 +62,7 @@ pub struct Join {
     gpu_seen: HashMap<u32, GpuStats>,
     servers: BTreeMap<ServerKey, ServerTotals>,
     drops_seen: BTreeMap<String, u64>,
+    dropped_requests_seen: BTreeMap<String, u64>,
     devices_seen: HashMap<String, DeviceTotals>,
     /// Each pod's GPU counters summed over the interval deltas of its processes.
     pods_seen: HashMap<(String, String), GpuStats>,
@@ -89,6 +92,7 @@ impl Join {
             finished,
             queues,
             drops,
+            dropped_requests,
             devices,
             gpu_events,
         } = readings;
@@ -106,7 +110,8 @@ impl Join {
             devices,
             pods: Vec::new(),
             gpu_events,
-            drops: self.drops(drops),
+            drops: by_reason(drops, &mut self.drops_seen),
+            dropped_requests: by_reason(dropped_requests, &mut self.dropped_requests_seen),
         };
         signals::derive(&mut snapshot);
         snapshot.pods = self.pods(&snapshot, &deltas);
@@ -324,6 +329,7 @@ impl Join {
                         waiting_mean: q.waiting_mean,
                         running_mean: q.running_mean,
                     }),
+                    connections: q.map_or(0, |q| q.connections),
                     arrivals: Counted {
                         total: totals.arrivals,
                         delta: arrived,
@@ -333,19 +339,24 @@ impl Join {
             })
             .collect()
     }
+}
 
-    fn drops(&mut self, totals: BTreeMap<&'static str, u64>) -> Counted<BTreeMap<String, u64>> {
-        let mut out = Counted::<BTreeMap<String, u64>>::default();
-        for (reason, total) in totals.into_iter().filter(|&(_, n)| n > 0) {
-            let seen = self.drops_seen.insert(reason.to_string(), total).unwrap_or(0);
-            out.total.insert(reason.to_string(), total);
-            let delta = total.wrapping_sub(seen);
-            if delta > 0 {
-                out.delta.insert(reason.to_string(), delta);
-            }
+/// Cumulative counts by reason as totals and deltas (reasons that ever occurred);
+/// `seen` holds the previous totals.
+fn by_reason(
+    totals: BTreeMap<&'static str, u64>,
+    seen: &mut BTreeMap<String, u64>,
+) -> Counted<BTreeMap<String, u64>> {
+    let mut out = Counted::<BTreeMap<String, u64>>::default();
+    for (reason, total) in totals.into_iter().filter(|&(_, n)| n > 0) {
+        let previous = seen.insert(reason.to_string(), total).unwrap_or(0);
+        out.total.insert(reason.to_string(), total);
+        let delta = total.wrapping_sub(previous);
+        if delta > 0 {
+            out.delta.insert(reason.to_string(), delta);
         }
-        out
     }
+    out
 }
 
 /// The devices whose process list names `pid`.
@@ -418,6 +429,7 @@ mod tests {
                 waiting_mean: 0.5,
                 running_mean: 1.5,
                 arrived,
+                connections: 3,
                 protocol: Protocol::Http2,
             },
         )])
@@ -436,6 +448,7 @@ mod tests {
             finished,
             queues: queue(arrived),
             drops: BTreeMap::from([("stats_table_full", 0), ("net_event_ring_full", dropped)]),
+            dropped_requests: BTreeMap::from([("events_lost", dropped)]),
             devices: Vec::new(),
             gpu_events: Vec::new(),
         }

@@ -28,7 +28,7 @@ pub use gpu::{CopyBytes, GpuActivity, NcclActivity};
 pub use histogram::Histogram;
 /// Why the kernel side can lose events: the keys of [`Snapshot::drops`].
 pub use inferscope_shared::DROP_REASONS;
-pub use request::{Engine, Outcome, Protocol, RequestRecord, TokenSource};
+pub use request::{Engine, Outcome, Protocol, RequestDrop, RequestRecord, TokenSource};
 
 use crate::runtimes::Runtime;
 
@@ -62,6 +62,10 @@ pub struct Snapshot {
     pub gpu_events: Vec<GpuEvent>,
     /// Events the kernel side could not record, by reason (only reasons that ever occurred).
     pub drops: Counted<BTreeMap<String, u64>>,
+    /// Generation requests seen arriving but not measured, by [`RequestDrop`]
+    /// reason (only reasons that ever occurred).
+    #[serde(default)]
+    pub dropped_requests: Counted<BTreeMap<String, u64>>,
 }
 
 /// A figure's cumulative total and its change over the interval.
@@ -183,6 +187,9 @@ pub struct ServerView {
     pub protocol: Protocol,
     /// Requests waiting for their first token and requests streaming.
     pub queue: QueueView,
+    /// Connections open at the interval's end, as far as capture saw them.
+    #[serde(default)]
+    pub connections: u64,
     /// Generation requests that arrived (read by the server).
     pub arrivals: Counted<u64>,
     /// Per model named by the requests (`unknown` when none), every model seen so far.

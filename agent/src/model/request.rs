@@ -150,6 +150,38 @@ impl Outcome {
     }
 }
 
+/// Why a generation request whose arrival was seen has no record: its
+/// figures would be wrong, so it is counted here instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RequestDrop {
+    /// Events of its connection were lost to a full ring buffer.
+    EventsLost,
+    /// Its bytes could not be framed (a gap inside framing, or not HTTP).
+    Unframed,
+    /// Its connection was evicted from a full connection table (its close was never seen).
+    ConnectionEvicted,
+    /// More requests in flight on its connection than are followed.
+    TooManyInFlight,
+}
+
+impl RequestDrop {
+    pub const ALL: [Self; 4] = [
+        Self::EventsLost,
+        Self::Unframed,
+        Self::ConnectionEvicted,
+        Self::TooManyInFlight,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::EventsLost => "events_lost",
+            Self::Unframed => "unframed",
+            Self::ConnectionEvicted => "connection_evicted",
+            Self::TooManyInFlight => "too_many_in_flight",
+        }
+    }
+}
+
 /// Where a request's output token count comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -132,6 +132,11 @@ impl Servers {
         finished
     }
 
+    /// Generation requests given up on since the start, by reason.
+    pub fn dropped_requests(&self) -> BTreeMap<&'static str, u64> {
+        self.tracker.dropped()
+    }
+
     /// Cumulative drops of the socket-capture object, by reason.
     pub fn drops(&self) -> Result<[u64; DROP_REASONS.len()]> {
         self.net.drops()

@@ -13,7 +13,7 @@ use super::{
     attributes::{self, Family, ModelNames},
 };
 use crate::model::{
-    DROP_REASONS, DeviceView, GpuActivity, PodRef, RequestRecord, Signal, Snapshot,
+    DROP_REASONS, DeviceView, GpuActivity, PodRef, RequestDrop, RequestRecord, Signal, Snapshot,
     histogram::{DURATION_BOUNDS, TPOT_BOUNDS, TTFT_BOUNDS},
 };
 
@@ -597,6 +597,18 @@ fn servers(meter: &Meter, shared: &Shared) {
             },
         );
     }
+    up_down_i64(
+        meter,
+        shared,
+        "inferscope.server.connections",
+        "{connection}",
+        "Client connections open, as far as capture saw them.",
+        move |latest, emit| {
+            for s in latest.servers() {
+                emit(saturating_i64(s.connections), &server_attributes(s.pid, s.port));
+            }
+        },
+    );
     counter_u64(
         meter,
         shared,
@@ -641,6 +653,20 @@ fn agent(meter: &Meter, shared: &Shared, health: &ExportHealth) {
             // Every reason, at zero until it occurs: an alert on its increase needs the series.
             let totals = latest.snapshot.as_ref().map(|s| &s.drops.total);
             for reason in DROP_REASONS {
+                let count = totals.and_then(|t| t.get(reason)).copied().unwrap_or(0);
+                emit(count, &[KeyValue::new("reason", reason)]);
+            }
+        },
+    );
+    counter_u64(
+        meter,
+        shared,
+        "inferscope.dropped_requests",
+        "{request}",
+        "Generation requests seen arriving but not measured (their figures would be wrong), by reason.",
+        |latest, emit| {
+            let totals = latest.snapshot.as_ref().map(|s| &s.dropped_requests.total);
+            for reason in RequestDrop::ALL.map(RequestDrop::name) {
                 let count = totals.and_then(|t| t.get(reason)).copied().unwrap_or(0);
                 emit(count, &[KeyValue::new("reason", reason)]);
             }
