@@ -243,7 +243,8 @@ impl GpuProcesses {
                 self.rescan(pid, Image::Same);
             }
         }
-        let stats = self.gpu.stats()?;
+        let mut stats = self.gpu.stats()?;
+        let mut found_gone = false;
         let mut forget = HashSet::new();
         // A process can call an already probed library and exit before discovery
         // sees it (a fork of a process that mapped it runs no loader and no exec):
@@ -264,6 +265,7 @@ impl GpuProcesses {
             // maps can read without the runtime while it forks, execs or exits):
             // its counters wait in the kernel until it is tracked or gone.
             if !self.tracked.contains_key(&pid) && !process::exists(self.discovery.proc_root(), pid) {
+                found_gone = true;
                 let identity = self.recorded(pid).unwrap_or(ProcessIdentity {
                     pid,
                     ..ProcessIdentity::default()
@@ -282,7 +284,14 @@ impl GpuProcesses {
             // Exits may have been among the lost events.
             for (pid, t) in &mut self.tracked {
                 t.exited |= !process::exists(self.discovery.proc_root(), *pid);
+                found_gone |= t.exited;
             }
+        }
+        if found_gone {
+            // Counters read before a process was seen gone can miss its last
+            // calls (seen: a call made between the two): read them again now
+            // that nothing more can come.
+            stats = self.gpu.stats()?;
         }
         let readings = self
             .tracked
