@@ -19,6 +19,9 @@ use crate::run;
 
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
+/// libFuzzer's exit code when it found an input that crashes, hangs or leaks.
+const FOUND: i32 = 77;
+
 pub fn fuzz(root: &Path, runs: u64, only: &[String]) -> Result<()> {
     let cargo_fuzz = install_cargo_fuzz(root)?;
     let targets = targets(root, only)?;
@@ -51,6 +54,8 @@ pub fn fuzz(root: &Path, runs: u64, only: &[String]) -> Result<()> {
                 "-rss_limit_mb=2048",
                 "-close_fd_mask=1",
             ])
+            .arg(format!("-error_exitcode={FOUND}"))
+            .arg(format!("-timeout_exitcode={FOUND}"))
             .stderr(fs::File::create(&log)?)
             .status()
             .with_context(|| format!("running fuzz target {target}"))?;
@@ -58,7 +63,11 @@ pub fn fuzz(root: &Path, runs: u64, only: &[String]) -> Result<()> {
         let text = fs::read_to_string(&log).unwrap_or_default();
         let executed = final_stat(&text, "number_of_executed_units").unwrap_or(0);
         let corpus_files = fs::read_dir(&corpus)?.count();
-        let outcome = if status.success() { "0 crashes" } else { "CRASH" };
+        let outcome = match status.code() {
+            Some(0) => "0 crashes",
+            Some(FOUND) => "FOUND (crash, hang or leak)",
+            _ => "did not finish",
+        };
         println!(
             "fuzz {target}: {executed} inputs in {seconds:.0} s ({:.0}/s), corpus {corpus_files}, {outcome}",
             executed as f64 / seconds

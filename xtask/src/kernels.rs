@@ -81,6 +81,14 @@ const GUEST_TESTS: &[(&str, &str)] = &[
         "a_receive_larger_than_a_capture_is_copied_to_the_full_capture_size",
     ),
     ("requests", "a_peeked_request_is_captured_once"),
+    (
+        "load",
+        "a_full_ring_buffer_is_counted_without_slowing_the_server_and_capture_recovers",
+    ),
+    (
+        "load",
+        "a_thousand_short_connections_and_200_concurrent_streams_are_each_reported_and_released",
+    ),
 ];
 
 /// Host programs the tests call by name (util-linux's, whose flags busybox lacks).

@@ -41,7 +41,7 @@ enum Task {
     /// Build in release mode and run the benchmarks, printing ratios.
     Bench {
         /// Only these benchmarks: launch, socket, server, decode, startup (default: all);
-        /// `outage [MINUTES]` runs only when named.
+        /// `outage [MINUTES]` and `soak [MINUTES]` run only when named.
         only: Vec<String>,
     },
     /// Fuzz every decoder of outside data (or those named) for RUNS inputs each,
