@@ -239,13 +239,18 @@ static __always_inline __u32 copy_iovecs(struct net_event *e, struct user_iovec 
 	return done;
 }
 
-/* Marks an event that follows a loss on its socket; returns the socket's state. */
-static __always_inline struct watched_sock *mark_after_loss(struct net_event *e)
+/*
+ * The agent is woken only once this much is waiting (or by its own short
+ * timer, which drains the rest): a wake-up per event costs the sender an
+ * interrupt (on a VM, an exit) and the agent a context switch, which at tens
+ * of thousands of events a second was most of what watching cost a server.
+ */
+#define WAKEUP_BYTES (256 * 1024)
+
+static __always_inline __u64 wakeup_flag(void)
 {
-	struct watched_sock *ws = bpf_map_lookup_elem(&watched_socks, &e->sock_cookie);
-	if (ws && ws->lost)
-		e->flags |= NET_FLAG_AFTER_LOSS;
-	return ws;
+	return bpf_ringbuf_query(&net_events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP
+									      : BPF_RB_NO_WAKEUP;
 }
 
 /* Remembers on the socket whether its latest event was delivered. */
@@ -257,14 +262,16 @@ static __always_inline void delivered(struct watched_sock *ws, bool ok)
 		ws->lost = !ok;
 }
 
-/* Sends the header and the captured bytes only. */
-static __always_inline void submit(struct net_event *e)
+/* Sends the header and the captured bytes only; `ws` is the socket's state
+ * (null if it was evicted), marked when an earlier event was lost. */
+static __always_inline void submit(struct net_event *e, struct watched_sock *ws)
 {
 	__u64 size = sizeof(*e) - NET_CAPTURE_MAX + (e->captured & (NET_CAPTURE_MAX - 1));
 	if (e->captured == NET_CAPTURE_MAX)
 		size = sizeof(*e);
-	struct watched_sock *ws = mark_after_loss(e);
-	delivered(ws, bpf_ringbuf_output(&net_events, e, size, 0) == 0);
+	if (ws && ws->lost)
+		e->flags |= NET_FLAG_AFTER_LOSS;
+	delivered(ws, bpf_ringbuf_output(&net_events, e, size, wakeup_flag()) == 0);
 }
 
 static __always_inline __u32 capture_limit(__u64 len)
@@ -282,9 +289,11 @@ static __always_inline int capture(struct sock *sk, int ret, __u8 direction)
 
 	__u64 cookie = bpf_get_socket_cookie((void *)skc);
 	__u16 remote_port = __builtin_bswap16(skc->skc_dport);
-	if (!bpf_map_lookup_elem(&watched_socks, &cookie)) {
+	struct watched_sock *ws = bpf_map_lookup_elem(&watched_socks, &cookie);
+	if (!ws) {
 		struct watched_sock fresh = { .local_port = port };
 		bpf_map_update_elem(&watched_socks, &cookie, &fresh, BPF_NOEXIST);
+		ws = bpf_map_lookup_elem(&watched_socks, &cookie);
 	}
 
 	/* Inside SSL_read/SSL_write: link the call to this socket; the plaintext comes at its return. */
@@ -344,7 +353,7 @@ static __always_inline int capture(struct sock *sk, int ret, __u8 direction)
 	if (e->captured < limit && !(e->flags & NET_FLAG_UNREADABLE))
 		count_drop(DROP_UNREADABLE_ARGUMENT);
 
-	submit(e);
+	submit(e, ws);
 	return 0;
 }
 
@@ -419,7 +428,7 @@ int BPF_PROG(on_sock_state, const struct sock *sk, const int oldstate, const int
 		/* tcp_reset() records ECONNRESET before closing: the client reset the connection. */
 		if (newstate == TCP_CLOSE && BPF_CORE_READ(sk, sk_err) == ECONNRESET)
 			e->flags |= NET_FLAG_RESET_BY_PEER;
-		bpf_ringbuf_submit(e, 0);
+		bpf_ringbuf_submit(e, wakeup_flag());
 	}
 	/* A lost close: the agent's connection table is bounded and evicts it. */
 	delivered(ws, reserved);
@@ -497,6 +506,6 @@ int ssl_return(struct pt_regs *ctx)
 	e->flags = NET_FLAG_TLS;
 	e->len = n;
 	e->captured = copy_user(e, 0, (void *)c.buf, capture_limit(n));
-	submit(e);
+	submit(e, bpf_map_lookup_elem(&watched_socks, &c.sock_cookie));
 	return 0;
 }

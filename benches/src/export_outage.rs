@@ -176,7 +176,7 @@ fn churn(cudart: &Path, stop: &AtomicBool) {
     }
 }
 
-fn rss_kib(pid: u32) -> Result<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()

@@ -13,11 +13,14 @@
 //!   process mapping the real 200+ MB `libnccl.so.2`.
 //! - Export outage (only when named: `outage [MINUTES]`): RSS over time while the
 //!   OTLP collector never answers, under load.
+//! - Soak (only when named: `soak [MINUTES]`): the agent's CPU share and RSS
+//!   over time under mixed load.
 
 mod decode;
 mod export_outage;
 mod gpu_launch;
 mod server_load;
+mod soak;
 mod socket_overhead;
 mod startup;
 
@@ -47,6 +50,10 @@ fn main() -> anyhow::Result<()> {
     if let Some(at) = only.iter().position(|o| o == "outage") {
         let minutes = only.get(at + 1).and_then(|m| m.parse().ok()).unwrap_or(10);
         export_outage::run(fixtures, std::path::Path::new(&agent), minutes)?;
+    }
+    if let Some(at) = only.iter().position(|o| o == "soak") {
+        let minutes = only.get(at + 1).and_then(|m| m.parse().ok()).unwrap_or(30);
+        soak::run(fixtures, std::path::Path::new(&agent), minutes)?;
     }
     Ok(())
 }

@@ -157,10 +157,15 @@ fn load(port: u16, clients: usize) -> Result<f64> {
     Ok(done.load(Ordering::Relaxed) as f64 / ROUND.as_secs_f64())
 }
 
-/// A streaming chat completion request for `model`.
+/// A streaming chat completion request for `model`, as fast as the server goes.
 pub(crate) fn chat_request(model: &str) -> Vec<u8> {
+    chat_request_paced(model, TOKENS, 0, 0)
+}
+
+/// The same on a schedule (the ground-truth servers honour it).
+pub(crate) fn chat_request_paced(model: &str, tokens: usize, ttft_ms: u32, gap_ms: u32) -> Vec<u8> {
     let body = format!(
-        r#"{{"model":"{model}","stream":true,"tokens":{TOKENS},"ttft_ms":0,"gap_ms":0,"messages":[]}}"#
+        r#"{{"model":"{model}","stream":true,"tokens":{tokens},"ttft_ms":{ttft_ms},"gap_ms":{gap_ms},"messages":[]}}"#
     );
     format!(
         "POST /v1/chat/completions HTTP/1.1\r\nHost: b\r\nContent-Length: {}\r\n\r\n{body}",

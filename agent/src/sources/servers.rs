@@ -1,13 +1,15 @@
 //! The inference-server source: which servers' traffic to capture, and the
 //! requests it carries. Ports named on the command line, and the listening
 //! ports of recognised inference servers, of GPU processes and of processes
-//! named with `--pid`/`--comm`, refreshed every interval (servers often start
-//! listening long after they start).
+//! named with `--pid`/`--comm`: looked at when a process becomes a candidate,
+//! then again at growing intervals up to [`PORT_REFRESH`] (servers often start
+//! listening long after they start: vLLM loads its model first).
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     fs,
     path::PathBuf,
+    time::Duration,
 };
 
 use anyhow::Result;
@@ -19,13 +21,27 @@ use crate::{
     decode::NetEvent,
     derive::requests::{QueueReport, RequestTracker, ServerKey},
     discover::{
-        listeners::{listening_ports, net_namespace},
+        listeners::{listening_ports, namespace_listeners, net_namespace},
         process::{self, server_engine},
         tls_library,
     },
     model::{Engine, RequestRecord},
     probes::NetProbes,
 };
+
+/// The longest a candidate's listening ports (and TLS library) go unchecked;
+/// a new candidate is checked again after 100 ms, then after twice as long
+/// each time, up to this.
+const PORT_REFRESH: Duration = Duration::from_secs(5);
+
+const FIRST_WAIT_NS: u64 = 100_000_000;
+
+/// When a candidate's ports are next looked at, and the wait after that.
+#[derive(Clone, Copy, Default)]
+struct Refresh {
+    due_ns: u64,
+    wait_ns: u64,
+}
 
 pub struct Servers {
     net: NetProbes,
@@ -38,6 +54,7 @@ pub struct Servers {
     watched_ports: BTreeSet<(u16, Option<u32>)>,
     /// Requests finished since [`Servers::take_finished`] was last called.
     finished: Vec<RequestRecord>,
+    refresh: HashMap<u32, Refresh>,
 }
 
 impl Servers {
@@ -59,6 +76,7 @@ impl Servers {
             candidates: BTreeMap::new(),
             watched_ports: ports.iter().map(|&p| (p, None)).collect(),
             finished: Vec::new(),
+            refresh: HashMap::new(),
         })
     }
 
@@ -69,6 +87,9 @@ impl Servers {
 
     /// Watches `pid`'s ports from now on if it is a server, or `always`.
     pub fn consider(&mut self, pid: u32, always: bool) {
+        if self.candidates.contains_key(&pid) {
+            return;
+        }
         let dir = self.proc_root.join(pid.to_string());
         let comm = fs::read_to_string(dir.join("comm")).unwrap_or_default();
         let comm = comm.trim_end();
@@ -76,13 +97,15 @@ impl Servers {
         let engine = server_engine(comm, &cmdline);
         if always || engine.is_some() || self.comms.iter().any(|c| c == comm) {
             self.candidates.insert(pid, engine);
-            self.refresh_ports(pid);
+            let listeners = namespace_listeners(&self.proc_root, pid);
+            self.refresh_ports(pid, &listeners);
         }
     }
 
     /// A process ended: its open requests end with it (aborted), and its probes go.
     pub fn process_exited(&mut self, pid: u32, now_ns: u64) {
         let engine = self.candidates.remove(&pid).flatten();
+        self.refresh.remove(&pid);
         self.net.detach_tls(pid);
         let before = self.finished.len();
         self.tracker.forget_pid(pid, now_ns, &mut self.finished);
@@ -92,7 +115,8 @@ impl Servers {
         }
     }
 
-    fn refresh_ports(&mut self, pid: u32) {
+    /// Looks for `pid`'s TLS library and listening ports (`listeners`: its namespace's).
+    fn refresh_ports(&mut self, pid: u32, listeners: &[(u16, u64)]) {
         // TLS: the plaintext of its OpenSSL calls (libssl may be loaded late: look until found).
         if !self.net.has_tls(pid)
             && let Some(libssl) = tls_library(&self.proc_root, pid)
@@ -107,7 +131,7 @@ impl Servers {
             }
         }
         let netns = net_namespace(&self.proc_root, pid);
-        for port in listening_ports(&self.proc_root, pid) {
+        for port in listening_ports(&self.proc_root, pid, listeners) {
             if self.watched_ports.insert((port, netns)) {
                 match self.net.watch_port(port, netns) {
                     Ok(()) => log::info!("capturing requests to port {port} (pid {pid})"),
@@ -142,14 +166,28 @@ impl Servers {
         self.net.drops()
     }
 
-    /// Every server's queue at the interval's end; ports are refreshed for the next one.
+    /// Every server's queue at the interval's end; exited candidates are let go,
+    /// and those due have their ports looked at again.
     pub fn interval_end(&mut self, now_ns: u64) -> BTreeMap<ServerKey, QueueReport> {
         let queues = self.tracker.interval_end(now_ns);
+        // One listener table per network namespace, however many candidates share it.
+        let mut tables: HashMap<Option<u32>, Vec<(u16, u64)>> = HashMap::new();
         for pid in self.candidates.keys().copied().collect::<Vec<_>>() {
-            if process::exists(&self.proc_root, pid) {
-                self.refresh_ports(pid);
-            } else {
+            let refresh = self.refresh.entry(pid).or_default();
+            let due = now_ns >= refresh.due_ns;
+            if due {
+                refresh.wait_ns = (refresh.wait_ns * 2).clamp(FIRST_WAIT_NS, PORT_REFRESH.as_nanos() as u64);
+                refresh.due_ns = now_ns + refresh.wait_ns;
+            }
+            if !process::exists(&self.proc_root, pid) {
                 self.process_exited(pid, now_ns);
+            } else if due {
+                let netns = net_namespace(&self.proc_root, pid);
+                let listeners = tables
+                    .entry(netns)
+                    .or_insert_with(|| namespace_listeners(&self.proc_root, pid))
+                    .clone();
+                self.refresh_ports(pid, &listeners);
             }
         }
         queues
