@@ -2,8 +2,8 @@
 /*
  * Process lifecycle for discovery: exec, exit of a whole process, and "the
  * dynamic loader changed the set of loaded objects" (a uprobe on ld.so's
- * _dl_debug_state, the hook debuggers use: it runs after start-up loading and
- * after every dlopen/dlclose). The agent reacts by reading /proc/PID/maps, so
+ * _dl_debug_state, the hook debuggers use: it runs around start-up loading and
+ * every dlopen/dlclose). The agent reacts by reading /proc/PID/maps, so
  * no syscall tracepoint (which would slow every syscall on the host) is needed.
  */
 #include "common.h"
@@ -54,9 +54,29 @@ int BPF_PROG(on_exit, struct task_struct *p)
 	return 0;
 }
 
+/* glibc's struct r_debug (link.h, 64-bit): r_state after r_version, r_map and r_brk. */
+#define R_DEBUG_STATE_OFFSET 24
+#define RT_CONSISTENT 0
+
+/*
+ * The loader calls _dl_debug_state twice per change: with r_state RT_ADD or
+ * RT_DELETE before it maps or unmaps anything, and RT_CONSISTENT once done.
+ * Only the second is worth a look at the process's maps. The attach cookie is
+ * the distance from _dl_debug_state to _r_debug in the loader file (0 when it
+ * has none: then every call is reported); a state that cannot be read is
+ * reported too.
+ */
 SEC("uprobe")
 int on_loader_debug_state(struct pt_regs *ctx)
 {
-	send(PROC_LIBS_CHANGED, current_tgid());
+	__u64 to_r_debug = bpf_get_attach_cookie(ctx);
+	int state = RT_CONSISTENT;
+
+	if (to_r_debug) {
+		void *r_state = (void *)(PT_REGS_IP(ctx) + to_r_debug + R_DEBUG_STATE_OFFSET);
+		bpf_probe_read_user(&state, sizeof(state), r_state);
+	}
+	if (state == RT_CONSISTENT)
+		send(PROC_LIBS_CHANGED, current_tgid());
 	return 0;
 }

@@ -1,4 +1,5 @@
-//! Function symbols of an ELF file, as the file offsets a uprobe is set at.
+//! Symbols of an ELF file: functions as the file offsets a uprobe is set at,
+//! and the linked addresses of others.
 //!
 //! Read once per file identity by the caller. GPU libraries are large (a real
 //! `libnccl.so.2` is 218 MB, `libcuda.so` tens of MB), so the file is read
@@ -6,10 +7,13 @@
 //! table, symbol and string tables), never whole, and only the wanted names
 //! are kept: reading whole files took 256 MiB of RSS and seconds with PyTorch.
 
-use std::{collections::HashMap, fs::File, path::Path};
+use std::{collections::HashMap, fs::File, ops::Range, path::Path};
 
 use anyhow::{Context as _, Result};
-use object::{Object as _, ObjectSection as _, ObjectSymbol as _, ReadCache, ReadRef, SymbolKind};
+use object::{
+    Object as _, ObjectSection as _, ObjectSegment as _, ObjectSymbol as _, ReadCache, ReadRef, SegmentFlags,
+    SymbolKind,
+};
 
 /// File offsets of those `wanted` functions the file defines (dynamic or static
 /// symbol table, the dynamic one first; version suffixes such as
@@ -30,13 +34,60 @@ pub fn elf_function_offsets<'a, 'data, R: ReadRef<'data>>(
     wanted: impl IntoIterator<Item = &'a str>,
 ) -> object::Result<HashMap<&'a str, u64>> {
     let elf = object::File::parse(data)?;
+    Ok(defined(&elf, wanted, |sym| {
+        if sym.kind() != SymbolKind::Text {
+            return None;
+        }
+        let section = elf.section_by_index(sym.section_index()?).ok()?;
+        let (file_offset, _) = section.file_range()?;
+        // A malformed file can place a symbol outside its section.
+        let in_section = sym.address().checked_sub(section.address())?;
+        Some(file_offset.saturating_add(in_section))
+    }))
+}
+
+/// Virtual addresses (as linked, before any load bias) of those `wanted`
+/// symbols the file defines, data as well as functions: the distance between
+/// two of them is the same in every process that maps the file.
+pub fn symbol_addresses<'a>(
+    path: &Path,
+    wanted: impl IntoIterator<Item = &'a str>,
+) -> Result<HashMap<&'a str, u64>> {
+    let file = File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let cache = ReadCache::new(file);
+    let elf = object::File::parse(&cache).with_context(|| format!("parsing ELF {}", path.display()))?;
+    Ok(defined(&elf, wanted, |sym| Some(sym.address())))
+}
+
+/// The file ranges of the file's executable segments: where its code is.
+pub fn code_ranges(path: &Path) -> Result<Vec<Range<u64>>> {
+    let file = File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let cache = ReadCache::new(file);
+    let elf = object::File::parse(&cache).with_context(|| format!("parsing ELF {}", path.display()))?;
+    Ok(elf
+        .segments()
+        .filter(|s| matches!(s.flags(), SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_X != 0))
+        .map(|s| {
+            let (start, size) = s.file_range();
+            start..start.saturating_add(size)
+        })
+        .collect())
+}
+
+/// The first definition of each wanted name (dynamic symbol table first) that
+/// `value` accepts, with what it makes of it.
+fn defined<'a, 'data, 'file, R: ReadRef<'data>>(
+    elf: &'file object::File<'data, R>,
+    wanted: impl IntoIterator<Item = &'a str>,
+    value: impl Fn(&object::Symbol<'data, 'file, R>) -> Option<u64>,
+) -> HashMap<&'a str, u64> {
     let wanted: HashMap<&[u8], &'a str> = wanted.into_iter().map(|w| (w.as_bytes(), w)).collect();
     let mut found = HashMap::new();
     for sym in elf.dynamic_symbols().chain(elf.symbols()) {
         if found.len() == wanted.len() {
             break;
         }
-        if sym.kind() != SymbolKind::Text || sym.is_undefined() || sym.address() == 0 {
+        if sym.is_undefined() || sym.address() == 0 {
             continue;
         }
         let Some(&name) = sym.name_bytes().ok().and_then(|n| wanted.get(n)) else {
@@ -45,19 +96,11 @@ pub fn elf_function_offsets<'a, 'data, R: ReadRef<'data>>(
         if found.contains_key(name) {
             continue;
         }
-        let Some(section) = sym.section_index().and_then(|i| elf.section_by_index(i).ok()) else {
-            continue;
-        };
-        let Some((file_offset, _)) = section.file_range() else {
-            continue;
-        };
-        // A malformed file can place a symbol outside its section.
-        let Some(in_section) = sym.address().checked_sub(section.address()) else {
-            continue;
-        };
-        found.insert(name, file_offset.saturating_add(in_section));
+        if let Some(v) = value(&sym) {
+            found.insert(name, v);
+        }
     }
-    Ok(found)
+    found
 }
 
 #[cfg(test)]
@@ -70,6 +113,26 @@ mod tests {
         let offsets = function_offsets(libc, ["main", "no_such_function_anywhere"]).unwrap();
         assert!(offsets.contains_key("main"));
         assert!(!offsets.contains_key("no_such_function_anywhere"));
+    }
+
+    #[test]
+    fn code_ranges_hold_the_functions() {
+        let exe = Path::new("/proc/self/exe");
+        let main = function_offsets(exe, ["main"]).unwrap()["main"];
+        let code = code_ranges(exe).unwrap();
+        assert!(
+            code.iter().any(|r| r.contains(&main)),
+            "main at {main:#x}, code {code:x?}"
+        );
+    }
+
+    #[test]
+    fn finds_data_symbols_by_address() {
+        let loader = Path::new("/lib64/ld-linux-x86-64.so.2");
+        let found = symbol_addresses(loader, ["_r_debug", "_dl_debug_state"]).unwrap();
+        assert_eq!(found.len(), 2, "{found:?}");
+        // Data lives after code in every ld.so layout.
+        assert!(found["_r_debug"] > found["_dl_debug_state"], "{found:?}");
     }
 
     #[test]

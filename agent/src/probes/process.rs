@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{MapData, RingBuf},
-    programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
+    programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
 };
 use inferscope_shared::{DROP_REASONS, ProcEvent};
 
@@ -15,8 +15,10 @@ use super::read_drops;
 use crate::discover::{ProbeTarget, maps::FileId, symbols};
 
 const LOADER_PROGRAM: &str = "on_loader_debug_state";
-/// glibc's (and musl's) debugger hook, called after the loader changes the set of objects.
+/// glibc's (and musl's) debugger hook, called before and after the loader changes the set of objects.
 const LOADER_HOOK: &str = "_dl_debug_state";
+/// glibc's debugger interface, whose `r_state` says which of the two calls it is.
+const LOADER_STATE: &str = "_r_debug";
 
 pub struct ProcessProbes {
     ebpf: Ebpf,
@@ -57,7 +59,10 @@ impl ProcessProbes {
         let program = super::uprobe(&mut self.ebpf, LOADER_PROGRAM)?;
         let link = program
             .attach(
-                UProbeAttachLocation::AbsoluteOffset(offset),
+                UProbeAttachPoint {
+                    location: UProbeAttachLocation::AbsoluteOffset(offset),
+                    cookie: Some(loader_state_distance(&loader.open_path)),
+                },
                 &loader.open_path,
                 UProbeScope::AllProcesses,
             )
@@ -73,6 +78,22 @@ impl ProcessProbes {
 
     pub fn drops(&self) -> Result<[u64; DROP_REASONS.len()]> {
         read_drops(&self.ebpf)
+    }
+}
+
+/// How far `_r_debug` lies from `_dl_debug_state` in the loader (the probe
+/// reads `r_state` there, to skip the call made before a change); 0, which
+/// makes the probe report every call, when the loader does not say (musl).
+fn loader_state_distance(loader: &std::path::Path) -> u64 {
+    match symbols::symbol_addresses(loader, [LOADER_HOOK, LOADER_STATE]) {
+        Ok(found) => match (found.get(LOADER_STATE), found.get(LOADER_HOOK)) {
+            (Some(&state), Some(&hook)) => state.wrapping_sub(hook),
+            _ => 0,
+        },
+        Err(e) => {
+            log::debug!("{}: {e:#}", loader.display());
+            0
+        }
     }
 }
 
