@@ -44,15 +44,23 @@ struct {
  * driver call it makes underneath is not counted a second time. Runtime calls
  * with a return probe (allocation, synchronisation) clear the marker there.
  * Launches and copies have no return probe (hot path), so their marker is
- * checked for staleness instead: a driver call is nested in the runtime call
- * only if its stack pointer is below the runtime call's and the runtime call's
- * return address is still on the stack where it was pushed. (A return probe
- * replaces that address with its trampoline, which is why the two cases differ.)
+ * checked for staleness instead, at the driver call: it is nested in the
+ * runtime call only if its stack pointer is below the runtime call's and
+ *  - for a runtime library of its own, the driver call returns into that
+ *    library's code (`runtime_code_*`, from the entry address and the cookie:
+ *    no memory read on the runtime call's hot path);
+ *  - for a runtime linked into a program (whose code calls the driver too), the
+ *    runtime call's return address is still on the stack where it was pushed
+ *    (`runtime_ret`, read at the runtime call).
+ * (A return probe replaces the return address with its trampoline, which is why
+ * calls with one are cleared instead.)
  * `pending_*` carries what a return probe needs from its entry.
  */
 struct thread_state {
 	__u64 runtime_sp;
 	__u64 runtime_ret;
+	__u64 runtime_code_start;
+	__u64 runtime_code_end; /* 0: check runtime_ret instead */
 	__u32 runtime_op;
 	__u32 runtime_return_probe; /* the runtime call has a return probe (cookie bit) */
 	__u64 pending_cookie;
@@ -138,19 +146,29 @@ static __always_inline bool nested_in_runtime_call(struct thread_state *t, __u32
 		return false;
 	if (t->runtime_return_probe)
 		return true; /* cleared by the runtime call's return probe */
+	if (t->runtime_code_end) {
+		/* Where this driver call returns to: the runtime library, or its caller's code. */
+		if (bpf_probe_read_user(&ret, sizeof(ret), (void *)sp))
+			return false;
+		return ret >= t->runtime_code_start && ret < t->runtime_code_end;
+	}
 	if (bpf_probe_read_user(&ret, sizeof(ret), (void *)t->runtime_sp))
 		return false;
 	return ret == t->runtime_ret;
 }
 
-static __always_inline void mark_runtime_call(struct thread_state *t, __u64 cookie, __u64 sp)
+static __always_inline void mark_runtime_call(struct thread_state *t, __u64 cookie, __u64 ip, __u64 sp)
 {
-	__u64 ret = 0;
+	__u32 scale = COOKIE_CODE_SCALE(cookie);
+	__u64 after = COOKIE_CODE_AFTER(cookie) << scale;
 	__u32 return_probe = COOKIE_RETURN_PROBE(cookie);
-	if (!return_probe)
-		bpf_probe_read_user(&ret, sizeof(ret), (void *)sp);
+
+	t->runtime_ret = 0;
+	t->runtime_code_start = ip - (COOKIE_CODE_BEFORE(cookie) << scale);
+	t->runtime_code_end = after ? ip + after : 0;
+	if (!after && !return_probe)
+		bpf_probe_read_user(&t->runtime_ret, sizeof(t->runtime_ret), (void *)sp);
 	t->runtime_sp = sp;
-	t->runtime_ret = ret;
 	t->runtime_op = COOKIE_OP(cookie);
 	t->runtime_return_probe = return_probe;
 }
@@ -171,7 +189,7 @@ int gpu_call(struct pt_regs *ctx)
 				if (nested_in_runtime_call(t, op, sp))
 					return 0;
 			} else {
-				mark_runtime_call(t, cookie, sp);
+				mark_runtime_call(t, cookie, PT_REGS_IP(ctx), sp);
 			}
 		}
 	}

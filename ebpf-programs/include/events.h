@@ -54,6 +54,9 @@ enum cookie_layout {
 	COOKIE_NCCL_OP_SHIFT = 20,
 	COOKIE_DRIVER_SHIFT = 24,
 	COOKIE_RETURN_PROBE_SHIFT = 25,
+	COOKIE_CODE_SCALE_SHIFT = 26,
+	COOKIE_CODE_BEFORE_SHIFT = 32,
+	COOKIE_CODE_AFTER_SHIFT = 48,
 };
 #define COOKIE_OP(c) ((c) & 0xff)
 #define COOKIE_SIZE_ARG(c) (((c) >> COOKIE_SIZE_ARG_SHIFT) & 0xf) /* bytes or element count */
@@ -63,6 +66,12 @@ enum cookie_layout {
 #define COOKIE_DRIVER(c) (((c) >> COOKIE_DRIVER_SHIFT) & 0x1)     /* CUDA driver API: skip when called by the runtime */
 /* The function also has the return probe (the agent decides which do). */
 #define COOKIE_RETURN_PROBE(c) (((c) >> COOKIE_RETURN_PROBE_SHIFT) & 0x1)
+/* Where the code of the runtime library around a runtime function lies, as
+ * bytes before and after its entry, each in units of 1 << scale; 0 after for a
+ * runtime linked into a program with other code. */
+#define COOKIE_CODE_SCALE(c) (((c) >> COOKIE_CODE_SCALE_SHIFT) & 0x3f)
+#define COOKIE_CODE_BEFORE(c) (((c) >> COOKIE_CODE_BEFORE_SHIFT) & 0xffff)
+#define COOKIE_CODE_AFTER(c) (((c) >> COOKIE_CODE_AFTER_SHIFT) & 0xffff)
 
 /* Per-process GPU activity, summed over CPUs by the agent (PERCPU_HASH by tgid). */
 struct gpu_stats {

@@ -61,6 +61,12 @@ pub struct Cookie {
     pub driver: bool,
     /// The function also gets the return probe (the agent's choice, told to the kernel side).
     pub return_probe: bool,
+    /// The runtime library's code around the function, in units of
+    /// `1 << code_scale` bytes before and after its entry (see
+    /// [`Cookie::within_code`]); `code_after` 0 when unknown.
+    pub code_scale: u8,
+    pub code_before: u16,
+    pub code_after: u16,
 }
 
 /// Bit positions of the packed cookie (`enum cookie_layout`).
@@ -70,6 +76,9 @@ pub const COOKIE_DIR_SHIFT: u32 = 16;
 pub const COOKIE_NCCL_OP_SHIFT: u32 = 20;
 pub const COOKIE_DRIVER_SHIFT: u32 = 24;
 pub const COOKIE_RETURN_PROBE_SHIFT: u32 = 25;
+pub const COOKIE_CODE_SCALE_SHIFT: u32 = 26;
+pub const COOKIE_CODE_BEFORE_SHIFT: u32 = 32;
+pub const COOKIE_CODE_AFTER_SHIFT: u32 = 48;
 
 impl Cookie {
     pub const fn new(op: GpuOp) -> Self {
@@ -81,7 +90,28 @@ impl Cookie {
             nccl_op: 0,
             driver: false,
             return_probe: false,
+            code_scale: 0,
+            code_before: 0,
+            code_after: 0,
         }
+    }
+
+    /// Says that the function's library has code from `before` bytes before its
+    /// entry to `after` bytes after it: the kernel side then knows a driver
+    /// call made from the runtime by where it returns to, rather than by a
+    /// stack read on every runtime call. Both are rounded up to the smallest
+    /// unit that fits 16 bits (a few bytes of slack at each end).
+    pub fn within_code(mut self, before: u64, after: u64) -> Self {
+        let larger = before.max(after);
+        let mut scale = 0;
+        while scale < 63 && (larger >> scale) > 0xfffe {
+            scale += 1;
+        }
+        let units = |bytes: u64| bytes.div_ceil(1u64 << scale) as u16;
+        self.code_scale = scale as u8;
+        self.code_before = units(before);
+        self.code_after = units(after);
+        self
     }
 
     /// The packed form read by `COOKIE_*` in events.h.
@@ -93,6 +123,9 @@ impl Cookie {
             | ((self.nccl_op as u64 & 0xf) << COOKIE_NCCL_OP_SHIFT)
             | ((self.driver as u64) << COOKIE_DRIVER_SHIFT)
             | ((self.return_probe as u64) << COOKIE_RETURN_PROBE_SHIFT)
+            | ((self.code_scale as u64 & 0x3f) << COOKIE_CODE_SCALE_SHIFT)
+            | ((self.code_before as u64) << COOKIE_CODE_BEFORE_SHIFT)
+            | ((self.code_after as u64) << COOKIE_CODE_AFTER_SHIFT)
     }
 }
 
@@ -231,10 +264,35 @@ mod tests {
             nccl_op: 5,
             driver: true,
             return_probe: true,
+            code_scale: 7,
+            code_before: 0x1234,
+            code_after: 0xfedc,
         };
         assert_eq!(
             c.encode(),
-            8 | 3 << 8 | 4 << 12 | 15 << 16 | 5 << 20 | 1 << 24 | 1 << 25
+            8 | 3 << 8
+                | 4 << 12
+                | 15 << 16
+                | 5 << 20
+                | 1 << 24
+                | 1 << 25
+                | 7 << 26
+                | 0x1234 << 32
+                | 0xfedc << 48
         );
+    }
+
+    #[test]
+    fn code_around_a_function_is_scaled_to_fit_and_never_shrinks() {
+        let small = Cookie::new(GpuOp::KernelLaunch).within_code(0x1000, 0x8000);
+        assert_eq!(
+            (small.code_scale, small.code_before, small.code_after),
+            (0, 0x1000, 0x8000)
+        );
+        // 1 GiB after the entry (a runtime in a large library): 16 KiB units, rounded up.
+        let large = Cookie::new(GpuOp::KernelLaunch).within_code(3, 1 << 30);
+        assert_eq!(large.code_scale, 15);
+        assert_eq!(large.code_before, 1);
+        assert!((large.code_after as u64) << large.code_scale >= 1 << 30);
     }
 }

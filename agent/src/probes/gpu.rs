@@ -65,15 +65,25 @@ impl GpuProbes {
         let path = &lib.target.open_path;
         let specs = lib.runtime.probes();
         let offsets = symbols::function_offsets(path, specs.iter().map(|p| p.symbol))?;
+        // A library of its own is all runtime code; a program linking the runtime has code of its own.
+        let code = if lib.statically_linked {
+            Vec::new()
+        } else {
+            symbols::code_ranges(path)?
+        };
         let mut links = Links::default();
         let result = (|| -> Result<()> {
             for spec in specs {
                 let Some(&offset) = offsets.get(spec.symbol) else {
                     continue;
                 };
+                let cookie = match code.iter().find(|r| r.contains(&offset)) {
+                    Some(r) => spec.cookie.within_code(offset - r.start, r.end - offset),
+                    None => spec.cookie,
+                };
                 let point = || UProbeAttachPoint {
                     location: UProbeAttachLocation::AbsoluteOffset(offset),
-                    cookie: Some(spec.cookie.encode()),
+                    cookie: Some(cookie.encode()),
                 };
                 let mut attach = |name| -> Result<UProbeLinkId> {
                     super::uprobe(&mut self.ebpf, name)?

@@ -2,7 +2,8 @@
 //!
 //! `_ptsz`/`_ptds` are the per-thread-default-stream twins that nvcc's
 //! `--default-stream per-thread` selects; they take the same arguments.
-//! `cudaMemcpyKind` is argument 4 of the copies (1 HtoD, 2 DtoH, 3 DtoD).
+//! `cudaMemcpyKind` is argument 4 of the copies (1 HtoD, 2 DtoH, 3 DtoD), 5 of
+//! the symbol copies.
 
 use super::{ProbeSpec, alloc, copy, driver, free, graph_launch, launch, memset, sync};
 use inferscope_shared::CopyDir::{DeviceToDevice, DeviceToHost, FromKindArg, HostToDevice, Other};
@@ -12,12 +13,23 @@ pub(super) const RUNTIME: &[ProbeSpec] = &[
     launch("cudaLaunchKernel_ptsz"),
     launch("cudaLaunchKernelExC"),
     launch("cudaLaunchKernelExC_ptsz"),
+    launch("cudaLaunchCooperativeKernel"),
+    launch("cudaLaunchCooperativeKernel_ptsz"),
     graph_launch("cudaGraphLaunch"),
     graph_launch("cudaGraphLaunch_ptsz"),
     copy("cudaMemcpy", 3, FromKindArg, 4),
     copy("cudaMemcpy_ptds", 3, FromKindArg, 4),
     copy("cudaMemcpyAsync", 3, FromKindArg, 4),
     copy("cudaMemcpyAsync_ptsz", 3, FromKindArg, 4),
+    // (symbol or destination, source or symbol, count, offset, kind[, stream])
+    copy("cudaMemcpyToSymbol", 3, FromKindArg, 5),
+    copy("cudaMemcpyToSymbol_ptds", 3, FromKindArg, 5),
+    copy("cudaMemcpyToSymbolAsync", 3, FromKindArg, 5),
+    copy("cudaMemcpyToSymbolAsync_ptsz", 3, FromKindArg, 5),
+    copy("cudaMemcpyFromSymbol", 3, FromKindArg, 5),
+    copy("cudaMemcpyFromSymbol_ptds", 3, FromKindArg, 5),
+    copy("cudaMemcpyFromSymbolAsync", 3, FromKindArg, 5),
+    copy("cudaMemcpyFromSymbolAsync_ptsz", 3, FromKindArg, 5),
     memset("cudaMemset", 3),
     memset("cudaMemset_ptds", 3),
     memset("cudaMemsetAsync", 3),
