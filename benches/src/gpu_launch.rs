@@ -28,6 +28,10 @@ use crate::median;
 static BASELINE_OBJ: &[u8] = aya::include_bytes_aligned!("../../ebpf-programs/obj/bench_baseline.bpf.o");
 
 const CALLS: u32 = 1_000_000;
+/// Calls per program when reading the kernel's run-time statistics.
+const STATS_CALLS: u32 = 200_000;
+/// gpu_calls.bpf.c's entry program, as the kernel names it.
+const ENTRY_PROGRAM: &str = "gpu_call";
 const ROUNDS: usize = 7;
 const SYMBOL: &str = "cudaLaunchKernel";
 
@@ -94,14 +98,14 @@ pub fn run() -> Result<()> {
     let mut counted = [0; 2];
     // Interleaved rounds, so that drift (frequency, other load) hits all alike.
     for _ in 0..ROUNDS {
-        none.push(time_calls());
+        none.push(time_calls(CALLS));
         {
             let _probe = Reference::attach("bare_uprobe", &exe, offset)?;
-            bare.push(time_calls());
+            bare.push(time_calls(CALLS));
         }
         for ((program, _), times) in PARTS.iter().zip(&mut parts) {
             let _probe = Reference::attach(program, &exe, offset)?;
-            times.push(time_calls());
+            times.push(time_calls(CALLS));
         }
         for (statically_linked, (times, counted)) in
             [false, true].into_iter().zip(agent.iter_mut().zip(&mut counted))
@@ -111,7 +115,7 @@ pub fn run() -> Result<()> {
             if probed != 1 {
                 bail!("the agent probed {probed} functions of the stand-in, not 1");
             }
-            times.push(time_calls());
+            times.push(time_calls(CALLS));
             *counted = probes
                 .stats()?
                 .get(&std::process::id())
@@ -147,13 +151,51 @@ pub fn run() -> Result<()> {
     for ((_, what), times) in PARTS.iter().zip(parts) {
         println!("    {:>6.1} ns  {what}", median(times) - bare);
     }
+    in_kernel(&exe, offset, &btf)
+}
+
+/// The programs' own run time as the kernel's BPF statistics count it: what
+/// each costs inside the trap, whatever the trap itself costs on this machine
+/// (it varies tenfold between hosts; the wall-clock ratio moves with it).
+fn in_kernel(exe: &Path, offset: u64, btf: &aya::Btf) -> Result<()> {
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF run-time statistics")?;
+    println!("  run time inside the kernel per call (BPF statistics, {STATS_CALLS} calls; includes their own clock reads):");
+    let reference = |program: &str| -> Result<f64> {
+        let probe = Reference::attach(program, exe, offset)?;
+        time_calls(STATS_CALLS);
+        probe.ns_per_run(program)
+    };
+    let empty = reference("bare_uprobe")?;
+    println!("    {empty:>6.1} ns  an empty program");
+    for (program, what) in PARTS {
+        println!("    {:>6.1} ns  {what}", reference(program)?);
+    }
+    for (statically_linked, what) in [
+        (false, "inferscope's launch probe, runtime library of its own"),
+        (true, "inferscope's launch probe, runtime linked into the program"),
+    ] {
+        let mut probes = GpuProbes::load(btf)?;
+        probes.attach(&stand_in(exe, statically_linked)?)?;
+        time_calls(STATS_CALLS);
+        // The newest `gpu_call` on the host: the one just loaded.
+        let info = aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .filter(|p| p.name_as_str() == Some(ENTRY_PROGRAM))
+            .max_by_key(|p| p.id())
+            .context("the agent's launch probe is not loaded")?;
+        println!("    {:>6.1} ns  {what}", ns_per_run(&info));
+    }
     Ok(())
 }
 
-fn time_calls() -> f64 {
+fn ns_per_run(info: &aya::programs::ProgramInfo) -> f64 {
+    info.run_time().as_nanos() as f64 / info.run_count().max(1) as f64
+}
+
+fn time_calls(calls: u32) -> f64 {
     let grid = Dim3 { x: 1, y: 1, z: 1 };
     let start = Instant::now();
-    for _ in 0..CALLS {
+    for _ in 0..calls {
         // SAFETY: the stand-in reads no argument and returns 0.
         std::hint::black_box(unsafe {
             cudaLaunchKernel(
@@ -166,7 +208,7 @@ fn time_calls() -> f64 {
             )
         });
     }
-    start.elapsed().as_nanos() as f64 / f64::from(CALLS)
+    start.elapsed().as_nanos() as f64 / f64::from(calls)
 }
 
 /// The executable as a CUDA runtime: its own library (all of its code runtime
@@ -189,7 +231,7 @@ fn stand_in(exe: &Path, statically_linked: bool) -> Result<RuntimeLibrary> {
 
 /// One program of bench_baseline.bpf.o on the stand-in; detached when dropped.
 struct Reference {
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
 }
 
 impl Reference {
@@ -210,6 +252,14 @@ impl Reference {
             UProbeScope::AllProcesses,
         )
         .with_context(|| format!("attaching {program}"))?;
-        Ok(Self { _ebpf: ebpf })
+        Ok(Self { ebpf })
+    }
+
+    fn ns_per_run(&self, program: &str) -> Result<f64> {
+        let program = self
+            .ebpf
+            .program(program)
+            .ok_or_else(|| anyhow!("no {program} in bench_baseline.bpf.o"))?;
+        Ok(ns_per_run(&program.info()?))
     }
 }
