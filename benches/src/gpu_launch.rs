@@ -158,8 +158,11 @@ pub fn run() -> Result<()> {
 /// each costs inside the trap, whatever the trap itself costs on this machine
 /// (it varies tenfold between hosts; the wall-clock ratio moves with it).
 fn in_kernel(exe: &Path, offset: u64, btf: &aya::Btf) -> Result<()> {
-    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF run-time statistics")?;
-    println!("  run time inside the kernel per call (BPF statistics, {STATS_CALLS} calls; includes their own clock reads):");
+    let _stats =
+        aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF run-time statistics")?;
+    println!(
+        "  run time inside the kernel per call (BPF statistics, {STATS_CALLS} calls; includes their own clock reads):"
+    );
     let reference = |program: &str| -> Result<f64> {
         let probe = Reference::attach(program, exe, offset)?;
         time_calls(STATS_CALLS);

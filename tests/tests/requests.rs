@@ -379,6 +379,43 @@ fn the_same_port_in_another_network_namespace_is_not_captured() {
     );
 }
 
+/// A server in a container's network namespace: its listening port is found
+/// from inside that namespace (socket diagnostics asked there) and captured.
+#[test]
+fn a_server_in_another_network_namespace_is_found_and_captured() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = TestServer::start_in(
+        &[
+            "unshare",
+            "--net",
+            "sh",
+            "-c",
+            "ip link set lo up && exec \"$0\" \"$@\"",
+        ],
+        &[],
+    );
+    let port = server.port.to_string();
+    let mut agent = Agent::start_with_output("requests", &["--pid", &server.pid().to_string()]);
+    agent.wait_for_log(&format!(
+        "capturing requests to port {port} (pid {})",
+        server.pid()
+    ));
+    let curl = std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{}/ns/net", server.pid()))
+        .args(["curl", "-sS", "-H", "Content-Type: application/json", "-d"])
+        .arg(r#"{"model":"in-container","tokens":2,"ttft_ms":1,"gap_ms":1}"#)
+        .arg(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+        .output()
+        .expect("nsenter curl");
+    assert!(String::from_utf8_lossy(&curl.stdout).contains("tok1"), "{curl:?}");
+    let r = agent.next_report("the request inside the namespace");
+    assert_eq!(
+        (r["model"].as_str(), r["pid"].as_u64()),
+        (Some("in-container"), Some(server.pid() as u64)),
+        "{r}"
+    );
+}
+
 /// gRPC server streaming over HTTP/2 (grpcio), Triton's method: each response
 /// message is one streamed item; the model is the request's `model_name`.
 #[test]

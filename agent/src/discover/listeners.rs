@@ -1,13 +1,17 @@
 //! Which TCP ports a process listens on: its socket inodes (`/proc/PID/fd`)
-//! matched against the LISTEN entries of its network namespace
-//! (`/proc/PID/net/tcp`, `tcp6`).
+//! matched against the listening sockets of its network namespace, from
+//! socket diagnostics ([`super::sock_diag`]), or where those cannot be had (no
+//! privilege to enter the namespace) from `/proc/PID/net/tcp` and `tcp6`.
 //!
-//! Reading a namespace's table is expensive: the kernel walks every bucket of
-//! the established-connection hash to produce it (measured: half of the
-//! agent's CPU with a server of 100 streams, when it was read per process
-//! every interval). Callers read it once per namespace and reuse it.
+//! Reading a `/proc` table is expensive: the kernel walks every bucket of the
+//! established-connection hash to produce it (measured: half of the agent's CPU
+//! with a server of 100 streams, when it was read per process every interval;
+//! still 12 % of it when read once per namespace, in the soak benchmark).
+//! Callers read a namespace's listeners once and reuse them.
 
 use std::{collections::HashSet, fs, path::Path};
+
+use super::sock_diag;
 
 /// TCP_LISTEN in the `st` column.
 const LISTEN: &str = "0A";
@@ -15,6 +19,17 @@ const LISTEN: &str = "0A";
 /// (port, socket inode) of every listening TCP socket in `pid`'s network namespace.
 pub fn namespace_listeners(proc_root: &Path, pid: u32) -> Vec<(u16, u64)> {
     let dir = proc_root.join(pid.to_string());
+    let own = own_net_namespace();
+    let theirs = net_namespace(proc_root, pid);
+    let namespace = dir.join("ns/net");
+    let asked = match (own, theirs) {
+        (Some(own), Some(theirs)) if own == theirs => sock_diag::listeners(None),
+        _ => sock_diag::listeners(Some(&namespace)),
+    };
+    match asked {
+        Ok(listeners) => return listeners,
+        Err(e) => log::debug!("pid {pid}: socket diagnostics: {e}; reading /proc tables"),
+    }
     ["net/tcp", "net/tcp6"]
         .iter()
         .filter_map(|f| fs::read_to_string(dir.join(f)).ok())
@@ -46,6 +61,12 @@ pub fn listening_ports(proc_root: &Path, pid: u32, listeners: &[(u16, u64)]) -> 
     ports.sort_unstable();
     ports.dedup();
     ports
+}
+
+/// The agent's own network namespace (from its own `/proc`, whatever
+/// `proc_root` the host's processes are read from).
+fn own_net_namespace() -> Option<u32> {
+    net_namespace(Path::new("/proc"), std::process::id())
 }
 
 /// The inode of a process's network namespace (`/proc/PID/ns/net` -> `net:[4026531840]`).

@@ -8,6 +8,7 @@
 pub mod listeners;
 pub mod maps;
 pub mod process;
+pub mod sock_diag;
 pub mod symbols;
 
 use std::{
