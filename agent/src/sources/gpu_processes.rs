@@ -96,7 +96,11 @@ impl GpuProcesses {
                 self.rescan(event.pid, Image::New);
                 self.exec_pending.insert(event.pid);
             }
-            PROC_LIBS_CHANGED => self.rescan(event.pid, Image::Same),
+            PROC_LIBS_CHANGED => {
+                // The loader is watched and has loaded what the program needs: no second look.
+                self.exec_pending.remove(&event.pid);
+                self.rescan(event.pid, Image::Same);
+            }
             PROC_EXIT => {
                 self.exec_pending.remove(&event.pid);
                 if let Some(t) = self.tracked.get_mut(&event.pid) {
