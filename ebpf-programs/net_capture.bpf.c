@@ -54,11 +54,14 @@ struct {
  * skc_num), so its end is recognised by cookie and the port kept here. `lost`
  * is set when one of its events does not fit in the ring buffer, and cleared
  * by the next one delivered, which carries NET_FLAG_AFTER_LOSS: the agent then
- * knows which connection has a hole, rather than only that events were lost. */
+ * knows which connection has a hole, rather than only that events were lost.
+ * `tls` is set once an OpenSSL call was seen on it: its ciphertext is not
+ * captured (the plaintext comes from the OpenSSL probes). */
 struct watched_sock {
 	__u16 local_port;
 	__u8 lost;
-	__u8 pad[5];
+	__u8 tls;
+	__u8 pad[4];
 };
 
 /* cookie -> struct watched_sock. LRU: a missed close must not leak an entry forever. */
@@ -101,13 +104,6 @@ struct ssl_call {
 	__u8 pad[2];
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64); /* pid_tgid */
-	__type(value, struct ssl_call);
-} ssl_calls SEC(".maps");
-
 /* SSL* -> its watched socket. Servers on memory BIOs (asyncio, Node, Go-style
  * event loops) do the socket I/O outside the SSL call: there, an SSL_read is
  * linked to the watched socket its thread received from last, and later calls
@@ -119,21 +115,30 @@ struct {
 	__type(value, struct ssl_link);
 } ssl_links SEC(".maps");
 
-/* pid_tgid -> the watched socket this thread last received from. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, struct ssl_link);
-} last_recv SEC(".maps");
+/*
+ * Per thread (task storage: freed with the thread, and one lookup per socket
+ * event where two hash operations were): the OpenSSL call in flight, and the
+ * watched socket the thread last received from.
+ */
+struct tls_thread {
+	struct ssl_call call;
+	struct ssl_link last_recv;
+	__u8 in_call;
+	__u8 has_last_recv;
+	__u8 pad[6];
+};
 
-/* Sockets known to carry TLS: their ciphertext is not captured. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
-	__type(value, __u8);
-} tls_socks SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct tls_thread);
+} tls_threads SEC(".maps");
+
+static __always_inline struct tls_thread *tls_thread(__u64 flags)
+{
+	return bpf_task_storage_get(&tls_threads, bpf_get_current_task_btf(), 0, flags);
+}
 
 /* Scratch space: an event is too big for the 512-byte stack. Room past the
  * event for the largest copy the verifier can prove (copy_user's masks). */
@@ -297,20 +302,21 @@ static __always_inline int capture(struct sock *sk, int ret, __u8 direction)
 	}
 
 	/* Inside SSL_read/SSL_write: link the call to this socket; the plaintext comes at its return. */
-	__u64 id = bpf_get_current_pid_tgid();
 	struct ssl_link link = { .sock_cookie = cookie, .local_port = port, .remote_port = remote_port };
-	struct ssl_call *call = bpf_map_lookup_elem(&ssl_calls, &id);
-	if (call) {
-		call->sock_cookie = cookie;
-		call->local_port = port;
-		call->remote_port = remote_port;
-		call->linked = 1;
-		bpf_map_update_elem(&ssl_links, &call->ssl, &link, BPF_ANY);
+	struct tls_thread *tt = tls_thread(direction == NET_RECV ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+	if (tt && tt->in_call) {
+		tt->call.sock_cookie = cookie;
+		tt->call.local_port = port;
+		tt->call.remote_port = remote_port;
+		tt->call.linked = 1;
+		bpf_map_update_elem(&ssl_links, &tt->call.ssl, &link, BPF_ANY);
 		return 0;
 	}
-	if (direction == NET_RECV)
-		bpf_map_update_elem(&last_recv, &id, &link, BPF_ANY);
-	if (bpf_map_lookup_elem(&tls_socks, &cookie))
+	if (tt && direction == NET_RECV) {
+		tt->last_recv = link;
+		tt->has_last_recv = 1;
+	}
+	if (ws && ws->tls)
 		return 0;
 
 	struct net_event *e = data_event(cookie, port, remote_port, direction);
@@ -319,10 +325,11 @@ static __always_inline int capture(struct sock *sk, int ret, __u8 direction)
 	e->len = ret;
 
 	__u32 limit = capture_limit(ret);
+	/* A trusted pointer: direct loads, not a helper call per register. */
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	long nr = BPF_CORE_READ(regs, orig_ax);
-	void *buf = (void *)BPF_CORE_READ(regs, si);
-	__u64 count = BPF_CORE_READ(regs, dx);
+	long nr = regs->orig_ax;
+	void *buf = (void *)regs->si;
+	__u64 count = regs->dx;
 	/* One call site for the iovec loop: the verifier walks each inlined copy. */
 	struct user_iovec *iov = NULL;
 	switch (nr) {
@@ -439,15 +446,17 @@ int BPF_PROG(on_sock_state, const struct sock *sk, const int oldstate, const int
 
 static __always_inline int ssl_enter(struct pt_regs *ctx, __u8 direction, bool ex)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct ssl_call call = {
+	struct tls_thread *tt = tls_thread(BPF_LOCAL_STORAGE_GET_F_CREATE);
+	/* If one SSL call wraps another, the outer one's buffer is the caller's. */
+	if (!tt || tt->in_call)
+		return 0;
+	tt->call = (struct ssl_call){
 		.ssl = PT_REGS_PARM1(ctx),
 		.buf = PT_REGS_PARM2(ctx),
 		.out = ex ? PT_REGS_PARM4(ctx) : 0,
 		.direction = direction,
 	};
-	/* NOEXIST: if one SSL call wraps another, the outer one's buffer is the caller's. */
-	bpf_map_update_elem(&ssl_calls, &id, &call, BPF_NOEXIST);
+	tt->in_call = 1;
 	return 0;
 }
 
@@ -466,19 +475,17 @@ int ssl_write_ex_enter(struct pt_regs *ctx) { return ssl_enter(ctx, NET_SEND, tr
 SEC("uretprobe")
 int ssl_return(struct pt_regs *ctx)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct ssl_call *call = bpf_map_lookup_elem(&ssl_calls, &id);
-	if (!call)
+	struct tls_thread *tt = tls_thread(0);
+	if (!tt || !tt->in_call)
 		return 0;
-	struct ssl_call c = *call;
-	bpf_map_delete_elem(&ssl_calls, &id);
+	struct ssl_call c = tt->call;
+	tt->in_call = 0;
 	if (!c.linked) {
 		/* No socket I/O inside this call: a memory BIO, or data from OpenSSL's buffer. */
 		struct ssl_link *link = bpf_map_lookup_elem(&ssl_links, &c.ssl);
-		if (!link && c.direction == NET_RECV) {
-			link = bpf_map_lookup_elem(&last_recv, &id);
-			if (link)
-				bpf_map_update_elem(&ssl_links, &c.ssl, link, BPF_ANY);
+		if (!link && c.direction == NET_RECV && tt->has_last_recv) {
+			link = &tt->last_recv;
+			bpf_map_update_elem(&ssl_links, &c.ssl, link, BPF_ANY);
 		}
 		/* Still none: not a watched connection (the server as a TLS client, say). */
 		if (!link)
@@ -487,8 +494,9 @@ int ssl_return(struct pt_regs *ctx)
 		c.local_port = link->local_port;
 		c.remote_port = link->remote_port;
 	}
-	__u8 one = 1;
-	bpf_map_update_elem(&tls_socks, &c.sock_cookie, &one, BPF_ANY);
+	struct watched_sock *ws = bpf_map_lookup_elem(&watched_socks, &c.sock_cookie);
+	if (ws)
+		ws->tls = 1;
 	long rc = PT_REGS_RC(ctx);
 	__u64 n = 0;
 	if (c.out) {
@@ -506,6 +514,6 @@ int ssl_return(struct pt_regs *ctx)
 	e->flags = NET_FLAG_TLS;
 	e->len = n;
 	e->captured = copy_user(e, 0, (void *)c.buf, capture_limit(n));
-	submit(e, bpf_map_lookup_elem(&watched_socks, &c.sock_cookie));
+	submit(e, ws);
 	return 0;
 }

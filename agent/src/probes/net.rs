@@ -94,6 +94,8 @@ impl NetProbes {
         let mut ebpf = EbpfLoader::new()
             .btf(Some(btf))
             .override_global("capture_bytes", &capture_bytes, true)
+            // Task storage (the TLS per-thread state) has no typed map in aya: only the kernel side uses it.
+            .allow_unsupported_maps()
             .load(super::NET_CAPTURE_OBJ)
             .context("loading net_capture.bpf.o")?;
         let hook = attach_socket_hook(&mut ebpf, btf)?;
