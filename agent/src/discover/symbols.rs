@@ -22,9 +22,13 @@ pub fn function_offsets<'a>(
     path: &Path,
     wanted: impl IntoIterator<Item = &'a str>,
 ) -> Result<HashMap<&'a str, u64>> {
+    read_elf(path, |cache| elf_function_offsets(cache, wanted))
+}
+
+/// Reads the ELF file at `path` through a cache of the ranges the parser asks for.
+fn read_elf<T>(path: &Path, read: impl FnOnce(&ReadCache<File>) -> object::Result<T>) -> Result<T> {
     let file = File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let cache = ReadCache::new(file);
-    elf_function_offsets(&cache, wanted).with_context(|| format!("parsing ELF {}", path.display()))
+    read(&ReadCache::new(file)).with_context(|| format!("parsing ELF {}", path.display()))
 }
 
 /// [`function_offsets`] of an ELF image read through `data` (a file cache, or
@@ -53,25 +57,27 @@ pub fn symbol_addresses<'a>(
     path: &Path,
     wanted: impl IntoIterator<Item = &'a str>,
 ) -> Result<HashMap<&'a str, u64>> {
-    let file = File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let cache = ReadCache::new(file);
-    let elf = object::File::parse(&cache).with_context(|| format!("parsing ELF {}", path.display()))?;
-    Ok(defined(&elf, wanted, |sym| Some(sym.address())))
+    read_elf(path, |cache| {
+        let elf = object::File::parse(cache)?;
+        Ok(defined(&elf, wanted, |sym| Some(sym.address())))
+    })
 }
 
 /// The file ranges of the file's executable segments: where its code is.
 pub fn code_ranges(path: &Path) -> Result<Vec<Range<u64>>> {
-    let file = File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let cache = ReadCache::new(file);
-    let elf = object::File::parse(&cache).with_context(|| format!("parsing ELF {}", path.display()))?;
-    Ok(elf
-        .segments()
-        .filter(|s| matches!(s.flags(), SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_X != 0))
-        .map(|s| {
-            let (start, size) = s.file_range();
-            start..start.saturating_add(size)
-        })
-        .collect())
+    read_elf(path, |cache| {
+        let elf = object::File::parse(cache)?;
+        Ok(elf
+            .segments()
+            .filter(
+                |s| matches!(s.flags(), SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_X != 0),
+            )
+            .map(|s| {
+                let (start, size) = s.file_range();
+                start..start.saturating_add(size)
+            })
+            .collect())
+    })
 }
 
 /// The first definition of each wanted name (dynamic symbol table first) that
