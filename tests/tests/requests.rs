@@ -337,6 +337,30 @@ fn a_tls_server_is_measured_from_its_openssl_plaintext() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Runs a server in a network namespace of its own, with loopback up.
+const NEW_NETWORK_NAMESPACE: &[&str] = &[
+    "unshare",
+    "--net",
+    "sh",
+    "-c",
+    "ip link set lo up && exec \"$0\" \"$@\"",
+];
+
+/// A two-token chat completion for `model`, sent from inside `pid`'s network
+/// namespace to its loopback `port`; checks that it was answered.
+fn chat_in_namespace_of(pid: u32, port: &str, model: &str) {
+    let curl = std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["curl", "-sS", "-H", "Content-Type: application/json", "-d"])
+        .arg(format!(
+            r#"{{"model":"{model}","tokens":2,"ttft_ms":1,"gap_ms":1}}"#
+        ))
+        .arg(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+        .output()
+        .expect("nsenter curl");
+    assert!(String::from_utf8_lossy(&curl.stdout).contains("tok1"), "{curl:?}");
+}
+
 /// Containers have their own network namespaces and often the same port
 /// numbers: a watched server's port is watched in its own namespace only.
 #[test]
@@ -344,29 +368,13 @@ fn the_same_port_in_another_network_namespace_is_not_captured() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let host = TestServer::start();
     let port = host.port.to_string();
-    let other = TestServer::start_in(
-        &[
-            "unshare",
-            "--net",
-            "sh",
-            "-c",
-            "ip link set lo up && exec \"$0\" \"$@\"",
-        ],
-        &["--port", &port],
-    );
+    let other = TestServer::start_in(NEW_NETWORK_NAMESPACE, &["--port", &port]);
     assert_eq!(other.port, host.port);
     let mut agent = Agent::start_with_output("requests", &["--pid", &host.pid().to_string()]);
     agent.wait_for_log(&format!("capturing requests to port {port} (pid {})", host.pid()));
 
     // A request inside the other namespace, then one to the watched server.
-    let curl = std::process::Command::new("nsenter")
-        .arg(format!("--net=/proc/{}/ns/net", other.pid()))
-        .args(["curl", "-sS", "-H", "Content-Type: application/json", "-d"])
-        .arg(r#"{"model":"other-netns","tokens":2,"ttft_ms":1,"gap_ms":1}"#)
-        .arg(format!("http://127.0.0.1:{port}/v1/chat/completions"))
-        .output()
-        .expect("nsenter curl");
-    assert!(String::from_utf8_lossy(&curl.stdout).contains("tok1"), "{curl:?}");
+    chat_in_namespace_of(other.pid(), &port, "other-netns");
     other.next_truth();
     let mut conn = TcpStream::connect(("127.0.0.1", host.port)).unwrap();
     conn.write_all(&chat_request("watched", 2, 1, 1, false)).unwrap();
@@ -384,30 +392,14 @@ fn the_same_port_in_another_network_namespace_is_not_captured() {
 #[test]
 fn a_server_in_another_network_namespace_is_found_and_captured() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let server = TestServer::start_in(
-        &[
-            "unshare",
-            "--net",
-            "sh",
-            "-c",
-            "ip link set lo up && exec \"$0\" \"$@\"",
-        ],
-        &[],
-    );
+    let server = TestServer::start_in(NEW_NETWORK_NAMESPACE, &[]);
     let port = server.port.to_string();
     let mut agent = Agent::start_with_output("requests", &["--pid", &server.pid().to_string()]);
     agent.wait_for_log(&format!(
         "capturing requests to port {port} (pid {})",
         server.pid()
     ));
-    let curl = std::process::Command::new("nsenter")
-        .arg(format!("--net=/proc/{}/ns/net", server.pid()))
-        .args(["curl", "-sS", "-H", "Content-Type: application/json", "-d"])
-        .arg(r#"{"model":"in-container","tokens":2,"ttft_ms":1,"gap_ms":1}"#)
-        .arg(format!("http://127.0.0.1:{port}/v1/chat/completions"))
-        .output()
-        .expect("nsenter curl");
-    assert!(String::from_utf8_lossy(&curl.stdout).contains("tok1"), "{curl:?}");
+    chat_in_namespace_of(server.pid(), &port, "in-container");
     let r = agent.next_report("the request inside the namespace");
     assert_eq!(
         (r["model"].as_str(), r["pid"].as_u64()),
