@@ -23,7 +23,7 @@ use inferscope::{
     runtimes::Runtime,
 };
 
-use crate::median;
+use crate::{median, newest_program};
 
 static BASELINE_OBJ: &[u8] = aya::include_bytes_aligned!("../../ebpf-programs/obj/bench_baseline.bpf.o");
 
@@ -180,13 +180,10 @@ fn in_kernel(exe: &Path, offset: u64, btf: &aya::Btf) -> Result<()> {
         let mut probes = GpuProbes::load(btf)?;
         probes.attach(&stand_in(exe, statically_linked)?)?;
         time_calls(STATS_CALLS);
-        // The newest `gpu_call` on the host: the one just loaded.
-        let info = aya::programs::loaded_programs()
-            .filter_map(Result::ok)
-            .filter(|p| p.name_as_str() == Some(ENTRY_PROGRAM))
-            .max_by_key(|p| p.id())
-            .context("the agent's launch probe is not loaded")?;
-        println!("    {:>6.1} ns  {what}", ns_per_run(&info));
+        println!(
+            "    {:>6.1} ns  {what}",
+            ns_per_run(&newest_program(ENTRY_PROGRAM)?)
+        );
     }
     Ok(())
 }

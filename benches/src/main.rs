@@ -63,3 +63,13 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
+
+/// The newest loaded BPF program of that name on the host: the one this
+/// benchmark just loaded (the kernel names programs after their function).
+pub fn newest_program(name: &str) -> anyhow::Result<aya::programs::ProgramInfo> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str() == Some(name))
+        .max_by_key(|p| p.id())
+        .ok_or_else(|| anyhow::anyhow!("no BPF program {name} is loaded"))
+}

@@ -12,7 +12,7 @@ use anyhow::{Context as _, Result};
 use aya::Btf;
 use inferscope::probes::{NetProbes, raise_memlock_limit};
 
-use crate::median;
+use crate::{median, newest_program};
 
 const WRITES: u32 = 1_000_000;
 const ROUND_TRIPS: u32 = 100_000;
@@ -101,27 +101,17 @@ impl RunTime {
     }
 }
 
-/// The send and receive capture programs' totals, the newest of each name (this process's).
+/// The send and receive capture programs' totals (this process's: the newest of each name).
 fn capture_run_time() -> Result<RunTime> {
-    let mut newest: [Option<aya::programs::ProgramInfo>; 2] = [None, None];
-    for info in aya::programs::loaded_programs().filter_map(Result::ok) {
-        let Some(i) = ["on_sock_send", "on_sock_recv"]
-            .iter()
-            .position(|n| info.name_as_str() == Some(n))
-        else {
-            continue;
-        };
-        if newest[i].as_ref().is_none_or(|n| n.id() < info.id()) {
-            newest[i] = Some(info);
-        }
-    }
-    newest.iter().try_fold(RunTime { ns: 0, runs: 0 }, |sum, info| {
-        let info = info.as_ref().context("the capture programs are not loaded")?;
-        Ok(RunTime {
-            ns: sum.ns + info.run_time().as_nanos() as u64,
-            runs: sum.runs + info.run_count(),
+    ["on_sock_send", "on_sock_recv"]
+        .into_iter()
+        .try_fold(RunTime { ns: 0, runs: 0 }, |sum, name| {
+            let info = newest_program(name)?;
+            Ok(RunTime {
+                ns: sum.ns + info.run_time().as_nanos() as u64,
+                runs: sum.runs + info.run_count(),
+            })
         })
-    })
 }
 
 fn time_writes(devnull: &std::fs::File) -> Result<f64> {
