@@ -9,22 +9,20 @@
 //! still 12 % of it when read once per namespace, in the soak benchmark).
 //! Callers read a namespace's listeners once and reuse them.
 
-use std::{collections::HashSet, fs, path::Path};
+use std::{collections::HashSet, fs, path::Path, sync::OnceLock};
 
 use super::sock_diag;
 
 /// TCP_LISTEN in the `st` column.
 const LISTEN: &str = "0A";
 
-/// (port, socket inode) of every listening TCP socket in `pid`'s network namespace.
-pub fn namespace_listeners(proc_root: &Path, pid: u32) -> Vec<(u16, u64)> {
+/// (port, socket inode) of every listening TCP socket in `pid`'s network
+/// namespace, `netns` ([`net_namespace`] of `pid`, which the caller has).
+pub fn namespace_listeners(proc_root: &Path, pid: u32, netns: Option<u32>) -> Vec<(u16, u64)> {
     let dir = proc_root.join(pid.to_string());
-    let own = own_net_namespace();
-    let theirs = net_namespace(proc_root, pid);
-    let namespace = dir.join("ns/net");
-    let asked = match (own, theirs) {
+    let asked = match (own_net_namespace(), netns) {
         (Some(own), Some(theirs)) if own == theirs => sock_diag::listeners(None),
-        _ => sock_diag::listeners(Some(&namespace)),
+        _ => sock_diag::listeners(Some(&dir.join("ns/net"))),
     };
     match asked {
         Ok(listeners) => return listeners,
@@ -64,9 +62,10 @@ pub fn listening_ports(proc_root: &Path, pid: u32, listeners: &[(u16, u64)]) -> 
 }
 
 /// The agent's own network namespace (from its own `/proc`, whatever
-/// `proc_root` the host's processes are read from).
+/// `proc_root` the host's processes are read from), read once.
 fn own_net_namespace() -> Option<u32> {
-    net_namespace(Path::new("/proc"), std::process::id())
+    static OWN: OnceLock<Option<u32>> = OnceLock::new();
+    *OWN.get_or_init(|| net_namespace(Path::new("/proc"), std::process::id()))
 }
 
 /// The inode of a process's network namespace (`/proc/PID/ns/net` -> `net:[4026531840]`).
@@ -114,8 +113,9 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let (proc_root, pid) = (Path::new("/proc"), std::process::id());
-        let ports = listening_ports(proc_root, pid, &namespace_listeners(proc_root, pid));
+        let netns = net_namespace(proc_root, pid);
+        assert!(netns.is_some_and(|ino| ino > 1));
+        let ports = listening_ports(proc_root, pid, &namespace_listeners(proc_root, pid, netns));
         assert!(ports.contains(&port), "{port} not in {ports:?}");
-        assert!(net_namespace(Path::new("/proc"), std::process::id()).is_some_and(|ino| ino > 1));
     }
 }

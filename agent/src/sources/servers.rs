@@ -97,8 +97,9 @@ impl Servers {
         let engine = server_engine(comm, &cmdline);
         if always || engine.is_some() || self.comms.iter().any(|c| c == comm) {
             self.candidates.insert(pid, engine);
-            let listeners = namespace_listeners(&self.proc_root, pid);
-            self.refresh_ports(pid, &listeners);
+            let netns = net_namespace(&self.proc_root, pid);
+            let listeners = namespace_listeners(&self.proc_root, pid, netns);
+            self.refresh_ports(pid, netns, &listeners);
         }
     }
 
@@ -115,8 +116,9 @@ impl Servers {
         }
     }
 
-    /// Looks for `pid`'s TLS library and listening ports (`listeners`: its namespace's).
-    fn refresh_ports(&mut self, pid: u32, listeners: &[(u16, u64)]) {
+    /// Looks for `pid`'s TLS library and listening ports (`listeners`: those of
+    /// its network namespace, `netns`).
+    fn refresh_ports(&mut self, pid: u32, netns: Option<u32>, listeners: &[(u16, u64)]) {
         // TLS: the plaintext of its OpenSSL calls (libssl may be loaded late: look until found).
         if !self.net.has_tls(pid)
             && let Some(libssl) = tls_library(&self.proc_root, pid)
@@ -130,7 +132,6 @@ impl Servers {
                 Err(e) => log::warn!("pid {pid}: TLS traffic will not be decoded: {e:#}"),
             }
         }
-        let netns = net_namespace(&self.proc_root, pid);
         for port in listening_ports(&self.proc_root, pid, listeners) {
             if self.watched_ports.insert((port, netns)) {
                 match self.net.watch_port(port, netns) {
@@ -185,9 +186,9 @@ impl Servers {
                 let netns = net_namespace(&self.proc_root, pid);
                 let listeners = tables
                     .entry(netns)
-                    .or_insert_with(|| namespace_listeners(&self.proc_root, pid))
+                    .or_insert_with(|| namespace_listeners(&self.proc_root, pid, netns))
                     .clone();
-                self.refresh_ports(pid, &listeners);
+                self.refresh_ports(pid, netns, &listeners);
             }
         }
         queues
