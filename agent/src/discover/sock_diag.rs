@@ -108,14 +108,14 @@ fn dump(socket: &OwnedFd, family: u8, found: &mut Vec<(u16, u64)>) -> io::Result
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum Dump {
+enum Dump {
     More,
     Done,
 }
 
 /// Reads one datagram of a dump answer into `found`: whatever the bytes, a
 /// result or an error, never a panic.
-pub fn parse_dump(mut bytes: &[u8], found: &mut Vec<(u16, u64)>) -> io::Result<Dump> {
+fn parse_dump(mut bytes: &[u8], found: &mut Vec<(u16, u64)>) -> io::Result<Dump> {
     let malformed = || io::Error::new(io::ErrorKind::InvalidData, "malformed sock_diag answer");
     while !bytes.is_empty() {
         let header = bytes.get(..NLMSG_HEADER).ok_or_else(malformed)?;
