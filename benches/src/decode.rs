@@ -17,8 +17,14 @@ pub fn run() -> Result<()> {
     let mut tracker = RequestTracker::new(Clock::starting_at(std::time::UNIX_EPOCH), 0);
     let mut done = Vec::new();
     let start = Instant::now();
-    for ev in &events {
-        tracker.on_event(ev, &mut done);
+    for (header, data) in &events {
+        tracker.on_event(
+            &NetEvent {
+                header: *header,
+                data,
+            },
+            &mut done,
+        );
     }
     let secs = start.elapsed().as_secs_f64();
     anyhow::ensure!(
@@ -39,9 +45,9 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-fn event(cookie: u64, ts: u64, kind: u8, direction: u8, data: &[u8]) -> NetEvent {
-    NetEvent {
-        header: NetEventHeader {
+fn event(cookie: u64, ts: u64, kind: u8, direction: u8, data: &[u8]) -> (NetEventHeader, Vec<u8>) {
+    (
+        NetEventHeader {
             ktime_ns: ts,
             sock_cookie: cookie,
             pid: 1,
@@ -52,15 +58,16 @@ fn event(cookie: u64, ts: u64, kind: u8, direction: u8, data: &[u8]) -> NetEvent
             direction,
             ..NetEventHeader::default()
         },
-        data: data.to_vec(),
-    }
+        data.to_vec(),
+    )
 }
 
 fn chunk(payload: &str) -> Vec<u8> {
     format!("{:x}\r\n{payload}\r\n", payload.len()).into_bytes()
 }
 
-fn stream_events() -> Vec<NetEvent> {
+/// Each event's header and captured bytes.
+fn stream_events() -> Vec<(NetEventHeader, Vec<u8>)> {
     let body = r#"{"model":"smollm2","messages":[{"role":"user","content":"Write a haiku about kernels."}],"stream":true}"#;
     let request = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",

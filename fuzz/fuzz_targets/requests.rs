@@ -73,12 +73,6 @@ fuzz_target!(|steps: Vec<Step<'_>>| {
             flags,
             pad: [0; 5],
         };
-        tracker.on_event(
-            &NetEvent {
-                header,
-                data: data.to_vec(),
-            },
-            &mut done,
-        );
+        tracker.on_event(&NetEvent { header, data }, &mut done);
     }
 });

@@ -140,7 +140,7 @@ proptest! {
                 flags,
                 ..NetEventHeader::default()
             };
-            tracker.on_event(&NetEvent { header, data }, &mut done);
+            tracker.on_event(&NetEvent { header, data: &data }, &mut done);
         }
         tracker.interval_end(1_000_000);
     }

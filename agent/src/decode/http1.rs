@@ -229,8 +229,8 @@ impl Http1Parser {
                 true
             }
             Body::ChunkData(left) => self.counted_data(left, Body::ChunkData, missing, ts_ns, out),
-            Body::ChunkDataEnd => match self.line() {
-                Some(line) if line.is_empty() => {
+            Body::ChunkDataEnd => match self.line(<[u8]>::is_empty) {
+                Some(true) => {
                     self.body = Body::ChunkSize;
                     true
                 }
@@ -240,11 +240,8 @@ impl Http1Parser {
                 }
                 None => self.no_line_yet(out),
             },
-            Body::ChunkSize => match self.line() {
-                Some(line) => {
-                    let size = std::str::from_utf8(&line)
-                        .ok()
-                        .and_then(|l| u64::from_str_radix(l.split(';').next()?.trim(), 16).ok());
+            Body::ChunkSize => match self.line(chunk_size) {
+                Some(size) => {
                     match size {
                         Some(0) => self.body = Body::Trailer,
                         Some(n) => self.body = Body::ChunkData(n),
@@ -254,8 +251,8 @@ impl Http1Parser {
                 }
                 None => self.no_line_yet(out),
             },
-            Body::Trailer => match self.line() {
-                Some(line) if line.is_empty() => {
+            Body::Trailer => match self.line(<[u8]>::is_empty) {
+                Some(true) => {
                     self.body = Body::None;
                     out.push(Http1Event::End { ts_ns });
                     true
@@ -325,13 +322,20 @@ impl Http1Parser {
         false
     }
 
-    /// A CRLF-terminated line from the buffer, without the CRLF.
-    fn line(&mut self) -> Option<Vec<u8>> {
-        let end = self.buf.windows(2).position(|w| w == b"\r\n")?;
-        let line = self.buf[..end].to_vec();
+    /// Reads a CRLF-terminated line from the buffer with `read` (it sees the
+    /// line without its CRLF), then consumes it; `None` until the CRLF arrived.
+    fn line<T>(&mut self, read: impl FnOnce(&[u8]) -> T) -> Option<T> {
+        let end = memchr::memmem::find(&self.buf, b"\r\n")?;
+        let value = read(&self.buf[..end]);
         self.buf.drain(..end + 2);
-        Some(line)
+        Some(value)
     }
+}
+
+/// A chunk-size line's size (hexadecimal, before any `;` extension).
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let line = std::str::from_utf8(line).ok()?;
+    u64::from_str_radix(line.split(';').next()?.trim(), 16).ok()
 }
 
 fn no_body_status(status: u16) -> bool {

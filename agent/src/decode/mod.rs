@@ -13,24 +13,25 @@ mod fuzz;
 use inferscope_shared::NetEventHeader;
 
 /// One captured send, receive or connection state change: what socket capture
-/// produces and the request state machine (`derive::requests`) consumes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NetEvent {
+/// produces and the request state machine (`derive::requests`) consumes. It
+/// borrows its bytes from the ring buffer record: nothing is copied to decode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetEvent<'a> {
     pub header: NetEventHeader,
     /// The first `header.captured` bytes the call moved (of `header.len`).
-    pub data: Vec<u8>,
+    pub data: &'a [u8],
 }
 
-impl NetEvent {
+impl<'a> NetEvent<'a> {
     /// Decodes one ring buffer record; `None` when it is shorter than it says.
-    pub fn from_record(bytes: &[u8]) -> Option<Self> {
+    pub fn from_record(bytes: &'a [u8]) -> Option<Self> {
         let head_len = size_of::<NetEventHeader>();
         if bytes.len() < head_len {
             return None;
         }
         // SAFETY: NetEventHeader is plain integers; read_unaligned copes with any alignment.
         let header = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<NetEventHeader>()) };
-        let data = bytes.get(head_len..head_len + header.captured as usize)?.to_vec();
+        let data = bytes.get(head_len..head_len + header.captured as usize)?;
         Some(Self { header, data })
     }
 }

@@ -44,7 +44,7 @@ impl SseSplitter {
 /// tail in `partial` for the next call. Whole lines inside `bytes` are not copied.
 fn for_each_line(partial: &mut Vec<u8>, bytes: &[u8], mut f: impl FnMut(&[u8])) {
     let mut rest = bytes;
-    while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+    while let Some(i) = memchr::memchr(b'\n', rest) {
         if partial.is_empty() {
             f(&rest[..i]);
         } else {

@@ -3,6 +3,8 @@
 //! carries generated content, and the token usage a server reports. Prompt and
 //! answer text are looked at (is it empty?) but never kept.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 /// Paths of text-generation endpoints: OpenAI-compatible (vLLM, SGLang, TGI,
@@ -115,16 +117,17 @@ impl Usage {
 }
 
 /// One streamed record (SSE `data`, NDJSON line) or a whole JSON response.
+/// It borrows from the record's bytes: read once per token, it allocates nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Record {
+pub struct Record<'a> {
     /// It carries generated content (a token), not just a role, an empty delta or a summary.
     pub content: bool,
     pub usage: Usage,
     /// The model the response names, for servers whose requests do not.
-    pub model: Option<String>,
+    pub model: Option<Cow<'a, str>>,
 }
 
-pub fn read_record(bytes: &[u8]) -> Record {
+pub fn read_record(bytes: &[u8]) -> Record<'_> {
     let Ok(r) = serde_json::from_slice::<shape::Record>(bytes) else {
         return Record::default();
     };
@@ -146,7 +149,7 @@ mod shape {
         de::{IgnoredAny, MapAccess, SeqAccess, Visitor},
     };
 
-    use super::Usage;
+    use super::{Cow, Usage};
 
     /// Whether a value is a non-empty string or array.
     #[derive(Default)]
@@ -154,25 +157,35 @@ mod shape {
     /// A value if it is an unsigned integer.
     #[derive(Default)]
     pub struct Count(pub Option<u64>);
-    /// A value if it is a string.
+    /// A value if it is a string: borrowed from the record unless it has escapes.
     #[derive(Default)]
-    pub struct Text(pub Option<String>);
+    pub struct Text<'a>(pub Option<Cow<'a, str>>);
+    /// Whether any element of an array of choices carries content (no array is built).
+    #[derive(Default)]
+    pub struct AnyContent(pub bool);
 
-    struct Any<T>(fn(Kind) -> T);
-    enum Kind<'a> {
+    /// Reads any JSON value as its `Kind`, mapped by the function to what a field keeps.
+    struct Any<'de, T>(fn(Kind<'_, 'de>) -> T);
+    enum Kind<'a, 'de> {
+        /// A string with escapes, decoded into a buffer that lives only for the call.
         Str(&'a str),
+        /// A string as it is in the record.
+        Borrowed(&'de str),
         U64(u64),
         Seq(bool),
         Other,
     }
 
-    impl<'de, T> Visitor<'de> for Any<T> {
+    impl<'de, T> Visitor<'de> for Any<'de, T> {
         type Value = T;
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("any JSON value")
         }
         fn visit_str<E>(self, v: &str) -> Result<T, E> {
             Ok((self.0)(Kind::Str(v)))
+        }
+        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<T, E> {
+            Ok((self.0)(Kind::Borrowed(v)))
         }
         fn visit_u64<E>(self, v: u64) -> Result<T, E> {
             Ok((self.0)(Kind::U64(v)))
@@ -205,7 +218,12 @@ mod shape {
     impl<'de> Deserialize<'de> for NonEmpty {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
             d.deserialize_any(Any(|k| {
-                NonEmpty(matches!(k, Kind::Str(s) if !s.is_empty()) || matches!(k, Kind::Seq(true)))
+                NonEmpty(match k {
+                    Kind::Str(s) => !s.is_empty(),
+                    Kind::Borrowed(s) => !s.is_empty(),
+                    Kind::Seq(any) => any,
+                    _ => false,
+                })
             }))
         }
     }
@@ -216,15 +234,35 @@ mod shape {
         }
     }
 
-    impl<'de> Deserialize<'de> for Text {
+    impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
             d.deserialize_any(Any(|k| {
-                Text(if let Kind::Str(s) = k {
-                    Some(s.to_string())
-                } else {
-                    None
+                Text(match k {
+                    Kind::Borrowed(s) => Some(Cow::Borrowed(s)),
+                    Kind::Str(s) => Some(Cow::Owned(s.to_string())),
+                    _ => None,
                 })
             }))
+        }
+    }
+
+    impl<'de> Deserialize<'de> for AnyContent {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Choices;
+            impl<'de> Visitor<'de> for Choices {
+                type Value = AnyContent;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("an array of choices")
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<AnyContent, A::Error> {
+                    let mut any = false;
+                    while let Some(choice) = seq.next_element::<Choice>()? {
+                        any |= choice.carries_content();
+                    }
+                    Ok(AnyContent(any))
+                }
+            }
+            d.deserialize_seq(Choices)
         }
     }
 
@@ -241,6 +279,17 @@ mod shape {
     pub struct Choice {
         delta: Option<Delta>,
         text: NonEmpty,
+    }
+
+    impl Choice {
+        /// OpenAI chat (delta) and completions (text).
+        fn carries_content(&self) -> bool {
+            self.text.0
+                || self
+                    .delta
+                    .as_ref()
+                    .is_some_and(|d| d.content.0 || d.reasoning_content.0 || d.tool_calls.0)
+        }
     }
 
     #[derive(Default, Deserialize)]
@@ -271,8 +320,8 @@ mod shape {
 
     #[derive(Default, Deserialize)]
     #[serde(default)]
-    pub struct Record {
-        choices: Option<Vec<Choice>>,
+    pub struct Record<'a> {
+        choices: Option<AnyContent>,
         token: Option<Token>,
         message: Option<Message>,
         response: NonEmpty,
@@ -284,19 +333,14 @@ mod shape {
         tokens_predicted: Count,
         tokens_evaluated: Count,
         details: Option<Details>,
-        pub model: Text,
+        #[serde(borrow)]
+        pub model: Text<'a>,
     }
 
-    impl Record {
+    impl Record<'_> {
         pub fn carries_content(&self) -> bool {
             if let Some(choices) = &self.choices {
-                // OpenAI chat (delta) and completions (text).
-                return choices.iter().any(|c| {
-                    c.text.0
-                        || c.delta
-                            .as_ref()
-                            .is_some_and(|d| d.content.0 || d.reasoning_content.0 || d.tool_calls.0)
-                });
+                return choices.0;
             }
             // TGI: special tokens (end of sequence) are not content.
             if let Some(token) = &self.token {

@@ -4,7 +4,10 @@
 //! event (TTFT) and the gaps between later ones, counts tokens, and keeps each
 //! server's queue (waiting: request read, no token yet; running: streaming).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, HashMap, VecDeque},
+};
 
 use inferscope_shared::{
     NET_CLOSED, NET_DATA, NET_FLAG_AFTER_LOSS, NET_FLAG_RESET_BY_PEER, NET_FLAG_TLS, NET_FLAG_UNREADABLE,
@@ -104,31 +107,32 @@ impl InFlight {
         }
     }
 
-    /// Feeds response body bytes; records go to `absorb`.
+    /// Feeds response body bytes; each record goes to `absorb` as it completes.
     fn response_body(&mut self, ts_ns: u64, data: &[u8], missing: usize, queue: &mut Queue) {
         if missing > 0 {
             self.truncated = true;
         }
-        let mut records = Vec::new();
-        match &mut self.body {
+        // The splitter lends each record; it is read and absorbed before the next.
+        let mut body = std::mem::take(&mut self.body);
+        match &mut body {
             BodyKind::Sse(s) => {
                 if missing > 0 {
                     s.gap();
                 }
-                s.feed(data, |rec| records.push(llm::read_record(rec)));
+                s.feed(data, |rec| self.absorb(llm::read_record(rec), ts_ns, queue));
             }
             BodyKind::Ndjson(s) => {
                 if missing > 0 {
                     s.gap();
                 }
-                s.feed(data, |rec| records.push(llm::read_record(rec)));
+                s.feed(data, |rec| self.absorb(llm::read_record(rec), ts_ns, queue));
             }
             BodyKind::Grpc(g) => {
                 let content = llm::Record {
                     content: true,
                     ..llm::Record::default()
                 };
-                g.feed(data, missing, |_| records.push(content.clone()));
+                g.feed(data, missing, |_| self.absorb(content.clone(), ts_ns, queue));
             }
             BodyKind::Plain => {
                 let room = RESPONSE_BODY_KEEP.saturating_sub(self.response_body.len());
@@ -136,9 +140,7 @@ impl InFlight {
                     .extend_from_slice(&data[..data.len().min(room)]);
             }
         }
-        for rec in records {
-            self.absorb(rec, ts_ns, queue);
-        }
+        self.body = body;
     }
 
     fn request_body(&mut self, data: &[u8], missing: usize) {
@@ -260,12 +262,35 @@ pub struct QueueReport {
     pub protocol: Protocol,
 }
 
+/// Hashes a socket cookie for the connection table: cookies are numbers the
+/// kernel hands out in sequence, not chosen by peers, so one multiplication
+/// spreads them (SipHash's flooding resistance buys nothing here, on every event).
+#[derive(Default)]
+struct CookieHasher(u64);
+
+impl std::hash::Hasher for CookieHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        bytes.iter().for_each(|b| self.write_u64(u64::from(*b)));
+    }
+    fn write_u64(&mut self, cookie: u64) {
+        // Fibonacci hashing: the golden ratio's odd 64-bit multiple.
+        self.0 = (self.0 ^ cookie).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type Connections = HashMap<u64, Conn, std::hash::BuildHasherDefault<CookieHasher>>;
+
 pub struct RequestTracker {
     clock: Clock,
-    conns: HashMap<u64, Conn>,
+    conns: Connections,
     queues: BTreeMap<ServerKey, Queue>,
     interval_start_ns: u64,
     dropped: Dropped,
+    /// What an HTTP/1.1 parser completed from the event being handled (kept: one allocation).
+    http1_events: Vec<Http1Event>,
 }
 
 impl RequestTracker {
@@ -273,10 +298,11 @@ impl RequestTracker {
     pub fn new(clock: Clock, now_ns: u64) -> Self {
         Self {
             clock,
-            conns: HashMap::new(),
+            conns: Connections::default(),
             queues: BTreeMap::new(),
             interval_start_ns: now_ns,
             dropped: Dropped::new(),
+            http1_events: Vec::new(),
         }
     }
 
@@ -289,7 +315,7 @@ impl RequestTracker {
     }
 
     /// Feeds one captured event; finished requests are appended to `done`.
-    pub fn on_event(&mut self, ev: &NetEvent, done: &mut Vec<RequestRecord>) {
+    pub fn on_event(&mut self, ev: &NetEvent<'_>, done: &mut Vec<RequestRecord>) {
         let h = &ev.header;
         if h.kind == NET_DATA
             && self.conns.len() >= MAX_CONNECTIONS
@@ -327,7 +353,7 @@ impl RequestTracker {
                 };
                 let seg = Segment {
                     ts_ns: h.ktime_ns,
-                    data: &ev.data,
+                    data: ev.data,
                     missing,
                 };
                 let queue = self.queues.entry(conn.server).or_insert_with(|| Queue {
@@ -356,13 +382,13 @@ impl RequestTracker {
                     conn.on_h2(seg, h.direction, queue, done, &mut self.dropped);
                     return;
                 }
-                let mut events = Vec::new();
+                let events = &mut self.http1_events;
                 if h.direction == NET_RECV {
                     conn.request_first_byte_ns.get_or_insert(h.ktime_ns);
-                    conn.requests.feed(seg, &mut events);
+                    conn.requests.feed(seg, events);
                     conn.on_request_events(events, h.ktime_ns, queue, &mut self.dropped);
                 } else if h.direction == NET_SEND {
-                    conn.responses.feed(seg, &mut events);
+                    conn.responses.feed(seg, events);
                     conn.on_response_events(events, h.ktime_ns, queue, done, &mut self.dropped);
                 }
             }
@@ -377,8 +403,8 @@ impl RequestTracker {
                     if after_loss {
                         conn.lose_place(h.ktime_ns, RequestDrop::EventsLost, queue, &mut self.dropped);
                     }
-                    let mut events = Vec::new();
-                    conn.responses.close(h.ktime_ns, &mut events);
+                    let events = &mut self.http1_events;
+                    conn.responses.close(h.ktime_ns, events);
                     conn.on_response_events(events, h.ktime_ns, queue, done, &mut self.dropped);
                     let client_left = conn.peer_closed || h.flags & NET_FLAG_RESET_BY_PEER != 0;
                     let outcome = if client_left {
@@ -463,12 +489,12 @@ impl Conn {
     /// Request-side events of one capture at `at_ns`.
     fn on_request_events(
         &mut self,
-        events: Vec<Http1Event>,
+        events: &mut Vec<Http1Event>,
         at_ns: u64,
         queue: &mut Queue,
         dropped: &mut Dropped,
     ) {
-        for ev in events {
+        for ev in events.drain(..) {
             match ev {
                 Http1Event::Head { ts_ns, head } => {
                     let start_ns = self.request_first_byte_ns.take().unwrap_or(ts_ns);
@@ -509,13 +535,13 @@ impl Conn {
     /// Response-side events of one capture at `at_ns` (or of the close).
     fn on_response_events(
         &mut self,
-        events: Vec<Http1Event>,
+        events: &mut Vec<Http1Event>,
         at_ns: u64,
         queue: &mut Queue,
         done: &mut Finished<'_>,
         dropped: &mut Dropped,
     ) {
-        for ev in events {
+        for ev in events.drain(..) {
             // Responses answer requests in order: the oldest unanswered one.
             let Some(r) = self.in_flight.front_mut() else {
                 continue;
@@ -531,7 +557,7 @@ impl Conn {
                     if matches!(r.body, BodyKind::Plain) && !r.response_body.is_empty() {
                         let rec = llm::read_record(&r.response_body);
                         r.usage.merge(rec.usage);
-                        r.model = r.model.or(rec.model);
+                        r.model = r.model.or(rec.model.map(Cow::into_owned));
                     }
                     finish(self.server, self.protocol(), r, ts_ns, Outcome::Ok, queue, done);
                 }
@@ -660,10 +686,10 @@ fn grpc_first_message(body: &[u8]) -> Vec<u8> {
 }
 
 impl InFlight {
-    fn absorb(&mut self, rec: llm::Record, ts_ns: u64, queue: &mut Queue) {
+    fn absorb(&mut self, rec: llm::Record<'_>, ts_ns: u64, queue: &mut Queue) {
         self.usage.merge(rec.usage);
         if self.model.is_none() {
-            self.model = rec.model;
+            self.model = rec.model.map(Cow::into_owned);
         }
         if !rec.content {
             return;
@@ -788,7 +814,7 @@ mod tests {
 
     const MS: u64 = 1_000_000;
 
-    fn data(cookie: u64, ts_ms: u64, direction: u8, bytes: &[u8]) -> NetEvent {
+    fn data(cookie: u64, ts_ms: u64, direction: u8, bytes: &[u8]) -> NetEvent<'_> {
         NetEvent {
             header: NetEventHeader {
                 ktime_ns: ts_ms * MS,
@@ -801,7 +827,7 @@ mod tests {
                 direction,
                 ..NetEventHeader::default()
             },
-            data: bytes.to_vec(),
+            data: bytes,
         }
     }
 
@@ -929,10 +955,10 @@ mod tests {
             &data(1, 0, NET_RECV, b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1"),
             &mut done,
         );
-        let tls = |mut ev: NetEvent| {
+        fn tls(mut ev: NetEvent<'_>) -> NetEvent<'_> {
             ev.header.flags = NET_FLAG_TLS;
             ev
-        };
+        }
         t.on_event(&tls(data(1, 10, NET_RECV, REQUEST)), &mut done);
         t.on_event(&data(1, 10, NET_RECV, b"\x17\x03\x03 ciphertext"), &mut done);
         t.on_event(&tls(data(1, 15, NET_SEND, HEAD)), &mut done);
@@ -978,7 +1004,8 @@ mod tests {
         t.on_event(&data(1, 0, NET_RECV, REQUEST), &mut done);
         t.on_event(&data(1, 5, NET_SEND, HEAD), &mut done);
         // The rest of that response was lost; the next event on the socket says so.
-        let mut late = data(1, 300, NET_SEND, &token("late"));
+        let late_token = token("late");
+        let mut late = data(1, 300, NET_SEND, &late_token);
         late.header.flags = NET_FLAG_AFTER_LOSS;
         t.on_event(&late, &mut done);
         t.on_event(&data(1, 301, NET_SEND, b"0\r\n\r\n"), &mut done);

@@ -142,7 +142,7 @@ impl Servers {
         }
     }
 
-    pub fn on_event(&mut self, ev: &NetEvent) {
+    pub fn on_event(&mut self, ev: &NetEvent<'_>) {
         self.tracker.on_event(ev, &mut self.finished);
     }
 
