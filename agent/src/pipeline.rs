@@ -30,7 +30,7 @@ use crate::{
 /// How often socket captures are drained without a wake-up: the kernel wakes
 /// the agent only once 256 KiB wait (`net_capture.bpf.c`), so this bounds how
 /// late a trickle of captures is read, at 40 idle wake-ups a second.
-const NET_DRAIN_PERIOD: Duration = Duration::from_millis(25);
+pub const NET_DRAIN_PERIOD: Duration = Duration::from_millis(25);
 
 /// When to report, and for how long.
 #[derive(Clone, Copy, Debug)]
