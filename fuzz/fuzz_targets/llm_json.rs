@@ -1,5 +1,6 @@
 //! The LLM readers: generation endpoints, the requested model (JSON, a
-//! truncated body's scan, Triton's protobuf), and records with usage.
+//! truncated body's scan, Triton's protobuf), and records with usage, whose
+//! fast path must read every input as the typed (serde) reader does.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -21,5 +22,5 @@ fuzz_target!(|input: Input<'_>| {
     };
     llm::is_generation_endpoint(input.path);
     llm::requested_model(path, input.body);
-    llm::read_record(input.body);
+    assert_eq!(llm::read_record(input.body), llm::read_record_typed(input.body));
 });

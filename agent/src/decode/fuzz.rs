@@ -93,7 +93,7 @@ proptest! {
             }
         }
         crate::decode::http2::GrpcSplitter::default().feed(&bytes, cuts.len(), |_| {});
-        llm::read_record(&bytes);
+        prop_assert_eq!(llm::read_record(&bytes), llm::read_record_typed(&bytes));
         llm::requested_model("/v1/completions", &bytes);
     }
 

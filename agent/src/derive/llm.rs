@@ -7,6 +7,8 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
+mod scan;
+
 /// Paths of text-generation endpoints: OpenAI-compatible (vLLM, SGLang, TGI,
 /// llama.cpp, Ollama), TGI native, llama.cpp native, Ollama native, Triton
 /// (HTTP and gRPC), and gRPC generate services.
@@ -128,13 +130,25 @@ pub struct Record<'a> {
 }
 
 pub fn read_record(bytes: &[u8]) -> Record<'_> {
-    let Ok(r) = serde_json::from_slice::<shape::Record>(bytes) else {
-        return Record::default();
-    };
-    Record {
-        content: r.carries_content(),
-        usage: r.usage(),
-        model: r.model.0,
+    scan::record(bytes).map_or_else(|| read_record_typed(bytes), Record::from)
+}
+
+/// The reference reader: serde over the typed shape. `read_record` answers the
+/// same, faster, for the records servers send (the `llm_json` fuzz target
+/// compares the two on any input).
+pub fn read_record_typed(bytes: &[u8]) -> Record<'_> {
+    serde_json::from_slice::<shape::Record>(bytes)
+        .map(Record::from)
+        .unwrap_or_default()
+}
+
+impl<'a> From<shape::Record<'a>> for Record<'a> {
+    fn from(r: shape::Record<'a>) -> Self {
+        Record {
+            content: r.carries_content(),
+            usage: r.usage(),
+            model: r.model.0,
+        }
     }
 }
 
@@ -166,7 +180,7 @@ mod shape {
 
     /// Reads any JSON value as its `Kind`, mapped by the function to what a field keeps.
     struct Any<'de, T>(fn(Kind<'_, 'de>) -> T);
-    enum Kind<'a, 'de> {
+    pub(super) enum Kind<'a, 'de> {
         /// A string with escapes, decoded into a buffer that lives only for the call.
         Str(&'a str),
         /// A string as it is in the record.
@@ -215,34 +229,53 @@ mod shape {
         }
     }
 
+    /// What a field keeps of any value: serde's visitors and the fast path both map through it.
+    pub(super) trait FromKind<'de> {
+        fn from_kind(k: Kind<'_, 'de>) -> Self;
+    }
+
+    impl FromKind<'_> for NonEmpty {
+        fn from_kind(k: Kind<'_, '_>) -> Self {
+            NonEmpty(match k {
+                Kind::Str(s) => !s.is_empty(),
+                Kind::Borrowed(s) => !s.is_empty(),
+                Kind::Seq(any) => any,
+                _ => false,
+            })
+        }
+    }
+
+    impl FromKind<'_> for Count {
+        fn from_kind(k: Kind<'_, '_>) -> Self {
+            Count(if let Kind::U64(n) = k { Some(n) } else { None })
+        }
+    }
+
+    impl<'a> FromKind<'a> for Text<'a> {
+        fn from_kind(k: Kind<'_, 'a>) -> Self {
+            Text(match k {
+                Kind::Borrowed(s) => Some(Cow::Borrowed(s)),
+                Kind::Str(s) => Some(Cow::Owned(s.to_string())),
+                _ => None,
+            })
+        }
+    }
+
     impl<'de> Deserialize<'de> for NonEmpty {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_any(Any(|k| {
-                NonEmpty(match k {
-                    Kind::Str(s) => !s.is_empty(),
-                    Kind::Borrowed(s) => !s.is_empty(),
-                    Kind::Seq(any) => any,
-                    _ => false,
-                })
-            }))
+            d.deserialize_any(Any(NonEmpty::from_kind))
         }
     }
 
     impl<'de> Deserialize<'de> for Count {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_any(Any(|k| Count(if let Kind::U64(n) = k { Some(n) } else { None })))
+            d.deserialize_any(Any(Count::from_kind))
         }
     }
 
     impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_any(Any(|k| {
-                Text(match k {
-                    Kind::Borrowed(s) => Some(Cow::Borrowed(s)),
-                    Kind::Str(s) => Some(Cow::Owned(s.to_string())),
-                    _ => None,
-                })
-            }))
+            d.deserialize_any(Any(Text::from_kind))
         }
     }
 
@@ -269,21 +302,21 @@ mod shape {
     #[derive(Default, Deserialize)]
     #[serde(default)]
     pub struct Delta {
-        content: NonEmpty,
-        reasoning_content: NonEmpty,
-        tool_calls: NonEmpty,
+        pub(super) content: NonEmpty,
+        pub(super) reasoning_content: NonEmpty,
+        pub(super) tool_calls: NonEmpty,
     }
 
     #[derive(Default, Deserialize)]
     #[serde(default)]
     pub struct Choice {
-        delta: Option<Delta>,
-        text: NonEmpty,
+        pub(super) delta: Option<Delta>,
+        pub(super) text: NonEmpty,
     }
 
     impl Choice {
         /// OpenAI chat (delta) and completions (text).
-        fn carries_content(&self) -> bool {
+        pub(super) fn carries_content(&self) -> bool {
             self.text.0
                 || self
                     .delta
@@ -295,46 +328,46 @@ mod shape {
     #[derive(Default, Deserialize)]
     #[serde(default)]
     pub struct Token {
-        text: NonEmpty,
-        special: Option<bool>,
+        pub(super) text: NonEmpty,
+        pub(super) special: Option<bool>,
     }
 
     #[derive(Default, Deserialize)]
     #[serde(default)]
     pub struct Message {
-        content: NonEmpty,
+        pub(super) content: NonEmpty,
     }
 
     #[derive(Default, Deserialize)]
     #[serde(default)]
     pub struct OpenAiUsage {
-        completion_tokens: Count,
-        prompt_tokens: Count,
+        pub(super) completion_tokens: Count,
+        pub(super) prompt_tokens: Count,
     }
 
     #[derive(Default, Deserialize)]
     #[serde(default)]
     pub struct Details {
-        generated_tokens: Count,
+        pub(super) generated_tokens: Count,
     }
 
     #[derive(Default, Deserialize)]
     #[serde(default)]
     pub struct Record<'a> {
-        choices: Option<AnyContent>,
-        token: Option<Token>,
-        message: Option<Message>,
-        response: NonEmpty,
-        content: NonEmpty,
-        text_output: NonEmpty,
-        usage: Option<OpenAiUsage>,
-        eval_count: Count,
-        prompt_eval_count: Count,
-        tokens_predicted: Count,
-        tokens_evaluated: Count,
-        details: Option<Details>,
+        pub(super) choices: Option<AnyContent>,
+        pub(super) token: Option<Token>,
+        pub(super) message: Option<Message>,
+        pub(super) response: NonEmpty,
+        pub(super) content: NonEmpty,
+        pub(super) text_output: NonEmpty,
+        pub(super) usage: Option<OpenAiUsage>,
+        pub(super) eval_count: Count,
+        pub(super) prompt_eval_count: Count,
+        pub(super) tokens_predicted: Count,
+        pub(super) tokens_evaluated: Count,
+        pub(super) details: Option<Details>,
         #[serde(borrow)]
-        pub model: Text<'a>,
+        pub(super) model: Text<'a>,
     }
 
     impl Record<'_> {
