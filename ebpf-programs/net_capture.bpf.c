@@ -140,6 +140,23 @@ static __always_inline struct tls_thread *tls_thread(__u64 flags)
 	return bpf_task_storage_get(&tls_threads, bpf_get_current_task_btf(), 0, flags);
 }
 
+/* Processes whose OpenSSL calls are probed (set by the agent). Until there is
+ * one, no thread can be inside an SSL call, and a plain server's sends and
+ * receives skip the per-thread bookkeeping: an inlined load, not a lookup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} tls_processes SEC(".maps");
+
+static __always_inline bool tls_probed(void)
+{
+	__u32 zero = 0;
+	__u32 *n = bpf_map_lookup_elem(&tls_processes, &zero);
+	return n && *n;
+}
+
 /* Scratch space: an event is too big for the 512-byte stack. Room past the
  * event for the largest copy the verifier can prove (copy_user's masks). */
 struct scratch {
@@ -326,7 +343,9 @@ static __always_inline int capture(struct sock *sk, int ret, __u8 direction)
 
 	/* Inside SSL_read/SSL_write: link the call to this socket; the plaintext comes at its return. */
 	struct ssl_link link = { .sock_cookie = cookie, .local_port = port, .remote_port = remote_port };
-	struct tls_thread *tt = tls_thread(direction == NET_RECV ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+	struct tls_thread *tt = 0;
+	if (tls_probed())
+		tt = tls_thread(direction == NET_RECV ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
 	if (tt && tt->in_call) {
 		tt->call.sock_cookie = cookie;
 		tt->call.local_port = port;

@@ -165,13 +165,26 @@ impl NetProbes {
         }
         let probed = links.len() / 2;
         self.tls.insert(pid, links);
-        match result {
+        match result.and_then(|()| self.count_tls_processes()) {
             Ok(()) => Ok(probed),
             Err(e) => {
                 self.detach_tls(pid);
                 Err(e)
             }
         }
+    }
+
+    /// Tells the capture programs how many processes have OpenSSL probes: with
+    /// none, they skip the per-thread TLS bookkeeping on every send and receive.
+    fn count_tls_processes(&mut self) -> Result<()> {
+        let map = self
+            .ebpf
+            .map_mut("tls_processes")
+            .ok_or_else(|| anyhow!("tls_processes missing"))?;
+        let mut count: Array<_, u32> = Array::try_from(map)?;
+        count
+            .set(0, self.tls.len() as u32, 0)
+            .context("counting processes with TLS probes")
     }
 
     pub fn has_tls(&self, pid: u32) -> bool {
@@ -183,6 +196,9 @@ impl NetProbes {
             if let Ok(p) = super::uprobe(&mut self.ebpf, program) {
                 let _ = p.detach(link);
             }
+        }
+        if let Err(e) = self.count_tls_processes() {
+            log::warn!("{e:#}");
         }
     }
 
