@@ -325,7 +325,8 @@ impl Http1Parser {
     /// Reads a CRLF-terminated line from the buffer with `read` (it sees the
     /// line without its CRLF), then consumes it; `None` until the CRLF arrived.
     fn line<T>(&mut self, read: impl FnOnce(&[u8]) -> T) -> Option<T> {
-        let end = memchr::memmem::find(&self.buf, b"\r\n")?;
+        // The first LF preceded by a CR (a one-byte search: memmem would build a searcher per call).
+        let end = memchr::memchr_iter(b'\n', &self.buf).find(|&i| i > 0 && self.buf[i - 1] == b'\r')? - 1;
         let value = read(&self.buf[..end]);
         self.buf.drain(..end + 2);
         Some(value)
