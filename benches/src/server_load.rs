@@ -36,7 +36,8 @@ use inferscope::{
 
 use crate::{median, newest_program};
 
-const ROUNDS: usize = 5;
+/// Interleaved rounds of each kind; the medians are compared (the loss moves by a few points between single rounds on a shared 2-vCPU machine).
+const ROUNDS: usize = 9;
 const ROUND: Duration = Duration::from_secs(2);
 const TOKENS: usize = 16;
 
@@ -134,7 +135,7 @@ impl Agent {
         let mut ring = probes.events()?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let thread = thread::spawn(move || {
+        let thread = thread::Builder::new().name("agent".into()).spawn(move || {
             let _probes = probes;
             let mut tracker = RequestTracker::new(Clock::starting_at(std::time::UNIX_EPOCH), 0);
             let mut done = Vec::new();
@@ -160,7 +161,7 @@ impl Agent {
                 }
             }
             Ok((finished, thread_cpu_time()?))
-        });
+        })?;
         Ok(Self { stop, thread })
     }
 
