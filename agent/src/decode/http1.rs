@@ -69,7 +69,10 @@ const KEEP_CAPACITY: usize = 16 * 1024;
 #[derive(Debug)]
 pub struct Http1Parser {
     role: Role,
+    /// Bytes received and not yet framed start at `buf[start]`: taking bytes
+    /// moves `start`, and the buffer is compacted once per segment, not per take.
     buf: Vec<u8>,
+    start: usize,
     body: Body,
     /// Lost track of framing: waiting for a capture that starts a message.
     desynced: bool,
@@ -80,6 +83,7 @@ impl Http1Parser {
         Self {
             role,
             buf: Vec::new(),
+            start: 0,
             body: Body::None,
             desynced: false,
         }
@@ -111,9 +115,20 @@ impl Http1Parser {
             // Uncaptured bytes inside a head or chunk framing: we can no longer frame.
             self.desync("framing bytes were not captured", out);
         }
+        self.buf.drain(..self.start);
+        self.start = 0;
         if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
             self.buf = Vec::new();
         }
+    }
+
+    /// What is received and not yet framed.
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
     }
 
     /// Stops following the stream until a capture starts a new message: bytes
@@ -121,6 +136,7 @@ impl Http1Parser {
     pub fn resync(&mut self) {
         self.desynced = true;
         self.buf = Vec::new();
+        self.start = 0;
     }
 
     /// Whether `data` begins the way a message of this role begins: a method
@@ -151,12 +167,12 @@ impl Http1Parser {
     fn head(&mut self, ts_ns: u64, out: &mut Vec<Http1Event>) -> bool {
         // Tolerate the blank lines some clients send between pipelined requests.
         let skip = self
-            .buf
+            .pending()
             .iter()
             .take_while(|b| **b == b'\r' || **b == b'\n')
             .count();
-        self.buf.drain(..skip);
-        if self.buf.is_empty() {
+        self.consume(skip);
+        if self.pending().is_empty() {
             return false;
         }
         let mut headers = [httparse::EMPTY_HEADER; 64];
@@ -164,21 +180,21 @@ impl Http1Parser {
         let parsed = match self.role {
             Role::Request => {
                 let mut req = httparse::Request::new(&mut headers);
-                let status = req.parse(&self.buf);
+                let status = req.parse(self.pending());
                 head.method = req.method.unwrap_or_default().to_string();
                 head.path = req.path.unwrap_or_default().to_string();
                 status
             }
             Role::Response => {
                 let mut res = httparse::Response::new(&mut headers);
-                let status = res.parse(&self.buf);
+                let status = res.parse(self.pending());
                 head.status = res.code.unwrap_or(0);
                 status
             }
         };
         let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) if self.buf.len() <= MAX_HEAD => return false,
+            Ok(httparse::Status::Partial) if self.pending().len() <= MAX_HEAD => return false,
             Ok(httparse::Status::Partial) => {
                 self.desync("head larger than 64 KiB", out);
                 return false;
@@ -198,7 +214,7 @@ impl Http1Parser {
                 head.content_length = value.parse().ok();
             }
         }
-        self.buf.drain(..len);
+        self.consume(len);
         self.body = if head.chunked {
             Body::ChunkSize
         } else if let Some(n) = head.content_length {
@@ -291,9 +307,10 @@ impl Http1Parser {
         ts_ns: u64,
         out: &mut Vec<Http1Event>,
     ) -> (u64, u64) {
-        let n = (self.buf.len() as u64).min(limit) as usize;
+        let n = (self.pending().len() as u64).min(limit) as usize;
         if n > 0 {
-            let data: Vec<u8> = self.buf.drain(..n).collect();
+            let data = self.pending()[..n].to_vec();
+            self.consume(n);
             out.push(Http1Event::Body {
                 ts_ns,
                 data,
@@ -316,7 +333,7 @@ impl Http1Parser {
     /// Waits for the rest of a chunk-framing line, unless it is already longer
     /// than any real one: then the stream is not HTTP, and buffering stops.
     fn no_line_yet(&mut self, out: &mut Vec<Http1Event>) -> bool {
-        if self.buf.len() > MAX_HEAD {
+        if self.pending().len() > MAX_HEAD {
             self.desync("chunk framing line longer than 64 KiB", out);
         }
         false
@@ -326,9 +343,10 @@ impl Http1Parser {
     /// line without its CRLF), then consumes it; `None` until the CRLF arrived.
     fn line<T>(&mut self, read: impl FnOnce(&[u8]) -> T) -> Option<T> {
         // The first LF preceded by a CR (a one-byte search: memmem would build a searcher per call).
-        let end = memchr::memchr_iter(b'\n', &self.buf).find(|&i| i > 0 && self.buf[i - 1] == b'\r')? - 1;
-        let value = read(&self.buf[..end]);
-        self.buf.drain(..end + 2);
+        let pending = self.pending();
+        let end = memchr::memchr_iter(b'\n', pending).find(|&i| i > 0 && pending[i - 1] == b'\r')? - 1;
+        let value = read(&pending[..end]);
+        self.consume(end + 2);
         Some(value)
     }
 }
