@@ -127,13 +127,7 @@ impl NetProbes {
             Some(&v) if v == wanted => return Ok(()),
             Some(_) => WATCH_ANY_NETNS,
         };
-        let map = self
-            .ebpf
-            .map_mut("watched_ports")
-            .ok_or_else(|| anyhow!("watched_ports missing"))?;
-        let mut ports: Array<_, u32> = Array::try_from(map)?;
-        ports
-            .set(u32::from(port), value, 0)
+        set_entry(&mut self.ebpf, "watched_ports", u32::from(port), value)
             .with_context(|| format!("watching port {port}"))?;
         self.ports.insert(port, value);
         Ok(())
@@ -177,13 +171,7 @@ impl NetProbes {
     /// Tells the capture programs how many processes have OpenSSL probes: with
     /// none, they skip the per-thread TLS bookkeeping on every send and receive.
     fn count_tls_processes(&mut self) -> Result<()> {
-        let map = self
-            .ebpf
-            .map_mut("tls_processes")
-            .ok_or_else(|| anyhow!("tls_processes missing"))?;
-        let mut count: Array<_, u32> = Array::try_from(map)?;
-        count
-            .set(0, self.tls.len() as u32, 0)
+        set_entry(&mut self.ebpf, "tls_processes", 0, self.tls.len() as u32)
             .context("counting processes with TLS probes")
     }
 
@@ -210,6 +198,13 @@ impl NetProbes {
     pub fn drops(&self) -> Result<[u64; DROP_REASONS.len()]> {
         read_drops(&self.ebpf)
     }
+}
+
+/// Writes one entry of a `u32` array through which the agent configures the capture programs.
+fn set_entry(ebpf: &mut Ebpf, map: &str, index: u32, value: u32) -> Result<()> {
+    let map = ebpf.map_mut(map).ok_or_else(|| anyhow!("{map} missing"))?;
+    Array::<_, u32>::try_from(map)?.set(index, value, 0)?;
+    Ok(())
 }
 
 /// Attaches the socket tracepoints, or where the kernel lacks them, the TCP fexit programs.
