@@ -535,6 +535,34 @@ pub fn pids_in_kernel_maps(pids: &std::collections::HashSet<u32>) -> Vec<(String
     held
 }
 
+/// How many links in the kernel attach the program named `program` of the
+/// agent process `agent` (its programs found through the ids in its file
+/// descriptors' fdinfo): other agents' are not counted.
+pub fn links_of_program(agent: u32, program: &str) -> usize {
+    let mut ids = std::collections::HashSet::new();
+    for entry in std::fs::read_dir(format!("/proc/{agent}/fdinfo"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let info = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        ids.extend(
+            info.lines()
+                .filter_map(|l| l.strip_prefix("prog_id:"))
+                .filter_map(|id| id.trim().parse::<u32>().ok()),
+        );
+    }
+    let named: std::collections::HashSet<u32> = aya::programs::loaded_programs()
+        .flatten()
+        .filter(|p| ids.contains(&p.id()) && p.name_as_str() == Some(program))
+        .map(|p| p.id())
+        .collect();
+    aya::programs::loaded_links()
+        .flatten()
+        .filter(|l| named.contains(&l.program_id()))
+        .count()
+}
+
 /// The agent's activity with the fields the workload's tally has (timing aside: a float).
 pub fn comparable(activity: &Value) -> Value {
     let mut a = activity.clone();

@@ -5,8 +5,8 @@
 use std::collections::HashSet;
 
 use inferscope_tests::{
-    Agent, Churn, Workload, comparable, pids_in_kernel_maps, real_library, receivers::wait_until,
-    stub_library,
+    Agent, Churn, Workload, comparable, links_of_program, pids_in_kernel_maps, real_library,
+    receivers::wait_until, stub_library,
 };
 use serde_json::json;
 
@@ -14,9 +14,14 @@ const ROUNDS: u32 = 50;
 const BYTES: u64 = 4096;
 
 /// Starts the workload, waits until the agent tracks it, runs it, and compares.
-fn counted_exactly(agent: &mut Agent, mut workload: Workload) -> serde_json::Value {
+fn counted_exactly(agent: &mut Agent, workload: Workload) -> serde_json::Value {
+    agent.wait_until_tracked(workload.pid());
+    counted_at_once(agent, workload)
+}
+
+/// Runs the workload without waiting for the agent, and compares.
+fn counted_at_once(agent: &mut Agent, mut workload: Workload) -> serde_json::Value {
     let pid = workload.pid();
-    agent.wait_until_tracked(pid);
     let tally = workload.run_calls();
     workload.exit();
     let seen = agent.activity_until_exit(pid);
@@ -116,6 +121,40 @@ fn an_exited_process_is_reported_once_more_then_released() {
         inferscope_tests::process(&after, pid).is_none(),
         "pid {pid} still reported after its exit"
     );
+}
+
+/// Probing a library takes time (on a GPU machine 3 s for the CUDA driver,
+/// while its process created a context): a process that loads a library the
+/// previous user just left finds it still probed, and is counted from its
+/// first call without waiting for the agent.
+#[test]
+fn a_process_loading_a_library_its_last_user_just_left_is_counted_from_its_first_call() {
+    let mut agent = Agent::start(&[]);
+    let lib = real_library("libcudart.so.12");
+    counted_exactly(&mut agent, Workload::start("cudart", &lib, 5, BYTES));
+    counted_at_once(&mut agent, Workload::start("cudart", &lib, ROUNDS, BYTES));
+}
+
+/// No probe stays on a library nobody maps once the linger is over: gone from
+/// the kernel, not only from the agent's books.
+#[test]
+fn a_library_nobody_maps_loses_its_probes_after_the_linger() {
+    let mut agent = Agent::start(&["--probe-linger", "100ms"]);
+    let lib = stub_library("libcudart.so.12");
+    let mut w = Workload::start("cudart", &lib, 5, BYTES);
+    let pid = w.pid();
+    agent.wait_until_tracked(pid);
+    assert!(
+        links_of_program(agent.pid(), "gpu_call") > 0,
+        "no GPU probe attached"
+    );
+    w.run_calls();
+    w.exit();
+    agent.activity_until_exit(pid);
+    agent.wait_for_log("probes detached");
+    wait_until("the agent's GPU probes to leave the kernel", || {
+        links_of_program(agent.pid(), "gpu_call") == 0
+    });
 }
 
 /// A library visible only inside another mount namespace (as in a container) is

@@ -36,6 +36,10 @@ pub struct RunArgs {
     /// Also treat processes with this command name as inference servers (repeatable).
     #[arg(long = "comm")]
     comms: Vec<String>,
+    /// How long a GPU library keeps its probes once no process maps it, ready
+    /// for the next process that loads it.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    probe_linger: Duration,
     /// Bytes of each send or receive copied for decoding (at most 4096).
     #[arg(long, default_value_t = NET_CAPTURE_MAX as u32)]
     capture_bytes: u32,
@@ -81,8 +85,15 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let clock = Clock::system();
     let btf = Btf::from_sys_fs().context("reading kernel BTF from /sys/kernel/btf/vmlinux")?;
     let only = (!args.pids.is_empty()).then(|| args.pids.iter().copied().collect::<HashSet<_>>());
-    let processes = GpuProbes::load(&btf)
-        .and_then(|gpu| GpuProcesses::start(Discovery::new("/proc"), gpu, ProcessProbes::load(&btf)?, only));
+    let processes = GpuProbes::load(&btf).and_then(|gpu| {
+        GpuProcesses::start(
+            Discovery::new("/proc"),
+            gpu,
+            ProcessProbes::load(&btf)?,
+            only,
+            args.probe_linger,
+        )
+    });
     let net = NetProbes::load(&btf, args.capture_bytes);
     // Kernel BTF is only needed to load; parsed, it weighs tens of MiB.
     drop(btf);

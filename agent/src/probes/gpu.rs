@@ -8,11 +8,11 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapError, PerCpuHashMap},
-    programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
+    programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeScope},
 };
 use inferscope_shared::{AllocKey, DROP_REASONS, GpuProcess, GpuStats};
 
-use super::read_drops;
+use super::{detach, read_drops};
 use crate::{
     discover::{RuntimeLibrary, maps::FileId, symbols},
     model::gpu::zip_with,
@@ -24,13 +24,11 @@ const RETURN: &str = "gpu_call_return";
 
 pub struct GpuProbes {
     ebpf: Ebpf,
-    attached: HashMap<(FileId, Runtime), Links>,
-}
-
-#[derive(Default)]
-struct Links {
-    entry: Vec<UProbeLinkId>,
-    ret: Vec<UProbeLinkId>,
+    /// Entry and return probes per library file and runtime.
+    attached: HashMap<(FileId, Runtime), Vec<UProbeLink>>,
+    /// Probes still being detached: attached again only once they are gone, or
+    /// the calls in between would be counted twice.
+    detaching: HashMap<(FileId, Runtime), detach::Detaching>,
 }
 
 impl GpuProbes {
@@ -49,11 +47,8 @@ impl GpuProbes {
         Ok(Self {
             ebpf,
             attached: HashMap::new(),
+            detaching: HashMap::new(),
         })
-    }
-
-    pub fn is_attached(&self, file: FileId, runtime: Runtime) -> bool {
-        self.attached.contains_key(&(file, runtime))
     }
 
     /// Attaches the runtime's table to the library file; returns how many functions were probed.
@@ -61,6 +56,9 @@ impl GpuProbes {
         let key = (lib.target.file, lib.runtime);
         if self.attached.contains_key(&key) {
             return Ok(0);
+        }
+        if let Some(detaching) = self.detaching.remove(&key) {
+            detaching.wait();
         }
         let path = &lib.target.open_path;
         let specs = lib.runtime.probes();
@@ -71,7 +69,8 @@ impl GpuProbes {
         } else {
             symbols::code_ranges(path)?
         };
-        let mut links = Links::default();
+        let mut links = Vec::new();
+        let mut probed = 0;
         let result = (|| -> Result<()> {
             for spec in specs {
                 let Some(&offset) = offsets.get(spec.symbol) else {
@@ -85,19 +84,23 @@ impl GpuProbes {
                     location: UProbeAttachLocation::AbsoluteOffset(offset),
                     cookie: Some(cookie.encode()),
                 };
-                let mut attach = |name| -> Result<UProbeLinkId> {
-                    super::uprobe(&mut self.ebpf, name)?
+                let mut attach = |name| -> Result<UProbeLink> {
+                    let program = super::uprobe(&mut self.ebpf, name)?;
+                    let link = program
                         .attach(point(), path, UProbeScope::AllProcesses)
-                        .with_context(|| format!("attaching {name} to {} in {}", spec.symbol, path.display()))
+                        .with_context(|| {
+                            format!("attaching {name} to {} in {}", spec.symbol, path.display())
+                        })?;
+                    Ok(program.take_link(link)?)
                 };
-                links.entry.push(attach(ENTRY)?);
+                links.push(attach(ENTRY)?);
+                probed += 1;
                 if spec.needs_return_probe() {
-                    links.ret.push(attach(RETURN)?);
+                    links.push(attach(RETURN)?);
                 }
             }
             Ok(())
         })();
-        let probed = links.entry.len();
         self.attached.insert(key, links);
         if let Err(e) = result {
             self.detach(lib.target.file, lib.runtime);
@@ -106,18 +109,12 @@ impl GpuProbes {
         Ok(probed)
     }
 
+    /// Detaches the probes of a library file, in the background (see [`detach`]).
     pub fn detach(&mut self, file: FileId, runtime: Runtime) {
-        let Some(links) = self.attached.remove(&(file, runtime)) else {
-            return;
-        };
-        for (name, ids) in [(ENTRY, links.entry), (RETURN, links.ret)] {
-            if let Ok(prog) = super::uprobe(&mut self.ebpf, name) {
-                for id in ids {
-                    if let Err(e) = prog.detach(id) {
-                        log::warn!("detaching {name}: {e}");
-                    }
-                }
-            }
+        self.detaching.retain(|_, d| !d.is_done());
+        if let Some(links) = self.attached.remove(&(file, runtime)) {
+            self.detaching
+                .insert((file, runtime), detach::in_background(links));
         }
     }
 

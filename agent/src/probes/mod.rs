@@ -2,6 +2,7 @@
 //! they produce: per-process GPU counters and process lifecycle events.
 
 pub mod compat;
+mod detach;
 mod gpu;
 mod net;
 mod process;

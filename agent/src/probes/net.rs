@@ -8,11 +8,11 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, MapData, RingBuf},
-    programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
+    programs::uprobe::{UProbeAttachLocation, UProbeLink, UProbeScope},
 };
 use inferscope_shared::{DROP_REASONS, NET_CAPTURE_MAX, WATCH_ANY_NETNS};
 
-use super::read_drops;
+use super::{detach, read_drops};
 use crate::discover::{ProbeTarget, symbols};
 
 /// Socket sends and receives, on kernels from 6.3 on.
@@ -81,8 +81,8 @@ const TLS_RETURN: &str = "ssl_return";
 pub struct NetProbes {
     ebpf: Ebpf,
     hook: SocketHook,
-    /// Per process: the TLS uprobes attached to its libssl (program, link).
-    tls: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+    /// Per process: the TLS uprobes attached to its libssl.
+    tls: HashMap<u32, Vec<UProbeLink>>,
     /// What `watched_ports` holds.
     ports: HashMap<u16, u32>,
 }
@@ -149,10 +149,11 @@ impl NetProbes {
                 continue;
             };
             for program in [entry, TLS_RETURN] {
-                match super::uprobe(&mut self.ebpf, program)
-                    .and_then(|p| Ok(p.attach(UProbeAttachLocation::AbsoluteOffset(offset), path, scope)?))
-                {
-                    Ok(link) => links.push((program, link)),
+                match super::uprobe(&mut self.ebpf, program).and_then(|p| {
+                    let link = p.attach(UProbeAttachLocation::AbsoluteOffset(offset), path, scope)?;
+                    Ok(p.take_link(link)?)
+                }) {
+                    Ok(link) => links.push(link),
                     Err(e) => result = Err(e.context(format!("attaching {program} to {symbol}"))),
                 }
             }
@@ -179,11 +180,11 @@ impl NetProbes {
         self.tls.contains_key(&pid)
     }
 
+    /// Detaches a process's OpenSSL probes, in the background (see [`detach`]):
+    /// they are its own, so nothing waits for them to go.
     pub fn detach_tls(&mut self, pid: u32) {
-        for (program, link) in self.tls.remove(&pid).unwrap_or_default() {
-            if let Ok(p) = super::uprobe(&mut self.ebpf, program) {
-                let _ = p.detach(link);
-            }
+        if let Some(links) = self.tls.remove(&pid) {
+            drop(detach::in_background(links));
         }
         if let Err(e) = self.count_tls_processes() {
             log::warn!("{e:#}");

@@ -2,7 +2,10 @@
 //! start, on exec and on dlopen), which library files carry probes and who
 //! maps them, and each process's cumulative GPU counters.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
@@ -43,19 +46,30 @@ pub struct GpuProcesses {
     /// Only these processes are tracked, when set.
     only_pids: Option<HashSet<u32>>,
     tracked: BTreeMap<u32, Tracked>,
-    /// Which tracked processes map each probed file: probes go when the last one does.
+    /// Which tracked processes map each probed file.
     users: HashMap<(FileId, Runtime), BTreeSet<u32>>,
+    /// Probed files no tracked process maps any more, since when: their probes
+    /// go after `linger`, unless a process maps the file again before.
+    unused: HashMap<(FileId, Runtime), Instant>,
+    linger: Duration,
     /// Exec'd processes to look at again once their loader has had time to run.
     exec_pending: HashSet<u32>,
     proc_events_lost: u64,
 }
 
 impl GpuProcesses {
+    /// `linger`: how long a library file keeps its probes after the last
+    /// process that mapped it is gone. Probing takes time, during which the
+    /// next process to load the library (a job run again, a health check, a
+    /// test suite) makes uncounted calls; on a GPU machine the CUDA driver's
+    /// probes took 3 s to attach while the process initialised its context.
+    /// A file nobody maps costs nothing to keep probed but its inode.
     pub fn start(
         discovery: Discovery,
         gpu: GpuProbes,
         process: ProcessProbes,
         only_pids: Option<HashSet<u32>>,
+        linger: Duration,
     ) -> Result<Self> {
         let mut source = Self {
             discovery,
@@ -64,6 +78,8 @@ impl GpuProcesses {
             only_pids,
             tracked: BTreeMap::new(),
             users: HashMap::new(),
+            unused: HashMap::new(),
+            linger,
             exec_pending: HashSet::new(),
             proc_events_lost: 0,
         };
@@ -175,6 +191,7 @@ impl GpuProcesses {
         let gone: Vec<_> = tracked.files.difference(&files).copied().collect();
         for key in &files {
             self.users.entry(*key).or_default().insert(pid);
+            self.unused.remove(key);
         }
         tracked.files = files;
         for key in gone {
@@ -216,13 +233,22 @@ impl GpuProcesses {
             users.remove(&pid);
             if users.is_empty() {
                 self.users.remove(&key);
-                self.gpu.detach(key.0, key.1);
-                log::info!(
-                    "no process maps {:?} file {:?} any more: probes detached",
-                    key.1,
-                    key.0
-                );
+                self.unused.insert(key, Instant::now());
             }
+        }
+    }
+
+    /// Detaches the probes of files nobody has mapped for `linger`.
+    fn detach_unused(&mut self) {
+        let linger = self.linger;
+        let expired: Vec<_> = self
+            .unused
+            .extract_if(|_, since| since.elapsed() >= linger)
+            .map(|(key, _)| key)
+            .collect();
+        for (file, runtime) in expired {
+            self.gpu.detach(file, runtime);
+            log::info!("no process has mapped {runtime:?} file {file:?} for {linger:?}: probes detached");
         }
     }
 
@@ -322,6 +348,7 @@ impl GpuProcesses {
             }
         }
         self.gpu.forget(&forget);
+        self.detach_unused();
         Ok(readings)
     }
 
