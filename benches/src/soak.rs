@@ -48,8 +48,11 @@ pub fn run(fixtures: &Path, agent: &Path, minutes: u64) -> Result<()> {
         "soak, {minutes} min: {STREAMS} concurrent streams, GPU calls and process churn (targets: <= 1 % of a core, <= 64 MiB, flat)"
     );
     let cudart = fixtures.join("nvidia/cuda_runtime/lib/libcudart.so.12");
+    // The interpreter itself: a `python3` found on PATH may be a version
+    // manager's shim, which runs a score of shell processes per start.
+    let python = fixtures.join("venv/bin/python");
     let mut server = Killed(
-        Command::new(fixtures.join("venv/bin/python"))
+        Command::new(&python)
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/servers/sse_server.py"))
             .arg("--quiet")
             .stdout(Stdio::piped())
@@ -63,7 +66,7 @@ pub fn run(fixtures: &Path, agent: &Path, minutes: u64) -> Result<()> {
         .context("listening PORT")?
         .parse()?;
     let _gpu = Killed(
-        Command::new("python3")
+        Command::new(&python)
             .args(["-c", GPU_CALLER])
             .arg(&cudart)
             .spawn()?,
@@ -97,7 +100,7 @@ pub fn run(fixtures: &Path, agent: &Path, minutes: u64) -> Result<()> {
         .collect();
     let churn = {
         let stop = stop.clone();
-        thread::spawn(move || churn(&cudart, &stop))
+        thread::spawn(move || churn(&python, &cudart, &stop))
     };
 
     thread::sleep(WARM_UP);
@@ -160,9 +163,9 @@ fn stream_client(port: u16, i: usize, stop: &AtomicBool, requests: &AtomicU64) -
 }
 
 /// A short-lived process that calls the runtime once, every second.
-fn churn(cudart: &Path, stop: &AtomicBool) {
+fn churn(python: &Path, cudart: &Path, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
-        let _ = Command::new("python3")
+        let _ = Command::new(python)
             .args([
                 "-c",
                 "import ctypes, sys; ctypes.CDLL(sys.argv[1]).cudaDeviceSynchronize()",
