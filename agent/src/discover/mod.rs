@@ -45,6 +45,9 @@ pub struct ProcessLibraries {
     pub runtimes: Vec<RuntimeLibrary>,
     /// The dynamic loader (`ld-linux*.so*`), whose debugger hook reports dlopen.
     pub loader: Option<ProbeTarget>,
+    /// The executable, read before the mappings: a different one read later
+    /// means the process exec'd another program since.
+    pub exe: Option<PathBuf>,
 }
 
 /// Remembers, per executable file, which runtimes are linked into it statically.
@@ -76,9 +79,9 @@ impl Discovery {
     /// Reads the process's mappings; `Err` when it is gone or unreadable.
     pub fn libraries(&mut self, pid: u32) -> io::Result<ProcessLibraries> {
         let dir = self.proc_root.join(pid.to_string());
+        let exe = fs::read_link(dir.join("exe")).ok();
         let listing = fs::read_to_string(dir.join("maps"))?;
         let mappings = maps::parse(&listing);
-        let exe = fs::read_link(dir.join("exe")).ok();
         let mut found = ProcessLibraries::default();
         for m in mappings.iter().filter(|m| m.executable) {
             let target = || ProbeTarget {
@@ -107,6 +110,7 @@ impl Discovery {
         }
         found.runtimes.sort_by_key(|r| (r.runtime, r.target.file));
         found.runtimes.dedup_by_key(|r| (r.runtime, r.target.file));
+        found.exe = exe;
         Ok(found)
     }
 

@@ -4,6 +4,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -144,7 +145,11 @@ impl GpuProcesses {
                 return;
             }
         };
-        let ProcessLibraries { runtimes, loader } = libs;
+        let ProcessLibraries {
+            runtimes,
+            loader,
+            exe,
+        } = libs;
         if let Some(loader) = &loader
             && let Err(e) = self.process.watch_loader(loader)
         {
@@ -176,7 +181,7 @@ impl GpuProcesses {
         }
         // exec replaces the image: refresh who it is, unless the new program maps
         // no runtime: then this is the last report of what the old one did.
-        let identity = (!files.is_empty()).then(|| self.identity(pid));
+        let identity = (!files.is_empty()).then(|| self.identity(pid, exe.as_deref()));
         let tracked = self.tracked.entry(pid).or_insert_with(|| Tracked {
             identity: ProcessIdentity::default(),
             files: BTreeSet::new(),
@@ -199,15 +204,22 @@ impl GpuProcesses {
         }
     }
 
-    /// Who `pid` is, from /proc; what /proc no longer tells (the process is
-    /// exiting) from the kernel's record of its first GPU call.
-    fn identity(&self, pid: u32) -> ProcessIdentity {
+    /// Who `pid`, whose maps showed `mapped_exe`, is: from /proc, unless /proc
+    /// no longer tells (the process is exiting) or tells of another program
+    /// (it exec'd since its maps were read; seen under QEMU: a churn child
+    /// named after the `true` it exec'd into): then from the kernel's record
+    /// of its first GPU call.
+    fn identity(&self, pid: u32, mapped_exe: Option<&Path>) -> ProcessIdentity {
         let mut identity = process::identity(self.discovery.proc_root(), pid);
-        if identity.comm.is_empty()
+        let exec_since = mapped_exe.is_some_and(|exe| exe.display().to_string() != identity.exe);
+        if (identity.comm.is_empty() || exec_since)
             && let Some(recorded) = self.recorded(pid)
         {
             identity.comm = recorded.comm;
             identity.ppid = recorded.ppid;
+            if let Some(exe) = mapped_exe {
+                identity.exe = exe.display().to_string();
+            }
         }
         identity
     }
