@@ -20,8 +20,8 @@ impl Detaching {
     }
 
     /// Waits until every link is detached.
-    pub fn wait(mut self) {
-        if let Some(handle) = self.0.take() {
+    pub fn wait(self) {
+        if let Some(handle) = self.0 {
             // The thread only drops links, which never panics.
             let _ = handle.join();
         }
