@@ -127,6 +127,9 @@ pub struct Record<'a> {
     pub usage: Usage,
     /// The model the response names, for servers whose requests do not.
     pub model: Option<Cow<'a, str>>,
+    /// The stream's end marker (OpenAI's `data: [DONE]`): the generation is
+    /// complete, whatever happens to the connection next.
+    pub end: bool,
 }
 
 pub fn read_record(bytes: &[u8]) -> Record<'_> {
@@ -137,6 +140,13 @@ pub fn read_record(bytes: &[u8]) -> Record<'_> {
 /// same, faster, for the records servers send (the `llm_json` fuzz target
 /// compares the two on any input).
 pub fn read_record_typed(bytes: &[u8]) -> Record<'_> {
+    // Not JSON: the fast path leaves it here.
+    if bytes.trim_ascii() == b"[DONE]" {
+        return Record {
+            end: true,
+            ..Record::default()
+        };
+    }
     serde_json::from_slice::<shape::Record>(bytes)
         .map(Record::from)
         .unwrap_or_default()
@@ -148,6 +158,7 @@ impl<'a> From<shape::Record<'a>> for Record<'a> {
             content: r.carries_content(),
             usage: r.usage(),
             model: r.model.0,
+            end: false,
         }
     }
 }
@@ -472,6 +483,8 @@ mod tests {
         assert!(read_record(br#"{"response":"x","done":false}"#).content);
         assert!(read_record(br#"{"choices":[{"text":"x"}]}"#).content);
         assert!(!read_record(b"[DONE]").content);
+        assert!(read_record(b"[DONE]").end && read_record(b" [DONE]\r").end);
+        assert!(!read_record(br#"{"choices":[{"delta":{"content":"[DONE]"}}]}"#).end);
         assert!(!read_record(b"\xff garbage").content);
     }
 

@@ -94,6 +94,9 @@ struct InFlight {
     usage: Usage,
     truncated: bool,
     grpc_status: Option<u32>,
+    /// When the stream's end marker was sent: clients that stop reading there
+    /// and close before the transfer's own end still got a whole answer.
+    ended_ns: Option<u64>,
 }
 
 impl InFlight {
@@ -687,6 +690,9 @@ fn grpc_first_message(body: &[u8]) -> Vec<u8> {
 
 impl InFlight {
     fn absorb(&mut self, rec: llm::Record<'_>, ts_ns: u64, queue: &mut Queue) {
+        if rec.end {
+            self.ended_ns = Some(ts_ns);
+        }
         self.usage.merge(rec.usage);
         if self.model.is_none() {
             self.model = rec.model.map(Cow::into_owned);
@@ -759,6 +765,11 @@ fn finish(
         // Answered (or cut off) before its body was all seen: use what was.
         r.model = r.model.or_else(|| llm::requested_model(&r.path, &r.request_body));
     }
+    // A client that closes once it read the end marker left a finished answer.
+    let (end_ns, outcome) = match (r.ended_ns, outcome) {
+        (Some(at), Outcome::Cancelled | Outcome::Aborted) => (at, Outcome::Ok),
+        _ => (end_ns, outcome),
+    };
     leave_queue(&r, end_ns, queue);
     let stream = match r.body {
         BodyKind::Plain => false,
@@ -923,6 +934,27 @@ mod tests {
         assert_eq!((r.outcome, r.ttft_s), (Outcome::Cancelled, Some(0.1)));
         let q = &t.interval_end(200 * MS)[&(42, 8000)];
         assert_eq!((q.waiting, q.running), (0, 0));
+    }
+
+    #[test]
+    fn a_client_that_closes_after_the_end_marker_got_a_whole_answer() {
+        let mut t = RequestTracker::new(Clock::starting_at(std::time::UNIX_EPOCH), 0);
+        let mut done = Vec::new();
+        t.on_event(&data(1, 0, NET_RECV, REQUEST), &mut done);
+        t.on_event(&data(1, 5, NET_SEND, HEAD), &mut done);
+        t.on_event(&data(1, 100, NET_SEND, &token("a")), &mut done);
+        t.on_event(&data(1, 110, NET_SEND, &chunk("data: [DONE]\n\n")), &mut done);
+        // The client read [DONE] and left before the chunked body's terminator.
+        for kind in [NET_PEER_CLOSED, NET_CLOSED] {
+            let mut ev = data(1, 150, 0, b"");
+            ev.header.kind = kind;
+            t.on_event(&ev, &mut done);
+        }
+        let [r] = done.as_slice() else { panic!("{done:?}") };
+        assert_eq!(
+            (r.outcome, r.duration_s, r.output_tokens),
+            (Outcome::Ok, 0.11, Some(1))
+        );
     }
 
     #[test]
