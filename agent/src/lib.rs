@@ -12,6 +12,7 @@ pub mod cli;
 pub mod clock;
 pub mod decode;
 pub mod derive;
+pub mod diagnose;
 pub mod discover;
 pub mod join;
 pub mod model;

@@ -131,10 +131,21 @@ impl Agent {
         Self::launch(&[], env, "json", extra)
     }
 
+    /// Another command that watches live (`diagnose`, ...), every 100 ms, until
+    /// [`Agent::interrupt`]; its standard output is read as lines.
+    pub fn start_command(command: &str, env: &[(&str, &Path)], extra: &[&str]) -> Self {
+        Self::spawn(&[], env, command, extra)
+    }
+
     fn launch(launcher: &[&str], env: &[(&str, &Path)], output: &str, extra: &[&str]) -> Self {
+        let extra: Vec<&str> = ["--output", output].iter().chain(extra).copied().collect();
+        Self::spawn(launcher, env, "run", &extra)
+    }
+
+    fn spawn(launcher: &[&str], env: &[(&str, &Path)], command: &str, extra: &[&str]) -> Self {
         require_root();
         let mut child = through(launcher, &agent_binary())
-            .args(["run", "--log", "info", "--output", output, "--interval", "100ms"])
+            .args([command, "--log", "info", "--interval", "100ms"])
             .args(extra)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
@@ -161,6 +172,28 @@ impl Agent {
             eprintln!("[agent] {line}");
             self.seen_log.push(line);
         }
+    }
+
+    /// Stops the agent as Ctrl-C does and returns the rest of its standard
+    /// output, once it has exited successfully.
+    pub fn interrupt(mut self) -> String {
+        // SAFETY: a signal to our own child, which has not been waited for yet.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) }, 0);
+        let deadline = Instant::now() + STEP;
+        let mut rest = Vec::new();
+        loop {
+            match self
+                .reports
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => rest.push(line),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => panic!("the agent did not stop on SIGINT"),
+            }
+        }
+        let status = self.child.wait().expect("waiting for the agent");
+        assert!(status.success(), "the agent stopped with {status}");
+        rest.join("\n")
     }
 
     /// The next line of output as JSON (a report, or a request with `--output requests`).

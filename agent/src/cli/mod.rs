@@ -1,6 +1,7 @@
 //! The `inferscope` command line: one module per command.
 
 mod check;
+mod diagnose;
 mod run;
 
 use std::{process::ExitCode, time::Duration};
@@ -25,6 +26,8 @@ pub struct Cli {
 enum Command {
     /// Report per-process GPU activity every interval.
     Run(Box<run::RunArgs>),
+    /// Findings grounded in the measured figures: live, or over a saved `run --output json` stream.
+    Diagnose(Box<diagnose::DiagnoseArgs>),
     /// Check what this host supports, and whether the agent can run here.
     Check,
 }
@@ -33,6 +36,7 @@ pub fn main(cli: Cli) -> ExitCode {
     init_logging(cli.log);
     let result = match cli.command {
         Command::Run(args) => run::run(*args),
+        Command::Diagnose(args) => diagnose::diagnose(*args),
         Command::Check => check::check(),
     };
     match result {

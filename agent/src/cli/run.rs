@@ -21,12 +21,32 @@ pub struct RunArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     output: Format,
-    /// Time between reports.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    interval: Duration,
     /// Stop after this long (a last report covers the remainder).
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Duration>,
+    #[command(flatten)]
+    watch: WatchArgs,
+    /// Export metrics over OTLP to this collector (base URL, as OTEL_EXPORTER_OTLP_ENDPOINT,
+    /// which also turns export on; every OTEL_EXPORTER_OTLP_* variable applies).
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// OTLP transport [default: OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf].
+    #[arg(long, value_enum, value_name = "PROTOCOL")]
+    otlp_protocol: Option<OtlpProtocol>,
+    /// Share of requests also sent as OTLP spans (0 to 1; needs OTLP).
+    #[arg(long, default_value_t = 0.0, value_name = "RATIO", value_parser = parse_ratio)]
+    trace_ratio: f64,
+    /// Serve the metrics for Prometheus at http://ADDR/metrics (for example 0.0.0.0:9464).
+    #[arg(long, value_name = "ADDR")]
+    prometheus_listen: Option<SocketAddr>,
+}
+
+/// What to watch and how often: shared by every command that watches live.
+#[derive(clap::Args)]
+pub struct WatchArgs {
+    /// Time between reports.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    interval: Duration,
     /// Only watch these processes (repeatable); their listening ports are captured too.
     #[arg(long = "pid")]
     pids: Vec<u32>,
@@ -64,22 +84,35 @@ pub struct RunArgs {
     /// How often the pods on this node are listed again.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     kube_refresh: Duration,
-    /// Export metrics over OTLP to this collector (base URL, as OTEL_EXPORTER_OTLP_ENDPOINT,
-    /// which also turns export on; every OTEL_EXPORTER_OTLP_* variable applies).
-    #[arg(long, value_name = "URL")]
-    otlp_endpoint: Option<String>,
-    /// OTLP transport [default: OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf].
-    #[arg(long, value_enum, value_name = "PROTOCOL")]
-    otlp_protocol: Option<OtlpProtocol>,
-    /// Share of requests also sent as OTLP spans (0 to 1; needs OTLP).
-    #[arg(long, default_value_t = 0.0, value_name = "RATIO", value_parser = parse_ratio)]
-    trace_ratio: f64,
-    /// Serve the metrics for Prometheus at http://ADDR/metrics (for example 0.0.0.0:9464).
-    #[arg(long, value_name = "ADDR")]
-    prometheus_listen: Option<SocketAddr>,
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
+    watch(&args.watch, args.duration, |kube_on| {
+        let mut sinks: Vec<Box<dyn Sink>> = args.output.sink(std::io::stdout()).into_iter().collect();
+        let otlp = OtlpConfig::from_env(args.otlp_endpoint.clone(), args.otlp_protocol);
+        if otlp.is_some() || args.prometheus_listen.is_some() {
+            let node_name = kube_on.then(crate::sources::kube_node_name);
+            let telemetry = Telemetry::start(TelemetryConfig {
+                otlp,
+                trace_ratio: args.trace_ratio,
+                prometheus_listen: args.prometheus_listen,
+                node_name,
+            })
+            .context("starting metrics export")?;
+            sinks.push(Box::new(telemetry));
+        }
+        Ok(sinks)
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Watches what `args` names until `duration` passes or a signal stops it,
+/// delivering to the sinks `sinks` builds (told whether pods are known).
+pub fn watch(
+    args: &WatchArgs,
+    duration: Option<Duration>,
+    sinks: impl FnOnce(bool) -> Result<Vec<Box<dyn Sink>>>,
+) -> Result<()> {
     super::check::require_privileges()?;
     probes::raise_memlock_limit();
     let clock = Clock::system();
@@ -118,7 +151,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     // GPU device figures: NVIDIA's and AMD's libraries, where present.
     let nvml = NvmlSource::open(args.nvml_library.as_deref());
     let rocm_smi = RocmSmiSource::open(args.rocm_smi_library.as_deref());
-    let kube = kube_config(&args).and_then(|config| {
+    let kube = kube_config(args).and_then(|config| {
         log::info!(
             "pods from the Kubernetes API at {} (node {})",
             config.api,
@@ -128,19 +161,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             .inspect_err(|e| log::warn!("no pod names: {e}"))
             .ok()
     });
-    let mut sinks: Vec<Box<dyn Sink>> = args.output.sink(std::io::stdout()).into_iter().collect();
-    let otlp = OtlpConfig::from_env(args.otlp_endpoint.clone(), args.otlp_protocol);
-    if otlp.is_some() || args.prometheus_listen.is_some() {
-        let node_name = kube.is_some().then(crate::sources::kube_node_name);
-        let telemetry = Telemetry::start(TelemetryConfig {
-            otlp,
-            trace_ratio: args.trace_ratio,
-            prometheus_listen: args.prometheus_listen,
-            node_name,
-        })
-        .context("starting metrics export")?;
-        sinks.push(Box::new(telemetry));
-    }
+    let sinks = sinks(kube.is_some())?;
     let sources = Sources {
         processes,
         servers,
@@ -148,17 +169,17 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         rocm_smi,
         kube,
     };
-    let pipeline = Pipeline::new(clock, sources, sinks, args.pids)?;
+    let pipeline = Pipeline::new(clock, sources, sinks, args.pids.clone())?;
     let schedule = Schedule {
         interval: args.interval,
-        duration: args.duration,
+        duration,
     };
     tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
         .build()?
         .block_on(pipeline.run(schedule))?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// A share between 0 and 1.
@@ -170,7 +191,7 @@ fn parse_ratio(s: &str) -> Result<f64, String> {
 }
 
 /// The API server named on the command line, else the cluster's own when in a pod.
-fn kube_config(args: &RunArgs) -> Option<KubeConfig> {
+fn kube_config(args: &WatchArgs) -> Option<KubeConfig> {
     let mut config = match &args.kube_api {
         Some(api) => KubeConfig {
             api: api.clone(),

@@ -31,3 +31,23 @@ pub mod seconds {
         Duration::try_from_secs_f64(f64::deserialize(d)?).map_err(D::Error::custom)
     }
 }
+
+/// `Option<SystemTime>` as an RFC 3339 string or `null`.
+pub mod rfc3339_option {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize as _, Deserializer, Serializer, de::Error as _};
+
+    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => super::rfc3339::serialize(t, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+        Option::<std::borrow::Cow<str>>::deserialize(d)?
+            .map(|s| humantime::parse_rfc3339_weak(&s).map_err(D::Error::custom))
+            .transpose()
+    }
+}

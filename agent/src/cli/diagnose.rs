@@ -1,0 +1,68 @@
+//! `inferscope diagnose`: findings over a live watch or a saved JSON stream.
+
+use std::{
+    fs::File,
+    io::{self, BufReader, Write as _},
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+
+use super::{parse_duration, run::WatchArgs};
+use crate::diagnose::{self, Recorder, Recording};
+
+#[derive(clap::Args)]
+pub struct DiagnoseArgs {
+    /// A saved `run --output json` stream (request lines from `--output requests`
+    /// may be mixed in); `-` reads standard input. Without it, watch live.
+    #[arg(long, value_name = "PATH")]
+    input: Option<PathBuf>,
+    /// How long to watch live (Ctrl-C ends it early and diagnoses what was seen).
+    #[arg(long, default_value = "30s", value_parser = parse_duration, conflicts_with = "input")]
+    duration: Duration,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    output: DiagnoseFormat,
+    #[command(flatten)]
+    watch: WatchArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum DiagnoseFormat {
+    /// Findings for a person.
+    Text,
+    /// One JSON object: findings with their evidence (docs/diagnose.md).
+    Json,
+}
+
+pub fn diagnose(args: DiagnoseArgs) -> Result<ExitCode> {
+    let recording = match &args.input {
+        Some(path) if path.as_os_str() == "-" => Recording::read(io::stdin().lock())?,
+        Some(path) => Recording::read(BufReader::new(
+            File::open(path).with_context(|| format!("opening {}", path.display()))?,
+        ))
+        .with_context(|| format!("reading {}", path.display()))?,
+        None => {
+            eprintln!(
+                "inferscope: watching for {} (Ctrl-C to stop early)",
+                humantime::format_duration(args.duration)
+            );
+            let recorder = Recorder::default();
+            let recording = recorder.recording();
+            super::run::watch(&args.watch, Some(args.duration), |_| Ok(vec![Box::new(recorder)]))?;
+            std::mem::take(&mut *recording.lock().unwrap_or_else(|e| e.into_inner()))
+        }
+    };
+    let diagnosis = diagnose::diagnose(&recording);
+    let mut out = io::stdout().lock();
+    match args.output {
+        DiagnoseFormat::Text => diagnose::write_text(&mut out, &diagnosis)?,
+        DiagnoseFormat::Json => {
+            serde_json::to_writer_pretty(&mut out, &diagnosis)?;
+            writeln!(out)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
