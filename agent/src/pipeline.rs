@@ -168,6 +168,7 @@ impl Pipeline {
         }
         let mut drops = self.processes.drops()?;
         let mut dropped_requests = BTreeMap::new();
+        let mut server_comms = BTreeMap::new();
         let queues = match &mut self.servers {
             Some(servers) => {
                 let net_drops = servers.drops()?;
@@ -177,6 +178,7 @@ impl Pipeline {
                 for pid in self.processes.tracked_pids() {
                     servers.consider(pid, true);
                 }
+                server_comms = servers.comms();
                 queues
             }
             None => Default::default(),
@@ -191,6 +193,7 @@ impl Pipeline {
             processes,
             finished: std::mem::take(&mut self.finished),
             queues,
+            server_comms,
             drops: DROP_REASONS.into_iter().zip(drops).collect(),
             dropped_requests,
             devices: gpus.devices,

@@ -126,13 +126,17 @@ fn models(snapshots: &[Snapshot], key: ServerRef) -> BTreeSet<String> {
         .collect()
 }
 
-/// Command names by pid, from the GPU processes (servers without a GPU runtime have none).
+/// Command names by pid, of GPU processes and servers.
 fn comms(snapshots: &[Snapshot]) -> BTreeMap<u32, String> {
-    snapshots
+    let servers = snapshots
+        .iter()
+        .flat_map(|s| &s.servers)
+        .filter_map(|v| Some((v.pid, v.comm.clone()?)));
+    let processes = snapshots
         .iter()
         .flat_map(|s| &s.processes)
-        .map(|p| (p.identity.pid, p.identity.comm.clone()))
-        .collect()
+        .map(|p| (p.identity.pid, p.identity.comm.clone()));
+    servers.chain(processes).collect()
 }
 
 /// One server over one interval, all its models together.
@@ -734,6 +738,7 @@ mod tests {
         }
         s.servers.push(ServerView {
             pid: SERVER.pid,
+            comm: Some("server".into()),
             port: SERVER.port,
             protocol: Default::default(),
             queue: QueueView {

@@ -46,6 +46,8 @@ pub struct Readings {
     pub finished: Vec<RequestRecord>,
     /// Every server's queue at the interval's end.
     pub queues: BTreeMap<ServerKey, QueueReport>,
+    /// Command names of server processes, by pid (GPU processes carry their own).
+    pub server_comms: BTreeMap<u32, String>,
     /// Cumulative drops by reason, all eBPF objects together.
     pub drops: BTreeMap<&'static str, u64>,
     /// Cumulative generation requests given up on, by reason.
@@ -79,6 +81,8 @@ struct DeviceTotals {
 
 #[derive(Default)]
 struct ServerTotals {
+    /// Its process's command name, kept once known (its last snapshot comes after it exited).
+    comm: Option<String>,
     arrivals: u64,
     models: BTreeMap<String, RequestStats>,
 }
@@ -91,6 +95,7 @@ impl Join {
             processes,
             finished,
             queues,
+            server_comms,
             drops,
             dropped_requests,
             devices,
@@ -101,12 +106,19 @@ impl Join {
         for p in &mut processes {
             p.gpus = gpus_of(p.identity.pid, &devices);
         }
+        // Server processes are named by the server source, GPU processes by their own identity.
+        let mut comms = server_comms;
+        for p in &processes {
+            comms
+                .entry(p.identity.pid)
+                .or_insert_with(|| p.identity.comm.clone());
+        }
         let mut snapshot = Snapshot {
             schema: SCHEMA_VERSION,
             time,
             interval,
+            servers: self.servers(&finished, &queues, &comms),
             processes,
-            servers: self.servers(&finished, &queues),
             devices,
             pods: Vec::new(),
             gpu_events,
@@ -264,6 +276,7 @@ impl Join {
         &mut self,
         finished: &[RequestRecord],
         queues: &BTreeMap<ServerKey, QueueReport>,
+        comms: &BTreeMap<u32, String>,
     ) -> Vec<ServerView> {
         let mut deltas: BTreeMap<ServerKey, BTreeMap<String, RequestStats>> = BTreeMap::new();
         let mut latest_protocol = BTreeMap::new();
@@ -287,6 +300,9 @@ impl Join {
             .map(|key| {
                 let q = queues.get(&key);
                 let totals = self.servers.entry(key).or_default();
+                if let Some(comm) = comms.get(&key.0) {
+                    totals.comm = Some(comm.clone());
+                }
                 let arrived = q.map_or(0, |q| q.arrived);
                 totals.arrivals += arrived;
                 let mut delta_models = deltas.remove(&key).unwrap_or_default();
@@ -318,6 +334,7 @@ impl Join {
                     .collect();
                 ServerView {
                     pid: key.0,
+                    comm: totals.comm.clone(),
                     port: key.1,
                     protocol: q
                         .map(|q| q.protocol)
@@ -447,11 +464,34 @@ mod tests {
             processes,
             finished,
             queues: queue(arrived),
+            server_comms: BTreeMap::new(),
             drops: BTreeMap::from([("stats_table_full", 0), ("net_event_ring_full", dropped)]),
             dropped_requests: BTreeMap::from([("events_lost", dropped)]),
             devices: Vec::new(),
             gpu_events: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_server_keeps_its_process_name_after_the_source_let_it_go() {
+        let mut join = Join::default();
+        let mut named = readings(vec![], vec![], 0, 0);
+        named.server_comms = BTreeMap::from([(7, "llama-server".to_string())]);
+        assert_eq!(
+            join.snapshot(named).servers[0].comm.as_deref(),
+            Some("llama-server")
+        );
+        // Its last snapshot, once exited: the source no longer lists it.
+        assert_eq!(
+            join.snapshot(readings(vec![], vec![], 0, 0)).servers[0]
+                .comm
+                .as_deref(),
+            Some("llama-server")
+        );
+        // A GPU process serving its own port is named by its identity.
+        let mut join = Join::default();
+        let s = join.snapshot(readings(vec![process(7, 1, false)], vec![], 0, 0));
+        assert_eq!(s.servers[0].comm.as_deref(), Some("python3"));
     }
 
     #[test]

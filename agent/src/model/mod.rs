@@ -182,6 +182,9 @@ pub const LAUNCH_BOUND_MAX_SM_PERCENT: u32 = 25;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ServerView {
     pub pid: u32,
+    /// Its process's command name, where known (not for a `--port` alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
     pub port: u16,
     /// From its latest finished request, or before any, its connections' framing.
     pub protocol: Protocol,

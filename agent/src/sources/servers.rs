@@ -43,13 +43,20 @@ struct Refresh {
     wait_ns: u64,
 }
 
+/// A process whose listening ports are watched.
+struct Candidate {
+    comm: String,
+    /// The engine it runs, where recognised.
+    engine: Option<Engine>,
+}
+
 pub struct Servers {
     net: NetProbes,
     tracker: RequestTracker,
     proc_root: PathBuf,
     comms: Vec<String>,
-    /// Processes whose listening ports are watched, and the engine each runs where recognised.
-    candidates: BTreeMap<u32, Option<Engine>>,
+    /// Processes whose listening ports are watched.
+    candidates: BTreeMap<u32, Candidate>,
     /// (port, network namespace inode); `None`: any namespace (`--port`).
     watched_ports: BTreeSet<(u16, Option<u32>)>,
     /// Requests finished since [`Servers::take_finished`] was last called.
@@ -96,7 +103,8 @@ impl Servers {
         let cmdline = fs::read_to_string(dir.join("cmdline")).unwrap_or_default();
         let engine = server_engine(comm, &cmdline);
         if always || engine.is_some() || self.comms.iter().any(|c| c == comm) {
-            self.candidates.insert(pid, engine);
+            let comm = comm.to_string();
+            self.candidates.insert(pid, Candidate { comm, engine });
             let netns = net_namespace(&self.proc_root, pid);
             let listeners = namespace_listeners(&self.proc_root, pid, netns);
             self.refresh_ports(pid, netns, &listeners);
@@ -105,7 +113,7 @@ impl Servers {
 
     /// A process ended: its open requests end with it (aborted), and its probes go.
     pub fn process_exited(&mut self, pid: u32, now_ns: u64) {
-        let engine = self.candidates.remove(&pid).flatten();
+        let engine = self.candidates.remove(&pid).and_then(|c| c.engine);
         self.refresh.remove(&pid);
         self.net.detach_tls(pid);
         let before = self.finished.len();
@@ -151,10 +159,18 @@ impl Servers {
         let mut finished = std::mem::take(&mut self.finished);
         for request in &mut finished {
             if request.engine.is_none() {
-                request.engine = self.candidates.get(&request.pid).copied().flatten();
+                request.engine = self.candidates.get(&request.pid).and_then(|c| c.engine);
             }
         }
         finished
+    }
+
+    /// The command name of each process whose ports are watched.
+    pub fn comms(&self) -> BTreeMap<u32, String> {
+        self.candidates
+            .iter()
+            .map(|(&pid, c)| (pid, c.comm.clone()))
+            .collect()
     }
 
     /// Generation requests given up on since the start, by reason.
