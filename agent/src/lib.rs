@@ -21,3 +21,4 @@ pub mod probes;
 pub mod runtimes;
 pub mod sinks;
 pub mod sources;
+pub mod top;

@@ -34,11 +34,13 @@ use crate::{
 pub const NET_DRAIN_PERIOD: Duration = Duration::from_millis(100);
 
 /// When to report, and for how long.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Schedule {
     pub interval: Duration,
     /// Stop after this long (a last snapshot covers the remainder); `None`: until a signal.
     pub duration: Option<Duration>,
+    /// Stop when notified, as on a signal (a command's own way to end, e.g. a key).
+    pub stop: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 /// The sources a pipeline reads; only GPU processes are always there.
@@ -139,6 +141,7 @@ impl Pipeline {
                 _ = async { sleep_until(end.unwrap()).await }, if end.is_some() => true,
                 _ = terminate.recv() => true,
                 _ = interrupt.recv() => true,
+                _ = async { schedule.stop.as_ref().unwrap().notified().await }, if schedule.stop.is_some() => true,
             };
             // What happened before this instant belongs in this snapshot (captures before exits).
             self.drain_net(net_events.as_mut().map(|n| n.get_mut()))?;

@@ -51,7 +51,9 @@ pub fn diagnose(args: DiagnoseArgs) -> Result<ExitCode> {
             );
             let recorder = Recorder::default();
             let recording = recorder.recording();
-            super::run::watch(&args.watch, Some(args.duration), |_| Ok(vec![Box::new(recorder)]))?;
+            super::run::watch(&args.watch, Some(args.duration), None, |_| {
+                Ok(vec![Box::new(recorder)])
+            })?;
             std::mem::take(&mut *recording.lock().unwrap_or_else(|e| e.into_inner()))
         }
     };

@@ -3,6 +3,7 @@
 mod check;
 mod diagnose;
 mod run;
+mod top;
 
 use std::{process::ExitCode, time::Duration};
 
@@ -28,6 +29,8 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Findings grounded in the measured figures: live, or over a saved `run --output json` stream.
     Diagnose(Box<diagnose::DiagnoseArgs>),
+    /// A live view of inference servers and GPU processes in the terminal.
+    Top(Box<top::TopArgs>),
     /// Check what this host supports, and whether the agent can run here.
     Check,
 }
@@ -37,6 +40,7 @@ pub fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(*args),
         Command::Diagnose(args) => diagnose::diagnose(*args),
+        Command::Top(args) => top::top(*args),
         Command::Check => check::check(),
     };
     match result {
@@ -56,6 +60,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
+/// Log lines held back while a full-screen view owns the terminal; `None`: to stderr.
+static HELD_LOG: std::sync::Mutex<Option<Vec<String>>> = std::sync::Mutex::new(None);
+
 fn init_logging(level: log::LevelFilter) {
     struct Stderr;
     impl log::Log for Stderr {
@@ -64,11 +71,45 @@ fn init_logging(level: log::LevelFilter) {
         }
         fn log(&self, r: &log::Record) {
             if self.enabled(r.metadata()) {
-                eprintln!("inferscope {}: {}", r.level().as_str().to_lowercase(), r.args());
+                let line = format!("inferscope {}: {}", r.level().as_str().to_lowercase(), r.args());
+                match HELD_LOG.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                    Some(held) => held.push(line),
+                    None => eprintln!("{line}"),
+                }
             }
         }
         fn flush(&self) {}
     }
     log::set_max_level(level);
     let _ = log::set_logger(&Stderr);
+}
+
+/// From now on log lines are held (a full-screen view would be torn by them).
+fn hold_log() {
+    HELD_LOG
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(Vec::new);
+}
+
+/// The latest held line, for a status bar.
+fn latest_log() -> Option<String> {
+    HELD_LOG
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()?
+        .last()
+        .cloned()
+}
+
+/// Writes the held lines to stderr and logs there again.
+fn release_log() {
+    for line in HELD_LOG
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .unwrap_or_default()
+    {
+        eprintln!("{line}");
+    }
 }

@@ -1,10 +1,13 @@
 //! `inferscope run`: flags → sources and sinks → the pipeline, until stopped.
 
-use std::{collections::HashSet, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    collections::HashSet, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration,
+};
 
 use anyhow::{Context as _, Result};
 use aya::Btf;
 use inferscope_shared::NET_CAPTURE_MAX;
+use tokio::sync::Notify;
 
 use super::parse_duration;
 use crate::{
@@ -87,7 +90,7 @@ pub struct WatchArgs {
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
-    watch(&args.watch, args.duration, |kube_on| {
+    watch(&args.watch, args.duration, None, |kube_on| {
         let mut sinks: Vec<Box<dyn Sink>> = args.output.sink(std::io::stdout()).into_iter().collect();
         let otlp = OtlpConfig::from_env(args.otlp_endpoint.clone(), args.otlp_protocol);
         if otlp.is_some() || args.prometheus_listen.is_some() {
@@ -106,11 +109,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Watches what `args` names until `duration` passes or a signal stops it,
-/// delivering to the sinks `sinks` builds (told whether pods are known).
+/// Watches what `args` names until `duration` passes, a signal or `stop`
+/// stops it, delivering to the sinks `sinks` builds (told whether pods are known).
 pub fn watch(
     args: &WatchArgs,
     duration: Option<Duration>,
+    stop: Option<Arc<Notify>>,
     sinks: impl FnOnce(bool) -> Result<Vec<Box<dyn Sink>>>,
 ) -> Result<()> {
     super::check::require_privileges()?;
@@ -173,6 +177,7 @@ pub fn watch(
     let schedule = Schedule {
         interval: args.interval,
         duration,
+        stop,
     };
     tokio::runtime::Builder::new_current_thread()
         .enable_io()

@@ -3,6 +3,7 @@
 use std::io::{self, Write};
 
 use super::{Diagnosis, Finding, Severity, Subject};
+use crate::model::json_name;
 
 pub fn write_text(out: &mut impl Write, d: &Diagnosis) -> io::Result<()> {
     let span = match (d.from, d.to) {
@@ -39,11 +40,12 @@ fn write_finding(out: &mut impl Write, f: &Finding) -> io::Result<()> {
         Severity::Warning => "WARNING",
         Severity::Info => "info",
     };
-    let kind = serde_json::to_value(f.finding)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
-    writeln!(out, "\n{severity} {kind}: {}", subject(&f.subject))?;
+    writeln!(
+        out,
+        "\n{severity} {}: {}",
+        json_name(&f.finding),
+        subject(&f.subject)
+    )?;
     writeln!(
         out,
         "  {} to {}",

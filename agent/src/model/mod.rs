@@ -282,6 +282,14 @@ impl RequestStats {
     }
 }
 
+/// The name a unit variant has in JSON (`http2+tls`, `cancelled`), for text views.
+pub fn json_name(value: &impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
 /// A delta as a rate over `interval`; 0 over an empty interval.
 pub fn per_second(delta: f64, interval: Duration) -> f64 {
     let s = interval.as_secs_f64();
