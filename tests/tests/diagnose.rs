@@ -1,5 +1,5 @@
-//! `inferscope diagnose`, live and over a saved stream, on one scenario with
-//! known causes: a server on a GPU whose first tokens are slow while NVML
+//! `inferscope diagnose`, live and over a saved stream, and `inferscope
+//! record`'s report in a headless browser, on one scenario with known causes: a server on a GPU whose first tokens are slow while NVML
 //! (the stand-in, tests/c/fake_nvml.c) says the GPU idles, its memory is
 //! nearly full and it reported an XID error, and clients that leave before
 //! their first token. Each finding must name its subject and carry the
@@ -208,4 +208,71 @@ fn a_saved_stream_is_diagnosed_like_the_live_run_that_wrote_it() {
         assert!(text.contains(needle), "{needle:?} not in:\n{text}");
     }
     fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn a_recorded_report_renders_offline_in_a_browser_without_errors() {
+    let scenario = Scenario::start("record");
+    let report = std::env::temp_dir().join(format!("report-{}.html", scenario.server.pid()));
+    let args = scenario.agent_args();
+    let mut extra: Vec<&str> = args.iter().map(String::as_str).collect();
+    extra.extend(["--duration", "10m", "-o", report.to_str().unwrap()]);
+    let mut agent = Agent::start_command("record", &scenario.env(), &extra);
+    scenario.traffic(&mut agent);
+    agent.interrupt();
+    let html = fs::read_to_string(&report).unwrap();
+    // The findings and every section, the server by name, no payload text.
+    for needle in [
+        "xid_errors",
+        "slow_first_token_gpu_idle",
+        "sse_truth_serve",
+        "Time to first token, mean per interval",
+        "GPU memory used",
+        "slow-start",
+    ] {
+        assert!(html.contains(needle), "{needle:?} not in the report");
+    }
+    assert!(!html.contains("tok0"), "a generated token reached the report");
+
+    // Headless Chromium: it must render with no console message (a blocked
+    // fetch would be one: the page's policy forbids them all) and draw something.
+    let dir = std::env::temp_dir().join(format!("chromium-{}", scenario.server.pid()));
+    let shot = dir.join("report.png");
+    let out = Command::new("timeout")
+        .args([
+            "120",
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", dir.display()))
+        .args(["--window-size=1280,1800", "--enable-logging=stderr", "--v=0"])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", report.display()))
+        .output()
+        .expect("running chromium (Debian's `chromium` package; .ci/run installs it)");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "chromium failed: {log}");
+    let console: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("CONSOLE") || l.contains("Refused to"))
+        .collect();
+    assert!(console.is_empty(), "console messages: {console:#?}");
+    let decoder = png::Decoder::new(std::io::BufReader::new(fs::File::open(&shot).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let frame = reader.next_frame(&mut pixels).unwrap();
+    let bytes = &pixels[..frame.buffer_size()];
+    let step = frame.color_type.samples();
+    let colours: std::collections::HashSet<&[u8]> = bytes.chunks(step).collect();
+    let ink = bytes.chunks(step).filter(|p| p[..3] != [255, 255, 255]).count();
+    assert!(
+        colours.len() > 20 && ink > bytes.len() / step / 100,
+        "the screenshot looks blank: {} colours, {ink} non-white pixels",
+        colours.len()
+    );
+    fs::remove_dir_all(dir).unwrap();
+    fs::remove_file(report).unwrap();
 }

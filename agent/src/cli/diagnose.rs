@@ -13,20 +13,51 @@ use anyhow::{Context as _, Result};
 use super::{parse_duration, run::WatchArgs};
 use crate::diagnose::{self, Recorder, Recording};
 
+/// Where a recording comes from: a saved stream, or a live watch.
 #[derive(clap::Args)]
-pub struct DiagnoseArgs {
+pub struct RecordingArgs {
     /// A saved `run --output json` stream (request lines from `--output requests`
     /// may be mixed in); `-` reads standard input. Without it, watch live.
     #[arg(long, value_name = "PATH")]
     input: Option<PathBuf>,
-    /// How long to watch live (Ctrl-C ends it early and diagnoses what was seen).
+    /// How long to watch live (Ctrl-C ends it early and keeps what was seen).
     #[arg(long, default_value = "30s", value_parser = parse_duration, conflicts_with = "input")]
     duration: Duration,
+    #[command(flatten)]
+    watch: WatchArgs,
+}
+
+impl RecordingArgs {
+    pub fn recording(&self) -> Result<Recording> {
+        Ok(match &self.input {
+            Some(path) if path.as_os_str() == "-" => Recording::read(io::stdin().lock())?,
+            Some(path) => Recording::read(BufReader::new(
+                File::open(path).with_context(|| format!("opening {}", path.display()))?,
+            ))
+            .with_context(|| format!("reading {}", path.display()))?,
+            None => {
+                eprintln!(
+                    "inferscope: watching for {} (Ctrl-C to stop early)",
+                    humantime::format_duration(self.duration)
+                );
+                let recorder = Recorder::default();
+                let recording = recorder.recording();
+                super::run::watch(&self.watch, Some(self.duration), None, |_| {
+                    Ok(vec![Box::new(recorder)])
+                })?;
+                std::mem::take(&mut *recording.lock().unwrap_or_else(|e| e.into_inner()))
+            }
+        })
+    }
+}
+
+#[derive(clap::Args)]
+pub struct DiagnoseArgs {
+    #[command(flatten)]
+    from: RecordingArgs,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     output: DiagnoseFormat,
-    #[command(flatten)]
-    watch: WatchArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -38,26 +69,7 @@ enum DiagnoseFormat {
 }
 
 pub fn diagnose(args: DiagnoseArgs) -> Result<ExitCode> {
-    let recording = match &args.input {
-        Some(path) if path.as_os_str() == "-" => Recording::read(io::stdin().lock())?,
-        Some(path) => Recording::read(BufReader::new(
-            File::open(path).with_context(|| format!("opening {}", path.display()))?,
-        ))
-        .with_context(|| format!("reading {}", path.display()))?,
-        None => {
-            eprintln!(
-                "inferscope: watching for {} (Ctrl-C to stop early)",
-                humantime::format_duration(args.duration)
-            );
-            let recorder = Recorder::default();
-            let recording = recorder.recording();
-            super::run::watch(&args.watch, Some(args.duration), None, |_| {
-                Ok(vec![Box::new(recorder)])
-            })?;
-            std::mem::take(&mut *recording.lock().unwrap_or_else(|e| e.into_inner()))
-        }
-    };
-    let diagnosis = diagnose::diagnose(&recording);
+    let diagnosis = diagnose::diagnose(&args.from.recording()?);
     let mut out = io::stdout().lock();
     match args.output {
         DiagnoseFormat::Text => diagnose::write_text(&mut out, &diagnosis)?,

@@ -2,6 +2,7 @@
 
 mod check;
 mod diagnose;
+mod record;
 mod run;
 mod top;
 
@@ -29,6 +30,8 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Findings grounded in the measured figures: live, or over a saved `run --output json` stream.
     Diagnose(Box<diagnose::DiagnoseArgs>),
+    /// A self-contained HTML report: findings, figures over time, tables (live, or from a saved stream).
+    Record(Box<record::RecordArgs>),
     /// A live view of inference servers and GPU processes in the terminal.
     Top(Box<top::TopArgs>),
     /// Check what this host supports, and whether the agent can run here.
@@ -41,6 +44,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Run(args) => run::run(*args),
         Command::Diagnose(args) => diagnose::diagnose(*args),
         Command::Top(args) => top::top(*args),
+        Command::Record(args) => record::record(*args),
         Command::Check => check::check(),
     };
     match result {
