@@ -36,6 +36,17 @@ fn main() {
         "-ldl",
         "-lpthread",
     ]);
+    // Every function with its frame pointer, leaf functions too (which gcc's
+    // -O1 leaves without one, whatever the flags): the profile walks user
+    // stacks by them.
+    cc(&[
+        "-O0",
+        "-fno-omit-frame-pointer",
+        "-Wall",
+        "-o",
+        &format!("{o}/cpu_burner"),
+        &src("cpu_burner.c"),
+    ]);
     // The CUDA runtime linked statically, as some inference servers ship it.
     let fixtures = env::var("INFERSCOPE_FIXTURES")
         .map(PathBuf::from)

@@ -18,6 +18,7 @@ pub mod join;
 pub mod model;
 pub mod pipeline;
 pub mod probes;
+pub mod profile;
 pub mod report;
 pub mod runtimes;
 pub mod sinks;

@@ -176,9 +176,15 @@ impl Agent {
 
     /// Stops the agent as Ctrl-C does and returns the rest of its standard
     /// output, once it has exited successfully.
-    pub fn interrupt(mut self) -> String {
+    pub fn interrupt(self) -> String {
         // SAFETY: a signal to our own child, which has not been waited for yet.
         assert_eq!(unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) }, 0);
+        self.finish()
+    }
+
+    /// Waits for the agent to end by itself (`--duration`) and returns the
+    /// rest of its standard output, once it has exited successfully.
+    pub fn finish(mut self) -> String {
         let deadline = Instant::now() + STEP;
         let mut rest = Vec::new();
         loop {
@@ -188,7 +194,7 @@ impl Agent {
             {
                 Ok(line) => rest.push(line),
                 Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => panic!("the agent did not stop on SIGINT"),
+                Err(RecvTimeoutError::Timeout) => panic!("the agent did not stop"),
             }
         }
         let status = self.child.wait().expect("waiting for the agent");

@@ -19,7 +19,7 @@ use inferscope_shared::NET_CAPTURE_MAX;
 use crate::{
     discover::Discovery,
     model::DeviceView,
-    probes::{self, GpuProbes, NetProbes, ProcessProbes, SocketHook, compat},
+    probes::{self, GpuProbes, NetProbes, ProcessProbes, ProfileProbes, SocketHook, compat},
     sources::{NvmlSource, RocmSmiSource},
 };
 
@@ -304,17 +304,22 @@ fn kernel_release() -> String {
     release
 }
 
+/// The sampling rate `check` attaches the profiler with (it samples nothing).
+const PROFILE_CHECK_HZ: u64 = 1;
+
 /// Loads the agent's own objects as `run` does (not stand-ins), and prints the
 /// program table (`compat`) with what this kernel runs of it.
 fn agent_programs(btf: &Btf, f: &mut Findings) {
     let process = ProcessProbes::load(btf);
     let gpu = GpuProbes::load(btf);
     let net = NetProbes::load(btf, NET_CAPTURE_MAX as u32);
+    // Sampling every CPU with nothing to sample: the program runs and returns at once.
+    let profile = ProfileProbes::start(PROFILE_CHECK_HZ);
     let in_use: Vec<&str> = match &net {
         Ok(n) => n.socket_hook().programs().to_vec(),
         Err(_) => Vec::new(),
     };
-    let objects: [(&str, &str, Result<String>, bool); 3] = [
+    let objects: [(&str, &str, Result<String>, bool); 4] = [
         (
             "process.bpf.o",
             "process lifecycle",
@@ -331,6 +336,12 @@ fn agent_programs(btf: &Btf, f: &mut Findings) {
             "net_capture.bpf.o",
             "request metrics",
             net.map(|n| format!("loaded; socket capture through {}", n.socket_hook())),
+            false,
+        ),
+        (
+            "profile.bpf.o",
+            "CPU profiles",
+            profile.map(|_| "loaded and attached on every CPU".into()),
             false,
         ),
     ];

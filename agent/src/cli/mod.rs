@@ -2,6 +2,7 @@
 
 mod check;
 mod diagnose;
+mod profile;
 mod record;
 mod run;
 mod top;
@@ -30,6 +31,8 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Findings grounded in the measured figures: live, or over a saved `run --output json` stream.
     Diagnose(Box<diagnose::DiagnoseArgs>),
+    /// Sampled CPU stacks of GPU processes and servers, as a flame graph or folded stacks.
+    Profile(Box<profile::ProfileArgs>),
     /// A self-contained HTML report: findings, figures over time, tables (live, or from a saved stream).
     Record(Box<record::RecordArgs>),
     /// A live view of inference servers and GPU processes in the terminal.
@@ -45,6 +48,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Diagnose(args) => diagnose::diagnose(*args),
         Command::Top(args) => top::top(*args),
         Command::Record(args) => record::record(*args),
+        Command::Profile(args) => profile::profile(*args),
         Command::Check => check::check(),
     };
     match result {

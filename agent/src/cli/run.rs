@@ -187,6 +187,13 @@ pub fn watch(
     Ok(())
 }
 
+impl WatchArgs {
+    /// The processes named with `--pid`.
+    pub fn pids(&self) -> &[u32] {
+        &self.pids
+    }
+}
+
 /// A share between 0 and 1.
 fn parse_ratio(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {

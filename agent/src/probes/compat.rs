@@ -29,12 +29,15 @@ pub enum Feature {
     SockLengthTracepoints,
     /// `tcp_recvmsg` without its `nonblock` argument.
     TcpRecvmsgWithoutNonblock,
+    /// Perf-event programs sampling on a clock, with kernel-walked stacks (`bpf_get_stackid`).
+    PerfEventSampling,
 }
 
 impl Feature {
     /// The mainline release that introduced it.
     pub fn since(self) -> (u32, u32) {
         match self {
+            Self::PerfEventSampling => (4, 9),
             Self::Uprobe => (4, 17),
             Self::TpBtf | Self::Fexit => (5, 5),
             Self::RingBuf => (5, 8),
@@ -58,6 +61,7 @@ impl Feature {
             Self::SocketCookie => "socket cookie",
             Self::SockLengthTracepoints => "sock_*_length tracepoints",
             Self::TcpRecvmsgWithoutNonblock => "5-argument tcp_recvmsg",
+            Self::PerfEventSampling => "perf-event sampling",
         }
     }
 }
@@ -92,6 +96,7 @@ impl Program {
 
 const WITHOUT_REQUESTS: &str = "no request metrics";
 const WITHOUT_TLS: &str = "no request metrics for TLS servers";
+const WITHOUT_PROFILES: &str = "no CPU profiles (inferscope profile)";
 
 use Feature::*;
 
@@ -113,6 +118,7 @@ pub const PROGRAMS: &[Program] = &[
     Program { object: "net_capture.bpf.o", name: "ssl_read_ex_enter", hook: "uprobe/SSL_read_ex", uses: &[Uprobe, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } },
     Program { object: "net_capture.bpf.o", name: "ssl_write_enter", hook: "uprobe/SSL_write", uses: &[Uprobe, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } },
     Program { object: "net_capture.bpf.o", name: "ssl_write_ex_enter", hook: "uprobe/SSL_write_ex", uses: &[Uprobe, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } },
+    Program { object: "profile.bpf.o", name: "on_cpu_sample", hook: "perf event, software CPU clock, every CPU", uses: &[PerfEventSampling], role: Role::Optional { without: WITHOUT_PROFILES } },
     Program { object: "net_capture.bpf.o", name: "ssl_return", hook: "uretprobe/SSL_*", uses: &[Uprobe, RingBuf, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } },
 ];
 
@@ -160,6 +166,7 @@ mod tests {
             ("process.bpf.o", super::super::PROCESS_OBJ),
             ("gpu_calls.bpf.o", super::super::GPU_CALLS_OBJ),
             ("net_capture.bpf.o", super::super::NET_CAPTURE_OBJ),
+            ("profile.bpf.o", super::super::PROFILE_OBJ),
         ] {
             let listed: BTreeSet<String> = PROGRAMS
                 .iter()

@@ -6,10 +6,12 @@ mod detach;
 mod gpu;
 mod net;
 mod process;
+mod profile;
 
 pub use gpu::GpuProbes;
 pub use net::{NetProbes, SocketHook};
 pub use process::{ProcessProbes, decode_event};
+pub use profile::{PROFILE_LOSSES, ProfileProbes, StackSample};
 
 use std::collections::BTreeMap;
 
@@ -25,6 +27,7 @@ use inferscope_shared::DROP_REASONS;
 static GPU_CALLS_OBJ: &[u8] = aya::include_bytes_aligned!("../../../ebpf-programs/obj/gpu_calls.bpf.o");
 static NET_CAPTURE_OBJ: &[u8] = aya::include_bytes_aligned!("../../../ebpf-programs/obj/net_capture.bpf.o");
 static PROCESS_OBJ: &[u8] = aya::include_bytes_aligned!("../../../ebpf-programs/obj/process.bpf.o");
+static PROFILE_OBJ: &[u8] = aya::include_bytes_aligned!("../../../ebpf-programs/obj/profile.bpf.o");
 
 /// Cumulative drops per reason (index as in [`DROP_REASONS`]) of one object, summed over CPUs.
 fn read_drops(ebpf: &Ebpf) -> Result<[u64; DROP_REASONS.len()]> {

@@ -1,0 +1,106 @@
+//! `inferscope profile`: sample the stacks of GPU processes and servers for a
+//! while, then write a flame graph or folded stacks.
+
+use std::{
+    fs::File,
+    io::{BufWriter, Write as _},
+    path::PathBuf,
+    process::ExitCode,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+
+use super::{parse_duration, run::WatchArgs};
+use crate::{
+    probes::ProfileProbes,
+    profile::{Profiler, Targets, write_flamegraph, write_folded},
+};
+
+#[derive(clap::Args)]
+pub struct ProfileArgs {
+    /// How long to sample (Ctrl-C ends it early and writes what was sampled).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Samples per second per CPU (a prime, so that sampling does not beat with periodic work).
+    #[arg(long, default_value_t = 49)]
+    frequency: u64,
+    /// Where to write the profile.
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "PATH",
+        default_value = "inferscope-profile.svg"
+    )]
+    output: PathBuf,
+    /// `svg`: a flame graph; `folded`: one `frame;frame count` line per stack
+    /// [default: from the output's extension, `.svg` or else folded].
+    #[arg(long, value_enum)]
+    format: Option<ProfileFormat>,
+    #[command(flatten)]
+    watch: WatchArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ProfileFormat {
+    Svg,
+    Folded,
+}
+
+pub fn profile(args: ProfileArgs) -> Result<ExitCode> {
+    super::check::require_privileges()?;
+    let probes = ProfileProbes::start(args.frequency).context("starting CPU sampling")?;
+    let mut profiler = Profiler::new(probes);
+    // Named ones from the start, whatever they are; the rest as the pipeline finds them.
+    for &pid in args.watch.pids() {
+        profiler.sample(pid);
+    }
+    let profiler = Arc::new(Mutex::new(profiler));
+    eprintln!(
+        "inferscope: sampling GPU processes and servers at {} Hz for {} (Ctrl-C to stop early)",
+        args.frequency,
+        humantime::format_duration(args.duration)
+    );
+    let started = std::time::Instant::now();
+    let targets = Targets(profiler.clone());
+    super::run::watch(&args.watch, Some(args.duration), None, |_| {
+        Ok(vec![Box::new(targets)])
+    })?;
+    let sampled_for = started.elapsed();
+    let profiler = profiler.lock().unwrap_or_else(|e| e.into_inner());
+    let stacks = profiler.stacks().context("reading the sampled stacks")?;
+    let samples: u64 = stacks.iter().map(|s| s.count).sum();
+    let format = args.format.unwrap_or(match args.output.extension() {
+        Some(e) if e == "svg" => ProfileFormat::Svg,
+        _ => ProfileFormat::Folded,
+    });
+    let mut out = BufWriter::new(
+        File::create(&args.output).with_context(|| format!("creating {}", args.output.display()))?,
+    );
+    match format {
+        ProfileFormat::Svg => {
+            write_flamegraph(&mut out, &stacks, "inferscope profile: GPU processes and servers")?
+        }
+        ProfileFormat::Folded => write_folded(&mut out, &stacks)?,
+    }
+    out.flush()?;
+    let lost: Vec<String> = profiler
+        .losses()?
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(why, n)| format!("{n} {why}"))
+        .collect();
+    eprintln!(
+        "inferscope: wrote {} ({samples} samples over {:.1} s, {} stacks{})",
+        args.output.display(),
+        sampled_for.as_secs_f64(),
+        stacks.len(),
+        if lost.is_empty() {
+            String::new()
+        } else {
+            format!("; without a stack: {}", lost.join(", "))
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,231 @@
+//! `inferscope profile`: sampled stacks of GPU processes and inference
+//! servers, named with blazesym (ELF symbols, DWARF where present, the
+//! kernel's symbols; files of processes in containers through their
+//! `/proc/PID/map_files`), written as folded stacks or a flame graph (inferno).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    io::{self, Write},
+    sync::{Arc, Mutex},
+};
+
+use blazesym::symbolize::{
+    Input, Symbolized, Symbolizer,
+    source::{Kernel, Process, Source},
+};
+
+use crate::{
+    model::Snapshot,
+    probes::{ProfileProbes, StackSample},
+    sinks::Sink,
+};
+
+/// Sampling in progress, and who is sampled under which name.
+pub struct Profiler {
+    probes: ProfileProbes,
+    comms: BTreeMap<u32, String>,
+}
+
+impl Profiler {
+    pub fn new(probes: ProfileProbes) -> Self {
+        Self {
+            probes,
+            comms: BTreeMap::new(),
+        }
+    }
+
+    /// Samples `pid` from now on (once), under its command name.
+    pub fn sample(&mut self, pid: u32) {
+        if !self.comms.contains_key(&pid) {
+            if let Err(e) = self.probes.sample(pid) {
+                log::warn!("pid {pid} is not profiled: {e:#}");
+            }
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            self.comms.insert(pid, comm.trim_end().to_string());
+        }
+    }
+
+    /// Samples each GPU process and server of `s` from now on.
+    fn follow(&mut self, s: &Snapshot) {
+        let processes = s
+            .processes
+            .iter()
+            .map(|p| (p.identity.pid, Some(&p.identity.comm)));
+        let servers = s.servers.iter().map(|v| (v.pid, v.comm.as_ref()));
+        for (pid, comm) in processes.chain(servers) {
+            self.sample(pid);
+            if let Some(comm) = comm.filter(|c| !c.is_empty()) {
+                self.comms.insert(pid, comm.clone());
+            }
+        }
+    }
+
+    /// The stacks sampled so far, named; call while the processes still run.
+    pub fn stacks(&self) -> anyhow::Result<Vec<Stack>> {
+        Ok(symbolize(&self.probes.samples()?, &self.comms))
+    }
+
+    /// Samples that lost their stack, by cause.
+    pub fn losses(&self) -> anyhow::Result<BTreeMap<&'static str, u64>> {
+        self.probes.losses()
+    }
+}
+
+/// The sink through which the pipeline tells the profiler whom to sample.
+pub struct Targets(pub Arc<Mutex<Profiler>>);
+
+impl Sink for Targets {
+    fn snapshot(&mut self, s: &Snapshot) -> io::Result<()> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).follow(s);
+        Ok(())
+    }
+}
+
+/// One stack, root first, and its sample count.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stack {
+    pub frames: Vec<String>,
+    pub count: u64,
+}
+
+/// Names every address of `samples`: user frames in their process, kernel
+/// frames (suffixed `_[k]`, as perf does) from kallsyms. A process gone by now
+/// or a frame without a symbol reads `[unknown]`. Each stack starts with the
+/// process's name from `comms` (else its pid).
+pub fn symbolize(samples: &[StackSample], comms: &BTreeMap<u32, String>) -> Vec<Stack> {
+    let symbolizer = Symbolizer::new();
+    let mut by_pid: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    let mut kernel: Vec<u64> = Vec::new();
+    for s in samples {
+        by_pid.entry(s.pid).or_default().extend(&s.user);
+        kernel.extend(&s.kernel);
+    }
+    let mut names: HashMap<(u32, u64), String> = HashMap::new();
+    for (pid, mut addrs) in by_pid {
+        addrs.sort_unstable();
+        addrs.dedup();
+        let source = Source::Process(Process::new(pid.into()));
+        name_all(&symbolizer, &source, &addrs, "", |addr, name| {
+            names.insert((pid, addr), name);
+        });
+    }
+    kernel.sort_unstable();
+    kernel.dedup();
+    let source = Source::Kernel(Kernel::default());
+    name_all(&symbolizer, &source, &kernel, "_[k]", |addr, name| {
+        names.insert((0, addr), name);
+    });
+    let mut merged: BTreeMap<Vec<String>, u64> = BTreeMap::new();
+    for s in samples {
+        let root = comms
+            .get(&s.pid)
+            .filter(|c| !c.is_empty())
+            .map_or_else(|| format!("pid {}", s.pid), |c| format!("{c} ({})", s.pid));
+        let user = s.user.iter().rev().map(|a| names.get(&(s.pid, *a)));
+        let kern = s.kernel.iter().rev().map(|a| names.get(&(0, *a)));
+        let mut frames = vec![sanitize(&root)];
+        frames.extend(
+            user.chain(kern)
+                .map(|n| n.cloned().unwrap_or_else(|| "[unknown]".into())),
+        );
+        *merged.entry(frames).or_default() += s.count;
+    }
+    merged
+        .into_iter()
+        .map(|(frames, count)| Stack { frames, count })
+        .collect()
+}
+
+/// Names `addrs` in `source`, calling `named` for each; a source that cannot
+/// be read (the process exited) leaves them unnamed.
+fn name_all(
+    symbolizer: &Symbolizer,
+    source: &Source,
+    addrs: &[u64],
+    suffix: &str,
+    mut named: impl FnMut(u64, String),
+) {
+    if addrs.is_empty() {
+        return;
+    }
+    match symbolizer.symbolize(source, Input::AbsAddr(addrs)) {
+        Ok(symbols) => {
+            for (addr, sym) in addrs.iter().zip(symbols) {
+                if let Symbolized::Sym(sym) = sym {
+                    named(*addr, format!("{}{suffix}", sanitize(&sym.name)));
+                }
+            }
+        }
+        Err(e) => log::debug!("symbolizing {source:?}: {e}"),
+    }
+}
+
+/// Folded stacks use `;` between frames and a space before the count.
+fn sanitize(name: &str) -> String {
+    name.replace(';', ":").replace(['\n', '\r'], " ")
+}
+
+/// `frame;frame;frame count` per line (Brendan Gregg's folded format).
+pub fn write_folded(out: &mut impl Write, stacks: &[Stack]) -> io::Result<()> {
+    for s in stacks {
+        writeln!(out, "{} {}", s.frames.join(";"), s.count)?;
+    }
+    Ok(())
+}
+
+/// An interactive SVG flame graph of `stacks`.
+pub fn write_flamegraph(out: &mut impl Write, stacks: &[Stack], title: &str) -> io::Result<()> {
+    let mut folded = Vec::new();
+    write_folded(&mut folded, stacks)?;
+    let folded = String::from_utf8_lossy(&folded);
+    let mut options = inferno::flamegraph::Options::default();
+    options.title = title.to_string();
+    options.count_name = "samples".to_string();
+    inferno::flamegraph::from_lines(&mut options, folded.lines(), out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stacks_are_root_first_named_by_process_and_merged() {
+        // Addresses nobody can name: the kernel's own text is not at 1 or 2.
+        let samples = [
+            StackSample {
+                pid: u32::MAX,
+                user: vec![2, 1],
+                kernel: vec![],
+                count: 3,
+            },
+            StackSample {
+                pid: u32::MAX,
+                user: vec![2, 1],
+                kernel: vec![],
+                count: 4,
+            },
+        ];
+        let comms = BTreeMap::from([(u32::MAX, "a;b".to_string())]);
+        let stacks = symbolize(&samples, &comms);
+        assert_eq!(
+            stacks,
+            [Stack {
+                frames: vec![
+                    format!("a:b ({})", u32::MAX),
+                    "[unknown]".into(),
+                    "[unknown]".into()
+                ],
+                count: 7
+            }]
+        );
+        let mut folded = Vec::new();
+        write_folded(&mut folded, &stacks).unwrap();
+        assert_eq!(
+            String::from_utf8(folded).unwrap(),
+            format!("a:b ({});[unknown];[unknown] 7\n", u32::MAX)
+        );
+        let mut svg = Vec::new();
+        write_flamegraph(&mut svg, &stacks, "test").unwrap();
+        assert!(String::from_utf8(svg).unwrap().contains("<svg"));
+    }
+}

@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * CPU profile of chosen processes: a perf-event program per CPU (a software
+ * clock where there is no PMU) counts each (process, user stack, kernel stack)
+ * it interrupts. Stacks are walked by the kernel (frame pointers for user
+ * code) and kept once in a stack map; userspace symbolizes them at the end.
+ * Only processes in `profiled` are sampled: the agent names GPU processes and
+ * inference servers as it finds them.
+ */
+#include "common.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Frames kept per stack: the kernel's own default limit (perf_event_max_stack). */
+#define MAX_FRAMES 127
+
+struct stack_sample {
+	__u32 pid;
+	/* Stack map ids; negative when there is none (a sample in user mode has no
+	 * kernel stack) or it could not be stored. */
+	__s32 user_stack;
+	__s32 kernel_stack;
+	__u32 pad;
+};
+
+/* Samples whose stacks are lost, by cause (index); read by the agent. */
+enum profile_loss {
+	PROFILE_LOSS_TABLE_FULL = 0,
+	PROFILE_LOSS_USER_STACK = 1,
+	PROFILE_LOSS_STACK_COLLISION = 2,
+	PROFILE_LOSSES = 3,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u8);
+} profiled SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 16384);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, MAX_FRAMES * sizeof(__u64));
+} stacks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct stack_sample);
+	__type(value, __u64);
+} samples SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PROFILE_LOSSES);
+	__type(key, __u32);
+	__type(value, __u64);
+} profile_losses SEC(".maps");
+
+const struct stack_sample *unused_stack_sample __attribute__((unused));
+
+static __always_inline void lost(__u32 why)
+{
+	__u64 *n = bpf_map_lookup_elem(&profile_losses, &why);
+	if (n)
+		*n += 1;
+}
+
+#define EEXIST 17
+
+SEC("perf_event")
+int on_cpu_sample(struct bpf_perf_event_data *ctx)
+{
+	__u32 pid = current_tgid();
+	if (pid == 0 || !bpf_map_lookup_elem(&profiled, &pid))
+		return 0;
+	struct stack_sample key = {
+		.pid = pid,
+		.user_stack = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK),
+		.kernel_stack = bpf_get_stackid(ctx, &stacks, 0),
+	};
+	if (key.user_stack == -EEXIST || key.kernel_stack == -EEXIST)
+		lost(PROFILE_LOSS_STACK_COLLISION);
+	else if (key.user_stack < 0 && key.kernel_stack < 0)
+		lost(PROFILE_LOSS_USER_STACK);
+	__u64 *n = bpf_map_lookup_elem(&samples, &key);
+	if (n) {
+		__sync_fetch_and_add(n, 1);
+		return 0;
+	}
+	__u64 one = 1;
+	if (bpf_map_update_elem(&samples, &key, &one, BPF_NOEXIST) == 0)
+		return 0;
+	/* Another CPU added it meanwhile, or the table is full. */
+	n = bpf_map_lookup_elem(&samples, &key);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+	else
+		lost(PROFILE_LOSS_TABLE_FULL);
+	return 0;
+}
