@@ -9,6 +9,8 @@
 //!   the agent's capture and decoding.
 //! - Decode pipeline: captured events per second through HTTP/SSE decoding and
 //!   request derivation, on one core.
+//! - CPU profile: a CPU-bound loop's speed with sampling at 49 and 99 Hz against
+//!   none; the sampling program's time per sample; naming addresses, cold and cached.
 //! - Start-up: time to attach and to the first report, and peak RSS, with a
 //!   process mapping the real 200+ MB `libnccl.so.2`.
 //! - Export outage (only when named: `outage [MINUTES]`): RSS over time while the
@@ -19,6 +21,7 @@
 mod decode;
 mod export_outage;
 mod gpu_launch;
+mod profile_overhead;
 mod server_load;
 mod soak;
 mod socket_overhead;
@@ -31,11 +34,12 @@ fn main() -> anyhow::Result<()> {
     let fixtures = std::env::var_os("INFERSCOPE_FIXTURES").context("run through `cargo xtask bench`")?;
     let fixtures = std::path::Path::new(&fixtures);
     let agent = std::env::var_os("INFERSCOPE_AGENT").context("run through `cargo xtask bench`")?;
-    let benches: [(&str, &dyn Fn() -> anyhow::Result<()>); 5] = [
+    let benches: [(&str, &dyn Fn() -> anyhow::Result<()>); 6] = [
         ("launch", &gpu_launch::run),
         ("socket", &socket_overhead::run),
         ("server", &|| server_load::run(fixtures)),
         ("decode", &decode::run),
+        ("profile", &profile_overhead::run),
         ("startup", &|| {
             startup::run(fixtures, std::path::Path::new(&agent))
         }),

@@ -40,7 +40,7 @@ enum Task {
     },
     /// Build in release mode and run the benchmarks, printing ratios.
     Bench {
-        /// Only these benchmarks: launch, socket, server, decode, startup (default: all);
+        /// Only these benchmarks: launch, socket, server, decode, profile, startup (default: all);
         /// `outage [MINUTES]` and `soak [MINUTES]` run only when named.
         only: Vec<String>,
     },

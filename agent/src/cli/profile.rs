@@ -2,11 +2,12 @@
 //! while, then write a flame graph or folded stacks.
 
 use std::{
+    cell::RefCell,
     fs::File,
     io::{BufWriter, Write as _},
     path::PathBuf,
     process::ExitCode,
-    sync::{Arc, Mutex},
+    rc::Rc,
     time::Duration,
 };
 
@@ -56,7 +57,7 @@ pub fn profile(args: ProfileArgs) -> Result<ExitCode> {
     for &pid in args.watch.pids() {
         profiler.sample(pid);
     }
-    let profiler = Arc::new(Mutex::new(profiler));
+    let profiler = Rc::new(RefCell::new(profiler));
     eprintln!(
         "inferscope: sampling GPU processes and servers at {} Hz for {} (Ctrl-C to stop early)",
         args.frequency,
@@ -68,7 +69,7 @@ pub fn profile(args: ProfileArgs) -> Result<ExitCode> {
         Ok(vec![Box::new(targets)])
     })?;
     let sampled_for = started.elapsed();
-    let profiler = profiler.lock().unwrap_or_else(|e| e.into_inner());
+    let profiler = profiler.borrow();
     let stacks = profiler.stacks().context("reading the sampled stacks")?;
     let samples: u64 = stacks.iter().map(|s| s.count).sum();
     let format = args.format.unwrap_or(match args.output.extension() {

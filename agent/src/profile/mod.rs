@@ -4,13 +4,16 @@
 //! `/proc/PID/map_files`), written as folded stacks or a flame graph (inferno).
 
 use std::{
+    cell::RefCell,
     collections::{BTreeMap, HashMap},
     io::{self, Write},
-    sync::{Arc, Mutex},
+    rc::Rc,
 };
 
+/// Names addresses; one kept across calls caches what it parsed of each file.
+pub use blazesym::symbolize::Symbolizer;
 use blazesym::symbolize::{
-    Input, Symbolized, Symbolizer,
+    Input, Symbolized,
     source::{Kernel, Process, Source},
 };
 
@@ -24,6 +27,8 @@ use crate::{
 pub struct Profiler {
     probes: ProfileProbes,
     comms: BTreeMap<u32, String>,
+    /// Kept: it caches what it parsed of each file.
+    symbolizer: Symbolizer,
 }
 
 impl Profiler {
@@ -31,6 +36,7 @@ impl Profiler {
         Self {
             probes,
             comms: BTreeMap::new(),
+            symbolizer: Symbolizer::new(),
         }
     }
 
@@ -62,7 +68,7 @@ impl Profiler {
 
     /// The stacks sampled so far, named; call while the processes still run.
     pub fn stacks(&self) -> anyhow::Result<Vec<Stack>> {
-        Ok(symbolize(&self.probes.samples()?, &self.comms))
+        Ok(symbolize(&self.symbolizer, &self.probes.samples()?, &self.comms))
     }
 
     /// Samples that lost their stack, by cause.
@@ -71,12 +77,13 @@ impl Profiler {
     }
 }
 
-/// The sink through which the pipeline tells the profiler whom to sample.
-pub struct Targets(pub Arc<Mutex<Profiler>>);
+/// The sink through which the pipeline tells the profiler whom to sample
+/// (on the pipeline's own thread: the symbolizer stays on one thread).
+pub struct Targets(pub Rc<RefCell<Profiler>>);
 
 impl Sink for Targets {
     fn snapshot(&mut self, s: &Snapshot) -> io::Result<()> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).follow(s);
+        self.0.borrow_mut().follow(s);
         Ok(())
     }
 }
@@ -91,9 +98,13 @@ pub struct Stack {
 /// Names every address of `samples`: user frames in their process, kernel
 /// frames (suffixed `_[k]`, as perf does) from kallsyms. A process gone by now
 /// or a frame without a symbol reads `[unknown]`. Each stack starts with the
-/// process's name from `comms` (else its pid).
-pub fn symbolize(samples: &[StackSample], comms: &BTreeMap<u32, String>) -> Vec<Stack> {
-    let symbolizer = Symbolizer::new();
+/// process's name from `comms` (else its pid). `symbolizer` keeps what it
+/// parsed of each file for the next call.
+pub fn symbolize(
+    symbolizer: &Symbolizer,
+    samples: &[StackSample],
+    comms: &BTreeMap<u32, String>,
+) -> Vec<Stack> {
     let mut by_pid: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
     let mut kernel: Vec<u64> = Vec::new();
     for s in samples {
@@ -105,14 +116,14 @@ pub fn symbolize(samples: &[StackSample], comms: &BTreeMap<u32, String>) -> Vec<
         addrs.sort_unstable();
         addrs.dedup();
         let source = Source::Process(Process::new(pid.into()));
-        name_all(&symbolizer, &source, &addrs, "", |addr, name| {
+        name_all(symbolizer, &source, &addrs, "", |addr, name| {
             names.insert((pid, addr), name);
         });
     }
     kernel.sort_unstable();
     kernel.dedup();
     let source = Source::Kernel(Kernel::default());
-    name_all(&symbolizer, &source, &kernel, "_[k]", |addr, name| {
+    name_all(symbolizer, &source, &kernel, "_[k]", |addr, name| {
         names.insert((0, addr), name);
     });
     let mut merged: BTreeMap<Vec<String>, u64> = BTreeMap::new();
@@ -206,7 +217,7 @@ mod tests {
             },
         ];
         let comms = BTreeMap::from([(u32::MAX, "a;b".to_string())]);
-        let stacks = symbolize(&samples, &comms);
+        let stacks = symbolize(&Symbolizer::new(), &samples, &comms);
         assert_eq!(
             stacks,
             [Stack {
