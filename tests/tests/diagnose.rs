@@ -213,14 +213,48 @@ fn a_saved_stream_is_diagnosed_like_the_live_run_that_wrote_it() {
 #[test]
 fn a_recorded_report_renders_offline_in_a_browser_without_errors() {
     let scenario = Scenario::start("record");
+    // A CPU-bound process watched too: the report's flame graph must show its functions.
+    let mut burner = std::process::Command::new(inferscope_tests::test_bin("cpu_burner"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(burner.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    let burner_pid = burner.id().to_string();
     let report = std::env::temp_dir().join(format!("report-{}.html", scenario.server.pid()));
     let args = scenario.agent_args();
     let mut extra: Vec<&str> = args.iter().map(String::as_str).collect();
-    extra.extend(["--duration", "10m", "-o", report.to_str().unwrap()]);
+    extra.extend([
+        "--pid",
+        &burner_pid,
+        "--duration",
+        "10m",
+        "-o",
+        report.to_str().unwrap(),
+    ]);
     let mut agent = Agent::start_command("record", &scenario.env(), &extra);
     scenario.traffic(&mut agent);
     agent.interrupt();
+    let _ = burner.kill();
+    let _ = burner.wait();
     let html = fs::read_to_string(&report).unwrap();
+    let (_, image) = html
+        .split_once("data:image/svg+xml;base64,")
+        .expect("a flame graph in the report");
+    let svg = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        &image[..image.find('"').unwrap()],
+    )
+    .unwrap();
+    let svg = String::from_utf8(svg).unwrap();
+    assert!(
+        svg.contains("hot_path") && svg.contains("cold_path"),
+        "the flame graph lacks the burner's functions"
+    );
     // The findings and every section, the server by name, no payload text.
     for needle in [
         "xid_errors",

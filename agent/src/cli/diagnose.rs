@@ -11,7 +11,10 @@ use std::{
 use anyhow::{Context as _, Result};
 
 use super::{parse_duration, run::WatchArgs};
-use crate::diagnose::{self, Recorder, Recording};
+use crate::{
+    diagnose::{self, Recorder, Recording},
+    sinks::Sink,
+};
 
 /// Where a recording comes from: a saved stream, or a live watch.
 #[derive(clap::Args)]
@@ -28,7 +31,22 @@ pub struct RecordingArgs {
 }
 
 impl RecordingArgs {
+    /// The processes named with `--pid`.
+    pub fn pids(&self) -> &[u32] {
+        self.watch.pids()
+    }
+
+    /// Whether the recording is made live (rather than read from a file).
+    pub fn is_live(&self) -> bool {
+        self.input.is_none()
+    }
+
     pub fn recording(&self) -> Result<Recording> {
+        self.recording_with(Vec::new())
+    }
+
+    /// The recording; a live watch also feeds `also` (a profiler, say).
+    pub fn recording_with(&self, also: Vec<Box<dyn Sink>>) -> Result<Recording> {
         Ok(match &self.input {
             Some(path) if path.as_os_str() == "-" => Recording::read(io::stdin().lock())?,
             Some(path) => Recording::read(BufReader::new(
@@ -43,7 +61,9 @@ impl RecordingArgs {
                 let recorder = Recorder::default();
                 let recording = recorder.recording();
                 super::run::watch(&self.watch, Some(self.duration), None, |_| {
-                    Ok(vec![Box::new(recorder)])
+                    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(recorder)];
+                    sinks.extend(also);
+                    Ok(sinks)
                 })?;
                 std::mem::take(&mut *recording.lock().unwrap_or_else(|e| e.into_inner()))
             }

@@ -1,11 +1,17 @@
 //! `inferscope record`: a self-contained HTML report of a live watch or a saved stream.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{cell::RefCell, path::PathBuf, process::ExitCode, rc::Rc};
 
 use anyhow::{Context as _, Result};
 
 use super::diagnose::RecordingArgs;
-use crate::{diagnose, report};
+use crate::{
+    diagnose,
+    probes::ProfileProbes,
+    profile::{Profiler, Targets, write_flamegraph},
+    report,
+    sinks::Sink,
+};
 
 #[derive(clap::Args)]
 pub struct RecordArgs {
@@ -19,15 +25,49 @@ pub struct RecordArgs {
         default_value = "inferscope-report.html"
     )]
     output: PathBuf,
+    /// CPU stack samples per second per CPU for the report's flame graph (live only; 0: none).
+    #[arg(long, default_value_t = 49)]
+    profile_frequency: u64,
 }
 
 pub fn record(args: RecordArgs) -> Result<ExitCode> {
-    let recording = args.from.recording()?;
+    // Live, the processes watched are also profiled, for the flame graph.
+    let profiler = if args.from.is_live() && args.profile_frequency > 0 {
+        match ProfileProbes::start(args.profile_frequency) {
+            Ok(probes) => {
+                let mut profiler = Profiler::new(probes);
+                for &pid in args.from.pids() {
+                    profiler.sample(pid);
+                }
+                Some(Rc::new(RefCell::new(profiler)))
+            }
+            Err(e) => {
+                log::warn!("no flame graph in the report: {e:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let also: Vec<Box<dyn Sink>> = profiler
+        .iter()
+        .map(|p| Box::new(Targets(p.clone())) as Box<dyn Sink>)
+        .collect();
+    let recording = args.from.recording_with(also)?;
+    let flamegraph = match &profiler {
+        Some(p) => {
+            let stacks = p.borrow().stacks().context("reading the sampled stacks")?;
+            let mut svg = Vec::new();
+            write_flamegraph(&mut svg, &stacks, "CPU time of GPU processes and servers")?;
+            (!stacks.is_empty()).then_some(svg)
+        }
+        None => None,
+    };
     let diagnosis = diagnose::diagnose(&recording);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let title = format!("inferscope report: {}", host.trim());
-    std::fs::write(&args.output, report::render(&recording, &diagnosis, &title))
-        .with_context(|| format!("writing {}", args.output.display()))?;
+    let page = report::render(&recording, &diagnosis, &title, flamegraph.as_deref());
+    std::fs::write(&args.output, page).with_context(|| format!("writing {}", args.output.display()))?;
     eprintln!(
         "inferscope: wrote {} ({} intervals, {} findings)",
         args.output.display(),

@@ -8,6 +8,8 @@ mod svg;
 
 use std::{collections::BTreeMap, fmt::Write as _, time::SystemTime};
 
+use base64::Engine as _;
+
 use svg::{Series, line_chart};
 
 use crate::{
@@ -47,15 +49,20 @@ td:first-child,th:first-child{text-align:left}.finding{border-left:4px solid #99
 .critical{border-color:#c00}.warning{border-color:#e69f00}.info{border-color:#0072b2}.none{color:#888}\
 .sev{font-weight:700;text-transform:uppercase;font-size:12px}";
 
-/// The whole page.
-pub fn render(recording: &Recording, diagnosis: &Diagnosis, title: &str) -> String {
+/// The whole page; `flamegraph`: an SVG flame graph of the recording's CPU samples.
+pub fn render(
+    recording: &Recording,
+    diagnosis: &Diagnosis,
+    title: &str,
+    flamegraph: Option<&[u8]>,
+) -> String {
     let snapshots = &recording.snapshots;
     let start = diagnosis.from.unwrap_or(SystemTime::UNIX_EPOCH);
     let at = |s: &Snapshot| s.time.duration_since(start).map_or(0.0, |d| d.as_secs_f64());
     let span_s = snapshots.last().map_or(0.0, at);
     let mut page = format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\
+         <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; img-src data:\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{t}</title><style>{STYLE}</style></head><body>\
          <h1>{t}</h1><p class=\"sub\">{}</p>",
         span(diagnosis),
@@ -227,6 +234,21 @@ pub fn render(recording: &Recording, diagnosis: &Diagnosis, title: &str) -> Stri
     ];
     if !busiest.is_empty() {
         page.push_str(&grid(&mut charts));
+    }
+    page.push_str("<h2>CPU profile</h2>");
+    match flamegraph {
+        // As an image: its zoom script does not run, and nothing is fetched.
+        Some(svg) => {
+            let _ = write!(
+                page,
+                "<p class=\"sub\">Sampled stacks of the GPU processes and servers (widths: share of samples).</p>\
+                 <img style=\"width:100%\" alt=\"flame graph\" src=\"data:image/svg+xml;base64,{}\">",
+                base64::engine::general_purpose::STANDARD.encode(svg)
+            );
+        }
+        None => page.push_str(
+            "<p class=\"none\">No CPU profile: a live <code>record</code> samples the watched processes; a saved stream has none.</p>",
+        ),
     }
     page.push_str("<p class=\"sub\">Written by inferscope record. Figures: docs/output.md; findings: docs/diagnose.md.</p></body></html>");
     page
@@ -540,7 +562,7 @@ mod tests {
     #[test]
     fn an_empty_recording_is_a_page_that_says_what_is_missing() {
         let recording = Recording::default();
-        let page = render(&recording, &diagnose(&recording), "empty <test>");
+        let page = render(&recording, &diagnose(&recording), "empty <test>", None);
         assert!(page.starts_with("<!DOCTYPE html>") && page.ends_with("</html>"));
         assert!(page.contains("<title>empty &lt;test&gt;</title>"));
         // No empty charts: each section says what is missing instead.
