@@ -89,15 +89,15 @@ pub fn run() -> Result<()> {
     let samples = vec![StackSample {
         pid: std::process::id(),
         user: own_code_addresses(10_000)?,
-        kernel: Vec::new(),
         count: 1,
+        ..StackSample::default()
     }];
     let addresses = samples[0].user.len();
     let comms = BTreeMap::new();
     let symbolizer = Symbolizer::new();
     let timed = |what: &str| {
         let start = Instant::now();
-        let stacks = symbolize(&symbolizer, &samples, &comms);
+        let stacks = symbolize(&symbolizer, &samples, &comms, &Default::default());
         let secs = start.elapsed().as_secs_f64();
         let named = stacks
             .iter()

@@ -63,7 +63,12 @@ struct signal_struct {
 	atomic_t live; /* threads of the group that have not yet exited */
 } __attribute__((preserve_access_index));
 
+struct thread_struct {
+	unsigned long fsbase; /* x86-64: the thread pointer, glibc's pthread_self() */
+} __attribute__((preserve_access_index));
+
 struct task_struct {
+	struct thread_struct thread;
 	int pid;
 	int tgid;
 	struct task_struct *real_parent;

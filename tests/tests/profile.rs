@@ -100,3 +100,92 @@ fn a_cpu_bound_program_is_profiled_with_its_functions_in_their_proportions() {
         &svg[..svg.len().min(400)]
     );
 }
+
+/// A CPython program, three quarters of its time under `hot_path`, one
+/// quarter under `cold_path`, both in `spin`.
+const PYTHON_BURNER: &str = r#"
+import sys
+want = tuple(int(v) for v in sys.argv[1].split("."))
+assert sys.version_info[:2] == want, f"{sys.executable} is {sys.version}, not {sys.argv[1]}"
+
+def spin(n):
+    x = 0
+    for i in range(n):
+        x += i
+    return x
+
+def hot_path():
+    return spin(300000)
+
+def cold_path():
+    return spin(100000)
+
+print("ready", flush=True)
+while True:
+    hot_path()
+    cold_path()
+"#;
+
+/// Profiles `python` running the burner and checks its Python frames.
+fn python_functions_are_named(python: &std::path::Path, version: &str) {
+    let script = std::env::temp_dir().join(format!("burner-{}-{version}.py", std::process::id()));
+    std::fs::write(&script, PYTHON_BURNER).unwrap();
+    let mut child = Command::new(python)
+        .arg(&script)
+        .arg(version)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", python.display()));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n", "the Python {version} burner did not start");
+    let burner = Burner(child);
+    let pid = burner.0.id();
+    let folded = profile(pid, 3, &format!("python{version}.folded"));
+    let file = script.file_name().unwrap().to_str().unwrap();
+    let path = |function: &str, line: u32| format!("{function} ({file}:{line});spin ({file}:6)");
+    let (hot, cold) = (path("hot_path", 12), path("cold_path", 15));
+    let (mut with_hot, mut with_cold, mut total) = (0, 0, 0);
+    for l in folded.lines() {
+        let (stack, count) = l.rsplit_once(' ').unwrap();
+        let count: u64 = count.parse().unwrap();
+        total += count;
+        with_hot += if stack.contains(&hot) { count } else { 0 };
+        with_cold += if stack.contains(&cold) { count } else { 0 };
+    }
+    assert!(total >= 100, "Python {version}: only {total} samples:\n{folded}");
+    let share = |n: u64| n as f64 / total as f64;
+    assert!(
+        (0.6..0.9).contains(&share(with_hot)) && (0.1..0.4).contains(&share(with_cold)),
+        "Python {version}: hot {with_hot}, cold {with_cold} of {total}:\n{folded}"
+    );
+    drop(burner);
+    std::fs::remove_file(script).unwrap();
+}
+
+#[test]
+fn a_python_3_11_program_is_profiled_with_its_python_functions() {
+    // The fixtures' interpreter: CPython 3.11, as on CI.
+    python_functions_are_named(&inferscope_tests::venv_python(), "3.11");
+}
+
+#[test]
+fn a_python_3_12_program_is_profiled_with_its_python_functions() {
+    // No package source the project may use ships CPython 3.12 for Debian 12;
+    // the machine's own (pyenv's) is used where there is one.
+    let home = std::env::var("HOME").unwrap_or_default();
+    let found = std::fs::read_dir(format!("{home}/.pyenv/versions"))
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("3.12"))
+        .map(|e| e.path().join("bin/python3.12"))
+        .chain([std::path::PathBuf::from("/usr/bin/python3.12")])
+        .find(|p| p.exists());
+    match found {
+        Some(python) => python_functions_are_named(&python, "3.12"),
+        None => eprintln!("no CPython 3.12 on this machine (pyenv or /usr/bin): not tested here"),
+    }
+}

@@ -11,7 +11,7 @@ mod profile;
 pub use gpu::GpuProbes;
 pub use net::{NetProbes, SocketHook};
 pub use process::{ProcessProbes, decode_event};
-pub use profile::{PROFILE_LOSSES, ProfileProbes, StackSample};
+pub use profile::{PROFILE_LOSSES, ProfileProbes, PythonProc, StackSample};
 
 use std::collections::BTreeMap;
 

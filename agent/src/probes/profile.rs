@@ -20,6 +20,7 @@ pub const PROFILE_LOSSES: [&str; 3] = ["sample_table_full", "no_stack", "stack_c
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct StackSampleKey {
+    py_stack: u64,
     pid: u32,
     user_stack: i32,
     kernel_stack: i32,
@@ -30,14 +31,48 @@ struct StackSampleKey {
 unsafe impl aya::Pod for StackSampleKey {}
 
 /// One distinct stack of one process and how often it was interrupted there.
-/// Addresses are leaf first, as the kernel walks them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Addresses are leaf first, as the kernel walks them; `python`: the code
+/// objects of the interpreter's frames, innermost first (CPython processes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StackSample {
     pub pid: u32,
     pub user: Vec<u64>,
     pub kernel: Vec<u64>,
+    pub python: Vec<u64>,
     pub count: u64,
 }
+
+/// `struct python_proc`: where a CPython process's thread states are, and its version's offsets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PythonProc {
+    /// Address of `_PyRuntime.interpreters.head` in the process.
+    pub interpreters_head: u64,
+    pub interp_threads_head: u16,
+    pub tstate_next: u16,
+    pub tstate_thread_id: u16,
+    pub tstate_cframe: u16,
+    pub cframe_current_frame: u16,
+    pub frame_code: u16,
+    pub frame_previous: u16,
+    pub frame_owner: u16,
+    /// Frames with this owner are the interpreter's own; 0xff: none.
+    pub shim_owner: u8,
+    pub pad: [u8; 7],
+}
+
+// SAFETY: plain integers, laid out as the C struct with no implicit padding.
+unsafe impl aya::Pod for PythonProc {}
+
+/// `struct py_stack`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct PyStack {
+    code: [u64; 32],
+}
+
+// SAFETY: plain integers.
+unsafe impl aya::Pod for PyStack {}
 
 pub struct ProfileProbes {
     ebpf: Ebpf,
@@ -80,6 +115,19 @@ impl ProfileProbes {
         Ok(())
     }
 
+    /// Reads `pid`'s Python frames too, where `proc` says.
+    pub fn sample_python(&mut self, pid: u32, proc: PythonProc) -> Result<()> {
+        let mut procs: BpfHashMap<_, u32, PythonProc> = BpfHashMap::try_from(
+            self.ebpf
+                .map_mut("python_procs")
+                .ok_or_else(|| anyhow!("python_procs missing"))?,
+        )?;
+        procs
+            .insert(pid, proc, 0)
+            .context("the Python process table is full")?;
+        Ok(())
+    }
+
     /// Every distinct stack sampled so far.
     pub fn samples(&self) -> Result<Vec<StackSample>> {
         let samples: BpfHashMap<_, StackSampleKey, u64> = BpfHashMap::try_from(
@@ -96,13 +144,26 @@ impl ProfileProbes {
                 .map(|t| t.frames().iter().map(|f| f.ip).collect())
                 .unwrap_or_default()
         };
+        let py_stacks: BpfHashMap<_, u64, PyStack> = BpfHashMap::try_from(
+            self.ebpf
+                .map("py_stacks")
+                .ok_or_else(|| anyhow!("py_stacks missing"))?,
+        )?;
         let mut out = Vec::new();
         for entry in samples.iter() {
             let (key, count) = entry?;
+            let python = match key.py_stack {
+                0 => Vec::new(),
+                id => py_stacks
+                    .get(&id, 0)
+                    .map(|s| s.code.iter().copied().filter(|&c| c != 0).collect())
+                    .unwrap_or_default(),
+            };
             out.push(StackSample {
                 pid: key.pid,
                 user: frames(key.user_stack),
                 kernel: frames(key.kernel_stack),
+                python,
                 count,
             });
         }

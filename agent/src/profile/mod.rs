@@ -2,6 +2,9 @@
 //! servers, named with blazesym (ELF symbols, DWARF where present, the
 //! kernel's symbols; files of processes in containers through their
 //! `/proc/PID/map_files`), written as folded stacks or a flame graph (inferno).
+//! CPython processes get their Python frames too ([`python`]).
+
+pub mod python;
 
 use std::{
     cell::RefCell,
@@ -27,6 +30,8 @@ use crate::{
 pub struct Profiler {
     probes: ProfileProbes,
     comms: BTreeMap<u32, String>,
+    /// CPython processes whose frames are read: their minor version.
+    pythons: BTreeMap<u32, u32>,
     /// Kept: it caches what it parsed of each file.
     symbolizer: Symbolizer,
 }
@@ -36,6 +41,7 @@ impl Profiler {
         Self {
             probes,
             comms: BTreeMap::new(),
+            pythons: BTreeMap::new(),
             symbolizer: Symbolizer::new(),
         }
     }
@@ -48,6 +54,15 @@ impl Profiler {
             }
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
             self.comms.insert(pid, comm.trim_end().to_string());
+            if let Some(py) = python::detect(pid) {
+                match self.probes.sample_python(pid, py.proc) {
+                    Ok(()) => {
+                        log::info!("pid {pid}: reading CPython 3.{} frames", py.minor);
+                        self.pythons.insert(pid, py.minor);
+                    }
+                    Err(e) => log::warn!("pid {pid}: Python frames not read: {e:#}"),
+                }
+            }
         }
     }
 
@@ -68,7 +83,21 @@ impl Profiler {
 
     /// The stacks sampled so far, named; call while the processes still run.
     pub fn stacks(&self) -> anyhow::Result<Vec<Stack>> {
-        Ok(symbolize(&self.symbolizer, &self.probes.samples()?, &self.comms))
+        let samples = self.probes.samples()?;
+        let mut python_names = HashMap::new();
+        for (&pid, &minor) in &self.pythons {
+            let Some(names) = python::CodeNames::open(pid, minor) else {
+                continue;
+            };
+            for code in samples.iter().filter(|s| s.pid == pid).flat_map(|s| &s.python) {
+                python_names.entry((pid, *code)).or_insert_with(|| {
+                    names
+                        .name(*code)
+                        .map_or_else(|| "[unknown python]".into(), |n| sanitize(&n))
+                });
+            }
+        }
+        Ok(symbolize(&self.symbolizer, &samples, &self.comms, &python_names))
     }
 
     /// Samples that lost their stack, by cause.
@@ -99,11 +128,15 @@ pub struct Stack {
 /// frames (suffixed `_[k]`, as perf does) from kallsyms. A process gone by now
 /// or a frame without a symbol reads `[unknown]`. Each stack starts with the
 /// process's name from `comms` (else its pid). `symbolizer` keeps what it
-/// parsed of each file for the next call.
+/// parsed of each file for the next call. Python frames (named in
+/// `python_names` by pid and code object) take the place of the interpreter's
+/// own: native frames before its first evaluation loop, the Python frames,
+/// then the native frames its innermost loop called.
 pub fn symbolize(
     symbolizer: &Symbolizer,
     samples: &[StackSample],
     comms: &BTreeMap<u32, String>,
+    python_names: &HashMap<(u32, u64), String>,
 ) -> Vec<Stack> {
     let mut by_pid: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
     let mut kernel: Vec<u64> = Vec::new();
@@ -132,19 +165,57 @@ pub fn symbolize(
             .get(&s.pid)
             .filter(|c| !c.is_empty())
             .map_or_else(|| format!("pid {}", s.pid), |c| format!("{c} ({})", s.pid));
-        let user = s.user.iter().rev().map(|a| names.get(&(s.pid, *a)));
-        let kern = s.kernel.iter().rev().map(|a| names.get(&(0, *a)));
+        let name = |n: Option<&String>| n.cloned().unwrap_or_else(|| "[unknown]".into());
+        let user: Vec<String> = s
+            .user
+            .iter()
+            .rev()
+            .map(|a| name(names.get(&(s.pid, *a))))
+            .collect();
+        let python: Vec<String> = s
+            .python
+            .iter()
+            .rev()
+            .map(|c| name(python_names.get(&(s.pid, *c))))
+            .collect();
+        let kernel = s.kernel.iter().rev().map(|a| name(names.get(&(0, *a))));
         let mut frames = vec![sanitize(&root)];
-        frames.extend(
-            user.chain(kern)
-                .map(|n| n.cloned().unwrap_or_else(|| "[unknown]".into())),
-        );
+        frames.extend(with_python(user, python));
+        frames.extend(kernel);
         *merged.entry(frames).or_default() += s.count;
     }
     merged
         .into_iter()
         .map(|(frames, count)| Stack { frames, count })
         .collect()
+}
+
+/// A native user stack (root first) with the Python frames in the place of the
+/// interpreter's own: native frames before its first evaluation loop (only
+/// when the walk reached the program's entry: one cut short by code without
+/// frame pointers has only its leaf to trust), the Python frames, then what
+/// its innermost loop called.
+fn with_python(user: Vec<String>, python: Vec<String>) -> Vec<String> {
+    if python.is_empty() {
+        return user;
+    }
+    let eval = |n: &String| n.starts_with("_PyEval_EvalFrame");
+    let whole = user
+        .first()
+        .is_some_and(|f| f == "_start" || f.starts_with("__libc_start"));
+    match (user.iter().position(eval), user.iter().rposition(eval)) {
+        (Some(first), Some(last)) if whole => {
+            let mut frames = user[..first].to_vec();
+            frames.extend(python);
+            frames.extend_from_slice(&user[last + 1..]);
+            frames
+        }
+        _ => {
+            let mut frames = python;
+            frames.extend(user.last().cloned());
+            frames
+        }
+    }
 }
 
 /// Names `addrs` in `source`, calling `named` for each; a source that cannot
@@ -200,24 +271,55 @@ mod tests {
     use super::*;
 
     #[test]
+    fn python_frames_take_the_interpreters_place() {
+        let v = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let python = v(&["main (app.py:1)", "f (app.py:9)"]);
+        // A whole walk: the entry, the loops replaced, the C function f called.
+        let whole = v(&[
+            "_start",
+            "Py_RunMain",
+            "_PyEval_EvalFrameDefault",
+            "_PyEval_EvalFrameDefault",
+            "PyLong_FromLong",
+        ]);
+        assert_eq!(
+            with_python(whole, python.clone()),
+            v(&[
+                "_start",
+                "Py_RunMain",
+                "main (app.py:1)",
+                "f (app.py:9)",
+                "PyLong_FromLong"
+            ])
+        );
+        // A walk cut short (no frame pointers): only its leaf is trusted.
+        let cut = v(&["PyLong_Type", "_PyEval_EvalFrameDefault", "_PyLong_Add"]);
+        assert_eq!(
+            with_python(cut, python.clone()),
+            v(&["main (app.py:1)", "f (app.py:9)", "_PyLong_Add"])
+        );
+        assert_eq!(with_python(v(&["a", "b"]), Vec::new()), v(&["a", "b"]));
+    }
+
+    #[test]
     fn stacks_are_root_first_named_by_process_and_merged() {
         // Addresses nobody can name: the kernel's own text is not at 1 or 2.
         let samples = [
             StackSample {
                 pid: u32::MAX,
                 user: vec![2, 1],
-                kernel: vec![],
                 count: 3,
+                ..StackSample::default()
             },
             StackSample {
                 pid: u32::MAX,
                 user: vec![2, 1],
-                kernel: vec![],
                 count: 4,
+                ..StackSample::default()
             },
         ];
         let comms = BTreeMap::from([(u32::MAX, "a;b".to_string())]);
-        let stacks = symbolize(&Symbolizer::new(), &samples, &comms);
+        let stacks = symbolize(&Symbolizer::new(), &samples, &comms, &HashMap::new());
         assert_eq!(
             stacks,
             [Stack {
