@@ -166,8 +166,13 @@ impl Agent {
 
     /// Waits until the agent has logged a line containing `needle` (echoing its log).
     pub fn wait_for_log(&mut self, needle: &str) {
+        self.wait_for_log_lines(needle, 1);
+    }
+
+    /// Waits until the agent has logged `n` lines containing `needle`.
+    pub fn wait_for_log_lines(&mut self, needle: &str, n: usize) {
         let deadline = Instant::now() + STEP;
-        while !self.seen_log.iter().any(|l| l.contains(needle)) {
+        while self.seen_log.iter().filter(|l| l.contains(needle)).count() < n {
             let line = next_line(&self.log, deadline, &format!("'{needle}' in the agent's log"));
             eprintln!("[agent] {line}");
             self.seen_log.push(line);

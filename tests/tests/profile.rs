@@ -7,6 +7,7 @@ use std::{
     process::{Command, Stdio},
 };
 
+use inferscope::profile::pprof;
 use inferscope_tests::{Agent, test_bin};
 
 /// A child killed when dropped.
@@ -188,4 +189,125 @@ fn a_python_3_12_program_is_profiled_with_its_python_functions() {
         Some(python) => python_functions_are_named(&python, "3.12"),
         None => eprintln!("no CPython 3.12 on this machine (pyenv or /usr/bin): not tested here"),
     }
+}
+
+/// A pprof file's profile.
+fn read_pprof(path: &std::path::Path) -> pprof::Profile {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap()),
+        &mut bytes,
+    )
+    .unwrap_or_else(|e| panic!("{} is not gzip: {e}", path.display()));
+    prost::Message::decode(bytes.as_slice())
+        .unwrap_or_else(|e| panic!("{} is not a pprof profile: {e}", path.display()))
+}
+
+/// Samples (the first value) per function name, over every stack holding it.
+fn samples_by_function(p: &pprof::Profile) -> BTreeMap<String, i64> {
+    let name = |location: u64| -> &str {
+        let loc = &p.location[location as usize - 1];
+        let function = &p.function[loc.line[0].function_id as usize - 1];
+        &p.string_table[function.name as usize]
+    };
+    let mut out = BTreeMap::new();
+    for s in &p.sample {
+        let mut names: Vec<&str> = s.location_id.iter().map(|&l| name(l)).collect();
+        names.dedup();
+        for n in names {
+            *out.entry(n.to_string()).or_default() += s.value[0];
+        }
+    }
+    out
+}
+
+#[test]
+fn pprof_files_once_and_continuously_carry_the_samples_and_their_cpu_time() {
+    let burner = burner();
+    let pid = burner.0.id();
+    let dir = std::env::temp_dir().join(format!("pprof-{pid}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let once = dir.join("once.pb.gz");
+    let pid_arg = pid.to_string();
+    let agent = Agent::start_command(
+        "profile",
+        &[],
+        &[
+            "--pid",
+            &pid_arg,
+            "--frequency",
+            "499",
+            "--duration",
+            "2s",
+            "-o",
+            once.to_str().unwrap(),
+        ],
+    );
+    agent.finish();
+    let p = read_pprof(&once);
+    let strings = |v: &pprof::ValueType| {
+        (
+            p.string_table[v.r#type as usize].clone(),
+            p.string_table[v.unit as usize].clone(),
+        )
+    };
+    assert_eq!(
+        p.sample_type.iter().map(strings).collect::<Vec<_>>(),
+        [
+            ("samples".into(), "count".into()),
+            ("cpu".into(), "nanoseconds".into())
+        ]
+    );
+    assert_eq!(p.period, 1_000_000_000 / 499);
+    assert!(p.sample.iter().all(|s| s.value[1] == s.value[0] * p.period));
+    let by_function = samples_by_function(&p);
+    let total: i64 = p.sample.iter().map(|s| s.value[0]).sum();
+    let hot = by_function.get("hot_path").copied().unwrap_or(0);
+    assert!(
+        total >= 100 && (0.6..0.9).contains(&(hot as f64 / total as f64)),
+        "hot_path {hot} of {total}"
+    );
+
+    // Continuously: a file per second, the newest two kept.
+    let periods = dir.join("periods");
+    let mut agent = Agent::start_command(
+        "profile",
+        &[],
+        &[
+            "--pid",
+            &pid_arg,
+            "--frequency",
+            "499",
+            "--every",
+            "1s",
+            "--keep",
+            "2",
+            "-o",
+            periods.to_str().unwrap(),
+        ],
+    );
+    agent.wait_for_log_lines("inferscope info: wrote", 3);
+    agent.interrupt();
+    let mut files: Vec<_> = std::fs::read_dir(&periods)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    for f in &files {
+        let p = read_pprof(f);
+        assert!(
+            samples_by_function(&p).get("hot_path").is_some_and(|&n| n > 0),
+            "{}",
+            f.display()
+        );
+    }
+    // Each period holds only its own samples: the kernel's tables are emptied.
+    let newest = read_pprof(&files[1]);
+    let samples: i64 = newest.sample.iter().map(|s| s.value[0]).sum();
+    assert!(
+        samples <= 499 * 3,
+        "{samples} samples in a period of about a second"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -1,5 +1,6 @@
 //! `inferscope profile`: sample the stacks of GPU processes and servers for a
-//! while, then write a flame graph or folded stacks.
+//! while, then write a flame graph, folded stacks or pprof; or continuously,
+//! one pprof file per period.
 
 use std::{
     cell::RefCell,
@@ -8,7 +9,7 @@ use std::{
     path::PathBuf,
     process::ExitCode,
     rc::Rc,
-    time::Duration,
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context as _, Result};
@@ -16,7 +17,7 @@ use anyhow::{Context as _, Result};
 use super::{parse_duration, run::WatchArgs};
 use crate::{
     probes::ProfileProbes,
-    profile::{Profiler, Targets, write_flamegraph, write_folded},
+    profile::{Continuous, Profiler, Targets, pprof, write_flamegraph, write_folded},
 };
 
 #[derive(clap::Args)]
@@ -27,7 +28,7 @@ pub struct ProfileArgs {
     /// Samples per second per CPU (a prime, so that sampling does not beat with periodic work).
     #[arg(long, default_value_t = 49)]
     frequency: u64,
-    /// Where to write the profile.
+    /// Where to write the profile; with --every, the folder for the periods' files.
     #[arg(
         short = 'o',
         long = "output",
@@ -35,10 +36,18 @@ pub struct ProfileArgs {
         default_value = "inferscope-profile.svg"
     )]
     output: PathBuf,
-    /// `svg`: a flame graph; `folded`: one `frame;frame count` line per stack
-    /// [default: from the output's extension, `.svg` or else folded].
+    /// `svg`: a flame graph; `folded`: one `frame;frame count` line per stack;
+    /// `pprof`: gzipped profile.proto [default: from the output's extension:
+    /// `.svg`, `.pb.gz` or `.pprof`, else folded].
     #[arg(long, value_enum)]
     format: Option<ProfileFormat>,
+    /// Profile continuously until stopped: a pprof file per period in the
+    /// output folder (`inferscope-TIME.pb.gz`).
+    #[arg(long, value_name = "PERIOD", value_parser = parse_duration, conflicts_with_all = ["duration", "format"])]
+    every: Option<Duration>,
+    /// With --every: how many of the newest files are kept.
+    #[arg(long, default_value_t = 10, requires = "every")]
+    keep: usize,
     #[command(flatten)]
     watch: WatchArgs,
 }
@@ -47,6 +56,20 @@ pub struct ProfileArgs {
 enum ProfileFormat {
     Svg,
     Folded,
+    Pprof,
+}
+
+impl ProfileFormat {
+    fn of(path: &std::path::Path) -> Self {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.ends_with(".svg") {
+            Self::Svg
+        } else if name.ends_with(".pb.gz") || name.ends_with(".pprof") {
+            Self::Pprof
+        } else {
+            Self::Folded
+        }
+    }
 }
 
 pub fn profile(args: ProfileArgs) -> Result<ExitCode> {
@@ -58,12 +81,25 @@ pub fn profile(args: ProfileArgs) -> Result<ExitCode> {
         profiler.sample(pid);
     }
     let profiler = Rc::new(RefCell::new(profiler));
+    if let Some(every) = args.every {
+        std::fs::create_dir_all(&args.output)
+            .with_context(|| format!("creating {}", args.output.display()))?;
+        eprintln!(
+            "inferscope: sampling GPU processes and servers at {} Hz, a profile every {} into {} (Ctrl-C to stop)",
+            args.frequency,
+            humantime::format_duration(every),
+            args.output.display()
+        );
+        let continuous = Continuous::new(profiler, args.output.clone(), every, args.keep, args.frequency);
+        super::run::watch(&args.watch, None, None, |_| Ok(vec![Box::new(continuous)]))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     eprintln!(
         "inferscope: sampling GPU processes and servers at {} Hz for {} (Ctrl-C to stop early)",
         args.frequency,
         humantime::format_duration(args.duration)
     );
-    let started = std::time::Instant::now();
+    let (start, started) = (SystemTime::now(), Instant::now());
     let targets = Targets(profiler.clone());
     super::run::watch(&args.watch, Some(args.duration), None, |_| {
         Ok(vec![Box::new(targets)])
@@ -72,18 +108,18 @@ pub fn profile(args: ProfileArgs) -> Result<ExitCode> {
     let profiler = profiler.borrow();
     let stacks = profiler.stacks().context("reading the sampled stacks")?;
     let samples: u64 = stacks.iter().map(|s| s.count).sum();
-    let format = args.format.unwrap_or(match args.output.extension() {
-        Some(e) if e == "svg" => ProfileFormat::Svg,
-        _ => ProfileFormat::Folded,
-    });
     let mut out = BufWriter::new(
         File::create(&args.output).with_context(|| format!("creating {}", args.output.display()))?,
     );
-    match format {
+    match args.format.unwrap_or_else(|| ProfileFormat::of(&args.output)) {
         ProfileFormat::Svg => {
             write_flamegraph(&mut out, &stacks, "inferscope profile: GPU processes and servers")?
         }
         ProfileFormat::Folded => write_folded(&mut out, &stacks)?,
+        ProfileFormat::Pprof => pprof::write(
+            &mut out,
+            &pprof::profile(&stacks, args.frequency, start, sampled_for),
+        )?,
     }
     out.flush()?;
     let lost: Vec<String> = profiler

@@ -130,6 +130,39 @@ impl ProfileProbes {
 
     /// Every distinct stack sampled so far.
     pub fn samples(&self) -> Result<Vec<StackSample>> {
+        Ok(self.read()?.into_iter().map(|(_, s)| s).collect())
+    }
+
+    /// Every distinct stack sampled since the last drain, taken out of the
+    /// kernel's tables: a continuous profile's next period starts empty. A
+    /// sample taken while they are emptied may lose its count or its stack.
+    pub fn drain(&mut self) -> Result<Vec<StackSample>> {
+        let read = self.read()?;
+        let mut samples: BpfHashMap<_, StackSampleKey, u64> = BpfHashMap::try_from(self.map_mut("samples")?)?;
+        for (key, _) in &read {
+            let _ = samples.remove(key);
+        }
+        let mut stacks: StackTraceMap<&mut MapData> = StackTraceMap::try_from(self.map_mut("stacks")?)?;
+        for (key, _) in &read {
+            for id in [key.user_stack, key.kernel_stack] {
+                if let Ok(id) = u32::try_from(id) {
+                    let _ = stacks.remove(&id);
+                }
+            }
+        }
+        let mut py_stacks: BpfHashMap<_, u64, PyStack> = BpfHashMap::try_from(self.map_mut("py_stacks")?)?;
+        for (key, _) in &read {
+            let _ = py_stacks.remove(&key.py_stack);
+        }
+        Ok(read.into_iter().map(|(_, s)| s).collect())
+    }
+
+    fn map_mut(&mut self, name: &str) -> Result<&mut aya::maps::Map> {
+        self.ebpf.map_mut(name).ok_or_else(|| anyhow!("{name} missing"))
+    }
+
+    /// The sample table's entries, with their stacks.
+    fn read(&self) -> Result<Vec<(StackSampleKey, StackSample)>> {
         let samples: BpfHashMap<_, StackSampleKey, u64> = BpfHashMap::try_from(
             self.ebpf
                 .map("samples")
@@ -159,13 +192,14 @@ impl ProfileProbes {
                     .map(|s| s.code.iter().copied().filter(|&c| c != 0).collect())
                     .unwrap_or_default(),
             };
-            out.push(StackSample {
+            let sample = StackSample {
                 pid: key.pid,
                 user: frames(key.user_stack),
                 kernel: frames(key.kernel_stack),
                 python,
                 count,
-            });
+            };
+            out.push((key, sample));
         }
         Ok(out)
     }

@@ -4,6 +4,7 @@
 //! `/proc/PID/map_files`), written as folded stacks or a flame graph (inferno).
 //! CPython processes get their Python frames too ([`python`]).
 
+pub mod pprof;
 pub mod python;
 
 use std::{
@@ -83,7 +84,17 @@ impl Profiler {
 
     /// The stacks sampled so far, named; call while the processes still run.
     pub fn stacks(&self) -> anyhow::Result<Vec<Stack>> {
-        let samples = self.probes.samples()?;
+        Ok(self.name(&self.probes.samples()?))
+    }
+
+    /// The stacks sampled since the last call, named, and taken out of the
+    /// kernel's tables (a continuous profile's periods).
+    pub fn take_stacks(&mut self) -> anyhow::Result<Vec<Stack>> {
+        let samples = self.probes.drain()?;
+        Ok(self.name(&samples))
+    }
+
+    fn name(&self, samples: &[StackSample]) -> Vec<Stack> {
         let mut python_names = HashMap::new();
         for (&pid, &minor) in &self.pythons {
             let Some(names) = python::CodeNames::open(pid, minor) else {
@@ -97,7 +108,7 @@ impl Profiler {
                 });
             }
         }
-        Ok(symbolize(&self.symbolizer, &samples, &self.comms, &python_names))
+        symbolize(&self.symbolizer, samples, &self.comms, &python_names)
     }
 
     /// Samples that lost their stack, by cause.
@@ -114,6 +125,89 @@ impl Sink for Targets {
     fn snapshot(&mut self, s: &Snapshot) -> io::Result<()> {
         self.0.borrow_mut().follow(s);
         Ok(())
+    }
+}
+
+/// Continuous profiling: the sink that also writes the period's profile as a
+/// pprof file every `every`, keeping the newest `keep` in `dir`.
+pub struct Continuous {
+    profiler: Rc<RefCell<Profiler>>,
+    dir: std::path::PathBuf,
+    every: std::time::Duration,
+    keep: usize,
+    frequency_hz: u64,
+    period_start: std::time::SystemTime,
+}
+
+/// Names of the files a continuous profile writes.
+const ROTATED_PREFIX: &str = "inferscope-";
+const ROTATED_SUFFIX: &str = ".pb.gz";
+
+impl Continuous {
+    pub fn new(
+        profiler: Rc<RefCell<Profiler>>,
+        dir: std::path::PathBuf,
+        every: std::time::Duration,
+        keep: usize,
+        frequency_hz: u64,
+    ) -> Self {
+        Self {
+            profiler,
+            dir,
+            every,
+            keep: keep.max(1),
+            frequency_hz,
+            period_start: std::time::SystemTime::now(),
+        }
+    }
+
+    /// Writes the period that ends now and drops the oldest files past `keep`.
+    fn rotate(&mut self, now: std::time::SystemTime) -> io::Result<()> {
+        let stacks = self
+            .profiler
+            .borrow_mut()
+            .take_stacks()
+            .map_err(io::Error::other)?;
+        let duration = now.duration_since(self.period_start).unwrap_or_default();
+        let profile = pprof::profile(&stacks, self.frequency_hz, self.period_start, duration);
+        let stamp = humantime::format_rfc3339_seconds(self.period_start)
+            .to_string()
+            .replace(':', "-");
+        let path = self.dir.join(format!("{ROTATED_PREFIX}{stamp}{ROTATED_SUFFIX}"));
+        pprof::write(std::io::BufWriter::new(std::fs::File::create(&path)?), &profile)?;
+        log::info!("wrote {} ({} stacks)", path.display(), stacks.len());
+        self.period_start = now;
+        let mut written: Vec<std::path::PathBuf> = std::fs::read_dir(&self.dir)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(ROTATED_PREFIX) && n.ends_with(ROTATED_SUFFIX))
+            })
+            .collect();
+        written.sort();
+        let excess = written.len().saturating_sub(self.keep);
+        for old in &written[..excess] {
+            std::fs::remove_file(old)?;
+        }
+        Ok(())
+    }
+}
+
+impl Sink for Continuous {
+    fn snapshot(&mut self, s: &Snapshot) -> io::Result<()> {
+        self.profiler.borrow_mut().follow(s);
+        let now = std::time::SystemTime::now();
+        if now.duration_since(self.period_start).unwrap_or_default() >= self.every {
+            self.rotate(now)?;
+        }
+        Ok(())
+    }
+
+    /// The last, shorter period is written too.
+    fn close(&mut self) -> io::Result<()> {
+        self.rotate(std::time::SystemTime::now())
     }
 }
 
