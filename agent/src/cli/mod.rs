@@ -68,6 +68,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
+/// Most log lines held back while a full-screen view owns the terminal.
+const MAX_HELD_LOG: usize = 1000;
+
 /// Log lines held back while a full-screen view owns the terminal; `None`: to stderr.
 static HELD_LOG: std::sync::Mutex<Option<Vec<String>>> = std::sync::Mutex::new(None);
 
@@ -81,7 +84,13 @@ fn init_logging(level: log::LevelFilter) {
             if self.enabled(r.metadata()) {
                 let line = format!("inferscope {}: {}", r.level().as_str().to_lowercase(), r.args());
                 match HELD_LOG.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-                    Some(held) => held.push(line),
+                    Some(held) => {
+                        // The newest are kept: a warning repeated for hours is not all worth holding.
+                        if held.len() == MAX_HELD_LOG {
+                            held.remove(0);
+                        }
+                        held.push(line);
+                    }
                     None => eprintln!("{line}"),
                 }
             }

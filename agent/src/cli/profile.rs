@@ -26,7 +26,7 @@ pub struct ProfileArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     duration: Duration,
     /// Samples per second per CPU (a prime, so that sampling does not beat with periodic work).
-    #[arg(long, default_value_t = 49)]
+    #[arg(long, default_value_t = 49, value_parser = clap::value_parser!(u64).range(1..))]
     frequency: u64,
     /// Where to write the profile; with --every, the folder for the periods' files.
     #[arg(

@@ -40,7 +40,15 @@ pub fn top(args: TopArgs) -> Result<ExitCode> {
     super::hold_log();
     let colour = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let mut view = Top::new(colour);
-    let mut terminal = ratatui::try_init().context("setting up the terminal")?;
+    let mut terminal = match ratatui::try_init() {
+        Ok(t) => t,
+        Err(e) => {
+            stop.notify_one();
+            let _ = pipeline.join();
+            super::release_log();
+            return Err(e).context("setting up the terminal");
+        }
+    };
     let shown = (|| -> Result<()> {
         loop {
             // The pipeline ended by itself: a failure to start, or a signal.

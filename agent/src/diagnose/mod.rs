@@ -213,9 +213,7 @@ pub fn diagnose(recording: &Recording) -> Diagnosis {
     findings.sort_by_key(|f| (f.severity, f.finding, f.from));
     Diagnosis {
         schema: DIAGNOSIS_SCHEMA,
-        from: snapshots
-            .first()
-            .map(|s| s.time.checked_sub(s.interval).unwrap_or(s.time)),
+        from: snapshots.first().map(Snapshot::start),
         to: snapshots.last().map(|s| s.time),
         intervals: snapshots.len(),
         servers: count_distinct(
@@ -233,12 +231,13 @@ pub fn diagnose(recording: &Recording) -> Diagnosis {
                 .iter()
                 .flat_map(|s| s.devices.iter().map(|d| d.uuid.clone())),
         ),
-        requests: snapshots
-            .iter()
-            .flat_map(|s| &s.servers)
-            .flat_map(|v| &v.models)
-            .map(|m| m.requests.delta.requests)
-            .sum(),
+        requests: crate::model::saturating_sum(
+            snapshots
+                .iter()
+                .flat_map(|s| &s.servers)
+                .flat_map(|v| &v.models)
+                .map(|m| m.requests.delta.requests),
+        ),
         findings,
         not_checked,
     }

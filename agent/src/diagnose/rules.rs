@@ -7,7 +7,9 @@ use std::{
 };
 
 use super::{Finding, FindingKind, Recording, Severity, Subject};
-use crate::model::{GpuEventKind, LAUNCH_BOUND_MAX_SM_PERCENT, Outcome, ServerRef, Signal, Snapshot};
+use crate::model::{
+    GpuEventKind, LAUNCH_BOUND_MAX_SM_PERCENT, Outcome, ServerRef, Signal, Snapshot, saturating_sum,
+};
 
 /// Intervals with finished requests a trend needs (compared in thirds).
 pub const MIN_TREND_INTERVALS: usize = 3;
@@ -92,7 +94,7 @@ pub fn run(recording: &Recording) -> (Vec<Finding>, Vec<String>) {
 }
 
 fn start(s: &Snapshot) -> SystemTime {
-    s.time.checked_sub(s.interval).unwrap_or(s.time)
+    s.start()
 }
 
 fn describe(s: &Subject) -> String {
@@ -294,7 +296,7 @@ fn slow_first_token(points: &[Point], subject: &Subject) -> Option<Finding> {
             ("gpu_utilization_mean_percent".to_string(), gpu),
             (
                 "requests_with_first_token".to_string(),
-                points.iter().map(|p| p.ttft.1).sum::<u64>() as f64,
+                saturating_sum(points.iter().map(|p| p.ttft.1)) as f64,
             ),
         ]),
     })
@@ -315,12 +317,13 @@ fn request_problems(recording: &Recording, key: ServerRef, model: &str, subject:
             continue;
         };
         let d = &m.requests.delta;
+        // Saturating: a saved stream may hold any numbers.
         stats = (
-            stats.0 + d.requests,
-            stats.1 + d.errors - d.cancelled,
-            stats.2 + d.cancelled,
+            stats.0.saturating_add(d.requests),
+            stats.1.saturating_add(d.errors.saturating_sub(d.cancelled)),
+            stats.2.saturating_add(d.cancelled),
             stats.3 + d.ttft_s.sum,
-            stats.4 + d.ttft_s.count,
+            stats.4.saturating_add(d.ttft_s.count),
         );
         if d.errors > 0 {
             range = Some(range.map_or((start(s), s.time), |(a, _)| (a, s.time)));
@@ -416,8 +419,8 @@ fn processes(snapshots: &[Snapshot], comms: &BTreeMap<u32, String>) -> Vec<Findi
             let d = &p.gpu.delta;
             e.active += usize::from(d.kernel_launches > 0);
             e.sync_seconds += d.sync_seconds;
-            e.sync_calls += d.sync_calls;
-            e.launches += d.kernel_launches;
+            e.sync_calls = e.sync_calls.saturating_add(d.sync_calls);
+            e.launches = e.launches.saturating_add(d.kernel_launches);
             for signal in &p.signals {
                 let Signal::LaunchBound {
                     kernel_launches_per_second,
@@ -514,7 +517,9 @@ fn devices(snapshots: &[Snapshot]) -> Vec<Finding> {
             gpu_uuid: Some(uuid.to_string()),
             ..Subject::default()
         };
-        let xids: u64 = seen.iter().map(|(_, d)| d.xid_errors.delta).sum();
+        let xids = seen
+            .iter()
+            .fold(0u64, |n, (_, d)| n.saturating_add(d.xid_errors.delta));
         if xids > 0 {
             let events: Vec<(SystemTime, u64)> = snapshots
                 .iter()

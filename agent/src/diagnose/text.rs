@@ -77,11 +77,14 @@ fn subject(s: &Subject) -> String {
     if let (Some(index), Some(uuid)) = (s.gpu, &s.gpu_uuid) {
         parts.push(format!("GPU {index} ({uuid})"));
     }
-    if parts.is_empty() {
+    // Names come from outside (a request's model, a process's name): no
+    // terminal control sequences reach the terminal.
+    let text = if parts.is_empty() {
         "the agent".to_string()
     } else {
         parts.join(", ")
-    }
+    };
+    text.chars().filter(|c| !c.is_control()).collect()
 }
 
 /// Integers as integers, the rest with up to four significant decimals.

@@ -63,6 +63,22 @@ pub fn symbol_addresses<'a>(
     })
 }
 
+/// The address the file's first bytes are linked at (its segment at file
+/// offset 0, page-aligned): 0 for shared objects and PIE executables, the
+/// fixed base (such as 0x400000) of a non-PIE one. A mapping of offset 0 that
+/// starts at `start` has the load bias `start - load_base`.
+pub fn load_base(path: &Path) -> Result<u64> {
+    read_elf(path, |cache| {
+        let elf = object::File::parse(cache)?;
+        Ok(elf
+            .segments()
+            .filter(|s| s.file_range().0 == 0)
+            .map(|s| s.address() & !0xfff)
+            .min()
+            .unwrap_or(0))
+    })
+}
+
 /// The file ranges of the file's executable segments: where its code is.
 pub fn code_ranges(path: &Path) -> Result<Vec<Range<u64>>> {
     read_elf(path, |cache| {

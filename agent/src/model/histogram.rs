@@ -63,9 +63,9 @@ impl Histogram {
     pub fn add(&mut self, other: &Histogram) {
         debug_assert_eq!(self.bounds, other.bounds);
         for (c, o) in self.counts.iter_mut().zip(&other.counts) {
-            *c += o;
+            *c = c.saturating_add(*o);
         }
-        self.count += other.count;
+        self.count = self.count.saturating_add(other.count);
         self.sum += other.sum;
     }
 

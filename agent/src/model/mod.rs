@@ -270,16 +270,22 @@ impl RequestStats {
     }
 
     /// Adds an interval's figures into a running total.
+    /// Saturating: saved streams read back may hold any numbers.
     pub fn add(&mut self, delta: &RequestStats) {
-        self.requests += delta.requests;
-        self.errors += delta.errors;
-        self.cancelled += delta.cancelled;
+        self.requests = self.requests.saturating_add(delta.requests);
+        self.errors = self.errors.saturating_add(delta.errors);
+        self.cancelled = self.cancelled.saturating_add(delta.cancelled);
         self.ttft_s.add(&delta.ttft_s);
         self.itl_s.add(&delta.itl_s);
         self.duration_s.add(&delta.duration_s);
-        self.output_tokens += delta.output_tokens;
-        self.input_tokens += delta.input_tokens;
+        self.output_tokens = self.output_tokens.saturating_add(delta.output_tokens);
+        self.input_tokens = self.input_tokens.saturating_add(delta.input_tokens);
     }
+}
+
+/// A sum that stops at `u64::MAX`: figures read back from a file may be anything.
+pub fn saturating_sum(values: impl IntoIterator<Item = u64>) -> u64 {
+    values.into_iter().fold(0, u64::saturating_add)
 }
 
 /// The name a unit variant has in JSON (`http2+tls`, `cancelled`), for text views.
@@ -297,6 +303,13 @@ pub fn per_second(delta: f64, interval: Duration) -> f64 {
 }
 
 impl Snapshot {
+    /// When the interval began (never before 1970: a saved stream may say anything).
+    pub fn start(&self) -> SystemTime {
+        self.time
+            .checked_sub(self.interval)
+            .map_or(self.time, |t| t.max(std::time::UNIX_EPOCH))
+    }
+
     /// The per-second rate of a delta over this snapshot's interval.
     pub fn per_second(&self, delta: f64) -> f64 {
         per_second(delta, self.interval)

@@ -115,6 +115,16 @@ impl ProfileProbes {
         Ok(())
     }
 
+    /// Stops sampling `pid` (it exited: its number may come back as another
+    /// process). Its samples so far stay.
+    pub fn forget(&mut self, pid: u32) -> Result<()> {
+        let mut profiled: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(self.map_mut("profiled")?)?;
+        let _ = profiled.remove(&pid);
+        let mut procs: BpfHashMap<_, u32, PythonProc> = BpfHashMap::try_from(self.map_mut("python_procs")?)?;
+        let _ = procs.remove(&pid);
+        Ok(())
+    }
+
     /// Reads `pid`'s Python frames too, where `proc` says.
     pub fn sample_python(&mut self, pid: u32, proc: PythonProc) -> Result<()> {
         let mut procs: BpfHashMap<_, u32, PythonProc> = BpfHashMap::try_from(

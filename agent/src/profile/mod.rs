@@ -30,6 +30,9 @@ use crate::{
 /// Sampling in progress, and who is sampled under which name.
 pub struct Profiler {
     probes: ProfileProbes,
+    /// Processes sampled now.
+    sampled: std::collections::BTreeSet<u32>,
+    /// Names of every process sampled (exited ones too, for their samples).
     comms: BTreeMap<u32, String>,
     /// CPython processes whose frames are read: their minor version.
     pythons: BTreeMap<u32, u32>,
@@ -41,6 +44,7 @@ impl Profiler {
     pub fn new(probes: ProfileProbes) -> Self {
         Self {
             probes,
+            sampled: Default::default(),
             comms: BTreeMap::new(),
             pythons: BTreeMap::new(),
             symbolizer: Symbolizer::new(),
@@ -49,25 +53,28 @@ impl Profiler {
 
     /// Samples `pid` from now on (once), under its command name.
     pub fn sample(&mut self, pid: u32) {
-        if !self.comms.contains_key(&pid) {
-            if let Err(e) = self.probes.sample(pid) {
-                log::warn!("pid {pid} is not profiled: {e:#}");
-            }
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            self.comms.insert(pid, comm.trim_end().to_string());
-            if let Some(py) = python::detect(pid) {
-                match self.probes.sample_python(pid, py.proc) {
-                    Ok(()) => {
-                        log::info!("pid {pid}: reading CPython 3.{} frames", py.minor);
-                        self.pythons.insert(pid, py.minor);
-                    }
-                    Err(e) => log::warn!("pid {pid}: Python frames not read: {e:#}"),
+        if !self.sampled.insert(pid) {
+            return;
+        }
+        if let Err(e) = self.probes.sample(pid) {
+            log::warn!("pid {pid} is not profiled: {e:#}");
+        }
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        self.comms.insert(pid, comm.trim_end().to_string());
+        self.pythons.remove(&pid);
+        if let Some(py) = python::detect(pid) {
+            match self.probes.sample_python(pid, py.proc) {
+                Ok(()) => {
+                    log::info!("pid {pid}: reading CPython 3.{} frames", py.minor);
+                    self.pythons.insert(pid, py.minor);
                 }
+                Err(e) => log::warn!("pid {pid}: Python frames not read: {e:#}"),
             }
         }
     }
 
-    /// Samples each GPU process and server of `s` from now on.
+    /// Samples each GPU process and server of `s` from now on; an exited
+    /// process is let go (its name stays for the samples it left).
     fn follow(&mut self, s: &Snapshot) {
         let processes = s
             .processes
@@ -78,6 +85,13 @@ impl Profiler {
             self.sample(pid);
             if let Some(comm) = comm.filter(|c| !c.is_empty()) {
                 self.comms.insert(pid, comm.clone());
+            }
+        }
+        for p in s.processes.iter().filter(|p| p.exited) {
+            if self.sampled.remove(&p.identity.pid)
+                && let Err(e) = self.probes.forget(p.identity.pid)
+            {
+                log::debug!("pid {}: {e:#}", p.identity.pid);
             }
         }
     }
@@ -170,7 +184,7 @@ impl Continuous {
             .map_err(io::Error::other)?;
         let duration = now.duration_since(self.period_start).unwrap_or_default();
         let profile = pprof::profile(&stacks, self.frequency_hz, self.period_start, duration);
-        let stamp = humantime::format_rfc3339_seconds(self.period_start)
+        let stamp = humantime::format_rfc3339_millis(self.period_start)
             .to_string()
             .replace(':', "-");
         let path = self.dir.join(format!("{ROTATED_PREFIX}{stamp}{ROTATED_SUFFIX}"));
@@ -189,7 +203,12 @@ impl Continuous {
         written.sort();
         let excess = written.len().saturating_sub(self.keep);
         for old in &written[..excess] {
-            std::fs::remove_file(old)?;
+            // Someone else may have removed it already.
+            if let Err(e) = std::fs::remove_file(old)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -200,7 +219,11 @@ impl Sink for Continuous {
         self.profiler.borrow_mut().follow(s);
         let now = std::time::SystemTime::now();
         if now.duration_since(self.period_start).unwrap_or_default() >= self.every {
-            self.rotate(now)?;
+            // A period that cannot be written is lost, not the profiling.
+            if let Err(e) = self.rotate(now) {
+                log::warn!("profile period not written to {}: {e}", self.dir.display());
+                self.period_start = now;
+            }
         }
         Ok(())
     }

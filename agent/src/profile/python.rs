@@ -119,9 +119,12 @@ pub fn detect(pid: u32) -> Option<Python> {
         let Some(&runtime) = found.get("_PyRuntime") else {
             continue;
         };
-        // The first segment is linked at its file offset, 0: the mapping's start is the load bias.
+        // The mapping of file offset 0 starts where the file's base was loaded:
+        // 0 in a shared object or PIE, 0x400000 in a non-PIE python3.N (Debian's).
+        let base = symbols::load_base(&file).ok()?;
         let address = m
             .start
+            .checked_sub(base)?
             .checked_add(runtime)?
             .checked_add(layout.runtime_interpreters_head)?;
         return Some(Python {

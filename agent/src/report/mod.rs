@@ -140,14 +140,9 @@ pub fn render(
             "Output tokens per second",
             span_s,
             &per_server(&|v, s| {
-                Some(
-                    s.per_second(
-                        v.models
-                            .iter()
-                            .map(|m| m.requests.delta.output_tokens)
-                            .sum::<u64>() as f64,
-                    ),
-                )
+                let tokens =
+                    crate::model::saturating_sum(v.models.iter().map(|m| m.requests.delta.output_tokens));
+                Some(s.per_second(tokens as f64))
             }),
             plain,
         ),
@@ -402,7 +397,7 @@ fn servers_table(recording: &Recording) -> String {
             escape(names.get(&(*pid, *port)).map_or("", String::as_str)),
             escape(model),
             t.requests,
-            t.errors - t.cancelled,
+            t.errors.saturating_sub(t.cancelled),
             t.cancelled,
             opt(mean(&t.ttft_s), seconds),
             opt(percentile(&mut ttft.clone(), 50.0), seconds),
@@ -466,39 +461,65 @@ fn devices_table(snapshots: &[Snapshot]) -> String {
     out
 }
 
+/// Per process over the recording: its intervals' deltas, so a stream saved
+/// mid-run does not count what happened before it.
 fn processes_table(snapshots: &[Snapshot]) -> String {
-    let mut last: BTreeMap<u32, (&crate::model::ProcessView, f64)> = BTreeMap::new();
+    struct Seen<'a> {
+        last: &'a crate::model::ProcessView,
+        seconds: f64,
+        launches: u64,
+        graph_launches: u64,
+        sync_seconds: f64,
+        copies: u64,
+        errors: u64,
+    }
+    let mut seen: BTreeMap<u32, Seen> = BTreeMap::new();
     for s in snapshots {
         for p in &s.processes {
-            let seconds = last.get(&p.identity.pid).map_or(0.0, |e| e.1) + s.interval.as_secs_f64();
-            last.insert(p.identity.pid, (p, seconds));
+            let d = &p.gpu.delta;
+            let e = seen.entry(p.identity.pid).or_insert(Seen {
+                last: p,
+                seconds: 0.0,
+                launches: 0,
+                graph_launches: 0,
+                sync_seconds: 0.0,
+                copies: 0,
+                errors: 0,
+            });
+            e.last = p;
+            e.seconds += s.interval.as_secs_f64();
+            e.launches = e.launches.saturating_add(d.kernel_launches);
+            e.graph_launches = e.graph_launches.saturating_add(d.graph_launches);
+            e.sync_seconds += d.sync_seconds;
+            e.copies = e.copies.saturating_add(d.memcpy_calls);
+            e.errors = e.errors.saturating_add(d.errors);
         }
     }
-    if last.is_empty() {
+    if seen.is_empty() {
         return "<p class=\"none\">No process used a GPU runtime.</p>".into();
     }
     let mut out = String::from(
         "<table><tr><th>process</th><th>runtimes</th><th>kernel launches</th><th>per second</th><th>graph launches</th>\
          <th>sync s/s</th><th>copies</th><th>errors</th><th>exited</th></tr>",
     );
-    for (pid, (p, seconds)) in &last {
-        let g = &p.gpu.total;
-        let runtimes: Vec<&str> = p.runtimes.iter().map(|r| r.name()).collect();
+    for (pid, e) in &seen {
+        let runtimes: Vec<&str> = e.last.runtimes.iter().map(|r| r.name()).collect();
+        let seconds = e.seconds.max(1e-9);
         let _ = write!(
             out,
             "<tr><td>{} {pid}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&p.identity.comm),
+            escape(&e.last.identity.comm),
             runtimes.join(", "),
-            g.kernel_launches,
-            plain(g.kernel_launches as f64 / seconds.max(1e-9)),
-            g.graph_launches,
-            plain(g.sync_seconds / seconds.max(1e-9)),
-            g.memcpy_calls,
-            g.errors,
-            if p.exited { "yes" } else { "" },
+            e.launches,
+            plain(e.launches as f64 / seconds),
+            e.graph_launches,
+            plain(e.sync_seconds / seconds),
+            e.copies,
+            e.errors,
+            if e.last.exited { "yes" } else { "" },
         );
     }
-    out.push_str("</table><p class=\"sub\">Totals since the agent first saw each process.</p>");
+    out.push_str("</table><p class=\"sub\">Over the recording: the sum of its intervals.</p>");
     out
 }
 

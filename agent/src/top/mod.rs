@@ -104,13 +104,13 @@ impl Top {
     pub fn update(&mut self, update: Update) {
         match update {
             Update::Snapshot(s) => {
-                self.started
-                    .get_or_insert(s.time.checked_sub(s.interval).unwrap_or(s.time));
+                self.started.get_or_insert(s.start());
                 let horizon = s.time.checked_sub(REQUEST_WINDOW).unwrap_or(s.time);
                 while self.recent.front().is_some_and(|r| r.time < horizon) {
                     self.recent.pop_front();
                 }
                 self.latest = Some(*s);
+                self.selected = self.selected.min(self.rows().len().saturating_sub(1));
             }
             Update::Request(r) => {
                 if self.recent.len() == MAX_RECENT {
@@ -134,7 +134,14 @@ impl Top {
             .started
             .and_then(|t| s.time.duration_since(t).ok())
             .unwrap_or(REQUEST_WINDOW);
-        let mut rows = rows::rows(s, self.recent.iter(), watched.min(REQUEST_WINDOW));
+        let span = watched.min(REQUEST_WINDOW);
+        // The window ends at the snapshot: requests finished since belong to the next.
+        let horizon = s.time.checked_sub(span).unwrap_or(s.time);
+        let recent = self
+            .recent
+            .iter()
+            .filter(|r| r.time > horizon && r.time <= s.time);
+        let mut rows = rows::rows(s, recent, span);
         let filter = self.filter.to_lowercase();
         rows.retain(|r| {
             filter.is_empty() || r.comm.to_lowercase().contains(&filter) || r.pid.to_string() == filter
@@ -161,6 +168,7 @@ impl Top {
             return Action::Continue;
         }
         let rows = self.rows();
+        self.selected = self.selected.min(rows.len().saturating_sub(1));
         match key {
             Key::Char('q') => return Action::Quit,
             Key::Escape | Key::Backspace if self.detail.is_some() => self.detail = None,

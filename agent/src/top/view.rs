@@ -82,7 +82,7 @@ fn header(top: &Top, s: &Snapshot) -> String {
         s.interval.as_secs_f64(),
         s.processes.len(),
         s.servers.len(),
-        s.drops.total.values().sum::<u64>(),
+        crate::model::saturating_sum(s.drops.total.values().copied()),
         top.sort.name(),
     );
     if top.editing_filter || !top.filter.is_empty() {
