@@ -15,10 +15,7 @@ use std::{
 use anyhow::{Context as _, Result};
 
 use super::{parse_duration, run::WatchArgs};
-use crate::{
-    probes::ProfileProbes,
-    profile::{Continuous, Profiler, Targets, pprof, write_flamegraph, write_folded},
-};
+use crate::profile::{Continuous, Profiler, Targets, pprof, write_flamegraph, write_folded};
 
 #[derive(clap::Args)]
 pub struct ProfileArgs {
@@ -74,12 +71,7 @@ impl ProfileFormat {
 
 pub fn profile(args: ProfileArgs) -> Result<ExitCode> {
     super::check::require_privileges()?;
-    let probes = ProfileProbes::start(args.frequency).context("starting CPU sampling")?;
-    let mut profiler = Profiler::new(probes);
-    // Named ones from the start, whatever they are; the rest as the pipeline finds them.
-    for &pid in args.watch.pids() {
-        profiler.sample(pid);
-    }
+    let profiler = Profiler::start(args.frequency, args.watch.pids()).context("starting CPU sampling")?;
     let profiler = Rc::new(RefCell::new(profiler));
     if let Some(every) = args.every {
         std::fs::create_dir_all(&args.output)

@@ -7,7 +7,6 @@ use anyhow::{Context as _, Result};
 use super::diagnose::RecordingArgs;
 use crate::{
     diagnose,
-    probes::ProfileProbes,
     profile::{Profiler, Targets, write_flamegraph},
     report,
     sinks::Sink,
@@ -33,14 +32,8 @@ pub struct RecordArgs {
 pub fn record(args: RecordArgs) -> Result<ExitCode> {
     // Live, the processes watched are also profiled, for the flame graph.
     let profiler = if args.from.is_live() && args.profile_frequency > 0 {
-        match ProfileProbes::start(args.profile_frequency) {
-            Ok(probes) => {
-                let mut profiler = Profiler::new(probes);
-                for &pid in args.from.pids() {
-                    profiler.sample(pid);
-                }
-                Some(Rc::new(RefCell::new(profiler)))
-            }
+        match Profiler::start(args.profile_frequency, args.from.pids()) {
+            Ok(profiler) => Some(Rc::new(RefCell::new(profiler))),
             Err(e) => {
                 log::warn!("no flame graph in the report: {e:#}");
                 None

@@ -204,6 +204,48 @@ pub struct Subject {
     pub gpu_uuid: Option<String>,
 }
 
+impl std::fmt::Display for Subject {
+    /// `comm (pid N), port P, model M, GPU I (uuid)`, or `the agent`. Names come
+    /// from outside (a request's model, a process's name): control characters
+    /// are left out, so no terminal sequence travels with them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        match (&self.comm, self.pid) {
+            (Some(comm), Some(pid)) => parts.push(format!("{comm} (pid {pid})")),
+            (None, Some(pid)) => parts.push(format!("pid {pid}")),
+            _ => {}
+        }
+        if let Some(port) = self.port {
+            parts.push(format!("port {port}"));
+        }
+        if let Some(model) = &self.model {
+            parts.push(format!("model {model}"));
+        }
+        if let Some(index) = self.gpu {
+            parts.push(match &self.gpu_uuid {
+                Some(uuid) => format!("GPU {index} ({uuid})"),
+                None => format!("GPU {index}"),
+            });
+        }
+        let text = if parts.is_empty() {
+            "the agent".to_string()
+        } else {
+            parts.join(", ")
+        };
+        f.write_str(&text.chars().filter(|c| !c.is_control()).collect::<String>())
+    }
+}
+
+/// An evidence value for a person: integers as integers, the rest with up to
+/// four decimals.
+pub fn evidence_value(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.4}").trim_end_matches('0').to_string()
+    }
+}
+
 /// Every rule over `recording`, most severe findings first.
 pub fn diagnose(recording: &Recording) -> Diagnosis {
     let snapshots = &recording.snapshots;

@@ -74,7 +74,7 @@ pub fn run(recording: &Recording) -> (Vec<Finding>, Vec<String>) {
         if with_requests < MIN_TREND_INTERVALS {
             not_checked.push(format!(
                 "time-to-first-token trends of {}: {with_requests} intervals with streamed requests, {MIN_TREND_INTERVALS} needed",
-                describe(&subject)
+                subject
             ));
         }
         findings.extend(queueing(&points, &subject));
@@ -91,21 +91,6 @@ pub fn run(recording: &Recording) -> (Vec<Finding>, Vec<String>) {
     findings.extend(devices(snapshots));
     findings.extend(measurement_gaps(snapshots));
     (findings, not_checked)
-}
-
-fn start(s: &Snapshot) -> SystemTime {
-    s.start()
-}
-
-fn describe(s: &Subject) -> String {
-    let mut out = s.comm.clone().unwrap_or_default();
-    if let Some(pid) = s.pid {
-        out = format!("{out} (pid {pid})").trim_start().to_string();
-    }
-    if let Some(port) = s.port {
-        out = format!("{out} port {port}");
-    }
-    out
 }
 
 fn servers(snapshots: &[Snapshot]) -> BTreeSet<ServerRef> {
@@ -165,7 +150,7 @@ fn server_points(snapshots: &[Snapshot], key: ServerRef) -> Vec<Point> {
                 (sum + h.sum, n + h.count)
             });
             Some(Point {
-                from: start(s),
+                from: s.start(),
                 to: s.time,
                 ttft,
                 waiting: v.queue.waiting_mean,
@@ -326,7 +311,7 @@ fn request_problems(recording: &Recording, key: ServerRef, model: &str, subject:
             stats.4.saturating_add(d.ttft_s.count),
         );
         if d.errors > 0 {
-            range = Some(range.map_or((start(s), s.time), |(a, _)| (a, s.time)));
+            range = Some(range.map_or((s.start(), s.time), |(a, _)| (a, s.time)));
         }
     }
     let (requests, failed, cancelled, ttft_sum, ttft_n) = stats;
@@ -413,7 +398,7 @@ fn processes(snapshots: &[Snapshot], comms: &BTreeMap<u32, String>) -> Vec<Findi
     for s in snapshots {
         for p in &s.processes {
             let e = seen.entry(p.identity.pid).or_default();
-            e.from.get_or_insert(start(s));
+            e.from.get_or_insert(s.start());
             e.to = Some(s.time);
             e.seconds += s.interval.as_secs_f64();
             let d = &p.gpu.delta;
@@ -537,7 +522,7 @@ fn devices(snapshots: &[Snapshot]) -> Vec<Finding> {
             let codes: Vec<String> = codes.iter().map(u64::to_string).collect();
             let (from, to) = match (events.first(), events.last()) {
                 (Some(a), Some(b)) => (a.0, b.0),
-                _ => (start(first), last.time),
+                _ => (first.start(), last.time),
             };
             findings.push(Finding {
                 finding: FindingKind::XidErrors,
@@ -599,7 +584,7 @@ fn devices(snapshots: &[Snapshot]) -> Vec<Finding> {
                         100.0 * share
                     ),
                     subject: subject.clone(),
-                    from: start(s),
+                    from: s.start(),
                     to: s.time,
                     evidence,
                 });
@@ -649,7 +634,7 @@ fn devices(snapshots: &[Snapshot]) -> Vec<Finding> {
                     }
                 ),
                 subject,
-                from: start(a.0),
+                from: a.0.start(),
                 to: b.0.time,
                 evidence,
             });
@@ -677,7 +662,7 @@ fn measurement_gaps(snapshots: &[Snapshot]) -> Option<Finding> {
             any = true;
         }
         if any {
-            range = Some(range.map_or((start(s), s.time), |(a, _)| (a, s.time)));
+            range = Some(range.map_or((s.start(), s.time), |(a, _)| (a, s.time)));
         }
     }
     let (from, to) = range?;

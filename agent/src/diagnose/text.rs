@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use super::{Diagnosis, Finding, Severity, Subject};
+use super::{Diagnosis, Finding, Severity, evidence_value};
 use crate::model::json_name;
 
 pub fn write_text(out: &mut impl Write, d: &Diagnosis) -> io::Result<()> {
@@ -40,12 +40,7 @@ fn write_finding(out: &mut impl Write, f: &Finding) -> io::Result<()> {
         Severity::Warning => "WARNING",
         Severity::Info => "info",
     };
-    writeln!(
-        out,
-        "\n{severity} {}: {}",
-        json_name(&f.finding),
-        subject(&f.subject)
-    )?;
+    writeln!(out, "\n{severity} {}: {}", json_name(&f.finding), f.subject)?;
     writeln!(
         out,
         "  {} to {}",
@@ -56,42 +51,7 @@ fn write_finding(out: &mut impl Write, f: &Finding) -> io::Result<()> {
     let evidence: Vec<String> = f
         .evidence
         .iter()
-        .map(|(k, v)| format!("{k} {}", number(*v)))
+        .map(|(k, v)| format!("{k} {}", evidence_value(*v)))
         .collect();
     writeln!(out, "  evidence: {}", evidence.join(", "))
-}
-
-fn subject(s: &Subject) -> String {
-    let mut parts = Vec::new();
-    match (&s.comm, s.pid) {
-        (Some(comm), Some(pid)) => parts.push(format!("{comm} (pid {pid})")),
-        (None, Some(pid)) => parts.push(format!("pid {pid}")),
-        _ => {}
-    }
-    if let Some(port) = s.port {
-        parts.push(format!("port {port}"));
-    }
-    if let Some(model) = &s.model {
-        parts.push(format!("model {model}"));
-    }
-    if let (Some(index), Some(uuid)) = (s.gpu, &s.gpu_uuid) {
-        parts.push(format!("GPU {index} ({uuid})"));
-    }
-    // Names come from outside (a request's model, a process's name): no
-    // terminal control sequences reach the terminal.
-    let text = if parts.is_empty() {
-        "the agent".to_string()
-    } else {
-        parts.join(", ")
-    };
-    text.chars().filter(|c| !c.is_control()).collect()
-}
-
-/// Integers as integers, the rest with up to four significant decimals.
-fn number(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.4}").trim_end_matches('0').to_string()
-    }
 }

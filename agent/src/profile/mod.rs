@@ -41,14 +41,20 @@ pub struct Profiler {
 }
 
 impl Profiler {
-    pub fn new(probes: ProfileProbes) -> Self {
-        Self {
-            probes,
+    /// Starts sampling at `frequency_hz`, `pids` from now (named ones, whatever
+    /// they are), the rest as the pipeline reports them.
+    pub fn start(frequency_hz: u64, pids: &[u32]) -> anyhow::Result<Self> {
+        let mut profiler = Self {
+            probes: ProfileProbes::start(frequency_hz)?,
             sampled: Default::default(),
             comms: BTreeMap::new(),
             pythons: BTreeMap::new(),
             symbolizer: Symbolizer::new(),
+        };
+        for &pid in pids {
+            profiler.sample(pid);
         }
+        Ok(profiler)
     }
 
     /// Samples `pid` from now on (once), under its command name.

@@ -13,7 +13,7 @@ use base64::Engine as _;
 use svg::{Series, line_chart};
 
 use crate::{
-    diagnose::{Diagnosis, Recording, Severity, Subject},
+    diagnose::{Diagnosis, Recording, Severity, evidence_value},
     model::{Snapshot, json_name},
     top::rows::percentile,
 };
@@ -286,13 +286,18 @@ fn findings(d: &Diagnosis) -> String {
             out,
             "<div class=\"finding {class}\"><span class=\"sev\">{class}</span> <b>{}</b> &middot; {} &middot; {} to {}<p>{}</p><table>",
             escape(&json_name(&f.finding)),
-            escape(&subject(&f.subject)),
+            escape(&f.subject.to_string()),
             humantime::format_rfc3339_seconds(f.from),
             humantime::format_rfc3339_seconds(f.to),
             escape(&f.summary),
         );
         for (k, v) in &f.evidence {
-            let _ = write!(out, "<tr><td>{}</td><td>{}</td></tr>", escape(k), number(*v));
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td></tr>",
+                escape(k),
+                evidence_value(*v)
+            );
         }
         out.push_str("</table></div>");
     }
@@ -304,31 +309,6 @@ fn findings(d: &Diagnosis) -> String {
         out.push_str("</ul>");
     }
     out
-}
-
-fn subject(s: &Subject) -> String {
-    let mut parts = Vec::new();
-    if let Some(pid) = s.pid {
-        parts.push(
-            format!("{} pid {pid}", s.comm.as_deref().unwrap_or(""))
-                .trim()
-                .to_string(),
-        );
-    }
-    if let Some(port) = s.port {
-        parts.push(format!("port {port}"));
-    }
-    if let Some(m) = &s.model {
-        parts.push(format!("model {m}"));
-    }
-    if let Some(g) = s.gpu {
-        parts.push(format!("GPU{g}"));
-    }
-    if parts.is_empty() {
-        "the agent".into()
-    } else {
-        parts.join(", ")
-    }
 }
 
 /// Servers in the recording by (pid, port), named for a legend.
@@ -557,14 +537,6 @@ fn joules(v: f64) -> String {
 
 fn watts(v: f64) -> String {
     format!("{v:.0} W")
-}
-
-fn number(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.4}")
-    }
 }
 
 #[cfg(test)]
