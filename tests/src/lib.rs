@@ -772,3 +772,39 @@ pub fn read_chunked_response(stream: &mut std::net::TcpStream) -> Vec<u8> {
     }
     got
 }
+
+/// A program that prints `ready` once it runs; killed when dropped.
+pub struct ReadyChild(Child);
+
+impl ReadyChild {
+    /// Starts `command` and waits for its `ready` line.
+    pub fn start(mut command: Command) -> Self {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "ready\n", "{command:?} did not start");
+        Self(child)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for ReadyChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// tests/c/cpu_burner.c: three quarters of its time under `hot_path`, one
+/// quarter under `cold_path`, both in `spin`, until killed.
+pub fn cpu_burner() -> ReadyChild {
+    ReadyChild::start(Command::new(test_bin("cpu_burner")))
+}

@@ -214,17 +214,8 @@ fn a_saved_stream_is_diagnosed_like_the_live_run_that_wrote_it() {
 fn a_recorded_report_renders_offline_in_a_browser_without_errors() {
     let scenario = Scenario::start("record");
     // A CPU-bound process watched too: the report's flame graph must show its functions.
-    let mut burner = std::process::Command::new(inferscope_tests::test_bin("cpu_burner"))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(burner.stdout.take().unwrap()),
-        &mut ready,
-    )
-    .unwrap();
-    let burner_pid = burner.id().to_string();
+    let burner = inferscope_tests::cpu_burner();
+    let burner_pid = burner.pid().to_string();
     let report = std::env::temp_dir().join(format!("report-{}.html", scenario.server.pid()));
     let args = scenario.agent_args();
     let mut extra: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -239,8 +230,7 @@ fn a_recorded_report_renders_offline_in_a_browser_without_errors() {
     let mut agent = Agent::start_command("record", &scenario.env(), &extra);
     scenario.traffic(&mut agent);
     agent.interrupt();
-    let _ = burner.kill();
-    let _ = burner.wait();
+    drop(burner);
     let html = fs::read_to_string(&report).unwrap();
     let (_, image) = html
         .split_once("data:image/svg+xml;base64,")

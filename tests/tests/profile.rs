@@ -1,37 +1,10 @@
 //! `inferscope profile` on a program whose profile is known: real perf-event
 //! sampling, stacks walked by the kernel, symbols read by blazesym.
 
-use std::{
-    collections::BTreeMap,
-    io::{BufRead as _, BufReader},
-    process::{Command, Stdio},
-};
+use std::{collections::BTreeMap, process::Command};
 
 use inferscope::profile::pprof;
-use inferscope_tests::{Agent, test_bin};
-
-/// A child killed when dropped.
-struct Burner(std::process::Child);
-
-impl Drop for Burner {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn burner() -> Burner {
-    let mut child = Command::new(test_bin("cpu_burner"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starting cpu_burner");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "ready\n");
-    Burner(child)
-}
+use inferscope_tests::{Agent, ReadyChild, cpu_burner};
 
 /// Runs `profile` on `pid` for `seconds` and returns what it wrote.
 fn profile(pid: u32, seconds: u32, file: &str) -> String {
@@ -60,8 +33,8 @@ fn profile(pid: u32, seconds: u32, file: &str) -> String {
 
 #[test]
 fn a_cpu_bound_program_is_profiled_with_its_functions_in_their_proportions() {
-    let burner = burner();
-    let pid = burner.0.id();
+    let burner = cpu_burner();
+    let pid = burner.pid();
     let folded = profile(pid, 3, "profile.folded");
     // Samples per call path below main.
     let mut paths: BTreeMap<&str, u64> = BTreeMap::new();
@@ -131,19 +104,10 @@ while True:
 fn python_functions_are_named(python: &std::path::Path, version: &str, label: &str) {
     let script = std::env::temp_dir().join(format!("burner-{}-{label}.py", std::process::id()));
     std::fs::write(&script, PYTHON_BURNER).unwrap();
-    let mut child = Command::new(python)
-        .arg(&script)
-        .arg(version)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", python.display()));
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "ready\n", "the Python {version} burner did not start");
-    let burner = Burner(child);
-    let pid = burner.0.id();
+    let mut command = Command::new(python);
+    command.arg(&script).arg(version);
+    let burner = ReadyChild::start(command);
+    let pid = burner.pid();
     let folded = profile(pid, 3, &format!("python-{label}.folded"));
     let file = script.file_name().unwrap().to_str().unwrap();
     let path = |function: &str, line: u32| format!("{function} ({file}:{line});spin ({file}:6)");
@@ -236,8 +200,8 @@ fn samples_by_function(p: &pprof::Profile) -> BTreeMap<String, i64> {
 
 #[test]
 fn pprof_files_once_and_continuously_carry_the_samples_and_their_cpu_time() {
-    let burner = burner();
-    let pid = burner.0.id();
+    let burner = cpu_burner();
+    let pid = burner.pid();
     let dir = std::env::temp_dir().join(format!("pprof-{pid}"));
     std::fs::create_dir_all(&dir).unwrap();
     let once = dir.join("once.pb.gz");
