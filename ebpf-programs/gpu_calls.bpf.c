@@ -8,8 +8,15 @@
  * only have the entry probe and are aggregated here, per CPU, per process.
  * Calls that need a duration (synchronisation) or a result (allocation: the
  * returned pointer) also get the return probe.
+ *
+ * When the agent profiles, 1 in `call_stack_every` kernel launches, graph
+ * launches and synchronisations (at random) also records the user
+ * stack and the Python stack it was called from: which code launches, which
+ * code waits (and how long). Inside this program, because a probe of its own
+ * would pay the trap on every call.
  */
 #include "common.h"
+#include "stacks.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -57,6 +64,7 @@ struct {
  * `pending_*` carries what a return probe needs from its entry.
  */
 struct thread_state {
+	struct call_stack_key pending_stack; /* the synchronisation's stack, when sampled */
 	__u64 runtime_sp;
 	__u64 runtime_ret;
 	__u64 runtime_code_start;
@@ -75,6 +83,26 @@ struct {
 	__type(key, int);
 	__type(value, struct thread_state);
 } thread_states SEC(".maps");
+
+/* 1 in how many launches and synchronisations records its stack; 0: none.
+ * Set by the agent at load: read-only, so with 0 the verifier drops the code. */
+const volatile __u32 call_stack_every = 0;
+
+/* The stack table and the Python tables (stacks.h) hold one entry unless the
+ * agent sizes them for profiling. */
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 8192);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, MAX_FRAMES * sizeof(__u64));
+} stacks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct call_stack_key);
+	__type(value, struct call_stack_count);
+} call_samples SEC(".maps");
 
 static const struct gpu_stats zero_stats;
 
@@ -173,6 +201,49 @@ static __always_inline void mark_runtime_call(struct thread_state *t, __u64 cook
 	t->runtime_return_probe = return_probe;
 }
 
+/* Records where this call was made from, as `key`; false when it is lost. */
+static __always_inline bool sample_call_stack(struct pt_regs *ctx, __u32 op, __u64 sp, struct call_stack_key *key)
+{
+	__u32 pid = current_tgid();
+	key->pid = pid;
+	key->op = op;
+	key->pad = 0;
+	key->py_stack = python_stack(pid);
+	/* At the function's first instruction its caller is only in the return
+	 * address: the kernel walks frame pointers from the caller's caller on. */
+	key->caller = 0;
+	bpf_probe_read_user(&key->caller, sizeof(key->caller), (void *)sp);
+	key->user_stack = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
+	if (key->user_stack == -EEXIST)
+		stack_lost(STACK_LOSS_COLLISION);
+	else if (key->user_stack < 0)
+		stack_lost(STACK_LOSS_NO_STACK);
+	struct call_stack_count one = { .calls = 1 };
+	struct call_stack_count *n = bpf_map_lookup_elem(&call_samples, key);
+	if (n) {
+		__sync_fetch_and_add(&n->calls, 1);
+		return true;
+	}
+	if (bpf_map_update_elem(&call_samples, key, &one, BPF_NOEXIST) == 0)
+		return true;
+	/* Another CPU added it meanwhile, or the table is full. */
+	n = bpf_map_lookup_elem(&call_samples, key);
+	if (n) {
+		__sync_fetch_and_add(&n->calls, 1);
+		return true;
+	}
+	stack_lost(STACK_LOSS_TABLE_FULL);
+	return false;
+}
+
+/* Whether this call records its stack: each with a chance of 1 in
+ * `call_stack_every`. At random, not every n-th: a loop whose calls repeat
+ * with a period dividing n would have one of them sampled every time. */
+static __always_inline bool stack_wanted(void)
+{
+	return call_stack_every && bpf_get_prandom_u32() % call_stack_every == 0;
+}
+
 SEC("uprobe")
 int gpu_call(struct pt_regs *ctx)
 {
@@ -202,12 +273,20 @@ int gpu_call(struct pt_regs *ctx)
 	__u64 size = arg_n(&args, COOKIE_SIZE_ARG(cookie));
 
 	switch (op) {
-	case GPU_OP_KERNEL_LAUNCH:
+	case GPU_OP_KERNEL_LAUNCH: {
+		struct call_stack_key key;
 		s->kernel_launches += 1;
+		if (stack_wanted())
+			sample_call_stack(ctx, op, sp, &key);
 		break;
-	case GPU_OP_GRAPH_LAUNCH:
+	}
+	case GPU_OP_GRAPH_LAUNCH: {
+		struct call_stack_key key;
 		s->graph_launches += 1;
+		if (stack_wanted())
+			sample_call_stack(ctx, op, sp, &key);
 		break;
+	}
 	case GPU_OP_MEMCPY: {
 		__u32 dir = copy_direction(&args, cookie);
 		s->memcpy_calls += 1;
@@ -242,6 +321,9 @@ int gpu_call(struct pt_regs *ctx)
 	case GPU_OP_SYNC:
 		s->sync_calls += 1;
 		if (t) {
+			t->pending_stack.pid = 0;
+			if (stack_wanted() && !sample_call_stack(ctx, op, sp, &t->pending_stack))
+				t->pending_stack.pid = 0;
 			t->pending_cookie = cookie;
 			t->pending_start_ns = bpf_ktime_get_ns();
 		}
@@ -281,9 +363,16 @@ int gpu_call_return(struct pt_regs *ctx)
 		return 0;
 	}
 	switch (COOKIE_OP(cookie)) {
-	case GPU_OP_SYNC:
-		s->sync_ns += bpf_ktime_get_ns() - t->pending_start_ns;
+	case GPU_OP_SYNC: {
+		__u64 waited = bpf_ktime_get_ns() - t->pending_start_ns;
+		s->sync_ns += waited;
+		if (call_stack_every && t->pending_stack.pid) {
+			struct call_stack_count *n = bpf_map_lookup_elem(&call_samples, &t->pending_stack);
+			if (n)
+				__sync_fetch_and_add(&n->wait_ns, waited);
+		}
 		break;
+	}
 	case GPU_OP_ALLOC: {
 		struct alloc_key key = { .tgid = tgid };
 		if (bpf_probe_read_user(&key.ptr, sizeof(key.ptr), (void *)t->pending_out_ptr)) {

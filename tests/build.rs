@@ -47,6 +47,15 @@ fn main() {
         &format!("{o}/cpu_burner"),
         &src("cpu_burner.c"),
     ]);
+    cc(&[
+        "-O0",
+        "-fno-omit-frame-pointer",
+        "-Wall",
+        "-o",
+        &format!("{o}/gpu_launcher"),
+        &src("gpu_launcher.c"),
+        "-ldl",
+    ]);
     // The CUDA runtime linked statically, as some inference servers ship it.
     let fixtures = env::var("INFERSCOPE_FIXTURES")
         .map(PathBuf::from)

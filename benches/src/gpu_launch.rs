@@ -31,9 +31,9 @@ const CALLS: u32 = 1_000_000;
 /// Calls per program when reading the kernel's run-time statistics.
 const STATS_CALLS: u32 = 200_000;
 /// gpu_calls.bpf.c's entry program, as the kernel names it.
-const ENTRY_PROGRAM: &str = "gpu_call";
+pub(crate) const ENTRY_PROGRAM: &str = "gpu_call";
 const ROUNDS: usize = 7;
-const SYMBOL: &str = "cudaLaunchKernel";
+pub(crate) const SYMBOL: &str = "cudaLaunchKernel";
 
 /// The pieces of the launch probe's work (programs of bench_baseline.bpf.c),
 /// each measured alone on top of the trap.
@@ -110,8 +110,8 @@ pub fn run() -> Result<()> {
         for (statically_linked, (times, counted)) in
             [false, true].into_iter().zip(agent.iter_mut().zip(&mut counted))
         {
-            let mut probes = GpuProbes::load(&btf)?;
-            let probed = probes.attach(&stand_in(&exe, statically_linked)?)?;
+            let mut probes = GpuProbes::load(&btf, 0)?;
+            let probed = probes.attach(&as_cuda_runtime(&exe, statically_linked)?)?;
             if probed != 1 {
                 bail!("the agent probed {probed} functions of the stand-in, not 1");
             }
@@ -177,8 +177,8 @@ fn in_kernel(exe: &Path, offset: u64, btf: &aya::Btf) -> Result<()> {
         (false, "inferscope's launch probe, runtime library of its own"),
         (true, "inferscope's launch probe, runtime linked into the program"),
     ] {
-        let mut probes = GpuProbes::load(btf)?;
-        probes.attach(&stand_in(exe, statically_linked)?)?;
+        let mut probes = GpuProbes::load(btf, 0)?;
+        probes.attach(&as_cuda_runtime(exe, statically_linked)?)?;
         time_calls(STATS_CALLS);
         println!(
             "    {:>6.1} ns  {what}",
@@ -188,11 +188,11 @@ fn in_kernel(exe: &Path, offset: u64, btf: &aya::Btf) -> Result<()> {
     Ok(())
 }
 
-fn ns_per_run(info: &aya::programs::ProgramInfo) -> f64 {
+pub(crate) fn ns_per_run(info: &aya::programs::ProgramInfo) -> f64 {
     info.run_time().as_nanos() as f64 / info.run_count().max(1) as f64
 }
 
-fn time_calls(calls: u32) -> f64 {
+pub(crate) fn time_calls(calls: u32) -> f64 {
     let grid = Dim3 { x: 1, y: 1, z: 1 };
     let start = Instant::now();
     for _ in 0..calls {
@@ -211,9 +211,9 @@ fn time_calls(calls: u32) -> f64 {
     start.elapsed().as_nanos() as f64 / f64::from(calls)
 }
 
-/// The executable as a CUDA runtime: its own library (all of its code runtime
+/// The file as a CUDA runtime: its own library (all of its code runtime
 /// code), or linked statically into a program.
-fn stand_in(exe: &Path, statically_linked: bool) -> Result<RuntimeLibrary> {
+pub(crate) fn as_cuda_runtime(exe: &Path, statically_linked: bool) -> Result<RuntimeLibrary> {
     let meta = std::fs::metadata(exe).with_context(|| exe.display().to_string())?;
     Ok(RuntimeLibrary {
         runtime: Runtime::Cudart,

@@ -2,6 +2,9 @@
 //! the same run (interleaved rounds, medians) and printed as ratios.
 //!
 //! - GPU launch probe: ns per `cudaLaunchKernel` call, against a bare uprobe and no probe, and per part of its work.
+//! - Stacks at launches (`profile --gpu-call-stacks`): a deep launch's cost with
+//!   none, 1 in N and every call recording its stack; one stack's run time in the
+//!   kernel, native and with a CPython process's Python frames.
 //! - Socket capture: a tight `write()` and a loopback TCP round trip in a process the
 //!   agent does not watch, with and without the capture programs attached, and the
 //!   same round trip on a watched port.
@@ -21,6 +24,7 @@
 mod decode;
 mod export_outage;
 mod gpu_launch;
+mod launch_stacks;
 mod profile_overhead;
 mod server_load;
 mod soak;
@@ -34,8 +38,9 @@ fn main() -> anyhow::Result<()> {
     let fixtures = std::env::var_os("INFERSCOPE_FIXTURES").context("run through `cargo xtask bench`")?;
     let fixtures = std::path::Path::new(&fixtures);
     let agent = std::env::var_os("INFERSCOPE_AGENT").context("run through `cargo xtask bench`")?;
-    let benches: [(&str, &dyn Fn() -> anyhow::Result<()>); 6] = [
+    let benches: [(&str, &dyn Fn() -> anyhow::Result<()>); 7] = [
         ("launch", &gpu_launch::run),
+        ("launch-stacks", &|| launch_stacks::run(fixtures)),
         ("socket", &socket_overhead::run),
         ("server", &|| server_load::run(fixtures)),
         ("decode", &decode::run),

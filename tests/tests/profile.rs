@@ -168,6 +168,127 @@ fn a_python_3_12_program_is_profiled_with_its_python_functions() {
     }
 }
 
+/// Profiles `workload`'s GPU calls, 1 in `every` recording its stack, and
+/// returns its launches' and its waits' folded stacks.
+fn gpu_call_profiles(workload: &ReadyChild, every: &str) -> (String, String) {
+    let pid = workload.pid();
+    let out = std::env::temp_dir().join(format!("{pid}-calls.folded"));
+    let pid_arg = pid.to_string();
+    let agent = Agent::start_command(
+        "profile",
+        &[],
+        &[
+            "--pid",
+            &pid_arg,
+            "--gpu-call-stacks",
+            every,
+            "--duration",
+            "3s",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    agent.finish();
+    let read = |kind: &str| {
+        let path = out.with_file_name(format!("{pid}-calls.{kind}.folded"));
+        let folded = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        std::fs::remove_file(path).unwrap();
+        folded
+    };
+    let calls = (read("gpu-launches"), read("gpu-sync-wait"));
+    std::fs::remove_file(out).unwrap();
+    calls
+}
+
+/// Checks that a GPU call profile's total splits between two call paths as
+/// `first` (a range) says for the first, the rest for the second; every stack
+/// must end in the runtime `function` (the runtime's driver calls underneath
+/// are the runtime's).
+fn assert_split(folded: &str, root: &str, function: &str, paths: [&str; 2], first: std::ops::Range<f64>) {
+    let (mut under, mut total) = ([0u64; 2], 0);
+    for line in folded.lines() {
+        let (stack, count) = line.rsplit_once(' ').unwrap();
+        let count: u64 = count.parse().unwrap();
+        assert!(stack.starts_with(root) && stack.ends_with(function), "{line}");
+        total += count;
+        for (path, n) in paths.iter().zip(&mut under) {
+            if stack.contains(&format!("{path};{function}")) {
+                *n += count;
+            }
+        }
+    }
+    assert!(total > 0, "nothing sampled:\n{folded}");
+    let [a, b] = under.map(|n| n as f64 / total as f64);
+    let second = 1.0 - first.end..1.0 - first.start;
+    assert!(
+        first.contains(&a) && second.contains(&b),
+        "{function}: {a:.2} under {}, {b:.2} under {}:\n{folded}",
+        paths[0],
+        paths[1]
+    );
+}
+
+#[test]
+fn gpu_launches_and_waits_are_profiled_with_the_python_code_that_made_them() {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/gpu_launcher.py");
+    let mut command = Command::new(inferscope_tests::venv_python());
+    command
+        .arg(&script)
+        .arg(inferscope_tests::stub_library("libcudart.so.12"));
+    let workload = ReadyChild::start(command);
+    let root = format!("python ({});", workload.pid());
+    let (launches, waits) = gpu_call_profiles(&workload, "4");
+    drop(workload);
+    let at = |function: &str, line: u32| format!("{function} (gpu_launcher.py:{line})");
+    let launch = at("launch", 26);
+    // 1 in 4 of tens of thousands of launches, and of about 2 700 waits of 1 ms:
+    // far from these bounds.
+    assert_split(
+        &launches,
+        &root,
+        "cudaLaunchKernel",
+        [
+            &format!("{};{launch}", at("prefill", 31)),
+            &format!("{};{launch}", at("decode", 37)),
+        ],
+        0.65..0.85,
+    );
+    assert_split(
+        &waits,
+        &root,
+        "cudaDeviceSynchronize",
+        [&at("prefill", 31), &at("decode", 37)],
+        0.6..0.9,
+    );
+}
+
+#[test]
+fn gpu_launches_and_waits_of_a_native_program_are_profiled_with_their_callers() {
+    // tests/c/gpu_launcher.c, every call recording its stack. At a function's
+    // first instruction the kernel's frame-pointer walk skips its caller:
+    // `prefill` would be missing from above its synchronisations.
+    let mut command = Command::new(inferscope_tests::test_bin("gpu_launcher"));
+    command.arg(inferscope_tests::stub_library("libcudart.so.12"));
+    let workload = ReadyChild::start(command);
+    let root = format!("gpu_launcher ({});", workload.pid());
+    let (launches, waits) = gpu_call_profiles(&workload, "1");
+    drop(workload);
+    assert_split(
+        &launches,
+        &root,
+        "cudaLaunchKernel",
+        ["main;prefill;launch", "main;decode;launch"],
+        0.7..0.8,
+    );
+    assert_split(
+        &waits,
+        &root,
+        "cudaDeviceSynchronize",
+        ["main;prefill", "main;decode"],
+        0.65..0.85,
+    );
+}
+
 /// A pprof file's profile.
 fn read_pprof(path: &std::path::Path) -> pprof::Profile {
     let mut bytes = Vec::new();

@@ -73,6 +73,10 @@ const GUEST_TESTS: &[(&str, &str)] = &[
         "a_cuda_runtime_linked_statically_into_the_executable_is_found_by_its_symbols",
     ),
     (
+        "profile",
+        "gpu_launches_and_waits_of_a_native_program_are_profiled_with_their_callers",
+    ),
+    (
         "requests",
         "ttft_and_gaps_match_the_write_windows_of_a_plain_rust_server",
     ),

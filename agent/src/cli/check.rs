@@ -20,6 +20,7 @@ use crate::{
     discover::Discovery,
     model::DeviceView,
     probes::{self, GpuProbes, NetProbes, ProcessProbes, ProfileProbes, SocketHook, compat},
+    profile::DEFAULT_GPU_CALL_STACK_EVERY,
     sources::{NvmlSource, RocmSmiSource},
 };
 
@@ -311,7 +312,9 @@ const PROFILE_CHECK_HZ: u64 = 1;
 /// program table (`compat`) with what this kernel runs of it.
 fn agent_programs(btf: &Btf, f: &mut Findings) {
     let process = ProcessProbes::load(btf);
-    let gpu = GpuProbes::load(btf);
+    let gpu = GpuProbes::load(btf, 0);
+    // Recording stacks at GPU calls (`profile`) is more for the verifier.
+    let gpu_stacks = GpuProbes::load(btf, DEFAULT_GPU_CALL_STACK_EVERY);
     let net = NetProbes::load(btf, NET_CAPTURE_MAX as u32);
     // Sampling every CPU with nothing to sample: the program runs and returns at once.
     let profile = ProfileProbes::start(PROFILE_CHECK_HZ);
@@ -319,7 +322,7 @@ fn agent_programs(btf: &Btf, f: &mut Findings) {
         Ok(n) => n.socket_hook().programs().to_vec(),
         Err(_) => Vec::new(),
     };
-    let objects: [(&str, &str, Result<String>, bool); 4] = [
+    let objects: [(&str, &str, Result<String>, bool); 5] = [
         (
             "process.bpf.o",
             "process lifecycle",
@@ -342,6 +345,12 @@ fn agent_programs(btf: &Btf, f: &mut Findings) {
             "profile.bpf.o",
             "CPU profiles",
             profile.map(|_| "loaded and attached on every CPU".into()),
+            false,
+        ),
+        (
+            "gpu_calls.bpf.o (stacks)",
+            "profiles of GPU launches and synchronisations",
+            gpu_stacks.map(|_| "loaded".into()),
             false,
         ),
     ];

@@ -10,7 +10,10 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use super::{parse_duration, run::WatchArgs};
+use super::{
+    parse_duration,
+    run::{Started, WatchArgs, WatchOptions},
+};
 use crate::{
     diagnose::{self, Recorder, Recording},
     sinks::Sink,
@@ -42,11 +45,16 @@ impl RecordingArgs {
     }
 
     pub fn recording(&self) -> Result<Recording> {
-        self.recording_with(Vec::new())
+        self.recording_with(0, |_| Vec::new())
     }
 
-    /// The recording; a live watch also feeds `also` (a profiler, say).
-    pub fn recording_with(&self, also: Vec<Box<dyn Sink>>) -> Result<Recording> {
+    /// The recording; a live watch also feeds the sinks `also` builds (a
+    /// profiler, say), given the GPU call stacks when `gpu_call_stack_every` asks.
+    pub fn recording_with(
+        &self,
+        gpu_call_stack_every: u32,
+        also: impl FnOnce(Started) -> Vec<Box<dyn Sink>>,
+    ) -> Result<Recording> {
         Ok(match &self.input {
             Some(path) if path.as_os_str() == "-" => Recording::read(io::stdin().lock())?,
             Some(path) => Recording::read(BufReader::new(
@@ -60,9 +68,14 @@ impl RecordingArgs {
                 );
                 let recorder = Recorder::default();
                 let recording = recorder.recording();
-                super::run::watch(&self.watch, Some(self.duration), None, |_| {
+                let options = WatchOptions {
+                    duration: Some(self.duration),
+                    gpu_call_stack_every,
+                    ..WatchOptions::default()
+                };
+                super::run::watch(&self.watch, options, |started| {
                     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(recorder)];
-                    sinks.extend(also);
+                    sinks.extend(also(started));
                     Ok(sinks)
                 })?;
                 std::mem::take(&mut *recording.lock().unwrap_or_else(|e| e.into_inner()))

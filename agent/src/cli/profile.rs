@@ -6,16 +6,22 @@ use std::{
     cell::RefCell,
     fs::File,
     io::{BufWriter, Write as _},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::ExitCode,
     rc::Rc,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, SystemTime},
 };
 
 use anyhow::{Context as _, Result};
 
-use super::{parse_duration, run::WatchArgs};
-use crate::profile::{Continuous, Profiler, Targets, pprof, write_flamegraph, write_folded};
+use super::{
+    parse_duration,
+    run::{Started, WatchArgs, WatchOptions},
+};
+use crate::profile::{
+    Continuous, DEFAULT_GPU_CALL_STACK_EVERY, ProfileKind, Profiler, StackProfile, Targets, pprof,
+    write_flamegraph, write_folded,
+};
 
 #[derive(clap::Args)]
 pub struct ProfileArgs {
@@ -42,9 +48,15 @@ pub struct ProfileArgs {
     /// output folder (`inferscope-TIME.pb.gz`).
     #[arg(long, value_name = "PERIOD", value_parser = parse_duration, conflicts_with_all = ["duration", "format"])]
     every: Option<Duration>,
-    /// With --every: how many of the newest files are kept.
+    /// With --every: how many of the newest periods' files are kept.
     #[arg(long, default_value_t = 10, requires = "every")]
     keep: usize,
+    /// 1 in how many GPU kernel launches, graph launches and synchronisations
+    /// (at random) records where it was called from: profiles of
+    /// launches and of time waited, beside the CPU's (`NAME.gpu-launches.EXT`,
+    /// `NAME.gpu-sync-wait.EXT`); 0: none.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_GPU_CALL_STACK_EVERY)]
+    gpu_call_stacks: u32,
     #[command(flatten)]
     watch: WatchArgs,
 }
@@ -73,63 +85,139 @@ pub fn profile(args: ProfileArgs) -> Result<ExitCode> {
     super::check::require_privileges()?;
     let profiler = Profiler::start(args.frequency, args.watch.pids()).context("starting CPU sampling")?;
     let profiler = Rc::new(RefCell::new(profiler));
+    let gpu_calls = if args.gpu_call_stacks > 0 {
+        format!(
+            ", and 1 in {} GPU launches and synchronisations",
+            args.gpu_call_stacks
+        )
+    } else {
+        String::new()
+    };
+    // The GPU probes hand over their call stacks once loaded.
+    let with_call_stacks = |started: Started| {
+        if let Some(call_stacks) = started.gpu_call_stacks {
+            profiler.borrow_mut().add_call_stacks(call_stacks);
+        }
+    };
     if let Some(every) = args.every {
         std::fs::create_dir_all(&args.output)
             .with_context(|| format!("creating {}", args.output.display()))?;
         eprintln!(
-            "inferscope: sampling GPU processes and servers at {} Hz, a profile every {} into {} (Ctrl-C to stop)",
+            "inferscope: sampling GPU processes and servers at {} Hz{gpu_calls}, profiles every {} into {} (Ctrl-C to stop)",
             args.frequency,
             humantime::format_duration(every),
             args.output.display()
         );
-        let continuous = Continuous::new(profiler, args.output.clone(), every, args.keep, args.frequency);
-        super::run::watch(&args.watch, None, None, |_| Ok(vec![Box::new(continuous)]))?;
+        let continuous = Continuous::new(profiler.clone(), args.output.clone(), every, args.keep);
+        let options = WatchOptions {
+            gpu_call_stack_every: args.gpu_call_stacks,
+            ..WatchOptions::default()
+        };
+        super::run::watch(&args.watch, options, |started| {
+            with_call_stacks(started);
+            Ok(vec![Box::new(continuous)])
+        })?;
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!(
-        "inferscope: sampling GPU processes and servers at {} Hz for {} (Ctrl-C to stop early)",
+        "inferscope: sampling GPU processes and servers at {} Hz{gpu_calls} for {} (Ctrl-C to stop early)",
         args.frequency,
         humantime::format_duration(args.duration)
     );
-    let (start, started) = (SystemTime::now(), Instant::now());
     let targets = Targets(profiler.clone());
-    super::run::watch(&args.watch, Some(args.duration), None, |_| {
+    let options = WatchOptions {
+        duration: Some(args.duration),
+        gpu_call_stack_every: args.gpu_call_stacks,
+        ..WatchOptions::default()
+    };
+    super::run::watch(&args.watch, options, |started| {
+        with_call_stacks(started);
         Ok(vec![Box::new(targets)])
     })?;
-    let sampled_for = started.elapsed();
     let profiler = profiler.borrow();
-    let stacks = profiler.stacks().context("reading the sampled stacks")?;
-    let samples: u64 = stacks.iter().map(|s| s.count).sum();
-    let mut out = BufWriter::new(
-        File::create(&args.output).with_context(|| format!("creating {}", args.output.display()))?,
-    );
-    match args.format.unwrap_or_else(|| ProfileFormat::of(&args.output)) {
-        ProfileFormat::Svg => {
-            write_flamegraph(&mut out, &stacks, "inferscope profile: GPU processes and servers")?
+    let (start, sampled_for) = profiler.sampled();
+    let profiles = profiler.profiles().context("reading the sampled stacks")?;
+    let format = args.format.unwrap_or_else(|| ProfileFormat::of(&args.output));
+    for profile in &profiles {
+        let path = beside(&args.output, profile.kind);
+        if profile.kind != ProfileKind::Cpu && profile.stacks.is_empty() {
+            eprintln!(
+                "inferscope: no {} sampled; {} not written",
+                profile.kind.count_name(),
+                path.display()
+            );
+            continue;
         }
-        ProfileFormat::Folded => write_folded(&mut out, &stacks)?,
-        ProfileFormat::Pprof => pprof::write(
-            &mut out,
-            &pprof::profile(&stacks, args.frequency, start, sampled_for),
-        )?,
+        write_profile(&path, format, profile, start, sampled_for)?;
+        let total: u64 = profile.stacks.iter().map(|s| s.count).sum();
+        eprintln!(
+            "inferscope: wrote {} ({total} {} over {:.1} s, {} stacks)",
+            path.display(),
+            profile.kind.count_name(),
+            sampled_for.as_secs_f64(),
+            profile.stacks.len(),
+        );
     }
-    out.flush()?;
     let lost: Vec<String> = profiler
-        .losses()?
+        .losses()
         .into_iter()
         .filter(|(_, n)| *n > 0)
         .map(|(why, n)| format!("{n} {why}"))
         .collect();
-    eprintln!(
-        "inferscope: wrote {} ({samples} samples over {:.1} s, {} stacks{})",
-        args.output.display(),
-        sampled_for.as_secs_f64(),
-        stacks.len(),
-        if lost.is_empty() {
-            String::new()
-        } else {
-            format!("; without a stack: {}", lost.join(", "))
-        }
-    );
+    if !lost.is_empty() {
+        eprintln!("inferscope: samples without a stack: {}", lost.join(", "));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where a profile of `kind` goes: `path` for the CPU's, else its suffix
+/// before the extension (`profile.gpu-launches.svg`, `p.gpu-launches.pb.gz`).
+fn beside(path: &Path, kind: ProfileKind) -> PathBuf {
+    let suffix = kind.file_suffix();
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let extension = [".pb.gz", ".pprof", ".svg", ".folded"]
+        .into_iter()
+        .find(|e| name.len() > e.len() && name.ends_with(e))
+        .unwrap_or("");
+    let stem = &name[..name.len() - extension.len()];
+    path.with_file_name(format!("{stem}{suffix}{extension}"))
+}
+
+fn write_profile(
+    path: &Path,
+    format: ProfileFormat,
+    profile: &StackProfile,
+    start: SystemTime,
+    sampled_for: Duration,
+) -> Result<()> {
+    let mut out = BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?);
+    match format {
+        ProfileFormat::Svg => write_flamegraph(&mut out, profile)?,
+        ProfileFormat::Folded => write_folded(&mut out, &profile.stacks)?,
+        ProfileFormat::Pprof => pprof::write(&mut out, &pprof::profile(profile, start, sampled_for))?,
+    }
+    out.flush().with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_call_profiles_are_written_beside_the_cpu_profile() {
+        let at = |p: &str, kind| beside(Path::new(p), kind);
+        assert_eq!(at("out/p.svg", ProfileKind::Cpu), Path::new("out/p.svg"));
+        assert_eq!(
+            at("out/p.svg", ProfileKind::GpuLaunches),
+            Path::new("out/p.gpu-launches.svg")
+        );
+        assert_eq!(
+            at("p.pb.gz", ProfileKind::GpuSyncWait),
+            Path::new("p.gpu-sync-wait.pb.gz")
+        );
+        assert_eq!(
+            at("profile", ProfileKind::GpuLaunches),
+            Path::new("profile.gpu-launches")
+        );
+    }
 }

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 use super::diagnose::RecordingArgs;
 use crate::{
     diagnose,
-    profile::{Profiler, Targets, write_flamegraph},
+    profile::{ProfileKind, Profiler, Targets, write_flamegraph},
     report,
     sinks::Sink,
 };
@@ -42,17 +42,23 @@ pub fn record(args: RecordArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    let also: Vec<Box<dyn Sink>> = profiler
-        .iter()
-        .map(|p| Box::new(Targets(p.clone())) as Box<dyn Sink>)
-        .collect();
-    let recording = args.from.recording_with(also)?;
+    let recording = args.from.recording_with(0, |_| {
+        profiler
+            .iter()
+            .map(|p| Box::new(Targets(p.clone())) as Box<dyn Sink>)
+            .collect()
+    })?;
     let flamegraph = match &profiler {
         Some(p) => {
-            let stacks = p.borrow().stacks().context("reading the sampled stacks")?;
+            let profiles = p.borrow().profiles().context("reading the sampled stacks")?;
             let mut svg = Vec::new();
-            write_flamegraph(&mut svg, &stacks, "CPU time of GPU processes and servers")?;
-            (!stacks.is_empty()).then_some(svg)
+            match profiles.iter().find(|p| p.kind == ProfileKind::Cpu) {
+                Some(cpu) if !cpu.stacks.is_empty() => {
+                    write_flamegraph(&mut svg, cpu)?;
+                    Some(svg)
+                }
+                _ => None,
+            }
         }
         None => None,
     };

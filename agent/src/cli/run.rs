@@ -14,7 +14,7 @@ use crate::{
     clock::Clock,
     discover::Discovery,
     pipeline::{Pipeline, Schedule, Sources},
-    probes::{self, GpuProbes, NetProbes, ProcessProbes},
+    probes::{self, GpuCallStacks, GpuProbes, NetProbes, ProcessProbes},
     sinks::{Format, OtlpConfig, OtlpProtocol, Sink, Telemetry, TelemetryConfig},
     sources::{GpuProcesses, KubeConfig, KubePods, NvmlSource, RocmSmiSource, Servers},
 };
@@ -90,7 +90,11 @@ pub struct WatchArgs {
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
-    watch(&args.watch, args.duration, None, |kube_on| {
+    let options = WatchOptions {
+        duration: args.duration,
+        ..WatchOptions::default()
+    };
+    watch(&args.watch, options, |Started { kube_on, .. }| {
         let mut sinks: Vec<Box<dyn Sink>> = args.output.sink(std::io::stdout()).into_iter().collect();
         let otlp = OtlpConfig::from_env(args.otlp_endpoint.clone(), args.otlp_protocol);
         if otlp.is_some() || args.prometheus_listen.is_some() {
@@ -109,32 +113,63 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Watches what `args` names until `duration` passes, a signal or `stop`
-/// stops it, delivering to the sinks `sinks` builds (told whether pods are known).
+/// How long a command watches, and what its GPU probes record besides counts.
+#[derive(Default)]
+pub struct WatchOptions {
+    /// Until this passes (else until a signal or `stop`).
+    pub duration: Option<Duration>,
+    pub stop: Option<Arc<Notify>>,
+    /// 1 in how many GPU launches and synchronisations records its stack; 0: none.
+    pub gpu_call_stack_every: u32,
+}
+
+/// What the sinks are built with, once the sources are up.
+pub struct Started {
+    /// Pods are known (sinks name them).
+    pub kube_on: bool,
+    /// The GPU call stacks, when [`WatchOptions::gpu_call_stack_every`] asked for them.
+    pub gpu_call_stacks: Option<GpuCallStacks>,
+}
+
+/// Watches what `args` names as `options` say, delivering to the sinks
+/// `sinks` builds.
 pub fn watch(
     args: &WatchArgs,
-    duration: Option<Duration>,
-    stop: Option<Arc<Notify>>,
-    sinks: impl FnOnce(bool) -> Result<Vec<Box<dyn Sink>>>,
+    options: WatchOptions,
+    sinks: impl FnOnce(Started) -> Result<Vec<Box<dyn Sink>>>,
 ) -> Result<()> {
     super::check::require_privileges()?;
     probes::raise_memlock_limit();
     let clock = Clock::system();
     let btf = Btf::from_sys_fs().context("reading kernel BTF from /sys/kernel/btf/vmlinux")?;
     let only = (!args.pids.is_empty()).then(|| args.pids.iter().copied().collect::<HashSet<_>>());
-    let processes = GpuProbes::load(&btf).and_then(|gpu| {
-        GpuProcesses::start(
-            Discovery::new("/proc"),
-            gpu,
-            ProcessProbes::load(&btf)?,
-            only,
-            args.probe_linger,
-        )
+    let kube = kube_config(args).and_then(|config| {
+        log::info!(
+            "pods from the Kubernetes API at {} (node {})",
+            config.api,
+            config.node
+        );
+        KubePods::start(config, args.kube_refresh)
+            .inspect_err(|e| log::warn!("no pod names: {e}"))
+            .ok()
     });
+    let mut gpu = GpuProbes::load(&btf, options.gpu_call_stack_every)?;
+    // The sinks before the probes attach: whoever names call stacks must know
+    // the processes it reads Python frames of by the first call.
+    let sinks = sinks(Started {
+        kube_on: kube.is_some(),
+        gpu_call_stacks: gpu.take_call_stacks(),
+    })?;
+    let processes = GpuProcesses::start(
+        Discovery::new("/proc"),
+        gpu,
+        ProcessProbes::load(&btf)?,
+        only,
+        args.probe_linger,
+    )?;
     let net = NetProbes::load(&btf, args.capture_bytes);
     // Kernel BTF is only needed to load; parsed, it weighs tens of MiB.
     drop(btf);
-    let processes = processes?;
     // Request metrics need socket capture; GPU activity does not. Say so and go on without.
     let servers = match net {
         Ok(net) => {
@@ -155,17 +190,6 @@ pub fn watch(
     // GPU device figures: NVIDIA's and AMD's libraries, where present.
     let nvml = NvmlSource::open(args.nvml_library.as_deref());
     let rocm_smi = RocmSmiSource::open(args.rocm_smi_library.as_deref());
-    let kube = kube_config(args).and_then(|config| {
-        log::info!(
-            "pods from the Kubernetes API at {} (node {})",
-            config.api,
-            config.node
-        );
-        KubePods::start(config, args.kube_refresh)
-            .inspect_err(|e| log::warn!("no pod names: {e}"))
-            .ok()
-    });
-    let sinks = sinks(kube.is_some())?;
     let sources = Sources {
         processes,
         servers,
@@ -176,8 +200,8 @@ pub fn watch(
     let pipeline = Pipeline::new(clock, sources, sinks, args.pids.clone())?;
     let schedule = Schedule {
         interval: args.interval,
-        duration,
-        stop,
+        duration: options.duration,
+        stop: options.stop,
     };
     tokio::runtime::Builder::new_current_thread()
         .enable_io()

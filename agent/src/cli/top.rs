@@ -12,7 +12,7 @@ use anyhow::{Context as _, Result, bail};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use tokio::sync::Notify;
 
-use super::run::WatchArgs;
+use super::run::{WatchArgs, WatchOptions};
 use crate::top::{Action, Feed, Key, Top};
 
 #[derive(clap::Args)]
@@ -34,7 +34,11 @@ pub fn top(args: TopArgs) -> Result<ExitCode> {
     let pipeline = {
         let stop = stop.clone();
         thread::Builder::new().name("pipeline".into()).spawn(move || {
-            super::run::watch(&args.watch, None, Some(stop), |_| Ok(vec![Box::new(Feed(tx))]))
+            let options = WatchOptions {
+                stop: Some(stop),
+                ..WatchOptions::default()
+            };
+            super::run::watch(&args.watch, options, |_| Ok(vec![Box::new(Feed(tx))]))
         })?
     };
     super::hold_log();

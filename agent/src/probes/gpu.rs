@@ -12,7 +12,7 @@ use aya::{
 };
 use inferscope_shared::{AllocKey, DROP_REASONS, GpuProcess, GpuStats};
 
-use super::{detach, read_drops};
+use super::{detach, gpu_stacks::GpuCallStacks, read_drops};
 use crate::{
     discover::{RuntimeLibrary, maps::FileId, symbols},
     model::gpu::zip_with,
@@ -21,6 +21,8 @@ use crate::{
 
 const ENTRY: &str = "gpu_call";
 const RETURN: &str = "gpu_call_return";
+/// The tables only call stacks use (`stacks.h`, `call_samples`).
+const CALL_STACK_TABLES: [&str; 4] = ["stacks", "py_stacks", "python_procs", "call_samples"];
 
 pub struct GpuProbes {
     ebpf: Ebpf,
@@ -29,14 +31,29 @@ pub struct GpuProbes {
     /// Probes still being detached: attached again only once they are gone, or
     /// the calls in between would be counted twice.
     detaching: HashMap<(FileId, Runtime), detach::Detaching>,
+    /// Where launches and synchronisations are made from, when sampled and not taken yet.
+    call_stacks: Option<GpuCallStacks>,
 }
 
 impl GpuProbes {
-    pub fn load(btf: &Btf) -> Result<Self> {
+    /// Loads the probes; with `call_stack_every` above 0, 1 in that many
+    /// launches and synchronisations (at random) also records its
+    /// stack (see [`Self::take_call_stacks`]).
+    pub fn load(btf: &Btf, call_stack_every: u32) -> Result<Self> {
+        let mut loader = EbpfLoader::new();
         // aya has no typed API for task storage, which only the kernel side touches.
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(btf))
-            .allow_unsupported_maps()
+        loader.btf(Some(btf)).allow_unsupported_maps().override_global(
+            "call_stack_every",
+            &call_stack_every,
+            true,
+        );
+        if call_stack_every == 0 {
+            // Unused then: a stack table alone would hold 8 MiB.
+            for table in CALL_STACK_TABLES {
+                loader.map_max_entries(table, 1);
+            }
+        }
+        let mut ebpf = loader
             .load(super::GPU_CALLS_OBJ)
             .context("loading gpu_calls.bpf.o")?;
         for name in [ENTRY, RETURN] {
@@ -44,11 +61,22 @@ impl GpuProbes {
                 .load()
                 .with_context(|| format!("verifying {name}"))?;
         }
+        let call_stacks = match call_stack_every {
+            0 => None,
+            every => Some(GpuCallStacks::take(&mut ebpf, every)?),
+        };
         Ok(Self {
             ebpf,
             attached: HashMap::new(),
             detaching: HashMap::new(),
+            call_stacks,
         })
+    }
+
+    /// The stacks of sampled launches and synchronisations, for whoever names
+    /// them (the profiler); `None` when not sampled, or taken already.
+    pub fn take_call_stacks(&mut self) -> Option<GpuCallStacks> {
+        self.call_stacks.take()
     }
 
     /// Attaches the runtime's table to the library file; returns how many functions were probed.

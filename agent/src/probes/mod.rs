@@ -4,14 +4,18 @@
 pub mod compat;
 mod detach;
 mod gpu;
+mod gpu_stacks;
 mod net;
 mod process;
 mod profile;
+mod stacks;
 
 pub use gpu::GpuProbes;
+pub use gpu_stacks::{CallStackSample, GpuCall, GpuCallStacks};
 pub use net::{NetProbes, SocketHook};
 pub use process::{ProcessProbes, decode_event};
-pub use profile::{PROFILE_LOSSES, ProfileProbes, PythonProc, StackSample};
+pub use profile::{ProfileProbes, StackSample};
+pub use stacks::{PythonProc, STACK_LOSSES};
 
 use std::collections::BTreeMap;
 

@@ -23,21 +23,88 @@ use blazesym::symbolize::{
 
 use crate::{
     model::Snapshot,
-    probes::{ProfileProbes, StackSample},
+    probes::{CallStackSample, GpuCall, GpuCallStacks, ProfileProbes, StackSample},
     sinks::Sink,
 };
+
+/// 1 in how many GPU launches and synchronisations records its stack unless
+/// told otherwise: the cost of a recorded stack spread over the calls that
+/// record none (see `bench launch`).
+pub const DEFAULT_GPU_CALL_STACK_EVERY: u32 = 64;
+
+/// What a profile counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProfileKind {
+    /// CPU time: stacks interrupted by the sampling clock.
+    Cpu,
+    /// Where GPU kernels and graphs are launched from (estimated launches).
+    GpuLaunches,
+    /// Where the process waits for the GPU (estimated nanoseconds waited).
+    GpuSyncWait,
+}
+
+impl ProfileKind {
+    /// Inserted before a file's extension for profiles other than the CPU's.
+    pub fn file_suffix(self) -> &'static str {
+        match self {
+            Self::Cpu => "",
+            Self::GpuLaunches => ".gpu-launches",
+            Self::GpuSyncWait => ".gpu-sync-wait",
+        }
+    }
+
+    /// What a flame graph's widths are.
+    pub fn count_name(self) -> &'static str {
+        match self {
+            Self::Cpu => "samples",
+            Self::GpuLaunches => "launches",
+            Self::GpuSyncWait => "ns",
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Cpu => "CPU time of GPU processes and servers",
+            Self::GpuLaunches => "Where GPU kernels and graphs are launched from",
+            Self::GpuSyncWait => "Where GPU processes wait for the GPU",
+        }
+    }
+}
+
+/// Named stacks of one kind. `rate`: CPU samples per second per CPU; for GPU
+/// calls, 1 in how many calls was recorded (counts are scaled by it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StackProfile {
+    pub kind: ProfileKind,
+    pub rate: u64,
+    pub stacks: Vec<Stack>,
+}
 
 /// Sampling in progress, and who is sampled under which name.
 pub struct Profiler {
     probes: ProfileProbes,
+    frequency_hz: u64,
+    /// Where GPU calls are made from, once the GPU probes hand their tables over.
+    call_stacks: Option<GpuCallStacks>,
     /// Processes sampled now.
     sampled: std::collections::BTreeSet<u32>,
     /// Names of every process sampled (exited ones too, for their samples).
     comms: BTreeMap<u32, String>,
-    /// CPython processes whose frames are read: their minor version.
-    pythons: BTreeMap<u32, u32>,
+    /// CPython processes whose frames are read.
+    pythons: BTreeMap<u32, python::Python>,
     /// Kept: it caches what it parsed of each file.
     symbolizer: Symbolizer,
+    /// When sampling started.
+    started: (std::time::SystemTime, std::time::Instant),
+    /// What was sampled, once [`Self::finish`] ended it.
+    finished: Option<Finished>,
+}
+
+/// The samples of a profile that ended, not yet named.
+struct Finished {
+    cpu: Vec<StackSample>,
+    calls: Option<Vec<CallStackSample>>,
+    sampled_for: std::time::Duration,
 }
 
 impl Profiler {
@@ -46,15 +113,30 @@ impl Profiler {
     pub fn start(frequency_hz: u64, pids: &[u32]) -> anyhow::Result<Self> {
         let mut profiler = Self {
             probes: ProfileProbes::start(frequency_hz)?,
+            frequency_hz,
+            call_stacks: None,
             sampled: Default::default(),
             comms: BTreeMap::new(),
             pythons: BTreeMap::new(),
             symbolizer: Symbolizer::new(),
+            started: (std::time::SystemTime::now(), std::time::Instant::now()),
+            finished: None,
         };
         for &pid in pids {
             profiler.sample(pid);
         }
         Ok(profiler)
+    }
+
+    /// Names the stacks the GPU probes record at launches and synchronisations
+    /// too, with the Python frames of the CPython processes found so far.
+    pub fn add_call_stacks(&mut self, mut call_stacks: GpuCallStacks) {
+        for (&pid, py) in &self.pythons {
+            if let Err(e) = call_stacks.sample_python(pid, py.proc) {
+                log::warn!("pid {pid}: no Python frames at GPU calls: {e:#}");
+            }
+        }
+        self.call_stacks = Some(call_stacks);
     }
 
     /// Samples `pid` from now on (once), under its command name.
@@ -68,14 +150,22 @@ impl Profiler {
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
         self.comms.insert(pid, comm.trim_end().to_string());
         self.pythons.remove(&pid);
-        if let Some(py) = python::detect(pid) {
-            match self.probes.sample_python(pid, py.proc) {
-                Ok(()) => {
-                    log::info!("pid {pid}: reading CPython 3.{} frames", py.minor);
-                    self.pythons.insert(pid, py.minor);
-                }
-                Err(e) => log::warn!("pid {pid}: Python frames not read: {e:#}"),
+        let Some(py) = python::detect(pid) else {
+            return;
+        };
+        let registered = self
+            .probes
+            .sample_python(pid, py.proc)
+            .and_then(|()| match &mut self.call_stacks {
+                Some(calls) => calls.sample_python(pid, py.proc),
+                None => Ok(()),
+            });
+        match registered {
+            Ok(()) => {
+                log::info!("pid {pid}: reading CPython 3.{} frames", py.minor);
+                self.pythons.insert(pid, py);
             }
+            Err(e) => log::warn!("pid {pid}: Python frames not read: {e:#}"),
         }
     }
 
@@ -94,46 +184,157 @@ impl Profiler {
             }
         }
         for p in s.processes.iter().filter(|p| p.exited) {
-            if self.sampled.remove(&p.identity.pid)
-                && let Err(e) = self.probes.forget(p.identity.pid)
-            {
-                log::debug!("pid {}: {e:#}", p.identity.pid);
+            let pid = p.identity.pid;
+            if !self.sampled.remove(&pid) {
+                continue;
+            }
+            if let Err(e) = self.probes.forget(pid) {
+                log::debug!("pid {pid}: {e:#}");
+            }
+            if let Some(calls) = &mut self.call_stacks {
+                calls.forget(pid);
             }
         }
     }
 
-    /// The stacks sampled so far, named; call while the processes still run.
-    pub fn stacks(&self) -> anyhow::Result<Vec<Stack>> {
-        Ok(self.name(&self.probes.samples()?))
+    /// Ends the profile: what was sampled until now is what [`Self::profiles`]
+    /// names. Called as the watch ends, before its probes are let go: closing
+    /// them takes seconds, while the processes go on running (and a runtime's
+    /// calls seen without its probes would be counted at the driver).
+    pub fn finish(&mut self) -> anyhow::Result<()> {
+        if self.finished.is_none() {
+            let calls = match &self.call_stacks {
+                Some(c) => Some(c.samples()?),
+                None => None,
+            };
+            self.finished = Some(Finished {
+                cpu: self.probes.samples()?,
+                calls,
+                sampled_for: self.started.1.elapsed(),
+            });
+        }
+        Ok(())
     }
 
-    /// The stacks sampled since the last call, named, and taken out of the
-    /// kernel's tables (a continuous profile's periods).
-    pub fn take_stacks(&mut self) -> anyhow::Result<Vec<Stack>> {
-        let samples = self.probes.drain()?;
-        Ok(self.name(&samples))
+    /// When sampling started and how long it lasted (until [`Self::finish`], or now).
+    pub fn sampled(&self) -> (std::time::SystemTime, std::time::Duration) {
+        let sampled_for = match &self.finished {
+            Some(f) => f.sampled_for,
+            None => self.started.1.elapsed(),
+        };
+        (self.started.0, sampled_for)
     }
 
-    fn name(&self, samples: &[StackSample]) -> Vec<Stack> {
-        let mut python_names = HashMap::new();
-        for (&pid, &minor) in &self.pythons {
-            let Some(names) = python::CodeNames::open(pid, minor) else {
+    /// The profiles sampled (until [`Self::finish`], or so far), named: CPU
+    /// first, then GPU calls when sampled. Call while the processes still run.
+    pub fn profiles(&self) -> anyhow::Result<Vec<StackProfile>> {
+        if let Some(f) = &self.finished {
+            return Ok(self.name(f.cpu.clone(), f.calls.clone()));
+        }
+        let calls = match &self.call_stacks {
+            Some(c) => Some(c.samples()?),
+            None => None,
+        };
+        Ok(self.name(self.probes.samples()?, calls))
+    }
+
+    /// The profiles since the last call, named, and taken out of the kernel's
+    /// tables (a continuous profile's periods).
+    pub fn take_profiles(&mut self) -> anyhow::Result<Vec<StackProfile>> {
+        let cpu = self.probes.drain()?;
+        let calls = match &mut self.call_stacks {
+            Some(c) => Some(c.drain()?),
+            None => None,
+        };
+        Ok(self.name(cpu, calls))
+    }
+
+    fn name(&self, cpu: Vec<StackSample>, calls: Option<Vec<CallStackSample>>) -> Vec<StackProfile> {
+        let mut profiles = vec![(ProfileKind::Cpu, self.frequency_hz, cpu)];
+        if let (Some(calls), Some(tables)) = (calls, &self.call_stacks) {
+            let every = u64::from(tables.every());
+            // The GPU probes see every process that calls: keep those profiled.
+            let of = |kinds: &[GpuCall], value: fn(&CallStackSample) -> u64| -> Vec<StackSample> {
+                calls
+                    .iter()
+                    .filter(|c| kinds.contains(&c.call) && self.comms.contains_key(&c.pid))
+                    .map(|c| StackSample {
+                        pid: c.pid,
+                        user: c.user.clone(),
+                        kernel: Vec::new(),
+                        python: c.python.clone(),
+                        count: value(c).saturating_mul(every),
+                    })
+                    .collect()
+            };
+            profiles.push((
+                ProfileKind::GpuLaunches,
+                every,
+                of(&[GpuCall::KernelLaunch, GpuCall::GraphLaunch], |c| c.calls),
+            ));
+            profiles.push((
+                ProfileKind::GpuSyncWait,
+                every,
+                of(&[GpuCall::Sync], |c| c.wait_ns),
+            ));
+        }
+        let python_names = self.python_names(profiles.iter().flat_map(|(_, _, s)| s));
+        profiles
+            .into_iter()
+            .map(|(kind, rate, samples)| StackProfile {
+                kind,
+                rate,
+                stacks: symbolize(&self.symbolizer, &samples, &self.comms, &python_names),
+            })
+            .collect()
+    }
+
+    /// Names the Python code objects of `samples`, read from their processes.
+    fn python_names<'a>(
+        &self,
+        samples: impl Iterator<Item = &'a StackSample>,
+    ) -> HashMap<(u32, u64), String> {
+        let mut wanted: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+        for s in samples.filter(|s| self.pythons.contains_key(&s.pid)) {
+            wanted.entry(s.pid).or_default().extend(&s.python);
+        }
+        let mut names = HashMap::new();
+        for (pid, codes) in wanted {
+            let Some(reader) = self
+                .pythons
+                .get(&pid)
+                .and_then(|py| python::CodeNames::open(pid, py.minor))
+            else {
                 continue;
             };
-            for code in samples.iter().filter(|s| s.pid == pid).flat_map(|s| &s.python) {
-                python_names.entry((pid, *code)).or_insert_with(|| {
-                    names
-                        .name(*code)
+            for code in codes {
+                names.entry((pid, code)).or_insert_with(|| {
+                    reader
+                        .name(code)
                         .map_or_else(|| "[unknown python]".into(), |n| sanitize(&n))
                 });
             }
         }
-        symbolize(&self.symbolizer, samples, &self.comms, &python_names)
+        names
     }
 
-    /// Samples that lost their stack, by cause.
-    pub fn losses(&self) -> anyhow::Result<BTreeMap<&'static str, u64>> {
-        self.probes.losses()
+    /// Samples that lost their stack, by cause; GPU calls' under `gpu_call_`.
+    pub fn losses(&self) -> BTreeMap<String, u64> {
+        let mut out: BTreeMap<String, u64> = self
+            .probes
+            .losses()
+            .into_iter()
+            .map(|(why, n)| (why.to_string(), n))
+            .collect();
+        if let Some(calls) = &self.call_stacks {
+            out.extend(
+                calls
+                    .losses()
+                    .into_iter()
+                    .map(|(why, n)| (format!("gpu_call_{why}"), n)),
+            );
+        }
+        out
     }
 }
 
@@ -146,22 +347,27 @@ impl Sink for Targets {
         self.0.borrow_mut().follow(s);
         Ok(())
     }
+
+    /// The watch ends: so does the profile.
+    fn close(&mut self) -> io::Result<()> {
+        self.0.borrow_mut().finish().map_err(io::Error::other)
+    }
 }
 
-/// Continuous profiling: the sink that also writes the period's profile as a
-/// pprof file every `every`, keeping the newest `keep` in `dir`.
+/// Continuous profiling: the sink that also writes the period's profiles as
+/// pprof files every `every`, keeping the newest `keep` periods in `dir`.
 pub struct Continuous {
     profiler: Rc<RefCell<Profiler>>,
     dir: std::path::PathBuf,
     every: std::time::Duration,
     keep: usize,
-    frequency_hz: u64,
     period_start: std::time::SystemTime,
 }
 
-/// Names of the files a continuous profile writes.
+/// Names of the files a continuous profile writes: the prefix, the period's
+/// start (RFC 3339, `:` as `-`, ending in `Z`), the kind's suffix, the extension.
 const ROTATED_PREFIX: &str = "inferscope-";
-const ROTATED_SUFFIX: &str = ".pb.gz";
+const ROTATED_EXTENSION: &str = ".pb.gz";
 
 impl Continuous {
     pub fn new(
@@ -169,48 +375,68 @@ impl Continuous {
         dir: std::path::PathBuf,
         every: std::time::Duration,
         keep: usize,
-        frequency_hz: u64,
     ) -> Self {
         Self {
             profiler,
             dir,
             every,
             keep: keep.max(1),
-            frequency_hz,
             period_start: std::time::SystemTime::now(),
         }
     }
 
-    /// Writes the period that ends now and drops the oldest files past `keep`.
+    /// Writes the period that ends now and drops the files of the oldest periods past `keep`.
     fn rotate(&mut self, now: std::time::SystemTime) -> io::Result<()> {
-        let stacks = self
+        let profiles = self
             .profiler
             .borrow_mut()
-            .take_stacks()
+            .take_profiles()
             .map_err(io::Error::other)?;
         let duration = now.duration_since(self.period_start).unwrap_or_default();
-        let profile = pprof::profile(&stacks, self.frequency_hz, self.period_start, duration);
         let stamp = humantime::format_rfc3339_millis(self.period_start)
             .to_string()
             .replace(':', "-");
-        let path = self.dir.join(format!("{ROTATED_PREFIX}{stamp}{ROTATED_SUFFIX}"));
-        pprof::write(std::io::BufWriter::new(std::fs::File::create(&path)?), &profile)?;
-        log::info!("wrote {} ({} stacks)", path.display(), stacks.len());
+        // Profiles of GPU calls only where a process made any.
+        for profile in profiles
+            .iter()
+            .filter(|p| p.kind == ProfileKind::Cpu || !p.stacks.is_empty())
+        {
+            let name = format!(
+                "{ROTATED_PREFIX}{stamp}{}{ROTATED_EXTENSION}",
+                profile.kind.file_suffix()
+            );
+            let path = self.dir.join(name);
+            let encoded = pprof::profile(profile, self.period_start, duration);
+            pprof::write(std::io::BufWriter::new(std::fs::File::create(&path)?), &encoded)?;
+            log::info!("wrote {} ({} stacks)", path.display(), profile.stacks.len());
+        }
         self.period_start = now;
-        let mut written: Vec<std::path::PathBuf> = std::fs::read_dir(&self.dir)?
+        let mut written: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(&self.dir)?
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(ROTATED_PREFIX) && n.ends_with(ROTATED_SUFFIX))
+            .filter_map(|p| {
+                let name = p.file_name()?.to_str()?;
+                let (stamp, _) = name
+                    .strip_prefix(ROTATED_PREFIX)
+                    .filter(|n| n.ends_with(ROTATED_EXTENSION))?
+                    .split_once('Z')?;
+                Some((stamp.to_string(), p))
             })
             .collect();
-        written.sort();
-        let excess = written.len().saturating_sub(self.keep);
-        for old in &written[..excess] {
+        let mut periods: Vec<&str> = written.iter().map(|(stamp, _)| stamp.as_str()).collect();
+        periods.sort_unstable();
+        periods.dedup();
+        let Some(oldest_kept) = periods
+            .len()
+            .checked_sub(self.keep)
+            .map(|i| periods[i].to_string())
+        else {
+            return Ok(());
+        };
+        written.retain(|(stamp, _)| *stamp < oldest_kept);
+        for (_, old) in written {
             // Someone else may have removed it already.
-            if let Err(e) = std::fs::remove_file(old)
+            if let Err(e) = std::fs::remove_file(&old)
                 && e.kind() != io::ErrorKind::NotFound
             {
                 return Err(e);
@@ -378,14 +604,14 @@ pub fn write_folded(out: &mut impl Write, stacks: &[Stack]) -> io::Result<()> {
     Ok(())
 }
 
-/// An interactive SVG flame graph of `stacks`.
-pub fn write_flamegraph(out: &mut impl Write, stacks: &[Stack], title: &str) -> io::Result<()> {
+/// An interactive SVG flame graph of `profile`.
+pub fn write_flamegraph(out: &mut impl Write, profile: &StackProfile) -> io::Result<()> {
     let mut folded = Vec::new();
-    write_folded(&mut folded, stacks)?;
+    write_folded(&mut folded, &profile.stacks)?;
     let folded = String::from_utf8_lossy(&folded);
     let mut options = inferno::flamegraph::Options::default();
-    options.title = title.to_string();
-    options.count_name = "samples".to_string();
+    options.title = profile.kind.title().to_string();
+    options.count_name = profile.kind.count_name().to_string();
     inferno::flamegraph::from_lines(&mut options, folded.lines(), out)
 }
 
@@ -461,7 +687,12 @@ mod tests {
             format!("a:b ({});[unknown];[unknown] 7\n", u32::MAX)
         );
         let mut svg = Vec::new();
-        write_flamegraph(&mut svg, &stacks, "test").unwrap();
+        let profile = StackProfile {
+            kind: ProfileKind::Cpu,
+            rate: 49,
+            stacks,
+        };
+        write_flamegraph(&mut svg, &profile).unwrap();
         assert!(String::from_utf8(svg).unwrap().contains("<svg"));
     }
 }

@@ -11,7 +11,7 @@ use std::{
 use flate2::{Compression, write::GzEncoder};
 use prost::Message as _;
 
-use super::Stack;
+use super::{ProfileKind, StackProfile};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Profile {
@@ -33,6 +33,8 @@ pub struct Profile {
     pub period_type: Option<ValueType>,
     #[prost(int64, tag = "12")]
     pub period: i64,
+    #[prost(int64, repeated, tag = "13")]
+    pub comment: Vec<i64>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -74,9 +76,10 @@ pub struct Function {
     pub name: i64,
 }
 
-/// `stacks` sampled at `frequency_hz` over `duration` from `start`, as a
-/// pprof profile: per stack its sample count and the CPU time it stands for.
-pub fn profile(stacks: &[Stack], frequency_hz: u64, start: SystemTime, duration: Duration) -> Profile {
+/// `profile`, sampled over `duration` from `start`, as a pprof profile. CPU:
+/// per stack its sample count and the CPU time it stands for; GPU calls: the
+/// launches, or the time waited, estimated from 1 in `rate` calls.
+pub fn profile(profile: &StackProfile, start: SystemTime, duration: Duration) -> Profile {
     let mut strings = vec![String::new()];
     let mut string_ids: HashMap<String, i64> = HashMap::new();
     let mut intern = |s: &str| -> i64 {
@@ -88,27 +91,45 @@ pub fn profile(stacks: &[Stack], frequency_hz: u64, start: SystemTime, duration:
         string_ids.insert(s.to_string(), id);
         id
     };
-    let period = 1_000_000_000 / frequency_hz.max(1) as i64;
-    let sample_type = vec![
-        ValueType {
-            r#type: intern("samples"),
-            unit: intern("count"),
-        },
-        ValueType {
-            r#type: intern("cpu"),
-            unit: intern("nanoseconds"),
-        },
-    ];
-    let period_type = ValueType {
-        r#type: intern("cpu"),
-        unit: intern("nanoseconds"),
+    let mut value_type = |r#type: &str, unit: &str| ValueType {
+        r#type: intern(r#type),
+        unit: intern(unit),
+    };
+    let rate = i64::try_from(profile.rate.max(1)).unwrap_or(i64::MAX);
+    // CPU: each sample stands for a period of CPU time; GPU calls: the
+    // counts are scaled already, one sample per `rate` calls.
+    let (sample_type, period_type, period, values): (_, _, _, fn(i64, i64) -> Vec<i64>) = match profile.kind {
+        ProfileKind::Cpu => (
+            vec![value_type("samples", "count"), value_type("cpu", "nanoseconds")],
+            value_type("cpu", "nanoseconds"),
+            1_000_000_000 / rate,
+            |count, period| vec![count, count.saturating_mul(period)],
+        ),
+        ProfileKind::GpuLaunches => (
+            vec![value_type("gpu_launches", "count")],
+            value_type("gpu_launches", "count"),
+            rate,
+            |count, _| vec![count],
+        ),
+        ProfileKind::GpuSyncWait => (
+            vec![value_type("gpu_sync_wait", "nanoseconds")],
+            value_type("gpu_sync_calls", "count"),
+            rate,
+            |count, _| vec![count],
+        ),
+    };
+    let comment = match profile.kind {
+        ProfileKind::Cpu => Vec::new(),
+        _ => vec![intern(&format!(
+            "1 in {rate} calls recorded its stack; values are scaled by {rate}"
+        ))],
     };
     // One function and one location per distinct frame name.
     let mut locations: HashMap<String, u64> = HashMap::new();
     let mut location = Vec::new();
     let mut function = Vec::new();
     let mut sample = Vec::new();
-    for stack in stacks {
+    for stack in &profile.stacks {
         let ids = stack
             .frames
             .iter()
@@ -128,10 +149,10 @@ pub fn profile(stacks: &[Stack], frequency_hz: u64, start: SystemTime, duration:
                 })
             })
             .collect();
-        let count = stack.count as i64;
+        let count = i64::try_from(stack.count).unwrap_or(i64::MAX);
         sample.push(Sample {
             location_id: ids,
-            value: vec![count, count * period],
+            value: values(count, period),
         });
     }
     Profile {
@@ -146,6 +167,7 @@ pub fn profile(stacks: &[Stack], frequency_hz: u64, start: SystemTime, duration:
         duration_nanos: duration.as_nanos() as i64,
         period_type: Some(period_type),
         period,
+        comment,
     }
 }
 
@@ -155,4 +177,84 @@ pub fn write(out: impl Write, profile: &Profile) -> io::Result<()> {
     gz.write_all(&profile.encode_to_vec())?;
     gz.finish()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::Stack;
+
+    fn types(p: &Profile, v: &[ValueType]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|t| {
+                (
+                    p.string_table[t.r#type as usize].clone(),
+                    p.string_table[t.unit as usize].clone(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_kind_of_profile_says_what_its_values_are() {
+        let stacks = vec![Stack {
+            frames: vec![
+                "python (1)".into(),
+                "step (a.py:3)".into(),
+                "cudaLaunchKernel".into(),
+            ],
+            count: 640,
+        }];
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1);
+        let of = |kind, rate| {
+            profile(
+                &StackProfile {
+                    kind,
+                    rate,
+                    stacks: stacks.clone(),
+                },
+                at,
+                Duration::from_secs(2),
+            )
+        };
+        let cpu = of(ProfileKind::Cpu, 100);
+        assert_eq!(
+            types(&cpu, &cpu.sample_type),
+            [
+                ("samples".into(), "count".into()),
+                ("cpu".into(), "nanoseconds".into())
+            ]
+        );
+        assert_eq!(
+            (cpu.period, cpu.sample[0].value.clone()),
+            (10_000_000, vec![640, 6_400_000_000])
+        );
+        assert!(cpu.comment.is_empty());
+
+        let launches = of(ProfileKind::GpuLaunches, 64);
+        assert_eq!(
+            types(&launches, &launches.sample_type),
+            [("gpu_launches".into(), "count".into())]
+        );
+        assert_eq!(
+            (launches.period, launches.sample[0].value.clone()),
+            (64, vec![640])
+        );
+        let comment = &launches.string_table[launches.comment[0] as usize];
+        assert!(comment.contains("1 in 64"), "{comment}");
+        // Leaf first, as pprof wants.
+        let leaf = &launches.function[launches.sample[0].location_id[0] as usize - 1];
+        assert_eq!(launches.string_table[leaf.name as usize], "cudaLaunchKernel");
+
+        let waits = of(ProfileKind::GpuSyncWait, 64);
+        assert_eq!(
+            types(&waits, &waits.sample_type),
+            [("gpu_sync_wait".into(), "nanoseconds".into())]
+        );
+        assert_eq!(waits.sample[0].value, [640]);
+        assert_eq!(
+            (waits.time_nanos, waits.duration_nanos),
+            (1_000_000_000, 2_000_000_000)
+        );
+    }
 }
