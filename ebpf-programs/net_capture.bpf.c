@@ -49,28 +49,37 @@ struct {
 	__type(value, __u32);
 } watched_ports SEC(".maps");
 
-/* A socket seen carrying watched traffic. By the time a connection reaches
- * TCP_CLOSE the kernel has already released its port (inet_put_port zeroes
- * skc_num), so its end is recognised by cookie and the port kept here. `lost`
- * is set when one of its events does not fit in the ring buffer, and cleared
- * by the next one delivered, which carries NET_FLAG_AFTER_LOSS: the agent then
- * knows which connection has a hole, rather than only that events were lost.
- * `tls` is set once an OpenSSL call was seen on it: its ciphertext is not
- * captured (the plaintext comes from the OpenSSL probes). */
+/* A socket seen carrying watched traffic, in the socket's own storage: one
+ * load through the socket per event instead of hashing its cookie, and freed
+ * with the socket, so a missed close leaks nothing. By the time a connection
+ * reaches TCP_CLOSE the kernel has already released its port (inet_put_port
+ * zeroes skc_num), so the port is kept here. `lost` is set when one of its
+ * events does not fit in the ring buffer, and cleared by the next one
+ * delivered, which carries NET_FLAG_AFTER_LOSS: the agent then knows which
+ * connection has a hole, rather than only that events were lost. */
 struct watched_sock {
 	__u16 local_port;
 	__u8 lost;
-	__u8 tls;
-	__u8 pad[4];
+	__u8 pad[5];
 };
 
-/* cookie -> struct watched_sock. LRU: a missed close must not leak an entry forever. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct watched_sock);
+} watched_socks SEC(".maps");
+
+/* Sockets an OpenSSL call was seen on, by cookie (the OpenSSL probes know the
+ * cookie, not the socket): their ciphertext is not captured, the plaintext
+ * comes from the OpenSSL probes, whose events mark losses here. Looked up only
+ * once a TLS server is probed. LRU: a missed close must not leak an entry. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
 	__type(value, struct watched_sock);
-} watched_socks SEC(".maps");
+} tls_socks SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -308,7 +317,7 @@ static __always_inline void delivered(struct watched_sock *ws, bool ok)
 }
 
 /* Sends the header and the captured bytes only; `ws` is the socket's state
- * (null if it was evicted), marked when an earlier event was lost. */
+ * (null if it could not be had), marked when an earlier event was lost. */
 static __always_inline void submit(struct net_event *e, struct watched_sock *ws)
 {
 	__u64 size = sizeof(*e) - NET_CAPTURE_MAX + (e->captured & (NET_CAPTURE_MAX - 1));
@@ -334,17 +343,15 @@ static __always_inline int capture(struct sock *sk, int ret, __u8 direction)
 
 	__u64 cookie = bpf_get_socket_cookie((void *)skc);
 	__u16 remote_port = __builtin_bswap16(skc->skc_dport);
-	struct watched_sock *ws = bpf_map_lookup_elem(&watched_socks, &cookie);
-	if (!ws) {
-		struct watched_sock fresh = { .local_port = port };
-		bpf_map_update_elem(&watched_socks, &cookie, &fresh, BPF_NOEXIST);
-		ws = bpf_map_lookup_elem(&watched_socks, &cookie);
-	}
+	struct watched_sock *ws = bpf_sk_storage_get(&watched_socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (ws)
+		ws->local_port = port;
 
 	/* Inside SSL_read/SSL_write: link the call to this socket; the plaintext comes at its return. */
 	struct ssl_link link = { .sock_cookie = cookie, .local_port = port, .remote_port = remote_port };
 	struct tls_thread *tt = 0;
-	if (tls_probed())
+	bool tls_on = tls_probed();
+	if (tls_on)
 		tt = tls_thread(direction == NET_RECV ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
 	if (tt && tt->in_call) {
 		tt->call.sock_cookie = cookie;
@@ -358,7 +365,7 @@ static __always_inline int capture(struct sock *sk, int ret, __u8 direction)
 		tt->last_recv = link;
 		tt->has_last_recv = 1;
 	}
-	if (ws && ws->tls)
+	if (tls_on && bpf_map_lookup_elem(&tls_socks, &cookie))
 		return 0;
 
 	struct net_event *e = data_event(cookie, port, remote_port, direction);
@@ -463,9 +470,12 @@ int BPF_PROG(on_sock_state, const struct sock *sk, const int oldstate, const int
 		return 0;
 	const struct sock_common *skc = (const struct sock_common *)sk;
 	__u64 cookie = bpf_get_socket_cookie((void *)skc);
-	struct watched_sock *ws = bpf_map_lookup_elem(&watched_socks, &cookie);
+	struct watched_sock *ws = bpf_sk_storage_get(&watched_socks, (struct sock *)sk, 0, 0);
 	if (!ws)
 		return 0;
+	struct watched_sock *tls = tls_probed() ? bpf_map_lookup_elem(&tls_socks, &cookie) : 0;
+	if (tls)
+		ws->lost |= tls->lost;
 	struct net_event *e = bpf_ringbuf_reserve(&net_events, sizeof(*e) - NET_CAPTURE_MAX, 0);
 	bool reserved = e != 0;
 	if (e) {
@@ -481,8 +491,11 @@ int BPF_PROG(on_sock_state, const struct sock *sk, const int oldstate, const int
 	}
 	/* A lost close: the agent's connection table is bounded and evicts it. */
 	delivered(ws, reserved);
-	if (newstate == TCP_CLOSE)
-		bpf_map_delete_elem(&watched_socks, &cookie);
+	if (newstate == TCP_CLOSE) {
+		bpf_sk_storage_delete(&watched_socks, (struct sock *)sk);
+		if (tls)
+			bpf_map_delete_elem(&tls_socks, &cookie);
+	}
 	return 0;
 }
 
@@ -536,9 +549,12 @@ int ssl_return(struct pt_regs *ctx)
 		c.local_port = link->local_port;
 		c.remote_port = link->remote_port;
 	}
-	struct watched_sock *ws = bpf_map_lookup_elem(&watched_socks, &c.sock_cookie);
-	if (ws)
-		ws->tls = 1;
+	struct watched_sock *ws = bpf_map_lookup_elem(&tls_socks, &c.sock_cookie);
+	if (!ws) {
+		struct watched_sock fresh = { .local_port = c.local_port };
+		bpf_map_update_elem(&tls_socks, &c.sock_cookie, &fresh, BPF_NOEXIST);
+		ws = bpf_map_lookup_elem(&tls_socks, &c.sock_cookie);
+	}
 	long rc = PT_REGS_RC(ctx);
 	__u64 n = 0;
 	if (c.out) {

@@ -143,7 +143,7 @@ pub fn profile(args: ProfileArgs) -> Result<ExitCode> {
         if profile.kind != ProfileKind::Cpu && profile.stacks.is_empty() {
             eprintln!(
                 "inferscope: no {} sampled; {} not written",
-                profile.kind.count_name(),
+                profile.kind.sampled(),
                 path.display()
             );
             continue;

@@ -53,6 +53,15 @@ impl ProfileKind {
         }
     }
 
+    /// What was sampled, for people.
+    pub fn sampled(self) -> &'static str {
+        match self {
+            Self::Cpu => "CPU samples",
+            Self::GpuLaunches => "GPU launches",
+            Self::GpuSyncWait => "GPU synchronisations",
+        }
+    }
+
     /// What a flame graph's widths are.
     pub fn count_name(self) -> &'static str {
         match self {
