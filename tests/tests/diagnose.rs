@@ -213,15 +213,22 @@ fn a_saved_stream_is_diagnosed_like_the_live_run_that_wrote_it() {
 #[test]
 fn a_recorded_report_renders_offline_in_a_browser_without_errors() {
     let scenario = Scenario::start("record");
-    // A CPU-bound process watched too: the report's flame graph must show its functions.
+    // A CPU-bound process watched too: the report's flame graph must show its
+    // functions; and one launching kernels, for the flame graph of launches.
     let burner = inferscope_tests::cpu_burner();
     let burner_pid = burner.pid().to_string();
+    let mut launcher = std::process::Command::new(inferscope_tests::test_bin("gpu_launcher"));
+    launcher.arg(stub_library("libcudart.so.12"));
+    let launcher = inferscope_tests::ReadyChild::start(launcher);
+    let launcher_pid = launcher.pid().to_string();
     let report = std::env::temp_dir().join(format!("report-{}.html", scenario.server.pid()));
     let args = scenario.agent_args();
     let mut extra: Vec<&str> = args.iter().map(String::as_str).collect();
     extra.extend([
         "--pid",
         &burner_pid,
+        "--pid",
+        &launcher_pid,
         "--duration",
         "10m",
         "-o",
@@ -230,20 +237,38 @@ fn a_recorded_report_renders_offline_in_a_browser_without_errors() {
     let mut agent = Agent::start_command("record", &scenario.env(), &extra);
     scenario.traffic(&mut agent);
     agent.interrupt();
-    drop(burner);
+    drop((burner, launcher));
     let html = fs::read_to_string(&report).unwrap();
-    let (_, image) = html
-        .split_once("data:image/svg+xml;base64,")
-        .expect("a flame graph in the report");
-    let svg = base64::Engine::decode(
-        &base64::engine::general_purpose::STANDARD,
-        &image[..image.find('"').unwrap()],
-    )
-    .unwrap();
-    let svg = String::from_utf8(svg).unwrap();
+    // The flame graphs, CPU first, each under its heading.
+    let graphs: Vec<(&str, String)> = html
+        .split("<h2>")
+        .filter_map(|section| {
+            let (heading, rest) = section.split_once("</h2>")?;
+            let (_, image) = rest.split_once("data:image/svg+xml;base64,")?;
+            let svg = base64::Engine::decode(
+                &base64::engine::general_purpose::STANDARD,
+                &image[..image.find('"').unwrap()],
+            )
+            .unwrap();
+            Some((heading, String::from_utf8(svg).unwrap()))
+        })
+        .collect();
+    let graph = |heading: &str| {
+        graphs
+            .iter()
+            .find(|(h, _)| *h == heading)
+            .map(|(_, svg)| svg.as_str())
+            .unwrap_or_else(|| panic!("no flame graph {heading:?} in the report"))
+    };
+    let cpu = graph("CPU time of GPU processes and servers");
     assert!(
-        svg.contains("hot_path") && svg.contains("cold_path"),
+        cpu.contains("hot_path") && cpu.contains("cold_path"),
         "the flame graph lacks the burner's functions"
+    );
+    let launches = graph("Where GPU kernels and graphs are launched from");
+    assert!(
+        launches.contains("prefill") && launches.contains("cudaLaunchKernel"),
+        "the flame graph of launches lacks the launcher's functions"
     );
     // The findings and every section, the server by name, no payload text.
     for needle in [

@@ -7,8 +7,8 @@ use anyhow::{Context as _, Result};
 use super::diagnose::RecordingArgs;
 use crate::{
     diagnose,
-    profile::{ProfileKind, Profiler, Targets, write_flamegraph},
-    report,
+    profile::{DEFAULT_GPU_CALL_STACK_EVERY, Profiler, Targets, write_flamegraph},
+    report::{self, FlameGraph},
     sinks::Sink,
 };
 
@@ -24,9 +24,13 @@ pub struct RecordArgs {
         default_value = "inferscope-report.html"
     )]
     output: PathBuf,
-    /// CPU stack samples per second per CPU for the report's flame graph (live only; 0: none).
+    /// CPU stack samples per second per CPU for the report's flame graph (live only; 0: no profile).
     #[arg(long, default_value_t = 49)]
     profile_frequency: u64,
+    /// 1 in how many GPU launches and synchronisations records where it was
+    /// called from, for the report's flame graphs of them (live only; 0: none).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_GPU_CALL_STACK_EVERY)]
+    gpu_call_stacks: u32,
 }
 
 pub fn record(args: RecordArgs) -> Result<ExitCode> {
@@ -42,30 +46,39 @@ pub fn record(args: RecordArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    let recording = args.from.recording_with(0, |_| {
-        profiler
-            .iter()
-            .map(|p| Box::new(Targets(p.clone())) as Box<dyn Sink>)
-            .collect()
-    })?;
-    let flamegraph = match &profiler {
-        Some(p) => {
-            let profiles = p.borrow().profiles().context("reading the sampled stacks")?;
-            let mut svg = Vec::new();
-            match profiles.iter().find(|p| p.kind == ProfileKind::Cpu) {
-                Some(cpu) if !cpu.stacks.is_empty() => {
-                    write_flamegraph(&mut svg, cpu)?;
-                    Some(svg)
-                }
-                _ => None,
-            }
-        }
-        None => None,
+    let every = if profiler.is_some() {
+        args.gpu_call_stacks
+    } else {
+        0
     };
+    let recording = args.from.recording_with(every, |started| {
+        let Some(p) = &profiler else {
+            return Vec::new();
+        };
+        if let Some(call_stacks) = started.gpu_call_stacks {
+            p.borrow_mut().add_call_stacks(call_stacks);
+        }
+        vec![Box::new(Targets(p.clone())) as Box<dyn Sink>]
+    })?;
+    let mut flamegraphs = Vec::new();
+    if let Some(p) = &profiler {
+        for profile in p.borrow().profiles().context("reading the sampled stacks")? {
+            if profile.stacks.is_empty() {
+                continue;
+            }
+            let mut svg = Vec::new();
+            write_flamegraph(&mut svg, &profile)?;
+            flamegraphs.push(FlameGraph {
+                title: profile.kind.title().to_string(),
+                caption: profile.kind.caption().to_string(),
+                svg,
+            });
+        }
+    }
     let diagnosis = diagnose::diagnose(&recording);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let title = format!("inferscope report: {}", host.trim());
-    let page = report::render(&recording, &diagnosis, &title, flamegraph.as_deref());
+    let page = report::render(&recording, &diagnosis, &title, &flamegraphs);
     std::fs::write(&args.output, page).with_context(|| format!("writing {}", args.output.display()))?;
     eprintln!(
         "inferscope: wrote {} ({} intervals, {} findings)",

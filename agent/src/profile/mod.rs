@@ -71,6 +71,19 @@ impl ProfileKind {
         }
     }
 
+    /// What a flame graph of it shows, in a line.
+    pub fn caption(self) -> &'static str {
+        match self {
+            Self::Cpu => "Sampled stacks of the GPU processes and servers (widths: share of samples).",
+            Self::GpuLaunches => {
+                "Native and Python stacks of sampled kernel and graph launches (widths: estimated launches)."
+            }
+            Self::GpuSyncWait => {
+                "Native and Python stacks of sampled synchronisations (widths: estimated time waited)."
+            }
+        }
+    }
+
     pub fn title(self) -> &'static str {
         match self {
             Self::Cpu => "CPU time of GPU processes and servers",

@@ -49,12 +49,19 @@ td:first-child,th:first-child{text-align:left}.finding{border-left:4px solid #99
 .critical{border-color:#c00}.warning{border-color:#e69f00}.info{border-color:#0072b2}.none{color:#888}\
 .sev{font-weight:700;text-transform:uppercase;font-size:12px}";
 
-/// The whole page; `flamegraph`: an SVG flame graph of the recording's CPU samples.
+/// A flame graph for the page: its heading, a line on what its widths are, and the SVG.
+pub struct FlameGraph {
+    pub title: String,
+    pub caption: String,
+    pub svg: Vec<u8>,
+}
+
+/// The whole page; `flamegraphs`: the recording's profiles (CPU first), none from a saved stream.
 pub fn render(
     recording: &Recording,
     diagnosis: &Diagnosis,
     title: &str,
-    flamegraph: Option<&[u8]>,
+    flamegraphs: &[FlameGraph],
 ) -> String {
     let snapshots = &recording.snapshots;
     let start = diagnosis.from.unwrap_or(SystemTime::UNIX_EPOCH);
@@ -230,20 +237,21 @@ pub fn render(
     if !busiest.is_empty() {
         page.push_str(&grid(&mut charts));
     }
-    page.push_str("<h2>CPU profile</h2>");
-    match flamegraph {
+    if flamegraphs.is_empty() {
+        page.push_str(
+            "<h2>Profile</h2><p class=\"none\">No profile: a live <code>record</code> samples the watched processes; a saved stream has none.</p>",
+        );
+    }
+    for graph in flamegraphs {
         // As an image: its zoom script does not run, and nothing is fetched.
-        Some(svg) => {
-            let _ = write!(
-                page,
-                "<p class=\"sub\">Sampled stacks of the GPU processes and servers (widths: share of samples).</p>\
-                 <img style=\"width:100%\" alt=\"flame graph\" src=\"data:image/svg+xml;base64,{}\">",
-                base64::engine::general_purpose::STANDARD.encode(svg)
-            );
-        }
-        None => page.push_str(
-            "<p class=\"none\">No CPU profile: a live <code>record</code> samples the watched processes; a saved stream has none.</p>",
-        ),
+        let _ = write!(
+            page,
+            "<h2>{}</h2><p class=\"sub\">{}</p>\
+             <img style=\"width:100%\" alt=\"flame graph\" src=\"data:image/svg+xml;base64,{}\">",
+            escape(&graph.title),
+            escape(&graph.caption),
+            base64::engine::general_purpose::STANDARD.encode(&graph.svg)
+        );
     }
     page.push_str("<p class=\"sub\">Written by inferscope record. Figures: docs/output.md; findings: docs/diagnose.md.</p></body></html>");
     page
@@ -555,7 +563,7 @@ mod tests {
     #[test]
     fn an_empty_recording_is_a_page_that_says_what_is_missing() {
         let recording = Recording::default();
-        let page = render(&recording, &diagnose(&recording), "empty <test>", None);
+        let page = render(&recording, &diagnose(&recording), "empty <test>", &[]);
         assert!(page.starts_with("<!DOCTYPE html>") && page.ends_with("</html>"));
         assert!(page.contains("<title>empty &lt;test&gt;</title>"));
         // No empty charts: each section says what is missing instead.
