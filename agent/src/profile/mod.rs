@@ -433,30 +433,12 @@ impl Continuous {
             log::info!("wrote {} ({} stacks)", path.display(), profile.stacks.len());
         }
         self.period_start = now;
-        let mut written: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(&self.dir)?
+        let names: Vec<String> = std::fs::read_dir(&self.dir)?
             .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter_map(|p| {
-                let name = p.file_name()?.to_str()?;
-                let (stamp, _) = name
-                    .strip_prefix(ROTATED_PREFIX)
-                    .filter(|n| n.ends_with(ROTATED_EXTENSION))?
-                    .split_once('Z')?;
-                Some((stamp.to_string(), p))
-            })
+            .filter_map(|e| e.file_name().into_string().ok())
             .collect();
-        let mut periods: Vec<&str> = written.iter().map(|(stamp, _)| stamp.as_str()).collect();
-        periods.sort_unstable();
-        periods.dedup();
-        let Some(oldest_kept) = periods
-            .len()
-            .checked_sub(self.keep)
-            .map(|i| periods[i].to_string())
-        else {
-            return Ok(());
-        };
-        written.retain(|(stamp, _)| *stamp < oldest_kept);
-        for (_, old) in written {
+        for old in past_keep(&names, self.keep) {
+            let old = self.dir.join(old);
             // Someone else may have removed it already.
             if let Err(e) = std::fs::remove_file(&old)
                 && e.kind() != io::ErrorKind::NotFound
@@ -466,6 +448,29 @@ impl Continuous {
         }
         Ok(())
     }
+}
+
+/// The files of `names` (a continuous profile's folder) that belong to
+/// periods older than the newest `keep`: every kind of profile of a period
+/// goes or stays together. Other files are not touched.
+fn past_keep(names: &[String], keep: usize) -> Vec<&String> {
+    let period = |name: &str| -> Option<String> {
+        let (stamp, _) = name
+            .strip_prefix(ROTATED_PREFIX)
+            .filter(|n| n.ends_with(ROTATED_EXTENSION))?
+            .split_once('Z')?;
+        Some(stamp.to_string())
+    };
+    let mut periods: Vec<String> = names.iter().filter_map(|n| period(n)).collect();
+    periods.sort_unstable();
+    periods.dedup();
+    let Some(oldest_kept) = periods.len().checked_sub(keep).map(|i| periods[i].clone()) else {
+        return Vec::new();
+    };
+    names
+        .iter()
+        .filter(|n| period(n).is_some_and(|p| p < oldest_kept))
+        .collect()
 }
 
 impl Sink for Continuous {
@@ -640,6 +645,30 @@ pub fn write_flamegraph(out: &mut impl Write, profile: &StackProfile) -> io::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rotation_keeps_whole_periods_and_nothing_else_is_touched() {
+        let names: Vec<String> = [
+            "inferscope-2026-11-30T21-00-00.000Z.pb.gz",
+            "inferscope-2026-11-30T21-00-00.000Z.gpu-launches.pb.gz",
+            "inferscope-2026-11-30T21-01-00.000Z.pb.gz",
+            "inferscope-2026-11-30T21-02-00.000Z.pb.gz",
+            "inferscope-2026-11-30T21-02-00.000Z.gpu-sync-wait.pb.gz",
+            "notes.txt",
+            "inferscope-junk.pb.gz",
+        ]
+        .map(String::from)
+        .to_vec();
+        let gone: Vec<&str> = past_keep(&names, 2).into_iter().map(String::as_str).collect();
+        assert_eq!(
+            gone,
+            [
+                "inferscope-2026-11-30T21-00-00.000Z.pb.gz",
+                "inferscope-2026-11-30T21-00-00.000Z.gpu-launches.pb.gz"
+            ]
+        );
+        assert!(past_keep(&names, 3).is_empty());
+    }
 
     #[test]
     fn python_frames_take_the_interpreters_place() {
