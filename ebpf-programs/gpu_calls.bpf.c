@@ -88,8 +88,8 @@ struct {
  * Set by the agent at load: read-only, so with 0 the verifier drops the code. */
 const volatile __u32 call_stack_every = 0;
 
-/* The stack table and the Python tables (stacks.h) hold one entry unless the
- * agent sizes them for profiling. */
+/* Sized for profiling; with call_stack_every 0 the agent shrinks these and
+ * the Python tables (stacks.h) to one entry each. */
 struct {
 	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
 	__uint(max_entries, 8192);
@@ -103,6 +103,15 @@ struct {
 	__type(key, struct call_stack_key);
 	__type(value, struct call_stack_count);
 } call_samples SEC(".maps");
+
+/* The processes profiled (set by the agent): the others' calls record no
+ * stack, so they neither pay for it nor fill the tables. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u8);
+} stacked SEC(".maps");
 
 static const struct gpu_stats zero_stats;
 
@@ -236,12 +245,15 @@ static __always_inline bool sample_call_stack(struct pt_regs *ctx, __u32 op, __u
 	return false;
 }
 
-/* Whether this call records its stack: each with a chance of 1 in
- * `call_stack_every`. At random, not every n-th: a loop whose calls repeat
- * with a period dividing n would have one of them sampled every time. */
+/* Whether this call records its stack: each of a profiled process with a
+ * chance of 1 in `call_stack_every`. At random, not every n-th: a loop whose
+ * calls repeat with a period dividing n would have one of them sampled every
+ * time. The draw comes first: the lookup is paid 1 in n calls. */
 static __always_inline bool stack_wanted(void)
 {
-	return call_stack_every && bpf_get_prandom_u32() % call_stack_every == 0;
+	__u32 pid = current_tgid();
+	return call_stack_every && bpf_get_prandom_u32() % call_stack_every == 0 &&
+	       bpf_map_lookup_elem(&stacked, &pid);
 }
 
 SEC("uprobe")
@@ -273,20 +285,12 @@ int gpu_call(struct pt_regs *ctx)
 	__u64 size = arg_n(&args, COOKIE_SIZE_ARG(cookie));
 
 	switch (op) {
-	case GPU_OP_KERNEL_LAUNCH: {
-		struct call_stack_key key;
+	case GPU_OP_KERNEL_LAUNCH:
 		s->kernel_launches += 1;
-		if (stack_wanted())
-			sample_call_stack(ctx, op, sp, &key);
 		break;
-	}
-	case GPU_OP_GRAPH_LAUNCH: {
-		struct call_stack_key key;
+	case GPU_OP_GRAPH_LAUNCH:
 		s->graph_launches += 1;
-		if (stack_wanted())
-			sample_call_stack(ctx, op, sp, &key);
 		break;
-	}
 	case GPU_OP_MEMCPY: {
 		__u32 dir = copy_direction(&args, cookie);
 		s->memcpy_calls += 1;
@@ -322,8 +326,6 @@ int gpu_call(struct pt_regs *ctx)
 		s->sync_calls += 1;
 		if (t) {
 			t->pending_stack.pid = 0;
-			if (stack_wanted() && !sample_call_stack(ctx, op, sp, &t->pending_stack))
-				t->pending_stack.pid = 0;
 			t->pending_cookie = cookie;
 			t->pending_start_ns = bpf_ktime_get_ns();
 		}
@@ -336,6 +338,13 @@ int gpu_call(struct pt_regs *ctx)
 		}
 		break;
 	}
+	}
+	/* One call site: the verifier walks the stack and Python walks once. */
+	if (call_stack_every && (op == GPU_OP_KERNEL_LAUNCH || op == GPU_OP_GRAPH_LAUNCH || (op == GPU_OP_SYNC && t)) &&
+	    stack_wanted()) {
+		struct call_stack_key key;
+		if (sample_call_stack(ctx, op, sp, &key) && op == GPU_OP_SYNC && t)
+			t->pending_stack = key;
 	}
 	return 0;
 }
@@ -367,8 +376,14 @@ int gpu_call_return(struct pt_regs *ctx)
 		__u64 waited = bpf_ktime_get_ns() - t->pending_start_ns;
 		s->sync_ns += waited;
 		if (call_stack_every && t->pending_stack.pid) {
+			/* Drained meanwhile (a continuous profile's period ended): the
+			 * wait goes to the next period, not lost, long waits most of all. */
+			struct call_stack_count late = { .wait_ns = waited };
 			struct call_stack_count *n = bpf_map_lookup_elem(&call_samples, &t->pending_stack);
 			if (n)
+				__sync_fetch_and_add(&n->wait_ns, waited);
+			else if (bpf_map_update_elem(&call_samples, &t->pending_stack, &late, BPF_NOEXIST) &&
+				 (n = bpf_map_lookup_elem(&call_samples, &t->pending_stack)))
 				__sync_fetch_and_add(&n->wait_ns, waited);
 		}
 		break;

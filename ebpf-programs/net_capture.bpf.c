@@ -473,9 +473,10 @@ int BPF_PROG(on_sock_state, const struct sock *sk, const int oldstate, const int
 	struct watched_sock *ws = bpf_sk_storage_get(&watched_socks, (struct sock *)sk, 0, 0);
 	if (!ws)
 		return 0;
+	/* A TLS socket's events are its plaintext: their losses are what count. */
 	struct watched_sock *tls = tls_probed() ? bpf_map_lookup_elem(&tls_socks, &cookie) : 0;
 	if (tls)
-		ws->lost |= tls->lost;
+		ws->lost = tls->lost;
 	struct net_event *e = bpf_ringbuf_reserve(&net_events, sizeof(*e) - NET_CAPTURE_MAX, 0);
 	bool reserved = e != 0;
 	if (e) {

@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use inferscope::{
-    probes::{GpuProbes, raise_memlock_limit},
+    probes::{GpuCallStacks, GpuProbes, raise_memlock_limit},
     profile::{DEFAULT_GPU_CALL_STACK_EVERY, python},
 };
 
@@ -65,6 +65,18 @@ unsafe extern "C" {
     fn inferscope_bench_deep(depth: u64, calls: u64);
 }
 
+/// The launch probe on `exe` (the stand-in), recording 1 in `every` of this
+/// process's calls' stacks.
+fn probes_on(btf: &aya::Btf, every: u32, exe: &Path) -> Result<(GpuProbes, Option<GpuCallStacks>)> {
+    let mut probes = GpuProbes::load(btf, every)?;
+    let mut stacks = probes.take_call_stacks();
+    if let Some(stacks) = &mut stacks {
+        stacks.sample(std::process::id())?;
+    }
+    probes.attach(&as_cuda_runtime(exe, false)?)?;
+    Ok((probes, stacks))
+}
+
 fn time_deep_calls(calls: u32) -> f64 {
     let start = Instant::now();
     // SAFETY: the assembly keeps the ABI (callee-saved registers restored, the
@@ -81,13 +93,13 @@ pub fn run(fixtures: &Path) -> Result<()> {
     let mut times = vec![Vec::new(); settings.len()];
     for _ in 0..ROUNDS {
         for (&every, times) in settings.iter().zip(&mut times) {
-            let mut probes = GpuProbes::load(&btf, every)?;
-            probes.attach(&as_cuda_runtime(&exe, false)?)?;
+            let (probes, stacks) = probes_on(&btf, every, &exe)?;
             times.push(time_deep_calls(CALLS));
-            let recorded = match probes.take_call_stacks() {
+            let recorded = match stacks {
                 Some(stacks) => stacks.samples()?.iter().map(|s| s.calls).sum(),
                 None => 0,
             };
+            drop(probes);
             if every == 1 && recorded != u64::from(CALLS) {
                 bail!("{recorded} of {CALLS} launches recorded their stack");
             }
@@ -112,8 +124,7 @@ pub fn run(fixtures: &Path) -> Result<()> {
     println!("  run time of the probe inside the kernel per call (BPF statistics):");
     let mut runs = [0.0; 2];
     for (every, run) in [0, 1].into_iter().zip(&mut runs) {
-        let mut probes = GpuProbes::load(&btf, every)?;
-        probes.attach(&as_cuda_runtime(&exe, false)?)?;
+        let _probes = probes_on(&btf, every, &exe)?;
         time_deep_calls(CALLS);
         *run = ns_per_run(&newest_program(ENTRY_PROGRAM)?);
     }
@@ -153,6 +164,7 @@ fn in_python(fixtures: &Path, btf: &aya::Btf) -> Result<()> {
             probes.attach(&as_cuda_runtime(&cudart, false)?)?;
             let mut stacks = probes.take_call_stacks();
             if let Some(stacks) = &mut stacks {
+                stacks.sample(child.id())?;
                 stacks.sample_python(child.id(), python.proc)?;
             }
             writeln!(stdin, "{PYTHON_CALLS}")?;

@@ -41,9 +41,16 @@ struct {
 	__type(value, struct python_proc);
 } python_procs SEC(".maps");
 
-/* Code objects of a Python stack, innermost first; zeros are no frame. */
+/* Code objects of a Python stack, innermost first; zeros are no frame.
+ * `owner`: the thread walking into this per-CPU scratch copy (a uprobe program
+ * can be preempted, and another thread's walk on this CPU reuse it). */
 struct py_stack {
 	__u64 code[MAX_PY_FRAMES];
+};
+
+struct py_scratch {
+	struct py_stack stack;
+	__u64 owner;
 };
 
 struct {
@@ -57,7 +64,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct py_stack);
+	__type(value, struct py_scratch);
 } py_scratch SEC(".maps");
 
 const struct python_proc *unused_python_proc __attribute__((unused));
@@ -138,9 +145,12 @@ static __always_inline __u64 python_stack(__u32 pid)
 	    !cframe || bpf_probe_read_user(&frame, sizeof(frame), (void *)(cframe + py->cframe_current_frame)))
 		return 0;
 	__u32 zero = 0;
-	struct py_stack *stack = bpf_map_lookup_elem(&py_scratch, &zero);
-	if (!stack)
+	struct py_scratch *scratch = bpf_map_lookup_elem(&py_scratch, &zero);
+	if (!scratch)
 		return 0;
+	__u64 me = bpf_get_current_pid_tgid();
+	scratch->owner = me;
+	struct py_stack *stack = &scratch->stack;
 	__builtin_memset(stack, 0, sizeof(*stack));
 	/* Slot i holds the i-th frame's code object, 0 for an interpreter shim:
 	 * indexing by the loop counter keeps the verifier's states few. */
@@ -158,7 +168,8 @@ static __always_inline __u64 python_stack(__u32 pid)
 		if (bpf_probe_read_user(&frame, sizeof(frame), (void *)(frame + py->frame_previous)))
 			break;
 	}
-	if (hash == 14695981039346656037ULL)
+	/* Another thread's walk took the scratch copy meanwhile: no Python frames. */
+	if (hash == 14695981039346656037ULL || scratch->owner != me)
 		return 0;
 	hash |= 1; /* never 0, which means none */
 	bpf_map_update_elem(&py_stacks, &hash, stack, BPF_NOEXIST);

@@ -203,7 +203,8 @@ fn gpu_call_profiles(workload: &ReadyChild, every: &str) -> (String, String) {
 /// Checks that a GPU call profile's total splits between two call paths as
 /// `first` (a range) says for the first, the rest for the second; every stack
 /// must end in the runtime `function` (the runtime's driver calls underneath
-/// are the runtime's).
+/// are the runtime's). Frames may come between a path and the function (an
+/// interpreter and libffi with frame pointers show their own).
 fn assert_split(folded: &str, root: &str, function: &str, paths: [&str; 2], first: std::ops::Range<f64>) {
     let (mut under, mut total) = ([0u64; 2], 0);
     for line in folded.lines() {
@@ -212,7 +213,7 @@ fn assert_split(folded: &str, root: &str, function: &str, paths: [&str; 2], firs
         assert!(stack.starts_with(root) && stack.ends_with(function), "{line}");
         total += count;
         for (path, n) in paths.iter().zip(&mut under) {
-            if stack.contains(&format!("{path};{function}")) {
+            if stack.contains(path) {
                 *n += count;
             }
         }
@@ -277,14 +278,20 @@ fn gpu_launches_and_waits_of_a_native_program_are_profiled_with_their_callers() 
         &launches,
         &root,
         "cudaLaunchKernel",
-        ["main;prefill;launch", "main;decode;launch"],
+        [
+            "main;prefill;launch;cudaLaunchKernel",
+            "main;decode;launch;cudaLaunchKernel",
+        ],
         0.7..0.8,
     );
     assert_split(
         &waits,
         &root,
         "cudaDeviceSynchronize",
-        ["main;prefill", "main;decode"],
+        [
+            "main;prefill;cudaDeviceSynchronize",
+            "main;decode;cudaDeviceSynchronize",
+        ],
         0.65..0.85,
     );
 }

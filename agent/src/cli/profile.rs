@@ -174,7 +174,12 @@ pub fn profile(args: ProfileArgs) -> Result<ExitCode> {
 /// before the extension (`profile.gpu-launches.svg`, `p.gpu-launches.pb.gz`).
 fn beside(path: &Path, kind: ProfileKind) -> PathBuf {
     let suffix = kind.file_suffix();
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        // A name that is not UTF-8: the suffix goes at its end.
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(suffix);
+        return path.with_file_name(name);
+    };
     let extension = [".pb.gz", ".pprof", ".svg", ".folded"]
         .into_iter()
         .find(|e| name.len() > e.len() && name.ends_with(e))
@@ -201,6 +206,8 @@ fn write_profile(
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::ffi::OsStrExt as _;
+
     use super::*;
 
     #[test]
@@ -219,5 +226,9 @@ mod tests {
             at("profile", ProfileKind::GpuLaunches),
             Path::new("profile.gpu-launches")
         );
+        let odd = std::ffi::OsStr::from_bytes(b"p\xff.svg");
+        let mut want = odd.to_os_string();
+        want.push(".gpu-launches");
+        assert_eq!(beside(Path::new(odd), ProfileKind::GpuLaunches), Path::new(&want));
     }
 }

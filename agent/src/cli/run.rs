@@ -153,7 +153,14 @@ pub fn watch(
             .inspect_err(|e| log::warn!("no pod names: {e}"))
             .ok()
     });
-    let mut gpu = GpuProbes::load(&btf, options.gpu_call_stack_every)?;
+    // Stacks at GPU calls are extra: without them the counts still come.
+    let mut gpu = match GpuProbes::load(&btf, options.gpu_call_stack_every) {
+        Err(e) if options.gpu_call_stack_every > 0 => {
+            log::warn!("no stacks at GPU calls (their probe variant did not load): {e:#}");
+            GpuProbes::load(&btf, 0)?
+        }
+        loaded => loaded?,
+    };
     // The sinks before the probes attach: whoever names call stacks must know
     // the processes it reads Python frames of by the first call.
     let sinks = sinks(Started {

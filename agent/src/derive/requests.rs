@@ -30,8 +30,8 @@ use crate::{
 const REQUEST_BODY_KEEP: usize = 64 * 1024;
 const RESPONSE_BODY_KEEP: usize = 1024 * 1024;
 
-/// Connections followed at once: as many as the kernel side remembers
-/// (`watched_socks`). A connection whose close was lost stays until the table
+/// Connections followed at once (the kernel side keeps its state in each
+/// socket, unbounded). A connection whose close was lost stays until the table
 /// is full; then the least recently active eighth is evicted.
 const MAX_CONNECTIONS: usize = 65_536;
 

@@ -21,8 +21,10 @@ use crate::{
 
 const ENTRY: &str = "gpu_call";
 const RETURN: &str = "gpu_call_return";
-/// The tables only call stacks use (`stacks.h`, `call_samples`).
-const CALL_STACK_TABLES: [&str; 4] = ["stacks", "py_stacks", "python_procs", "call_samples"];
+/// Frames per stack in the stack table (`MAX_FRAMES` in `stacks.h`).
+const STACK_FRAMES: u32 = 127;
+/// The tables only call stacks use (`stacks.h`, `call_samples`, `stacked`).
+const CALL_STACK_TABLES: [&str; 5] = ["stacks", "py_stacks", "python_procs", "call_samples", "stacked"];
 
 pub struct GpuProbes {
     ebpf: Ebpf,
@@ -53,9 +55,18 @@ impl GpuProbes {
                 loader.map_max_entries(table, 1);
             }
         }
-        let mut ebpf = loader
-            .load(super::GPU_CALLS_OBJ)
-            .context("loading gpu_calls.bpf.o")?;
+        let mut ebpf = loader.load(super::GPU_CALLS_OBJ).map_err(|e| {
+            // The stack table's frames must not exceed the host's limit.
+            let limit = std::fs::read_to_string("/proc/sys/kernel/perf_event_max_stack")
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok());
+            match limit {
+                Some(n) if n < STACK_FRAMES => anyhow!(e).context(format!(
+                    "loading gpu_calls.bpf.o: its stack table needs kernel.perf_event_max_stack >= {STACK_FRAMES} (it is {n})"
+                )),
+                _ => anyhow!(e).context("loading gpu_calls.bpf.o"),
+            }
+        })?;
         for name in [ENTRY, RETURN] {
             super::uprobe(&mut ebpf, name)?
                 .load()

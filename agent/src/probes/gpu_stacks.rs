@@ -78,20 +78,30 @@ pub struct CallStackSample {
 pub struct GpuCallStacks {
     every: u32,
     samples: BpfHashMap<MapData, CallStackKey, CallStackCount>,
+    /// The processes whose calls record stacks.
+    stacked: BpfHashMap<MapData, u32, u8>,
     tables: StackTables,
 }
 
 impl GpuCallStacks {
     pub(super) fn take(ebpf: &mut Ebpf, every: u32) -> Result<Self> {
-        let samples = BpfHashMap::try_from(
-            ebpf.take_map("call_samples")
-                .ok_or_else(|| anyhow!("call_samples missing from {OBJECT}"))?,
-        )?;
+        let mut take = |name: &str| {
+            ebpf.take_map(name)
+                .ok_or_else(|| anyhow!("{name} missing from {OBJECT}"))
+        };
         Ok(Self {
             every,
-            samples,
+            samples: BpfHashMap::try_from(take("call_samples")?)?,
+            stacked: BpfHashMap::try_from(take("stacked")?)?,
             tables: StackTables::take(ebpf, OBJECT)?,
         })
+    }
+
+    /// Records stacks of `pid`'s calls from now on.
+    pub fn sample(&mut self, pid: u32) -> Result<()> {
+        self.stacked
+            .insert(pid, 1, 0)
+            .context("the table of processes with GPU call stacks is full")
     }
 
     /// 1 in how many calls (at random) records its stack.
@@ -104,18 +114,21 @@ impl GpuCallStacks {
         self.tables.sample_python(pid, proc)
     }
 
-    /// Stops reading `pid`'s Python frames (it exited).
+    /// Stops recording `pid`'s stacks (it exited: its number may come back as
+    /// another process). Its samples so far stay.
     pub fn forget(&mut self, pid: u32) {
+        let _ = self.stacked.remove(&pid);
         self.tables.forget(pid);
     }
 
     /// Every distinct call stack sampled so far.
     pub fn samples(&self) -> Result<Vec<CallStackSample>> {
-        Ok(self.read()?.into_iter().map(|(_, s)| s).collect())
+        Ok(self.read()?.into_iter().filter_map(|(_, s)| s).collect())
     }
 
     /// Every distinct call stack since the last drain, taken out of the
-    /// kernel's tables. A synchronisation in progress meanwhile loses its wait.
+    /// kernel's tables (every entry, shown or not). A synchronisation still
+    /// waiting adds its wait to the next period's entry.
     pub fn drain(&mut self) -> Result<Vec<CallStackSample>> {
         let read = self.read()?;
         for (key, _) in &read {
@@ -125,7 +138,7 @@ impl GpuCallStacks {
             read.iter().map(|(k, _)| k.user_stack),
             read.iter().map(|(k, _)| k.py_stack),
         );
-        Ok(read.into_iter().map(|(_, s)| s).collect())
+        Ok(read.into_iter().filter_map(|(_, s)| s).collect())
     }
 
     /// Sampled calls whose stacks were lost, by cause ([`super::STACK_LOSSES`]).
@@ -133,24 +146,25 @@ impl GpuCallStacks {
         self.tables.losses()
     }
 
-    fn read(&self) -> Result<Vec<(CallStackKey, CallStackSample)>> {
+    /// Every entry, and its sample where it can be shown: not one whose stack
+    /// was lost (counted in the losses) or removed by a drain meanwhile, which
+    /// would show as a stack without the runtime function.
+    fn read(&self) -> Result<Vec<(CallStackKey, Option<CallStackSample>)>> {
         let mut out = Vec::new();
         for entry in self.samples.iter() {
             let (key, count) = entry.context("reading the GPU call stacks")?;
-            let Some(call) = GpuCall::of(key.op) else {
-                continue;
-            };
-            out.push((
-                key,
-                CallStackSample {
+            let user = self.tables.frames(key.user_stack);
+            let sample = GpuCall::of(key.op)
+                .filter(|_| !user.is_empty())
+                .map(|call| CallStackSample {
                     call,
                     pid: key.pid,
-                    user: with_caller(self.tables.frames(key.user_stack), key.caller),
+                    user: with_caller(user, key.caller),
                     python: self.tables.python(key.py_stack),
                     calls: count.calls,
                     wait_ns: count.wait_ns,
-                },
-            ));
+                });
+            out.push((key, sample));
         }
         Ok(out)
     }

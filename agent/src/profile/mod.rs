@@ -29,7 +29,7 @@ use crate::{
 
 /// 1 in how many GPU launches and synchronisations records its stack unless
 /// told otherwise: the cost of a recorded stack spread over the calls that
-/// record none (see `bench launch`).
+/// record none (see `bench launch-stacks`).
 pub const DEFAULT_GPU_CALL_STACK_EVERY: u32 = 64;
 
 /// What a profile counts.
@@ -153,6 +153,11 @@ impl Profiler {
     /// Names the stacks the GPU probes record at launches and synchronisations
     /// too, with the Python frames of the CPython processes found so far.
     pub fn add_call_stacks(&mut self, mut call_stacks: GpuCallStacks) {
+        for &pid in &self.sampled {
+            if let Err(e) = call_stacks.sample(pid) {
+                log::warn!("pid {pid}: no stacks at GPU calls: {e:#}");
+            }
+        }
         for (&pid, py) in &self.pythons {
             if let Err(e) = call_stacks.sample_python(pid, py.proc) {
                 log::warn!("pid {pid}: no Python frames at GPU calls: {e:#}");
@@ -168,6 +173,11 @@ impl Profiler {
         }
         if let Err(e) = self.probes.sample(pid) {
             log::warn!("pid {pid} is not profiled: {e:#}");
+        }
+        if let Some(calls) = &mut self.call_stacks
+            && let Err(e) = calls.sample(pid)
+        {
+            log::warn!("pid {pid}: no stacks at GPU calls: {e:#}");
         }
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
         self.comms.insert(pid, comm.trim_end().to_string());
@@ -275,11 +285,11 @@ impl Profiler {
         let mut profiles = vec![(ProfileKind::Cpu, self.frequency_hz, cpu)];
         if let (Some(calls), Some(tables)) = (calls, &self.call_stacks) {
             let every = u64::from(tables.every());
-            // The GPU probes see every process that calls: keep those profiled.
+            // A synchronisation still waiting (or failed) has no time: no stack.
             let of = |kinds: &[GpuCall], value: fn(&CallStackSample) -> u64| -> Vec<StackSample> {
                 calls
                     .iter()
-                    .filter(|c| kinds.contains(&c.call) && self.comms.contains_key(&c.pid))
+                    .filter(|c| kinds.contains(&c.call) && value(c) > 0)
                     .map(|c| StackSample {
                         pid: c.pid,
                         user: c.user.clone(),
