@@ -251,9 +251,10 @@ static __always_inline bool sample_call_stack(struct pt_regs *ctx, __u32 op, __u
  * time. The draw comes first: the lookup is paid 1 in n calls. */
 static __always_inline bool stack_wanted(void)
 {
+	if (!call_stack_every || bpf_get_prandom_u32() % call_stack_every)
+		return false;
 	__u32 pid = current_tgid();
-	return call_stack_every && bpf_get_prandom_u32() % call_stack_every == 0 &&
-	       bpf_map_lookup_elem(&stacked, &pid);
+	return bpf_map_lookup_elem(&stacked, &pid);
 }
 
 SEC("uprobe")

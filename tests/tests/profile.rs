@@ -1,31 +1,25 @@
 //! `inferscope profile` on a program whose profile is known: real perf-event
 //! sampling, stacks walked by the kernel, symbols read by blazesym.
 
-use std::{collections::BTreeMap, process::Command};
+use std::{collections::BTreeMap, path::Path, process::Command};
 
 use inferscope::profile::pprof;
 use inferscope_tests::{Agent, ReadyChild, cpu_burner};
 
+/// Runs `profile --pid PID ARGS -o OUT` to its end.
+fn run_profile(pid: u32, args: &[&str], out: &Path) {
+    let pid_arg = pid.to_string();
+    let mut all = vec!["--pid", &pid_arg];
+    all.extend(args);
+    all.extend(["-o", out.to_str().unwrap()]);
+    Agent::start_command("profile", &[], &all).finish();
+}
+
 /// Runs `profile` on `pid` for `seconds` and returns what it wrote.
 fn profile(pid: u32, seconds: u32, file: &str) -> String {
     let out = std::env::temp_dir().join(format!("{pid}-{file}"));
-    let pid_arg = pid.to_string();
     let duration = format!("{seconds}s");
-    let agent = Agent::start_command(
-        "profile",
-        &[],
-        &[
-            "--pid",
-            &pid_arg,
-            "--frequency",
-            "499",
-            "--duration",
-            &duration,
-            "-o",
-            out.to_str().unwrap(),
-        ],
-    );
-    agent.finish();
+    run_profile(pid, &["--frequency", "499", "--duration", &duration], &out);
     let written = std::fs::read_to_string(&out).unwrap();
     std::fs::remove_file(out).unwrap();
     written
@@ -173,22 +167,7 @@ fn a_python_3_12_program_is_profiled_with_its_python_functions() {
 fn gpu_call_profiles(workload: &ReadyChild, every: &str) -> (String, String) {
     let pid = workload.pid();
     let out = std::env::temp_dir().join(format!("{pid}-calls.folded"));
-    let pid_arg = pid.to_string();
-    let agent = Agent::start_command(
-        "profile",
-        &[],
-        &[
-            "--pid",
-            &pid_arg,
-            "--gpu-call-stacks",
-            every,
-            "--duration",
-            "3s",
-            "-o",
-            out.to_str().unwrap(),
-        ],
-    );
-    agent.finish();
+    run_profile(pid, &["--gpu-call-stacks", every, "--duration", "3s"], &out);
     let read = |kind: &str| {
         let path = out.with_file_name(format!("{pid}-calls.{kind}.folded"));
         let folded = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -333,22 +312,8 @@ fn pprof_files_once_and_continuously_carry_the_samples_and_their_cpu_time() {
     let dir = std::env::temp_dir().join(format!("pprof-{pid}"));
     std::fs::create_dir_all(&dir).unwrap();
     let once = dir.join("once.pb.gz");
+    run_profile(pid, &["--frequency", "499", "--duration", "2s"], &once);
     let pid_arg = pid.to_string();
-    let agent = Agent::start_command(
-        "profile",
-        &[],
-        &[
-            "--pid",
-            &pid_arg,
-            "--frequency",
-            "499",
-            "--duration",
-            "2s",
-            "-o",
-            once.to_str().unwrap(),
-        ],
-    );
-    agent.finish();
     let p = read_pprof(&once);
     let strings = |v: &pprof::ValueType| {
         (

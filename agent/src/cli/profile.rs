@@ -16,11 +16,14 @@ use anyhow::{Context as _, Result};
 
 use super::{
     parse_duration,
-    run::{Started, WatchArgs, WatchOptions},
+    run::{WatchArgs, WatchOptions},
 };
-use crate::profile::{
-    Continuous, DEFAULT_GPU_CALL_STACK_EVERY, ProfileKind, Profiler, StackProfile, Targets, pprof,
-    write_flamegraph, write_folded,
+use crate::{
+    profile::{
+        Continuous, DEFAULT_GPU_CALL_STACK_EVERY, ProfileKind, Profiler, StackProfile, Targets, pprof,
+        write_flamegraph, write_folded,
+    },
+    sinks::Sink,
 };
 
 #[derive(clap::Args)]
@@ -93,47 +96,45 @@ pub fn profile(args: ProfileArgs) -> Result<ExitCode> {
     } else {
         String::new()
     };
-    // The GPU probes hand over their call stacks once loaded.
-    let with_call_stacks = |started: Started| {
-        if let Some(call_stacks) = started.gpu_call_stacks {
-            profiler.borrow_mut().add_call_stacks(call_stacks);
+    // Continuously, a sink that also writes each period; else one that only
+    // names whom to sample, and the profile is written at the end.
+    let (duration, sink): (_, Box<dyn Sink>) = match args.every {
+        Some(every) => {
+            std::fs::create_dir_all(&args.output)
+                .with_context(|| format!("creating {}", args.output.display()))?;
+            eprintln!(
+                "inferscope: sampling GPU processes and servers at {} Hz{gpu_calls}, profiles every {} into {} (Ctrl-C to stop)",
+                args.frequency,
+                humantime::format_duration(every),
+                args.output.display()
+            );
+            let continuous = Continuous::new(profiler.clone(), args.output.clone(), every, args.keep);
+            (None, Box::new(continuous))
+        }
+        None => {
+            eprintln!(
+                "inferscope: sampling GPU processes and servers at {} Hz{gpu_calls} for {} (Ctrl-C to stop early)",
+                args.frequency,
+                humantime::format_duration(args.duration)
+            );
+            (Some(args.duration), Box::new(Targets(profiler.clone())))
         }
     };
-    if let Some(every) = args.every {
-        std::fs::create_dir_all(&args.output)
-            .with_context(|| format!("creating {}", args.output.display()))?;
-        eprintln!(
-            "inferscope: sampling GPU processes and servers at {} Hz{gpu_calls}, profiles every {} into {} (Ctrl-C to stop)",
-            args.frequency,
-            humantime::format_duration(every),
-            args.output.display()
-        );
-        let continuous = Continuous::new(profiler.clone(), args.output.clone(), every, args.keep);
-        let options = WatchOptions {
-            gpu_call_stack_every: args.gpu_call_stacks,
-            ..WatchOptions::default()
-        };
-        super::run::watch(&args.watch, options, |started| {
-            with_call_stacks(started);
-            Ok(vec![Box::new(continuous)])
-        })?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    eprintln!(
-        "inferscope: sampling GPU processes and servers at {} Hz{gpu_calls} for {} (Ctrl-C to stop early)",
-        args.frequency,
-        humantime::format_duration(args.duration)
-    );
-    let targets = Targets(profiler.clone());
     let options = WatchOptions {
-        duration: Some(args.duration),
+        duration,
         gpu_call_stack_every: args.gpu_call_stacks,
         ..WatchOptions::default()
     };
     super::run::watch(&args.watch, options, |started| {
-        with_call_stacks(started);
-        Ok(vec![Box::new(targets)])
+        // The GPU probes hand over their call stacks once loaded.
+        if let Some(call_stacks) = started.gpu_call_stacks {
+            profiler.borrow_mut().add_call_stacks(call_stacks);
+        }
+        Ok(vec![sink])
     })?;
+    if args.every.is_some() {
+        return Ok(ExitCode::SUCCESS);
+    }
     let profiler = profiler.borrow();
     let (start, sampled_for) = profiler.sampled();
     let profiles = profiler.profiles().context("reading the sampled stacks")?;

@@ -235,17 +235,24 @@ impl Profiler {
     /// calls seen without its probes would be counted at the driver).
     pub fn finish(&mut self) -> anyhow::Result<()> {
         if self.finished.is_none() {
-            let calls = match &self.call_stacks {
-                Some(c) => Some(c.samples()?),
-                None => None,
-            };
+            let (cpu, calls) = self.samples()?;
             self.finished = Some(Finished {
-                cpu: self.probes.samples()?,
+                cpu,
                 calls,
                 sampled_for: self.started.1.elapsed(),
             });
         }
         Ok(())
+    }
+
+    /// What the kernel's tables hold now: CPU samples, and GPU call stacks when recorded.
+    fn samples(&self) -> anyhow::Result<(Vec<StackSample>, Option<Vec<CallStackSample>>)> {
+        let calls = self
+            .call_stacks
+            .as_ref()
+            .map(GpuCallStacks::samples)
+            .transpose()?;
+        Ok((self.probes.samples()?, calls))
     }
 
     /// When sampling started and how long it lasted (until [`Self::finish`], or now).
@@ -260,24 +267,18 @@ impl Profiler {
     /// The profiles sampled (until [`Self::finish`], or so far), named: CPU
     /// first, then GPU calls when sampled. Call while the processes still run.
     pub fn profiles(&self) -> anyhow::Result<Vec<StackProfile>> {
-        if let Some(f) = &self.finished {
-            return Ok(self.name(f.cpu.clone(), f.calls.clone()));
-        }
-        let calls = match &self.call_stacks {
-            Some(c) => Some(c.samples()?),
-            None => None,
+        let (cpu, calls) = match &self.finished {
+            Some(f) => (f.cpu.clone(), f.calls.clone()),
+            None => self.samples()?,
         };
-        Ok(self.name(self.probes.samples()?, calls))
+        Ok(self.name(cpu, calls))
     }
 
     /// The profiles since the last call, named, and taken out of the kernel's
     /// tables (a continuous profile's periods).
     pub fn take_profiles(&mut self) -> anyhow::Result<Vec<StackProfile>> {
         let cpu = self.probes.drain()?;
-        let calls = match &mut self.call_stacks {
-            Some(c) => Some(c.drain()?),
-            None => None,
-        };
+        let calls = self.call_stacks.as_mut().map(GpuCallStacks::drain).transpose()?;
         Ok(self.name(cpu, calls))
     }
 
