@@ -123,7 +123,8 @@ pub struct WatchOptions {
     pub gpu_call_stack_every: u32,
 }
 
-/// What the sinks are built with, once the sources are up.
+/// What the sinks are built with: once the GPU probes are loaded, before they
+/// attach (whoever names call stacks must know its processes by the first call).
 pub struct Started {
     /// Pods are known (sinks name them).
     pub kube_on: bool,
