@@ -9,11 +9,11 @@ use crate::{
     decode::{
         NetEvent, Segment,
         http1::{Http1Event, Http1Parser, Role},
-        sse::SseSplitter,
+        sse::{LineSplitter, SseSplitter},
     },
     derive::{llm, requests::RequestTracker},
 };
-use inferscope_shared::NetEventHeader;
+use inferscope_shared::{NET_DATA, NET_RECV, NET_SEND, NetEventHeader};
 
 fn feed_in_pieces(role: Role, bytes: &[u8], cuts: &[usize]) -> Vec<Http1Event> {
     let mut p = Http1Parser::new(role);
@@ -119,6 +119,101 @@ proptest! {
         s.feed(&bytes[..cut], |e| b.push(e.to_vec()));
         s.feed(&bytes[cut..], |e| b.push(e.to_vec()));
         prop_assert_eq!(a, b);
+    }
+
+    /// Where an in-place reader answers, it answers what feeding would have
+    /// handed out, and feeding would have left the splitter as it was.
+    #[test]
+    fn whole_sse_events_and_lines_read_in_place_are_what_feeding_yields(
+        pending in "(data: x\n|: c\n)?",
+        bytes in "(data: ?|event: )?[a-z{}\":\r\n ]{0,14}(\n\n|\n|\r\n\r\n)?",
+    ) {
+        let mut s = SseSplitter::default();
+        s.feed(pending.as_bytes(), |_| {});
+        if let Some(data) = s.whole_event(bytes.as_bytes()) {
+            let mut fed = Vec::new();
+            s.feed(bytes.as_bytes(), |e| fed.push(e.to_vec()));
+            prop_assert_eq!(&fed, &vec![data.to_vec()]);
+            s.feed(b"data: next\n\n", |e| fed.push(e.to_vec()));
+            prop_assert_eq!(&fed[1], &b"next".to_vec());
+        }
+        let mut l = LineSplitter::default();
+        l.feed(pending.as_bytes(), |_| {});
+        if let Some(line) = l.whole_line(bytes.as_bytes()) {
+            let mut fed = Vec::new();
+            l.feed(bytes.as_bytes(), |r| fed.push(r.to_vec()));
+            prop_assert_eq!(fed, vec![line.to_vec()]);
+        }
+    }
+
+    /// The same for a whole chunk at a chunk boundary: the payload is the body
+    /// feeding yields, and the parser is left at the next chunk boundary.
+    #[test]
+    fn whole_chunks_read_in_place_are_what_feeding_yields(
+        before in "([0-9a-f]{1,2}(\r\n[a-z]{0,3})?)?",
+        chunk in "(0|1|2|a|1;x| 2|g)\r?\n[a-z\r\n]{0,2}(\r\n)?",
+    ) {
+        let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut p = Http1Parser::new(Role::Response);
+        let mut out = Vec::new();
+        let seg = |data| Segment { ts_ns: 0, data, missing: 0 };
+        p.feed(seg(head), &mut out);
+        p.feed(seg(before.as_bytes()), &mut out);
+        if let Some(payload) = p.whole_chunk(seg(chunk.as_bytes())) {
+            prop_assert!(before.is_empty(), "a chunk read in place while one was pending");
+            out.clear();
+            p.feed(seg(chunk.as_bytes()), &mut out);
+            p.feed(seg(b"1\r\nz\r\n"), &mut out);
+            let data = |d: &[u8]| Http1Event::Body { ts_ns: 0, data: d.to_vec(), missing: 0 };
+            prop_assert_eq!(out, vec![data(payload), data(b"z")]);
+        }
+    }
+
+    /// A token stream's requests come out the same whether each chunk is sent
+    /// whole (read in place) or in two pieces (through the parsers' buffers).
+    #[test]
+    fn streamed_requests_do_not_depend_on_whether_chunks_are_sent_whole(
+        records in prop::collection::vec(r#"(data: )?(\{"choices":\[\{"delta":\{"content":"[a-z]{0,2}"\}\}\]\}|\[DONE\]|x)(\n\n|\n)"#, 0..8),
+        ndjson in any::<bool>(),
+        cut in 1usize..6,
+    ) {
+        let content_type = if ndjson { "application/x-ndjson" } else { "text/event-stream" };
+        let body = r#"{"model":"m","stream":true}"#;
+        let request = format!("POST /v1/chat/completions HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let run = |split: bool| {
+            // (milliseconds, direction, bytes): both pieces of a split chunk in the same instant.
+            let mut sends = vec![(1, NET_RECV, request.clone().into_bytes()), (2, NET_SEND, head.clone().into_bytes())];
+            for (i, r) in records.iter().enumerate() {
+                let chunk = format!("{:x}\r\n{r}\r\n", r.len()).into_bytes();
+                let ms = 3 + i as u64;
+                if split {
+                    sends.push((ms, NET_SEND, chunk[..cut].to_vec()));
+                    sends.push((ms, NET_SEND, chunk[cut..].to_vec()));
+                } else {
+                    sends.push((ms, NET_SEND, chunk));
+                }
+            }
+            sends.push((99, NET_SEND, b"0\r\n\r\n".to_vec()));
+            let mut tracker = RequestTracker::new(Clock::starting_at(std::time::UNIX_EPOCH), 0);
+            let mut done = Vec::new();
+            for (ms, direction, data) in &sends {
+                let header = NetEventHeader {
+                    ktime_ns: ms * 1_000_000,
+                    sock_cookie: 1,
+                    pid: 7,
+                    len: data.len() as u32,
+                    captured: data.len() as u32,
+                    local_port: 80,
+                    kind: NET_DATA,
+                    direction: *direction,
+                    ..NetEventHeader::default()
+                };
+                tracker.on_event(&NetEvent { header, data }, &mut done);
+            }
+            format!("{done:?}")
+        };
+        prop_assert_eq!(run(false), run(true));
     }
 
     #[test]

@@ -122,6 +122,29 @@ impl Http1Parser {
         }
     }
 
+    /// The payload of `seg` if it is exactly one whole chunk of data arriving
+    /// at a chunk boundary with nothing pending, as a streaming server writes
+    /// each token: feeding it would leave the parser as it is and yield this
+    /// payload, so a caller can read it in place instead. `None` otherwise
+    /// (the segment is then for `feed`).
+    pub fn whole_chunk<'a>(&self, seg: super::Segment<'a>) -> Option<&'a [u8]> {
+        if self.desynced
+            || !matches!(self.body, Body::ChunkSize)
+            || self.buf.len() > self.start
+            || seg.missing > 0
+        {
+            return None;
+        }
+        let data = seg.data;
+        let lf = memchr::memchr(b'\n', data)?;
+        if lf == 0 || data[lf - 1] != b'\r' {
+            return None;
+        }
+        let size = usize::try_from(chunk_size(&data[..lf - 1])?).ok()?;
+        let payload = data.get(lf + 1..)?.strip_suffix(b"\r\n")?;
+        (size > 0 && payload.len() == size).then_some(payload)
+    }
+
     /// What is received and not yet framed.
     fn pending(&self) -> &[u8] {
         &self.buf[self.start..]
@@ -483,6 +506,38 @@ mod tests {
             2,
             "{out:?}"
         );
+    }
+
+    #[test]
+    fn a_whole_chunk_at_a_boundary_is_read_in_place_and_anything_else_is_left_to_feed() {
+        let mut p = Http1Parser::new(Role::Response);
+        let seg = |data| Segment {
+            ts_ns: 0,
+            data,
+            missing: 0,
+        };
+        p.feed(
+            seg(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            &mut Vec::new(),
+        );
+        assert_eq!(p.whole_chunk(seg(b"3\r\nabc\r\n")), Some(&b"abc"[..]));
+        // The last chunk ends the message; a short or long one, or bytes not captured, are framed by feed.
+        for other in [&b"0\r\n\r\n"[..], b"3\r\nab\r\n", b"3\r\nabcd\r\n", b"3\nabc\r\n"] {
+            assert_eq!(
+                p.whole_chunk(seg(other)),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(other)
+            );
+        }
+        let uncaptured = Segment {
+            missing: 1,
+            ..seg(b"3\r\nabc\r\n")
+        };
+        assert_eq!(p.whole_chunk(uncaptured), None);
+        // Half a size line pending: not at a boundary.
+        p.feed(seg(b"1"), &mut Vec::new());
+        assert_eq!(p.whole_chunk(seg(b"3\r\nabc\r\n")), None);
     }
 
     #[test]

@@ -38,6 +38,20 @@ impl SseSplitter {
         self.data.clear();
         self.has_data = false;
     }
+
+    /// The data of `bytes` if it is exactly one whole event of one `data`
+    /// line and nothing is pending: what `feed` would hand out, read in place.
+    pub fn whole_event<'a>(&self, bytes: &'a [u8]) -> Option<&'a [u8]> {
+        if !self.line.is_empty() || self.has_data {
+            return None;
+        }
+        let line = bytes.strip_suffix(b"\n\n")?;
+        if line.last() == Some(&b'\r') || memchr::memchr(b'\n', line).is_some() {
+            return None;
+        }
+        let value = line.strip_prefix(b"data:")?;
+        Some(value.strip_prefix(b" ").unwrap_or(value))
+    }
 }
 
 /// Calls `f` with each complete line (without its `\n`), keeping the unfinished
@@ -74,6 +88,17 @@ impl LineSplitter {
 
     pub fn gap(&mut self) {
         self.line.clear();
+    }
+
+    /// The record of `bytes` if it is exactly one whole line and nothing is
+    /// pending: what `feed` would hand out, read in place.
+    pub fn whole_line<'a>(&self, bytes: &'a [u8]) -> Option<&'a [u8]> {
+        if !self.line.is_empty() {
+            return None;
+        }
+        let line = bytes.strip_suffix(b"\n")?;
+        let one_record = memchr::memchr(b'\n', line).is_none() && !line.iter().all(u8::is_ascii_whitespace);
+        one_record.then_some(line)
     }
 }
 

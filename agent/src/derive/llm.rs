@@ -5,8 +5,6 @@
 
 use std::borrow::Cow;
 
-use serde_json::Value;
-
 mod scan;
 
 /// Paths of text-generation endpoints: OpenAI-compatible (vLLM, SGLang, TGI,
@@ -42,8 +40,11 @@ pub fn requested_model(path: &str, body: &[u8]) -> Option<String> {
     if path.starts_with("/inference.GRPCInferenceService/") {
         return protobuf_string_field(body, 1);
     }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(v) => v.get("model").and_then(Value::as_str).map(str::to_string),
+    // Typed: the prompt is skipped, not built into a tree of strings. Only an
+    // object names a model (serde would also read a struct from an array).
+    match serde_json::from_slice::<shape::Request>(body) {
+        Ok(r) if body.trim_ascii_start().starts_with(b"{") => r.model.0.map(Cow::into_owned),
+        Ok(_) => None,
         // Truncated capture (a long prompt): scan for the key instead.
         Err(_) => scan_string_field(body, "model"),
     }
@@ -360,6 +361,14 @@ mod shape {
     #[serde(default)]
     pub struct Details {
         pub(super) generated_tokens: Count,
+    }
+
+    /// A request body: only its model is read.
+    #[derive(Default, Deserialize)]
+    #[serde(default)]
+    pub struct Request<'a> {
+        #[serde(borrow)]
+        pub(super) model: Text<'a>,
     }
 
     #[derive(Default, Deserialize)]

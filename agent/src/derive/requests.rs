@@ -390,7 +390,7 @@ impl RequestTracker {
                     conn.request_first_byte_ns.get_or_insert(h.ktime_ns);
                     conn.requests.feed(seg, events);
                     conn.on_request_events(events, h.ktime_ns, queue, &mut self.dropped);
-                } else if h.direction == NET_SEND {
+                } else if h.direction == NET_SEND && !conn.streamed_record(seg, queue) {
                     conn.responses.feed(seg, events);
                     conn.on_response_events(events, h.ktime_ns, queue, done, &mut self.dropped);
                 }
@@ -580,6 +580,30 @@ impl Conn {
 }
 
 impl Conn {
+    /// The common send of a token stream read in place: one whole chunk
+    /// holding one whole record, with nothing pending in the parsers. It is
+    /// what feeding the parsers would yield, without copying the bytes through
+    /// their buffers (most of the decode path's cost at tens of thousands of
+    /// tokens a second). False leaves the segment to them.
+    fn streamed_record(&mut self, seg: Segment<'_>, queue: &mut Queue) -> bool {
+        let Some(payload) = self.responses.whole_chunk(seg) else {
+            return false;
+        };
+        let Some(r) = self.in_flight.front_mut() else {
+            return false;
+        };
+        let record = match &r.body {
+            BodyKind::Sse(s) => s.whole_event(payload),
+            BodyKind::Ndjson(s) => s.whole_line(payload),
+            BodyKind::Grpc(_) | BodyKind::Plain => None,
+        };
+        let Some(record) = record else {
+            return false;
+        };
+        r.absorb(llm::read_record(record), seg.ts_ns, queue);
+        true
+    }
+
     /// HTTP/2: requests and responses are streams, answered in any order.
     fn on_h2(
         &mut self,
