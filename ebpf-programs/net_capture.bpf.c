@@ -210,12 +210,22 @@ static __always_inline bool watched(const struct sock_common *skc, __u16 *port)
 	return *netns == WATCH_ANY_NETNS || *netns == skc->skc_net.net->ns.inum;
 }
 
-static __always_inline void fill_header(struct net_event *e, __u64 cookie, __u16 local_port,
+/* The socket's cookie, read from the socket once it has one (the helper reads
+ * the same field, and makes the cookie on first use). Calls are much of what
+ * this path costs on CPUs whose every return goes through a mitigation thunk
+ * (AMD's SRSO "safe RET"), so the hot path makes as few as it can. */
+static __always_inline __u64 sock_cookie(const struct sock_common *skc)
+{
+	__u64 cookie = skc->skc_cookie.counter;
+	return cookie ? cookie : bpf_get_socket_cookie((void *)skc);
+}
+
+static __always_inline void fill_header(struct net_event *e, __u64 cookie, __u32 pid, __u16 local_port,
 					__u16 remote_port, __u8 kind)
 {
 	e->ktime_ns = bpf_ktime_get_ns();
 	e->sock_cookie = cookie;
-	e->pid = current_tgid();
+	e->pid = pid;
 	e->local_port = local_port;
 	e->remote_port = remote_port;
 	e->kind = kind;
@@ -225,14 +235,14 @@ static __always_inline void fill_header(struct net_event *e, __u64 cookie, __u16
 }
 
 /* The per-CPU event under construction, its header filled for a NET_DATA. */
-static __always_inline struct net_event *data_event(__u64 cookie, __u16 local_port, __u16 remote_port,
-						    __u8 direction)
+static __always_inline struct net_event *data_event(__u64 cookie, __u32 pid, __u16 local_port,
+						    __u16 remote_port, __u8 direction)
 {
 	__u32 zero = 0;
 	struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
 	if (!s)
 		return 0;
-	fill_header(&s->e, cookie, local_port, remote_port, NET_DATA);
+	fill_header(&s->e, cookie, pid, local_port, remote_port, NET_DATA);
 	s->e.direction = direction;
 	return &s->e;
 }
@@ -341,7 +351,7 @@ static __always_inline int capture(struct sock *sk, int ret, __u8 direction)
 	if (ret <= 0 || !watched(skc, &port))
 		return 0;
 
-	__u64 cookie = bpf_get_socket_cookie((void *)skc);
+	__u64 cookie = sock_cookie(skc);
 	__u16 remote_port = __builtin_bswap16(skc->skc_dport);
 	struct watched_sock *ws = bpf_sk_storage_get(&watched_socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (ws)
@@ -368,14 +378,15 @@ static __always_inline int capture(struct sock *sk, int ret, __u8 direction)
 	if (tls_on && bpf_map_lookup_elem(&tls_socks, &cookie))
 		return 0;
 
-	struct net_event *e = data_event(cookie, port, remote_port, direction);
+	/* Trusted pointers: direct loads, not a helper call per field. */
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct net_event *e = data_event(cookie, task->tgid, port, remote_port, direction);
 	if (!e)
 		return 0;
 	e->len = ret;
 
 	__u32 limit = capture_limit(ret);
-	/* A trusted pointer: direct loads, not a helper call per register. */
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
 	long nr = regs->orig_ax;
 	void *buf = (void *)regs->si;
 	__u64 count = regs->dx;
@@ -469,7 +480,7 @@ int BPF_PROG(on_sock_state, const struct sock *sk, const int oldstate, const int
 	if (newstate != TCP_CLOSE && newstate != TCP_CLOSE_WAIT)
 		return 0;
 	const struct sock_common *skc = (const struct sock_common *)sk;
-	__u64 cookie = bpf_get_socket_cookie((void *)skc);
+	__u64 cookie = sock_cookie(skc);
 	struct watched_sock *ws = bpf_sk_storage_get(&watched_socks, (struct sock *)sk, 0, 0);
 	if (!ws)
 		return 0;
@@ -480,7 +491,7 @@ int BPF_PROG(on_sock_state, const struct sock *sk, const int oldstate, const int
 	struct net_event *e = bpf_ringbuf_reserve(&net_events, sizeof(*e) - NET_CAPTURE_MAX, 0);
 	bool reserved = e != 0;
 	if (e) {
-		fill_header(e, cookie, ws->local_port, __builtin_bswap16(skc->skc_dport),
+		fill_header(e, cookie, current_tgid(), ws->local_port, __builtin_bswap16(skc->skc_dport),
 			    newstate == TCP_CLOSE ? NET_CLOSED : NET_PEER_CLOSED);
 		e->direction = 0;
 		if (ws->lost)
@@ -567,7 +578,7 @@ int ssl_return(struct pt_regs *ctx)
 	if (n == 0)
 		return 0;
 
-	struct net_event *e = data_event(c.sock_cookie, c.local_port, c.remote_port, c.direction);
+	struct net_event *e = data_event(c.sock_cookie, current_tgid(), c.local_port, c.remote_port, c.direction);
 	if (!e)
 		return 0;
 	e->flags = NET_FLAG_TLS;

@@ -43,11 +43,16 @@ typedef struct {
 	struct net *net;
 } possible_net_t;
 
+typedef struct {
+	s64 counter;
+} atomic64_t;
+
 struct sock_common {
 	possible_net_t skc_net;
 	unsigned short skc_family;
 	__be16 skc_dport;
 	__u16 skc_num;
+	atomic64_t skc_cookie; /* 0 until a cookie is asked for */
 } __attribute__((preserve_access_index));
 
 struct sock {

@@ -227,14 +227,15 @@ impl Http1Parser {
                 return false;
             }
         };
+        // Only the headers that matter are read: the others each made a String for nothing.
+        let value = |v: &[u8]| String::from_utf8_lossy(v).trim().to_ascii_lowercase();
         for h in headers.iter().take_while(|h| !h.name.is_empty()) {
-            let value = String::from_utf8_lossy(h.value).trim().to_ascii_lowercase();
             if h.name.eq_ignore_ascii_case("content-type") {
-                head.content_type = value;
+                head.content_type = value(h.value);
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                head.chunked = value.split(',').any(|v| v.trim() == "chunked");
+                head.chunked = value(h.value).split(',').any(|v| v.trim() == "chunked");
             } else if h.name.eq_ignore_ascii_case("content-length") {
-                head.content_length = value.parse().ok();
+                head.content_length = value(h.value).parse().ok();
             }
         }
         self.consume(len);
@@ -374,10 +375,17 @@ impl Http1Parser {
     }
 }
 
-/// A chunk-size line's size (hexadecimal, before any `;` extension).
+/// A chunk-size line's size: hex digits before any `;` extension, whitespace
+/// around them allowed (RFC 9112 §7.1). Read as bytes: one is read per token.
 fn chunk_size(line: &[u8]) -> Option<u64> {
-    let line = std::str::from_utf8(line).ok()?;
-    u64::from_str_radix(line.split(';').next()?.trim(), 16).ok()
+    let size = line.split(|&b| b == b';').next()?.trim_ascii();
+    if size.is_empty() {
+        return None;
+    }
+    size.iter().try_fold(0u64, |n, &b| {
+        n.checked_mul(16)?
+            .checked_add(u64::from((b as char).to_digit(16)?))
+    })
 }
 
 fn no_body_status(status: u16) -> bool {
@@ -506,6 +514,16 @@ mod tests {
             2,
             "{out:?}"
         );
+    }
+
+    #[test]
+    fn chunk_sizes_are_hex_digits_before_any_extension() {
+        assert_eq!(chunk_size(b"1a"), Some(26));
+        assert_eq!(chunk_size(b" 3 ;name=value"), Some(3));
+        assert_eq!(chunk_size(b"ffffffffffffffff"), Some(u64::MAX));
+        for bad in [&b""[..], b"+3", b"-1", b"g", b"1 2", b";3", b"10000000000000000"] {
+            assert_eq!(chunk_size(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]
