@@ -136,12 +136,9 @@ impl Http1Parser {
             return None;
         }
         let data = seg.data;
-        let lf = memchr::memchr(b'\n', data)?;
-        if lf == 0 || data[lf - 1] != b'\r' {
-            return None;
-        }
-        let size = usize::try_from(chunk_size(&data[..lf - 1])?).ok()?;
-        let payload = data.get(lf + 1..)?.strip_suffix(b"\r\n")?;
+        let end = crlf_line_end(data)?;
+        let size = usize::try_from(chunk_size(&data[..end])?).ok()?;
+        let payload = data.get(end + 2..)?.strip_suffix(b"\r\n")?;
         (size > 0 && payload.len() == size).then_some(payload)
     }
 
@@ -366,13 +363,19 @@ impl Http1Parser {
     /// Reads a CRLF-terminated line from the buffer with `read` (it sees the
     /// line without its CRLF), then consumes it; `None` until the CRLF arrived.
     fn line<T>(&mut self, read: impl FnOnce(&[u8]) -> T) -> Option<T> {
-        // The first LF preceded by a CR (a one-byte search: memmem would build a searcher per call).
         let pending = self.pending();
-        let end = memchr::memchr_iter(b'\n', pending).find(|&i| i > 0 && pending[i - 1] == b'\r')? - 1;
+        let end = crlf_line_end(pending)?;
         let value = read(&pending[..end]);
         self.consume(end + 2);
         Some(value)
     }
+}
+
+/// Where the first CRLF-terminated line of `bytes` ends (its CR's index): the
+/// first LF preceded by a CR. A one-byte search: memmem would build a searcher
+/// per call.
+fn crlf_line_end(bytes: &[u8]) -> Option<usize> {
+    Some(memchr::memchr_iter(b'\n', bytes).find(|&i| i > 0 && bytes[i - 1] == b'\r')? - 1)
 }
 
 /// A chunk-size line's size: hex digits before any `;` extension, whitespace
