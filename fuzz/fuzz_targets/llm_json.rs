@@ -1,6 +1,7 @@
 //! The LLM readers: generation endpoints, the requested model (JSON, a
 //! truncated body's scan, Triton's protobuf), and records with usage, whose
-//! fast path must read every input as the typed (serde) reader does.
+//! fast path and stream reader (the body, then each of `more` spliced into
+//! it) must read every input as the typed (serde) reader does.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -12,6 +13,8 @@ struct Input<'a> {
     path: &'a str,
     triton_grpc: bool,
     body: &'a [u8],
+    /// Bytes put in place of a piece of the body: (start, end, replacement).
+    more: Vec<(usize, usize, &'a [u8])>,
 }
 
 fuzz_target!(|input: Input<'_>| {
@@ -23,4 +26,12 @@ fuzz_target!(|input: Input<'_>| {
     llm::is_generation_endpoint(input.path);
     llm::requested_model(path, input.body);
     assert_eq!(llm::read_record(input.body), llm::read_record_typed(input.body));
+    let mut stream = llm::StreamReader::default();
+    assert_eq!(stream.read(input.body), llm::read_record_typed(input.body));
+    for (start, end, replacement) in input.more {
+        let start = start.min(input.body.len());
+        let end = end.clamp(start, input.body.len());
+        let record = [&input.body[..start], replacement, &input.body[end..]].concat();
+        assert_eq!(stream.read(&record), llm::read_record_typed(&record));
+    }
 });

@@ -3,7 +3,7 @@
 //! carries generated content, and the token usage a server reports. Prompt and
 //! answer text are looked at (is it empty?) but never kept.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, ops::Range};
 
 mod scan;
 
@@ -137,6 +137,126 @@ pub fn read_record(bytes: &[u8]) -> Record<'_> {
     scan::record(bytes).map_or_else(|| read_record_typed(bytes), Record::from)
 }
 
+/// Reads the records of one stream. A server writes each like the one before
+/// but for the token's text (`{"id":"chatcmpl-1",…,"choices":[{"delta":{"content":"…"}}]}`),
+/// so a record that differs from the last one read in full only inside that
+/// string is known to read the same. Checking that takes two comparisons of
+/// its ends instead of a scan of its fields.
+#[derive(Default)]
+pub struct StreamReader {
+    /// The last record read in full that has such a string.
+    template: Vec<u8>,
+    /// Where that string's contents are in it.
+    text: Range<usize>,
+    /// What it read as, but for its model: a record borrows that from its own bytes.
+    read: Record<'static>,
+    model: Option<ModelAt>,
+    /// Records read in full in a row: a stream whose records differ in other
+    /// places too (a timestamp each, say) stops being compared.
+    misses: u8,
+}
+
+/// Without the template's bytes: they are an answer's text.
+impl std::fmt::Debug for StreamReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamReader")
+            .field("template_len", &self.template.len())
+            .field("text", &self.text)
+            .field("misses", &self.misses)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a template's model name is: before the varying text, at the same
+/// offset in every record; or after it, at the same distance from the end.
+#[derive(Clone, Copy)]
+enum ModelAt {
+    Head(usize, usize),
+    Tail(usize, usize),
+}
+
+/// Records read in full in a row before a stream's records stop being compared.
+const MISSES_BEFORE_GIVING_UP: u8 = 8;
+
+impl StreamReader {
+    /// The same as `read_record`.
+    pub fn read<'b>(&mut self, bytes: &'b [u8]) -> Record<'b> {
+        if let Some(record) = self.like_template(bytes) {
+            self.misses = 0;
+            return record;
+        }
+        if self.misses >= MISSES_BEFORE_GIVING_UP {
+            return read_record(bytes);
+        }
+        self.misses += 1;
+        let Some((shape, text)) = scan::record_noting_unkept(bytes) else {
+            return read_record_typed(bytes);
+        };
+        let record = Record::from(shape);
+        if let Some(text) = text {
+            self.remember(bytes, text, &record);
+        }
+        record
+    }
+
+    fn remember(&mut self, bytes: &[u8], text: Range<usize>, record: &Record<'_>) {
+        let model = match record.model.as_deref() {
+            None => None,
+            // The fast path's strings are slices of the record.
+            Some(m) => match (m.as_ptr() as usize).checked_sub(bytes.as_ptr() as usize) {
+                Some(start) if start + m.len() <= text.start => Some(ModelAt::Head(start, m.len())),
+                Some(start) if start >= text.end && start + m.len() <= bytes.len() => {
+                    Some(ModelAt::Tail(bytes.len() - start, m.len()))
+                }
+                _ => return,
+            },
+        };
+        self.template.clear();
+        self.template.extend_from_slice(bytes);
+        self.model = model;
+        self.text = text;
+        self.read = Record {
+            model: None,
+            ..record.clone()
+        };
+    }
+
+    /// The record, if it is the template with other text in the same place.
+    fn like_template<'b>(&self, bytes: &'b [u8]) -> Option<Record<'b>> {
+        if self.template.is_empty() {
+            return None;
+        }
+        let head = self.template.get(..self.text.start)?;
+        let tail = self.template.get(self.text.end..)?;
+        let text_len = bytes.len().checked_sub(head.len() + tail.len())?;
+        if text_len == 0 || !bytes.starts_with(head) || !bytes.ends_with(tail) {
+            return None;
+        }
+        // A string's contents as the fast path reads them whole: nothing that
+        // would end it, escape or be refused, and valid UTF-8.
+        let text = &bytes[head.len()..head.len() + text_len];
+        if text.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20) || std::str::from_utf8(text).is_err() {
+            return None;
+        }
+        let model = match self.model {
+            None => None,
+            Some(ModelAt::Head(start, len)) => Some(&bytes[start..start + len]),
+            Some(ModelAt::Tail(from_end, len)) => {
+                let start = bytes.len() - from_end;
+                Some(&bytes[start..start + len])
+            }
+        };
+        let model = match model {
+            Some(m) => Some(Cow::Borrowed(std::str::from_utf8(m).ok()?)),
+            None => None,
+        };
+        Some(Record {
+            model,
+            ..self.read.clone()
+        })
+    }
+}
+
 /// The reference reader: serde over the typed shape. `read_record` answers the
 /// same, faster, for the records servers send (the `llm_json` fuzz target
 /// compares the two on any input).
@@ -245,6 +365,11 @@ mod shape {
     pub(super) trait FromKind<'de> {
         fn from_kind(k: Kind<'_, 'de>) -> Self;
     }
+
+    /// A field that keeps nothing of a string but whether it is empty.
+    pub(super) trait Unkept {}
+    impl Unkept for NonEmpty {}
+    impl Unkept for Count {}
 
     impl FromKind<'_> for NonEmpty {
         fn from_kind(k: Kind<'_, '_>) -> Self {
@@ -442,6 +567,56 @@ mod shape {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether `reader` read `record` through its template, and as `read_record` does.
+    fn read_alike(reader: &mut StreamReader, record: &str) -> bool {
+        let through_template = reader.like_template(record.as_bytes()).is_some();
+        assert_eq!(
+            reader.read(record.as_bytes()),
+            read_record(record.as_bytes()),
+            "{record}"
+        );
+        through_template
+    }
+
+    #[test]
+    fn a_stream_of_tokens_is_read_through_the_template_of_its_first_token() {
+        let chunk = |delta: &str, finish: &str| {
+            format!(
+                r#"{{"id":"chatcmpl-7","object":"chat.completion.chunk","created":1700000000,"model":"smol","choices":[{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":{finish}}}]}}"#
+            )
+        };
+        let mut reader = StreamReader::default();
+        assert!(!read_alike(
+            &mut reader,
+            &chunk(r#"{"role":"assistant","content":""}"#, "null")
+        ));
+        assert!(!read_alike(&mut reader, &chunk(r#"{"content":"Once"}"#, "null")));
+        for token in [" upon", " a", " time", "\u{e9}t\u{e9}"] {
+            let record = chunk(&format!(r#"{{"content":"{token}"}}"#), "null");
+            assert!(read_alike(&mut reader, &record), "{record}");
+            assert_eq!(reader.read(record.as_bytes()).model.as_deref(), Some("smol"));
+        }
+        // Escapes, an empty delta, the finish and usage records: read in full, and alike.
+        assert!(!read_alike(&mut reader, &chunk(r#"{"content":"a\nb"}"#, "null")));
+        assert!(!read_alike(&mut reader, &chunk(r#"{"content":""}"#, "null")));
+        assert!(!read_alike(&mut reader, &chunk("{}", r#""stop""#)));
+        let usage = r#"{"id":"chatcmpl-7","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":6}}"#;
+        assert!(!read_alike(&mut reader, usage));
+        assert!(!read_alike(&mut reader, "[DONE]"));
+    }
+
+    #[test]
+    fn a_stream_whose_records_differ_elsewhere_stops_being_compared() {
+        let mut reader = StreamReader::default();
+        for i in 0..20 {
+            let record = format!(
+                r#"{{"model":"llama3","created_at":"2024-01-01T00:00:{i:02}Z","response":"x","done":false}}"#
+            );
+            assert!(!read_alike(&mut reader, &record));
+        }
+        assert_eq!(reader.misses, MISSES_BEFORE_GIVING_UP);
+    }
 
     #[test]
     fn a_role_only_delta_is_not_the_first_token() {

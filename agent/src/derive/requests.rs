@@ -86,6 +86,8 @@ struct InFlight {
     model: Option<String>,
     status: u16,
     body: BodyKind,
+    /// Reads the streamed body's records.
+    records: llm::StreamReader,
     response_body: Vec<u8>,
     first_token_ns: Option<u64>,
     last_content_ns: u64,
@@ -122,13 +124,19 @@ impl InFlight {
                 if missing > 0 {
                     s.gap();
                 }
-                s.feed(data, |rec| self.absorb(llm::read_record(rec), ts_ns, queue));
+                s.feed(data, |rec| {
+                    let rec = self.records.read(rec);
+                    self.absorb(rec, ts_ns, queue)
+                });
             }
             BodyKind::Ndjson(s) => {
                 if missing > 0 {
                     s.gap();
                 }
-                s.feed(data, |rec| self.absorb(llm::read_record(rec), ts_ns, queue));
+                s.feed(data, |rec| {
+                    let rec = self.records.read(rec);
+                    self.absorb(rec, ts_ns, queue)
+                });
             }
             BodyKind::Grpc(g) => {
                 let content = llm::Record {
@@ -600,7 +608,8 @@ impl Conn {
         let Some(record) = record else {
             return false;
         };
-        r.absorb(llm::read_record(record), seg.ts_ns, queue);
+        let record = r.records.read(record);
+        r.absorb(record, seg.ts_ns, queue);
         true
     }
 

@@ -9,9 +9,10 @@
 //! JSON is left to the typed reader (`None`), which decides. The `llm_json`
 //! fuzz target and the tests below compare the two.
 
+use std::ops::Range;
+
 use super::shape::{
-    AnyContent, Choice, Count, Delta, Details, FromKind, Kind, Message, NonEmpty, OpenAiUsage, Record, Text,
-    Token,
+    AnyContent, Choice, Delta, Details, FromKind, Kind, Message, OpenAiUsage, Record, Text, Token, Unkept,
 };
 
 /// Deeper nesting is left to the typed reader (serde_json's limit is 128).
@@ -28,6 +29,14 @@ type Scan<T> = Result<T, Unsure>;
 
 /// The record's fields, or `None` where the typed reader must decide.
 pub(super) fn record(bytes: &[u8]) -> Option<Record<'_>> {
+    record_noting_unkept(bytes).map(|(record, _)| record)
+}
+
+/// The same, and where the contents of the last non-empty string are of which
+/// the record keeps only that it is not empty (a token's text): any other
+/// non-empty string there, without a quote, backslash or control character,
+/// reads as the same record.
+pub(super) fn record_noting_unkept(bytes: &[u8]) -> Option<(Record<'_>, Option<Range<usize>>)> {
     if memchr::memchr(b'\\', bytes).is_some() {
         return None;
     }
@@ -36,11 +45,12 @@ pub(super) fn record(bytes: &[u8]) -> Option<Record<'_>> {
         text,
         at: 0,
         depth: 0,
+        unkept: None,
     };
     s.ws();
     let record = s.record().ok()?;
     s.ws();
-    (s.at == text.len()).then_some(record)
+    (s.at == text.len()).then_some((record, s.unkept))
 }
 
 /// A position in a record known to be UTF-8 without escapes, so that every
@@ -49,6 +59,8 @@ struct Scanner<'a> {
     text: &'a str,
     at: usize,
     depth: u32,
+    /// The last non-empty string read as an `Unkept` field.
+    unkept: Option<Range<usize>>,
 }
 
 /// Fields of one object seen so far: the typed reader refuses a repeated one.
@@ -86,15 +98,15 @@ impl<'a> Scanner<'a> {
                 }
                 "response" => {
                     seen.first(3)?;
-                    r.response = NonEmpty::from_kind(s.any()?);
+                    r.response = s.unkept()?;
                 }
                 "content" => {
                     seen.first(4)?;
-                    r.content = NonEmpty::from_kind(s.any()?);
+                    r.content = s.unkept()?;
                 }
                 "text_output" => {
                     seen.first(5)?;
-                    r.text_output = NonEmpty::from_kind(s.any()?);
+                    r.text_output = s.unkept()?;
                 }
                 "usage" => {
                     seen.first(6)?;
@@ -102,19 +114,19 @@ impl<'a> Scanner<'a> {
                 }
                 "eval_count" => {
                     seen.first(7)?;
-                    r.eval_count = Count::from_kind(s.any()?);
+                    r.eval_count = s.unkept()?;
                 }
                 "prompt_eval_count" => {
                     seen.first(8)?;
-                    r.prompt_eval_count = Count::from_kind(s.any()?);
+                    r.prompt_eval_count = s.unkept()?;
                 }
                 "tokens_predicted" => {
                     seen.first(9)?;
-                    r.tokens_predicted = Count::from_kind(s.any()?);
+                    r.tokens_predicted = s.unkept()?;
                 }
                 "tokens_evaluated" => {
                     seen.first(10)?;
-                    r.tokens_evaluated = Count::from_kind(s.any()?);
+                    r.tokens_evaluated = s.unkept()?;
                 }
                 "details" => {
                     seen.first(11)?;
@@ -151,7 +163,7 @@ impl<'a> Scanner<'a> {
                 }
                 "text" => {
                     seen.first(1)?;
-                    c.text = NonEmpty::from_kind(s.any()?);
+                    c.text = s.unkept()?;
                 }
                 _ => s.skip()?,
             }
@@ -177,7 +189,7 @@ impl<'a> Scanner<'a> {
             match key {
                 "text" => {
                     seen.first(0)?;
-                    t.text = NonEmpty::from_kind(s.any()?);
+                    t.text = s.unkept()?;
                 }
                 "special" => {
                     seen.first(1)?;
@@ -216,16 +228,29 @@ impl<'a> Scanner<'a> {
     }
 
     /// An object whose fields of interest each keep what `T` keeps of any value.
-    fn flat_object<T: FromKind<'a>>(&mut self, fields: &mut [(&str, &mut T)]) -> Scan<()> {
+    fn flat_object<T: FromKind<'a> + Unkept>(&mut self, fields: &mut [(&str, &mut T)]) -> Scan<()> {
         let mut seen = Seen::default();
         self.object(|s, key| {
             let Some(i) = fields.iter().position(|(name, _)| *name == key) else {
                 return s.skip();
             };
             seen.first(i as u32)?;
-            *fields[i].1 = T::from_kind(s.any()?);
+            *fields[i].1 = s.unkept()?;
             Ok(())
         })
+    }
+
+    /// A field that keeps nothing of a string but whether it is empty; where a
+    /// non-empty one lies is noted (`record_noting_unkept`).
+    fn unkept<T: FromKind<'a> + Unkept>(&mut self) -> Scan<T> {
+        let kind = self.any()?;
+        if let Kind::Borrowed(s) = kind
+            && !s.is_empty()
+        {
+            let start = s.as_ptr() as usize - self.text.as_ptr() as usize;
+            self.unkept = Some(start..start + s.len());
+        }
+        Ok(T::from_kind(kind))
     }
 
     /// `null` as `None`, else what `read` makes of the value (as serde's `Option`).
@@ -432,7 +457,7 @@ fn quote_or_control(word: u64) -> u64 {
 mod tests {
     use proptest::prelude::*;
 
-    use super::super::{read_record, read_record_typed};
+    use super::super::{StreamReader, read_record, read_record_typed};
 
     /// Records servers send, each read by both paths.
     const RECORDS: [&str; 10] = [
@@ -491,10 +516,8 @@ mod tests {
         }
     }
 
-    /// JSON-ish text built from the fields the shapes read, values of every
-    /// type, and the irregularities the fast path must not misread.
-    fn recordish() -> impl Strategy<Value = String> {
-        let key = prop::sample::select(vec![
+    fn field_name() -> impl Strategy<Value = &'static str> + Clone {
+        prop::sample::select(vec![
             "choices",
             "delta",
             "content",
@@ -518,7 +541,40 @@ mod tests {
             "model",
             "index",
             "x",
+        ])
+    }
+
+    /// A streamed record: a token's text `tok` where one of the servers' shapes
+    /// has it, among other members, and a model before it, after it or none.
+    fn streamed_record() -> impl Strategy<Value = String> {
+        let token = prop::sample::select(vec![
+            r#""choices":[{"index":0,"delta":{"content":"tok"},"finish_reason":null}]"#,
+            r#""choices":[{"text":"tok"}]"#,
+            r#""content":"tok""#,
+            r#""response":"tok""#,
+            r#""token":{"id":1,"text":"tok","special":false}"#,
+            r#""message":{"role":"assistant","content":"tok"}"#,
+            r#""text_output":"tok""#,
         ]);
+        let members = || prop::collection::vec((field_name(), recordish()), 0..3);
+        (members(), token, members(), 0..3usize).prop_map(|(before, token, after, model_at)| {
+            let mut all: Vec<String> = before.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            all.push(token.to_string());
+            all.extend(after.iter().map(|(k, v)| format!("\"{k}\":{v}")));
+            let model = r#""model":"smol""#.to_string();
+            match model_at {
+                0 => all.insert(0, model),
+                1 => all.push(model),
+                _ => {}
+            }
+            format!("{{{}}}", all.join(","))
+        })
+    }
+
+    /// JSON-ish text built from the fields the shapes read, values of every
+    /// type, and the irregularities the fast path must not misread.
+    fn recordish() -> impl Strategy<Value = String> {
+        let key = field_name();
         let leaf = prop::sample::select(vec![
             "\"\"",
             "\"a\"",
@@ -551,10 +607,49 @@ mod tests {
         })
     }
 
+    /// What may stand where a record's token text was: text the template
+    /// accepts, and text it must refuse (empty, ending the string early,
+    /// escapes valid or not, control characters, invalid or cut UTF-8).
+    fn token_text() -> impl Strategy<Value = Vec<u8>> {
+        prop::sample::select(vec![
+            &b"x"[..],
+            b" tok",
+            "\u{e9}\u{4e2d}".as_bytes(),
+            b"",
+            b"a\"b",
+            b"a\\nb",
+            b"a\\qb",
+            b"\\u12",
+            b"\x01",
+            b"\x7f",
+            b"\xff",
+            b"\xc3",
+            b"\",\"model\":\"y",
+            b"\"}",
+        ])
+        .prop_map(<[u8]>::to_vec)
+    }
+
     proptest! {
         #[test]
         fn both_readers_agree_on_any_recordish_text(text in recordish()) {
             prop_assert_eq!(read_record(text.as_bytes()), read_record_typed(text.as_bytes()));
+        }
+
+        #[test]
+        fn a_stream_reader_reads_each_record_as_the_typed_reader_does(
+            first in prop_oneof![streamed_record(), recordish()],
+            text in token_text(),
+            other in recordish(),
+        ) {
+            let mut reader = StreamReader::default();
+            prop_assert_eq!(reader.read(first.as_bytes()), read_record_typed(first.as_bytes()));
+            // The same record with other text where its token's was: the template's case.
+            if let Some((_, Some(span))) = super::record_noting_unkept(first.as_bytes()) {
+                let like = [&first.as_bytes()[..span.start], &text, &first.as_bytes()[span.end..]].concat();
+                prop_assert_eq!(reader.read(&like), read_record_typed(&like));
+            }
+            prop_assert_eq!(reader.read(other.as_bytes()), read_record_typed(other.as_bytes()));
         }
     }
 }
