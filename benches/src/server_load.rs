@@ -42,7 +42,7 @@ use crate::{median, newest_program};
 /// one hour), so each pair's ratio is taken, and their median reported.
 const ROUNDS: usize = 15;
 const ROUND: Duration = Duration::from_secs(2);
-const TOKENS: usize = 16;
+pub(crate) const TOKENS: usize = 16;
 
 pub fn run(fixtures: &Path) -> Result<()> {
     raise_memlock_limit();
@@ -280,14 +280,27 @@ pub(crate) fn serve(listener: TcpListener) {
     }
 }
 
+fn chunk(payload: &str) -> String {
+    format!("{:x}\r\n{payload}\r\n", payload.len())
+}
+
+/// One token's chunk as the server writes it.
+pub(crate) fn token_chunk() -> String {
+    chunk("data: {\"choices\":[{\"delta\":{\"content\":\" tok\"}}],\"model\":\"bench\"}\n\n")
+}
+
+/// The stream's end marker and the chunked body's end, written together.
+pub(crate) fn done_chunks() -> String {
+    chunk("data: [DONE]\n\n") + "0\r\n\r\n"
+}
+
 /// Answers each request with TOKENS SSE chunks, one write each, as inference servers do.
 fn handle(conn: TcpStream) -> std::io::Result<()> {
     conn.set_nodelay(true)?;
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut writer = conn;
-    let chunk = |payload: &str| format!("{:x}\r\n{payload}\r\n", payload.len());
-    let token = chunk("data: {\"choices\":[{\"delta\":{\"content\":\" tok\"}}],\"model\":\"bench\"}\n\n");
-    let done = chunk("data: [DONE]\n\n") + "0\r\n\r\n";
+    let token = token_chunk();
+    let done = done_chunks();
     let mut line = String::new();
     loop {
         let mut length = 0;
