@@ -124,19 +124,13 @@ impl InFlight {
                 if missing > 0 {
                     s.gap();
                 }
-                s.feed(data, |rec| {
-                    let rec = self.records.read(rec);
-                    self.absorb(rec, ts_ns, queue)
-                });
+                s.feed(data, |rec| self.absorb_streamed(rec, ts_ns, queue));
             }
             BodyKind::Ndjson(s) => {
                 if missing > 0 {
                     s.gap();
                 }
-                s.feed(data, |rec| {
-                    let rec = self.records.read(rec);
-                    self.absorb(rec, ts_ns, queue)
-                });
+                s.feed(data, |rec| self.absorb_streamed(rec, ts_ns, queue));
             }
             BodyKind::Grpc(g) => {
                 let content = llm::Record {
@@ -608,8 +602,7 @@ impl Conn {
         let Some(record) = record else {
             return false;
         };
-        let record = r.records.read(record);
-        r.absorb(record, seg.ts_ns, queue);
+        r.absorb_streamed(record, seg.ts_ns, queue);
         true
     }
 
@@ -722,6 +715,13 @@ fn grpc_first_message(body: &[u8]) -> Vec<u8> {
 }
 
 impl InFlight {
+    /// One record of the streamed body, whether the splitter lent it or it
+    /// was read in place: both go through the stream's reader.
+    fn absorb_streamed(&mut self, bytes: &[u8], ts_ns: u64, queue: &mut Queue) {
+        let rec = self.records.read(bytes);
+        self.absorb(rec, ts_ns, queue);
+    }
+
     fn absorb(&mut self, rec: llm::Record<'_>, ts_ns: u64, queue: &mut Queue) {
         if rec.end {
             self.ended_ns = Some(ts_ns);
