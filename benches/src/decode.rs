@@ -34,11 +34,12 @@ pub fn run() -> Result<()> {
                 llama.len()
             )
             .into_bytes(),
-            token: chunk(
+            token: server_load::chunk(
                 r#"data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"smollm2","choices":[{"index":0,"delta":{"content":" kernel"},"finish_reason":null}],"system_fingerprint":"b1"}
 
 "#,
-            ),
+            )
+            .into_bytes(),
             tokens: 64,
             requests: 20_000,
             connection_per_request: true,
@@ -106,10 +107,6 @@ fn event(cookie: u64, ts: u64, kind: u8, direction: u8, data: &[u8]) -> (NetEven
         },
         data.to_vec(),
     )
-}
-
-fn chunk(payload: &str) -> Vec<u8> {
-    format!("{:x}\r\n{payload}\r\n", payload.len()).into_bytes()
 }
 
 /// Each event's header and captured bytes.

@@ -280,7 +280,8 @@ pub(crate) fn serve(listener: TcpListener) {
     }
 }
 
-fn chunk(payload: &str) -> String {
+/// One chunk of a chunked body.
+pub(crate) fn chunk(payload: &str) -> String {
     format!("{:x}\r\n{payload}\r\n", payload.len())
 }
 
