@@ -5,6 +5,8 @@
  * _dl_debug_state, the hook debuggers use: it runs around start-up loading and
  * every dlopen/dlclose). The agent reacts by reading /proc/PID/maps, so
  * no syscall tracepoint (which would slow every syscall on the host) is needed.
+ * And which file each mapping really is (`mapped_files`), which maps cannot say
+ * under overlayfs.
  */
 #include "common.h"
 
@@ -78,5 +80,47 @@ int on_loader_debug_state(struct pt_regs *ctx)
 	}
 	if (state == RT_CONSISTENT)
 		send(PROC_LIBS_CHANGED, current_tgid());
+	return 0;
+}
+
+/* Ring buffers carry untyped bytes and iterators write them: keeps struct mapped_file in the BTF. */
+const struct mapped_file *unused_mapped_file __attribute__((unused));
+
+/* The process whose mappings `mapped_files` writes (its tgid, in slot 0). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} mapped_files_of SEC(".maps");
+
+/*
+ * Each file-backed mapping of one process, with the inode its uprobes belong
+ * to. Under overlayfs a mapping's file is the layer's file underneath (the
+ * kernel maps that one and uprobes are set on it), while /proc/PID/maps shows
+ * the overlay's own inode from 6.8 on, a different one in every container: two
+ * replicas of one image look like two files there and would be probed twice.
+ * The agent limits the walk to the process where the kernel allows it (6.1);
+ * the tgid check keeps older kernels' walk of every task to that process.
+ */
+SEC("iter/task_vma")
+int mapped_files(struct bpf_iter__task_vma *ctx)
+{
+	struct vm_area_struct *vma = ctx->vma;
+	struct task_struct *task = ctx->task;
+	__u32 slot = 0;
+	__u32 *tgid = bpf_map_lookup_elem(&mapped_files_of, &slot);
+
+	if (!vma || !task || !tgid || BPF_CORE_READ(task, tgid) != *tgid)
+		return 0;
+	struct file *file = BPF_CORE_READ(vma, vm_file);
+	if (!file)
+		return 0;
+	struct mapped_file out = {
+		.start = BPF_CORE_READ(vma, vm_start),
+		.dev = BPF_CORE_READ(file, f_inode, i_sb, s_dev),
+		.ino = BPF_CORE_READ(file, f_inode, i_ino),
+	};
+	bpf_seq_write(ctx->meta->seq, &out, sizeof(out));
 	return 0;
 }

@@ -222,6 +222,8 @@ pub(crate) fn as_cuda_runtime(exe: &Path, statically_linked: bool) -> Result<Run
                 dev: meta.dev(),
                 ino: meta.ino(),
             },
+            // Only the agent's rescan matches mappings by address.
+            mapped_at: 0,
             open_path: exe.to_path_buf(),
             path: exe.to_path_buf(),
         },

@@ -132,6 +132,18 @@ struct proc_event {
 	__u64 ktime_ns;
 };
 
+/*
+ * A file a process maps, as the kernel's uprobes know it: the inode of the
+ * mapping's file (under overlayfs, the layer's file underneath, which the
+ * process's /proc/PID/maps no longer shows from 6.8 on). Written by the
+ * `mapped_files` iterator, one per file-backed mapping.
+ */
+struct mapped_file {
+	__u64 start; /* where the mapping starts in the process */
+	__u64 dev;   /* the inode's superblock device, the kernel's encoding (major << 20 | minor) */
+	__u64 ino;
+};
+
 /* ---- Socket payload capture (net_capture.bpf.c) ---- */
 
 /* Most bytes of one send or receive copied to userspace (a power of two); the

@@ -202,6 +202,17 @@ pub struct ProcEvent {
     pub ktime_ns: u64,
 }
 
+/// A process's file-backed mapping and the inode its uprobes belong to
+/// (`struct mapped_file`), as the `mapped_files` iterator writes it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MappedFile {
+    pub start: u64,
+    /// The kernel's encoding of a device number: major << 20 | minor.
+    pub dev: u64,
+    pub ino: u64,
+}
+
 /// Most bytes of one send or receive the kernel copies (`NET_CAPTURE_MAX`).
 pub const NET_CAPTURE_MAX: usize = 4096;
 

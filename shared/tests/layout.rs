@@ -9,7 +9,7 @@ use inferscope_shared::{
     AllocKey, COOKIE_AUX_ARG_SHIFT, COOKIE_CODE_AFTER_SHIFT, COOKIE_CODE_BEFORE_SHIFT,
     COOKIE_CODE_SCALE_SHIFT, COOKIE_DIR_SHIFT, COOKIE_DRIVER_SHIFT, COOKIE_NCCL_OP_SHIFT,
     COOKIE_RETURN_PROBE_SHIFT, COOKIE_SIZE_ARG_SHIFT, COPY_DIRECTIONS, CopyDir, DROP_PROC_EVENT,
-    DROP_REASONS, GpuOp, GpuProcess, GpuStats, NCCL_OPS, NET_CAPTURE_MAX, NET_CLOSED, NET_DATA,
+    DROP_REASONS, GpuOp, GpuProcess, GpuStats, MappedFile, NCCL_OPS, NET_CAPTURE_MAX, NET_CLOSED, NET_DATA,
     NET_FLAG_AFTER_LOSS, NET_FLAG_RESET_BY_PEER, NET_FLAG_TLS, NET_FLAG_UNREADABLE, NET_PEER_CLOSED,
     NET_RECV, NET_SEND, NetEventHeader, PROC_EXEC, PROC_EXIT, PROC_LIBS_CHANGED, ProcEvent, WATCH_ANY_NETNS,
 };
@@ -95,6 +95,11 @@ fn gpu_process_matches_the_c_header() {
 #[test]
 fn proc_event_matches_the_c_header() {
     assert_same_layout!("process.bpf.o", "proc_event", ProcEvent { kind, pid, ktime_ns });
+}
+
+#[test]
+fn mapped_file_matches_the_c_header() {
+    assert_same_layout!("process.bpf.o", "mapped_file", MappedFile { start, dev, ino });
 }
 
 #[test]

@@ -224,6 +224,132 @@ fn a_library_in_another_mount_namespace_is_probed() {
     counted_exactly(&mut agent, w);
 }
 
+/// Files for processes that each see a library in a mount namespace of their own.
+struct Namespaces {
+    dir: std::path::PathBuf,
+}
+
+impl Namespaces {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("inferscope-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self { dir }
+    }
+
+    /// A directory of it, created.
+    fn dir(&self, name: &str) -> std::path::PathBuf {
+        let d = self.dir.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// The workload in a mount namespace of its own where `mount` runs first.
+    fn start(&self, mount: &str, library: &std::path::Path, rounds: u32) -> Workload {
+        let script = format!("{mount} && exec \"$0\" \"$@\"");
+        let unshare = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ];
+        Workload::start_with(&unshare, "cudart", library, rounds, BYTES, false)
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs every workload once each is tracked, and checks each was counted exactly.
+fn each_counted_exactly(agent: &mut Agent, mut workloads: Vec<Workload>) {
+    for w in &workloads {
+        agent.wait_until_tracked(w.pid());
+    }
+    let tallies: Vec<_> = workloads.iter_mut().map(Workload::run_calls).collect();
+    let pids: Vec<u32> = workloads.iter().map(Workload::pid).collect();
+    workloads.into_iter().for_each(Workload::exit);
+    let seen = agent.activities_until_exit(&pids);
+    for (i, (seen, tally)) in seen.iter().zip(&tallies).enumerate() {
+        assert_eq!(
+            comparable(seen),
+            *tally,
+            "process {i} of {} (pid {}): agent (left) vs its tally (right)",
+            pids.len(),
+            pids[i]
+        );
+    }
+}
+
+/// Replicas of one container image map one library through overlay mounts of
+/// one lower layer: /proc shows each replica's file as an inode of its own,
+/// while uprobes are set on the file underneath, which all of them share.
+/// Probed once per replica, each call was counted once per replica.
+#[test]
+fn replicas_of_one_image_are_counted_once_each() {
+    const REPLICAS: u32 = 8;
+    let mut agent = Agent::start(&[]);
+    let ns = Namespaces::new("replicas");
+    let lower = ns.dir("lower");
+    std::fs::copy(real_library("libcudart.so.12"), lower.join("libcudart.so.12")).unwrap();
+    let image = ns.dir("image");
+    let replicas = (0..REPLICAS)
+        .map(|i| {
+            let mount = format!(
+                "mount -t overlay overlay -o lowerdir={},upperdir={},workdir={} {}",
+                lower.display(),
+                ns.dir(&format!("upper-{i}")).display(),
+                ns.dir(&format!("work-{i}")).display(),
+                image.display()
+            );
+            ns.start(&mount, &image.join("libcudart.so.12"), ROUNDS + i)
+        })
+        .collect();
+    each_counted_exactly(&mut agent, replicas);
+}
+
+/// One file bind-mounted into two mount namespaces is one inode: one probe.
+#[test]
+fn a_library_bind_mounted_into_two_namespaces_is_counted_once_in_each() {
+    let mut agent = Agent::start(&[]);
+    let ns = Namespaces::new("bind");
+    let target = ns.dir("mnt").join("libcudart.so.12");
+    std::fs::write(&target, b"").unwrap();
+    let mount = format!(
+        "mount -o bind {} {}",
+        real_library("libcudart.so.12").display(),
+        target.display()
+    );
+    let both = vec![
+        ns.start(&mount, &target, ROUNDS),
+        ns.start(&mount, &target, ROUNDS + 1),
+    ];
+    each_counted_exactly(&mut agent, both);
+}
+
+/// A library replaced on disk while a process maps it is a new file: the old
+/// version's user and the new one's are each counted once, by their own probes.
+#[test]
+fn a_library_replaced_while_mapped_is_counted_once_per_version() {
+    let mut agent = Agent::start(&[]);
+    let ns = Namespaces::new("replaced");
+    let lib = ns.dir("lib").join("libcudart.so.12");
+    std::fs::copy(real_library("libcudart.so.12"), &lib).unwrap();
+    let old = Workload::start("cudart", &lib, ROUNDS, BYTES);
+    agent.wait_until_tracked(old.pid());
+    // As a package upgrade does: a new file renamed over the old name.
+    let next = lib.with_extension("new");
+    std::fs::copy(real_library("libcudart.so.12"), &next).unwrap();
+    std::fs::rename(&next, &lib).unwrap();
+    let new = Workload::start("cudart", &lib, ROUNDS + 1, BYTES);
+    each_counted_exactly(&mut agent, vec![old, new]);
+}
+
 #[test]
 fn only_the_named_pid_is_reported_with_pid_filter() {
     let lib = stub_library("libcudart.so.12");

@@ -67,6 +67,15 @@ const GUEST_TESTS: &[(&str, &str)] = &[
         "every_short_lived_process_is_reported_by_name_with_every_call",
     ),
     ("gpu_activity", "a_library_in_another_mount_namespace_is_probed"),
+    ("gpu_activity", "replicas_of_one_image_are_counted_once_each"),
+    (
+        "gpu_activity",
+        "a_library_bind_mounted_into_two_namespaces_is_counted_once_in_each",
+    ),
+    (
+        "gpu_activity",
+        "a_library_replaced_while_mapped_is_counted_once_per_version",
+    ),
     ("gpu_activity", "only_the_named_pid_is_reported_with_pid_filter"),
     (
         "gpu_activity",
@@ -121,7 +130,8 @@ pub fn matrix(root: &Path, fixtures: &Path, only: &[String]) -> Result<()> {
     columns.push((format!("host {}", host_release()), parse(&host_log)));
 
     let initrd = work.join("initramfs.cpio");
-    write_initramfs(&initrd, &work.join("strip"), &build, fixtures)?;
+    let modules = guest_modules(&kernels, &work.join("modules"))?;
+    write_initramfs(&initrd, &work.join("strip"), &build, fixtures, &modules)?;
     for (name, vmlinuz) in &kernels {
         println!("booting {name} under QEMU (TCG)...");
         let started = Instant::now();
@@ -319,6 +329,7 @@ fn init_script(build: &TestBuild, fixtures: &Path) -> String {
          mount -t devtmpfs devtmpfs /dev\n\
          mkdir -p /tmp /mnt /root\n\
          ip link set lo up\n\
+         insmod /lib/modules/$(uname -r)/overlay.ko\n\
          echo '@@ kernel' $(uname -r)\n\
          echo '@@ check'\n\
          {agent} check 2>&1\n\
@@ -341,8 +352,48 @@ enum Entry {
     Symlink(PathBuf),
 }
 
-fn write_initramfs(out: &Path, strip_dir: &Path, build: &TestBuild, fixtures: &Path) -> Result<()> {
+/// Modules the guests load that Debian builds as modules: overlayfs (containers'
+/// image layers, which the replica tests mount). Each kernel's, uncompressed for
+/// busybox's `insmod`, as (path in the guest, file here).
+fn guest_modules(kernels: &[(String, PathBuf)], out: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
+    fs::create_dir_all(out)?;
+    let mut modules = Vec::new();
+    for (release, vmlinuz) in kernels {
+        let package = vmlinuz
+            .parent()
+            .and_then(Path::parent)
+            .context("kernel package folder")?;
+        let dir = package.join(format!("lib/modules/{release}/kernel/fs/overlayfs"));
+        let here = out.join(format!("overlay-{release}.ko"));
+        let plain = dir.join("overlay.ko");
+        if plain.exists() {
+            fs::copy(&plain, &here)?;
+        } else {
+            let packed = dir.join("overlay.ko.xz");
+            let unpacked = Command::new("xz")
+                .arg("-dc")
+                .arg(&packed)
+                .output()
+                .with_context(|| format!("xz -dc {}", packed.display()))?;
+            anyhow::ensure!(unpacked.status.success(), "xz -dc {} failed", packed.display());
+            fs::write(&here, unpacked.stdout)?;
+        }
+        modules.push((PathBuf::from(format!("/lib/modules/{release}/overlay.ko")), here));
+    }
+    Ok(modules)
+}
+
+fn write_initramfs(
+    out: &Path,
+    strip_dir: &Path,
+    build: &TestBuild,
+    fixtures: &Path,
+    modules: &[(PathBuf, PathBuf)],
+) -> Result<()> {
     let mut entries: BTreeMap<PathBuf, Entry> = BTreeMap::new();
+    for (guest, here) in modules {
+        entries.insert(guest.clone(), Entry::File(here.clone()));
+    }
     // Merged /usr, as on Debian: the paths ldd prints (/lib/...) and the real ones (/usr/lib/...) both work.
     for (link, target) in [
         ("/bin", "usr/bin"),

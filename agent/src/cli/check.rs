@@ -322,6 +322,11 @@ fn agent_programs(btf: &Btf, f: &mut Findings) {
         Ok(n) => n.socket_hook().programs().to_vec(),
         Err(_) => Vec::new(),
     };
+    // Optional within an object that loaded.
+    let not_loaded: Vec<&str> = match &process {
+        Ok(p) if !p.knows_mapped_files() => vec!["mapped_files"],
+        _ => Vec::new(),
+    };
     let objects: [(&str, &str, Result<String>, bool); 5] = [
         (
             "process.bpf.o",
@@ -366,10 +371,11 @@ fn agent_programs(btf: &Btf, f: &mut Findings) {
         for p in compat::PROGRAMS.iter().filter(|p| p.object == object) {
             // Socket capture has alternatives: only the kernel's own are in use.
             let used = !SocketHook::is_capture_program(p.name) || in_use.contains(&p.name);
-            let status = match (&result, used) {
-                (Ok(_), true) => "ok",
-                (Ok(_), false) => "--",
-                (Err(_), _) => "no",
+            let loaded = result.is_ok() && !not_loaded.contains(&p.name);
+            let status = match (loaded, used) {
+                (true, true) => "ok",
+                (true, false) => "--",
+                (false, _) => "no",
             };
             let version = |(major, minor): (u32, u32)| format!("{major}.{minor}");
             let uses: Vec<String> = p
@@ -381,8 +387,8 @@ fn agent_programs(btf: &Btf, f: &mut Findings) {
                 compat::Role::KernelForm { until: Some(last) } => format!(", until {}", version(last)),
                 _ => String::new(),
             };
-            let without = match (&result, p.role) {
-                (Err(_), compat::Role::Optional { without }) => format!("; without it: {without}"),
+            let without = match (loaded, p.role) {
+                (false, compat::Role::Optional { without }) => format!("; without it: {without}"),
                 _ => String::new(),
             };
             println!(

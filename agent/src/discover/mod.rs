@@ -24,7 +24,11 @@ use crate::runtimes::Runtime;
 /// A file a process maps that the agent attaches uprobes to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeTarget {
+    /// The inode uprobes attach to: what /proc shows, until the kernel says
+    /// otherwise (overlayfs, see `GpuProcesses`).
     pub file: FileId,
+    /// Where the process maps it.
+    pub mapped_at: u64,
     /// A path that opens this very file from the agent's mount namespace.
     pub open_path: PathBuf,
     /// The path as the process sees it, for messages.
@@ -86,6 +90,7 @@ impl Discovery {
         for m in mappings.iter().filter(|m| m.executable) {
             let target = || ProbeTarget {
                 file: m.file,
+                mapped_at: m.start,
                 open_path: map_files_path(&dir, m),
                 path: m.path.clone(),
             };
@@ -140,6 +145,7 @@ pub fn tls_library(proc_root: &Path, pid: u32) -> Option<ProbeTarget> {
         .find(|m| m.executable && m.file_name().is_some_and(|n| n.starts_with("libssl.so")))
         .map(|m| ProbeTarget {
             file: m.file,
+            mapped_at: m.start,
             open_path: map_files_path(&dir, m),
             path: m.path.clone(),
         })

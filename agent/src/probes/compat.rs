@@ -33,6 +33,8 @@ pub enum Feature {
     TcpRecvmsgWithoutNonblock,
     /// Perf-event programs sampling on a clock, with kernel-walked stacks (`bpf_get_stackid`).
     PerfEventSampling,
+    /// BPF iterators over each task's memory mappings (`iter/task_vma`).
+    TaskVmaIter,
 }
 
 impl Feature {
@@ -44,6 +46,7 @@ impl Feature {
             Self::TpBtf | Self::Fexit => (5, 5),
             Self::RingBuf => (5, 8),
             Self::TaskStorage | Self::SocketStorage => (5, 11),
+            Self::TaskVmaIter => (5, 12),
             Self::SocketCookie => (5, 12),
             Self::AttachCookie | Self::TaskPtRegs => (5, 15),
             Self::TcpRecvmsgWithoutNonblock => (5, 19),
@@ -65,6 +68,7 @@ impl Feature {
             Self::SockLengthTracepoints => "sock_*_length tracepoints",
             Self::TcpRecvmsgWithoutNonblock => "5-argument tcp_recvmsg",
             Self::PerfEventSampling => "perf-event sampling",
+            Self::TaskVmaIter => "task_vma iterator",
         }
     }
 }
@@ -100,6 +104,8 @@ impl Program {
 const WITHOUT_REQUESTS: &str = "no request metrics";
 const WITHOUT_TLS: &str = "no request metrics for TLS servers";
 const WITHOUT_PROFILES: &str = "no CPU profiles (inferscope profile)";
+const WITHOUT_FILES_UNDERNEATH: &str =
+    "replicas of one image mapping a runtime through overlayfs are counted once per replica";
 
 use Feature::*;
 
@@ -109,6 +115,7 @@ pub const PROGRAMS: &[Program] = &[
     Program { object: "process.bpf.o", name: "on_exec", hook: "tp_btf/sched_process_exec", uses: &[TpBtf, RingBuf], role: Role::Required },
     Program { object: "process.bpf.o", name: "on_exit", hook: "tp_btf/sched_process_exit", uses: &[TpBtf, RingBuf], role: Role::Required },
     Program { object: "process.bpf.o", name: "on_loader_debug_state", hook: "uprobe/_dl_debug_state", uses: &[Uprobe, RingBuf], role: Role::Required },
+    Program { object: "process.bpf.o", name: "mapped_files", hook: "iter/task_vma (one process from 6.1)", uses: &[TaskVmaIter], role: Role::Optional { without: WITHOUT_FILES_UNDERNEATH } },
     Program { object: "gpu_calls.bpf.o", name: "gpu_call", hook: "uprobe on GPU runtime functions", uses: &[Uprobe, AttachCookie, TaskStorage], role: Role::Required },
     Program { object: "gpu_calls.bpf.o", name: "gpu_call_return", hook: "uretprobe on allocation and sync", uses: &[Uprobe, AttachCookie, TaskStorage], role: Role::Required },
     Program { object: "net_capture.bpf.o", name: "on_sock_send", hook: "tp_btf/sock_send_length", uses: &[SockLengthTracepoints, TpBtf, TaskPtRegs, SocketCookie, SocketStorage, RingBuf, TaskStorage], role: Role::Optional { without: WITHOUT_REQUESTS } },

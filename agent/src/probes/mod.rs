@@ -5,6 +5,7 @@ pub mod compat;
 mod detach;
 mod gpu;
 mod gpu_stacks;
+mod iter;
 mod net;
 mod process;
 mod profile;

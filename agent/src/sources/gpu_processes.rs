@@ -13,7 +13,7 @@ use aya::maps::{MapData, RingBuf};
 use inferscope_shared::{DROP_PROC_EVENT, DROP_REASONS, PROC_EXEC, PROC_EXIT, PROC_LIBS_CHANGED, ProcEvent};
 
 use crate::{
-    discover::{Discovery, ProcessLibraries, maps::FileId, process},
+    discover::{Discovery, ProbeTarget, ProcessLibraries, maps::FileId, process},
     join::ProcessReading,
     model::ProcessIdentity,
     probes::{GpuProbes, ProcessProbes},
@@ -149,7 +149,7 @@ impl GpuProcesses {
             runtimes,
             loader,
             exe,
-        } = libs;
+        } = self.underneath(pid, libs);
         if let Some(loader) = &loader
             && let Err(e) = self.process.watch_loader(loader)
         {
@@ -202,6 +202,38 @@ impl GpuProcesses {
         for key in gone {
             self.release(key, pid);
         }
+    }
+
+    /// The libraries with each file named by the inode its uprobes belong to.
+    /// /proc names a file on overlayfs by the overlay's inode, one per
+    /// container, while uprobes are set on the layer's file underneath, shared
+    /// by every replica of an image: probed once per replica, each call would
+    /// be counted once per replica. Asked of the kernel only for files on
+    /// filesystems without a block device of their own (overlayfs among them);
+    /// elsewhere /proc's identity is the file's.
+    fn underneath(&mut self, pid: u32, mut libs: ProcessLibraries) -> ProcessLibraries {
+        let mut targets: Vec<&mut ProbeTarget> = libs
+            .runtimes
+            .iter_mut()
+            .map(|r| &mut r.target)
+            .chain(libs.loader.as_mut())
+            .collect();
+        if !targets.iter().any(|t| libc::major(t.file.dev) == 0) {
+            return libs;
+        }
+        match self.process.mapped_files(pid) {
+            Ok(Some(files)) => {
+                for target in &mut targets {
+                    if let Some(&file) = files.get(&target.mapped_at) {
+                        target.file = file;
+                    }
+                }
+            }
+            Ok(None) => {}
+            // Gone meanwhile: the caller finds out from /proc.
+            Err(e) => log::debug!("pid {pid}: {e:#}"),
+        }
+        libs
     }
 
     /// Who `pid`, whose maps showed `mapped_exe`, is: from /proc, unless /proc
