@@ -246,3 +246,57 @@ fn queue_depth_agrees_with_the_servers_metrics_with_two_slots_and_four_clients()
         seen.1
     );
 }
+
+/// The OpenAI Responses API and Anthropic's Messages API, as agent frameworks
+/// and coding tools send them: streamed and whole, through the official Python
+/// clients. Each request is reported with the tokens the client was told, and
+/// a first token no later than the client saw it and not long before (where the
+/// client's clock times the request alone: see tests/clients).
+#[test]
+fn responses_and_messages_apis_through_the_official_clients_match_the_clients_view() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut agent = Agent::start_with_output("requests", &[]);
+    let server = LlamaServer::start(1);
+    agent.wait_for_log(&format!("capturing requests to port {}", server.port));
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/api_clients.py");
+    let out = Command::new(inferscope_tests::venv_python())
+        .arg(&script)
+        .arg(format!("http://127.0.0.1:{}", server.port))
+        .arg("smollm2")
+        .output()
+        .expect("running the API clients");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let views: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(views.len(), 6, "{views:?}");
+    for view in &views {
+        let path = format!("/v1/{}", view["api"].as_str().unwrap());
+        let r = agent.next_report(&format!("the request the client saw as {view}"));
+        eprintln!("client: {view}\nagent: {r}");
+        assert_eq!(
+            (r["path"].as_str(), r["outcome"].as_str()),
+            (Some(path.as_str()), Some("ok")),
+            "{r}"
+        );
+        assert_eq!(r["model"], "smollm2", "{r}");
+        assert_eq!(r["stream"], view["stream"], "{r}");
+        assert_eq!(r["output_tokens"], view["output_tokens"], "{r} vs {view}");
+        assert_eq!(r["input_tokens"], view["input_tokens"], "{r} vs {view}");
+        assert_eq!(r["token_source"], "usage", "{r}");
+        if view["stream"] == false {
+            assert!(r["ttft_s"].is_null(), "{r}");
+        } else if view["timed"] == true {
+            // The server sent the first token before the client read it, and
+            // the client sent the request before the server read it.
+            let client_ttft =
+                (view["first_token_ns"].as_u64().unwrap() - view["sent_ns"].as_u64().unwrap()) as f64 / 1e9;
+            let ttft = r["ttft_s"].as_f64().expect("a streamed request has a TTFT");
+            assert!(
+                ttft <= client_ttft && ttft >= client_ttft - 0.1,
+                "agent's TTFT {ttft} s vs the client's {client_ttft} s"
+            );
+        }
+    }
+}

@@ -21,14 +21,18 @@ const NCCL_WHEEL: &str = "nvidia-nccl-cu12==2.27.3";
 /// The venv's packages, pinned: the ground-truth servers' frameworks
 /// (tests/servers); rotel, a Rust OTLP collector (gRPC and HTTP receivers)
 /// shipped as a Python wheel; and Helm v4 as a library (helm-python-sdk: no
-/// helm binary) with PyYAML, for the chart check (tests/deploy).
-const SERVER_PACKAGES: [&str; 6] = [
+/// helm binary) with PyYAML, for the chart check (tests/deploy); the official
+/// OpenAI and Anthropic clients, which the Responses and Messages API tests
+/// stream through (tests/clients).
+const SERVER_PACKAGES: [&str; 8] = [
     "starlette==0.49.1",
     "uvicorn==0.38.0",
     "grpcio==1.76.0",
     "rotel==0.0.1a15",
     "helm-python-sdk==0.2.2",
     "PyYAML==6.0.3",
+    "openai==3.51.0",
+    "anthropic==2.10.0",
 ];
 /// VictoriaMetrics from Debian trixie (bookworm has none): ingests OTLP/HTTP and
 /// answers PromQL. Runs on bookworm once unpacked; pinned by digest.

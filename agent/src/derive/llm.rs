@@ -8,7 +8,8 @@ use std::{borrow::Cow, ops::Range};
 mod scan;
 
 /// Paths of text-generation endpoints: OpenAI-compatible (vLLM, SGLang, TGI,
-/// llama.cpp, Ollama), TGI native, llama.cpp native, Ollama native, Triton
+/// llama.cpp, Ollama: chat completions, completions, the Responses API),
+/// Anthropic's Messages API (as vLLM, SGLang, llama.cpp and Ollama serve it), TGI native, llama.cpp native, Ollama native, Triton
 /// (HTTP and gRPC), and gRPC generate services.
 pub fn is_generation_endpoint(path: &str) -> bool {
     let path = path.split('?').next().unwrap_or(path);
@@ -16,6 +17,8 @@ pub fn is_generation_endpoint(path: &str) -> bool {
         path,
         "/v1/chat/completions"
             | "/v1/completions"
+            | "/v1/responses"
+            | "/v1/messages"
             | "/v1/embeddings"
             | "/generate"
             | "/generate_stream"
@@ -128,9 +131,13 @@ pub struct Record<'a> {
     pub usage: Usage,
     /// The model the response names, for servers whose requests do not.
     pub model: Option<Cow<'a, str>>,
-    /// The stream's end marker (OpenAI's `data: [DONE]`): the generation is
-    /// complete, whatever happens to the connection next.
+    /// The stream's end marker (OpenAI's `data: [DONE]`, the Responses API's
+    /// `response.completed`, the Messages API's `message_stop`): the generation
+    /// is complete, whatever happens to the connection next.
     pub end: bool,
+    /// The stream reports that the generation failed (an `error` event, the
+    /// Responses API's `response.failed`) after a successful status line.
+    pub failed: bool,
 }
 
 pub fn read_record(bytes: &[u8]) -> Record<'_> {
@@ -275,11 +282,13 @@ pub fn read_record_typed(bytes: &[u8]) -> Record<'_> {
 
 impl<'a> From<shape::Record<'a>> for Record<'a> {
     fn from(r: shape::Record<'a>) -> Self {
+        let event = r.event;
         Record {
             content: r.carries_content(),
             usage: r.usage(),
             model: r.model.0,
-            end: false,
+            end: matches!(event, shape::Event::End | shape::Event::Failed),
+            failed: event == shape::Event::Failed,
         }
     }
 }
@@ -292,7 +301,7 @@ mod shape {
 
     use serde::{
         Deserialize, Deserializer,
-        de::{IgnoredAny, MapAccess, SeqAccess, Visitor},
+        de::{IgnoredAny, MapAccess, SeqAccess, Visitor, value::MapAccessDeserializer},
     };
 
     use super::{Cow, Usage};
@@ -441,6 +450,8 @@ mod shape {
     pub struct Delta {
         pub(super) content: NonEmpty,
         pub(super) reasoning_content: NonEmpty,
+        /// vLLM's name for `reasoning_content` since 0.10.
+        pub(super) reasoning: NonEmpty,
         pub(super) tool_calls: NonEmpty,
     }
 
@@ -458,7 +469,7 @@ mod shape {
                 || self
                     .delta
                     .as_ref()
-                    .is_some_and(|d| d.content.0 || d.reasoning_content.0 || d.tool_calls.0)
+                    .is_some_and(|d| d.content.0 || d.reasoning_content.0 || d.reasoning.0 || d.tool_calls.0)
         }
     }
 
@@ -469,17 +480,158 @@ mod shape {
         pub(super) special: Option<bool>,
     }
 
+    /// Ollama chat's message, or the Messages API's `message_start` message.
     #[derive(Default, Deserialize)]
     #[serde(default)]
     pub struct Message {
         pub(super) content: NonEmpty,
+        /// Ollama's reasoning models' thoughts, before the answer.
+        pub(super) thinking: NonEmpty,
+        pub(super) usage: Option<OpenAiUsage>,
     }
 
+    /// Token counts as chat completions name them, or as the Responses and
+    /// Messages APIs do (separate fields, so that a server sending both names
+    /// is still read).
     #[derive(Default, Deserialize)]
     #[serde(default)]
     pub struct OpenAiUsage {
         pub(super) completion_tokens: Count,
         pub(super) prompt_tokens: Count,
+        pub(super) output_tokens: Count,
+        pub(super) input_tokens: Count,
+    }
+
+    impl OpenAiUsage {
+        pub(super) fn read(&self) -> Usage {
+            Usage {
+                output_tokens: self.completion_tokens.0.or(self.output_tokens.0),
+                input_tokens: self.prompt_tokens.0.or(self.input_tokens.0),
+            }
+        }
+    }
+
+    /// What a record's `type` says of the stream (the Responses and Messages
+    /// APIs name each event).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub enum Event {
+        /// `response.completed`, `response.incomplete`, `message_stop`: the generation is over.
+        End,
+        /// `error` (both APIs), `response.failed`.
+        Failed,
+        /// Anything else, or no `type`. Lifecycle events (`response.created`,
+        /// `message_start`, …) carry no token: their other fields say so.
+        #[default]
+        Other,
+    }
+
+    impl FromKind<'_> for Event {
+        fn from_kind(k: Kind<'_, '_>) -> Self {
+            let name = match k {
+                Kind::Str(s) => s,
+                Kind::Borrowed(s) => s,
+                _ => return Event::Other,
+            };
+            match name {
+                "response.completed" | "response.incomplete" | "message_stop" => Event::End,
+                "error" | "response.failed" => Event::Failed,
+                _ => Event::Other,
+            }
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Event {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(Any(Event::from_kind))
+        }
+    }
+
+    /// A field that is text in some servers' records and an object in others'
+    /// (`response`: Ollama's generated text, or the Responses API's response;
+    /// `delta`: the Responses API's token text, or a Messages API content
+    /// block's delta). Anything but an object keeps what `NonEmpty` keeps.
+    pub enum TextOr<T> {
+        Text(NonEmpty),
+        Object(T),
+    }
+
+    impl<T> Default for TextOr<T> {
+        fn default() -> Self {
+            TextOr::Text(NonEmpty(false))
+        }
+    }
+
+    impl<T> TextOr<T> {
+        pub(super) fn text(&self) -> bool {
+            matches!(self, TextOr::Text(NonEmpty(true)))
+        }
+
+        pub(super) fn object(&self) -> Option<&T> {
+            match self {
+                TextOr::Object(o) => Some(o),
+                TextOr::Text(_) => None,
+            }
+        }
+    }
+
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for TextOr<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            /// An object as `T`; anything else as `NonEmpty`'s visitor reads it.
+            struct Either<T>(std::marker::PhantomData<T>);
+            impl<'de, T: Deserialize<'de>> Visitor<'de> for Either<T> {
+                type Value = TextOr<T>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("any JSON value")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<TextOr<T>, A::Error> {
+                    T::deserialize(MapAccessDeserializer::new(map)).map(TextOr::Object)
+                }
+                fn visit_str<E>(self, v: &str) -> Result<TextOr<T>, E> {
+                    Ok(TextOr::Text(NonEmpty::from_kind(Kind::Str(v))))
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<TextOr<T>, A::Error> {
+                    Any(NonEmpty::from_kind).visit_seq(seq).map(TextOr::Text)
+                }
+                fn visit_u64<E>(self, _: u64) -> Result<TextOr<T>, E> {
+                    Ok(TextOr::default())
+                }
+                fn visit_i64<E>(self, _: i64) -> Result<TextOr<T>, E> {
+                    Ok(TextOr::default())
+                }
+                fn visit_f64<E>(self, _: f64) -> Result<TextOr<T>, E> {
+                    Ok(TextOr::default())
+                }
+                fn visit_bool<E>(self, _: bool) -> Result<TextOr<T>, E> {
+                    Ok(TextOr::default())
+                }
+                fn visit_unit<E>(self) -> Result<TextOr<T>, E> {
+                    Ok(TextOr::default())
+                }
+            }
+            d.deserialize_any(Either(std::marker::PhantomData))
+        }
+    }
+
+    /// The Responses API's response object in its lifecycle events: only its usage.
+    #[derive(Default, Deserialize)]
+    #[serde(default)]
+    pub struct ResponseObject {
+        pub(super) usage: Option<OpenAiUsage>,
+    }
+
+    /// A Messages API `content_block_delta`'s delta: text, thinking or a tool's input.
+    #[derive(Default, Deserialize)]
+    #[serde(default)]
+    pub struct BlockDelta {
+        pub(super) text: NonEmpty,
+        pub(super) thinking: NonEmpty,
+        pub(super) partial_json: NonEmpty,
+    }
+
+    impl BlockDelta {
+        pub(super) fn carries_content(&self) -> bool {
+            self.text.0 || self.thinking.0 || self.partial_json.0
+        }
     }
 
     #[derive(Default, Deserialize)]
@@ -499,10 +651,18 @@ mod shape {
     #[derive(Default, Deserialize)]
     #[serde(default)]
     pub struct Record<'a> {
+        #[serde(rename = "type")]
+        pub(super) event: Event,
         pub(super) choices: Option<AnyContent>,
         pub(super) token: Option<Token>,
-        pub(super) message: Option<Message>,
-        pub(super) response: NonEmpty,
+        /// Ollama chat's message, the Messages API's `message_start` message;
+        /// a string in errors (the Responses API's `error` event), which is no content.
+        pub(super) message: TextOr<Message>,
+        pub(super) response: TextOr<ResponseObject>,
+        pub(super) delta: TextOr<BlockDelta>,
+        pub(super) output: NonEmpty,
+        /// Ollama's `/api/generate` reasoning, beside `response`.
+        pub(super) thinking: NonEmpty,
         pub(super) content: NonEmpty,
         pub(super) text_output: NonEmpty,
         pub(super) usage: Option<OpenAiUsage>,
@@ -524,18 +684,35 @@ mod shape {
             if let Some(token) = &self.token {
                 return token.text.0 && token.special != Some(true);
             }
-            // Ollama chat and generate, llama.cpp /completion, Triton generate_stream.
-            self.message.as_ref().is_some_and(|m| m.content.0)
-                || self.response.0
+            // The Responses API's deltas (output text, reasoning, a function
+            // call's arguments) and a Messages API content block delta.
+            if self.delta.text() || self.delta.object().is_some_and(BlockDelta::carries_content) {
+                return true;
+            }
+            // Ollama chat and generate, llama.cpp /completion, Triton
+            // generate_stream, whole Messages and Responses API answers.
+            self.message.object().is_some_and(|m| m.content.0 || m.thinking.0)
+                || self.response.text()
+                || self.thinking.0
                 || self.content.0
+                || self.output.0
                 || self.text_output.0
         }
 
         pub fn usage(&self) -> Usage {
             if let Some(u) = &self.usage {
+                return u.read();
+            }
+            // The Responses API's `response.completed` (and `incomplete`, `failed`).
+            if let Some(u) = self.response.object().and_then(|r| r.usage.as_ref()) {
+                return u.read();
+            }
+            // The Messages API's `message_start`: the prompt's tokens; its output
+            // count is a placeholder that `message_delta` replaces.
+            if let Some(u) = self.message.object().and_then(|m| m.usage.as_ref()) {
                 return Usage {
-                    output_tokens: u.completion_tokens.0,
-                    input_tokens: u.prompt_tokens.0,
+                    output_tokens: None,
+                    input_tokens: u.read().input_tokens,
                 };
             }
             // Ollama's final record.
@@ -661,10 +838,131 @@ mod tests {
         assert_eq!((r.content, r.usage.output_tokens), (false, Some(5)));
     }
 
+    /// The Responses API as its streams send it: the first token is the first
+    /// delta of output text, reasoning or a function call's arguments; lifecycle
+    /// events and the `done` events that repeat the whole text are not tokens.
+    #[test]
+    fn responses_api_events_are_read_by_their_type() {
+        let not_tokens = [
+            r#"{"type":"response.created","sequence_number":0,"response":{"id":"resp_1","object":"response","status":"in_progress","model":"smol","output":[],"usage":null}}"#,
+            r#"{"type":"response.in_progress","response":{"id":"resp_1","output":[]}}"#,
+            r#"{"type":"response.output_item.added","output_index":0,"item":{"id":"msg_1","type":"message","content":[]}}"#,
+            r#"{"type":"response.content_part.added","item_id":"msg_1","part":{"type":"output_text","text":""}}"#,
+            r#"{"type":"response.output_text.delta","item_id":"msg_1","delta":""}"#,
+            r#"{"type":"response.output_text.done","item_id":"msg_1","text":"Once upon a time"}"#,
+            r#"{"type":"response.output_item.done","item":{"type":"message","content":[{"type":"output_text","text":"Once"}]}}"#,
+        ];
+        for r in not_tokens {
+            let read = read_record(r.as_bytes());
+            assert!(!read.content && !read.end && !read.failed, "{r}");
+        }
+        for delta in [
+            "output_text",
+            "reasoning_text",
+            "reasoning_summary_text",
+            "function_call_arguments",
+        ] {
+            let r = format!(
+                r#"{{"type":"response.{delta}.delta","item_id":"x","output_index":0,"delta":"tok","sequence_number":4}}"#
+            );
+            assert!(read_record(r.as_bytes()).content, "{r}");
+        }
+        let completed = br#"{"type":"response.completed","response":{"id":"resp_1","status":"completed","output":[{"type":"message","content":[{"type":"output_text","text":"Once"}]}],"usage":{"input_tokens":11,"output_tokens":7,"total_tokens":18}}}"#;
+        let r = read_record(completed);
+        assert_eq!(
+            (r.content, r.end, r.failed, r.usage),
+            (
+                false,
+                true,
+                false,
+                Usage {
+                    output_tokens: Some(7),
+                    input_tokens: Some(11)
+                }
+            )
+        );
+        let failed = br#"{"type":"response.failed","response":{"status":"failed","error":{"code":"server_error"},"usage":null}}"#;
+        assert!(read_record(failed).failed && read_record(failed).end);
+        assert!(read_record(br#"{"type":"error","code":"x","message":"y","sequence_number":3}"#).failed);
+        // A whole (not streamed) response: its output is content, its usage counts.
+        let whole = br#"{"id":"resp_1","object":"response","status":"completed","model":"smol","output":[{"type":"message","content":[{"type":"output_text","text":"Hi"}]}],"usage":{"input_tokens":3,"output_tokens":2}}"#;
+        let r = read_record(whole);
+        assert_eq!(
+            (r.content, r.usage.output_tokens, r.model.as_deref()),
+            (true, Some(2), Some("smol"))
+        );
+    }
+
+    /// Anthropic's Messages API: the first token is the first content block
+    /// delta with text, thinking or a tool's input; `message_start` gives the
+    /// prompt's tokens, `message_delta` the answer's.
+    #[test]
+    fn messages_api_events_are_read_by_their_type() {
+        let start = br#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"model":"smol","stop_reason":null,"usage":{"input_tokens":25,"output_tokens":1}}}"#;
+        let r = read_record(start);
+        assert_eq!(
+            (r.content, r.usage),
+            (
+                false,
+                Usage {
+                    output_tokens: None,
+                    input_tokens: Some(25)
+                }
+            )
+        );
+        for r in [
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            r#"{"type": "ping"}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":""}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"abc"}}"#,
+            r#"{"type":"content_block_stop","index":0}"#,
+        ] {
+            assert!(!read_record(r.as_bytes()).content, "{r}");
+        }
+        for delta in [
+            r#"{"type":"text_delta","text":"Hello"}"#,
+            r#"{"type":"thinking_delta","thinking":"Let me"}"#,
+            r#"{"type":"input_json_delta","partial_json":"{\"city\":"}"#,
+        ] {
+            let r = format!(r#"{{"type":"content_block_delta","index":0,"delta":{delta}}}"#);
+            assert!(read_record(r.as_bytes()).content, "{r}");
+        }
+        let delta = br#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":15}}"#;
+        let r = read_record(delta);
+        assert_eq!(
+            (r.content, r.usage.output_tokens, r.end),
+            (false, Some(15), false)
+        );
+        assert!(read_record(br#"{"type":"message_stop"}"#).end);
+        let error = br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        assert!(read_record(error).failed);
+        // A whole (not streamed) message.
+        let whole = br#"{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"Hi"}],"model":"smol","usage":{"input_tokens":4,"output_tokens":2}}"#;
+        let r = read_record(whole);
+        assert_eq!(
+            (r.content, r.usage),
+            (
+                true,
+                Usage {
+                    output_tokens: Some(2),
+                    input_tokens: Some(4)
+                }
+            )
+        );
+    }
+
     #[test]
     fn ollama_and_completions_content_is_seen() {
         assert!(read_record(br#"{"message":{"role":"assistant","content":"x"},"done":false}"#).content);
         assert!(read_record(br#"{"response":"x","done":false}"#).content);
+        // Reasoning before the answer is generated content too.
+        assert!(
+            read_record(br#"{"message":{"role":"assistant","content":"","thinking":"Hm"},"done":false}"#)
+                .content
+        );
+        assert!(read_record(br#"{"response":"","thinking":"Hm","done":false}"#).content);
+        assert!(read_record(br#"{"choices":[{"delta":{"reasoning":"Hm"}}]}"#).content);
+        assert!(read_record(br#"{"choices":[{"delta":{"reasoning_content":"Hm"}}]}"#).content);
         assert!(read_record(br#"{"choices":[{"text":"x"}]}"#).content);
         assert!(!read_record(b"[DONE]").content);
         assert!(read_record(b"[DONE]").end && read_record(b" [DONE]\r").end);
@@ -704,6 +1002,9 @@ mod tests {
     #[test]
     fn generation_endpoints_are_recognised() {
         assert!(is_generation_endpoint("/v1/chat/completions"));
+        assert!(is_generation_endpoint("/v1/responses"));
+        assert!(is_generation_endpoint("/v1/messages"));
+        assert!(!is_generation_endpoint("/v1/messages/count_tokens"));
         assert!(is_generation_endpoint("/api/chat"));
         assert!(is_generation_endpoint("/v2/models/m/generate_stream"));
         assert!(!is_generation_endpoint("/health"));

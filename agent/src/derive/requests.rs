@@ -99,6 +99,8 @@ struct InFlight {
     /// When the stream's end marker was sent: clients that stop reading there
     /// and close before the transfer's own end still got a whole answer.
     ended_ns: Option<u64>,
+    /// The body said the generation failed, whatever the status said.
+    failure_reported: bool,
 }
 
 impl InFlight {
@@ -561,6 +563,7 @@ impl Conn {
                     let mut r = self.in_flight.pop_front().expect("front exists");
                     if matches!(r.body, BodyKind::Plain) && !r.response_body.is_empty() {
                         let rec = llm::read_record(&r.response_body);
+                        r.failure_reported |= rec.failed;
                         r.usage.merge(rec.usage);
                         r.model = r.model.or(rec.model.map(Cow::into_owned));
                     }
@@ -726,6 +729,7 @@ impl InFlight {
         if rec.end {
             self.ended_ns = Some(ts_ns);
         }
+        self.failure_reported |= rec.failed;
         self.usage.merge(rec.usage);
         if self.model.is_none() {
             self.model = rec.model.map(Cow::into_owned);
@@ -810,7 +814,7 @@ fn finish(
         BodyKind::Grpc(_) => r.path.contains("Stream"),
         BodyKind::Sse(_) | BodyKind::Ndjson(_) => true,
     };
-    let failed = r.status >= 400 || r.grpc_status.is_some_and(|s| s != 0);
+    let failed = r.status >= 400 || r.grpc_status.is_some_and(|s| s != 0) || r.failure_reported;
     let outcome = if outcome == Outcome::Ok && failed {
         Outcome::Error
     } else {

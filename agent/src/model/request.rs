@@ -43,7 +43,8 @@ impl RequestRecord {
     pub fn operation(&self) -> Option<&'static str> {
         let path = self.path.split('?').next().unwrap_or(&self.path);
         match path {
-            "/v1/chat/completions" | "/api/chat" => Some("chat"),
+            // The Responses and Messages APIs are conversations too.
+            "/v1/chat/completions" | "/v1/responses" | "/v1/messages" | "/api/chat" => Some("chat"),
             "/v1/embeddings" | "/api/embed" | "/api/embeddings" => Some("embeddings"),
             "/v1/completions" | "/completion" | "/completions" | "/generate" | "/generate_stream"
             | "/api/generate" => Some("text_completion"),
@@ -136,7 +137,8 @@ impl Protocol {
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Ok,
-    /// Status >= 400, or a non-zero `grpc-status`.
+    /// Status >= 400, a non-zero `grpc-status`, or a body that reports a
+    /// failure (an `error` event, the Responses API's `response.failed`).
     Error,
     /// The client closed or reset the connection first.
     Cancelled,

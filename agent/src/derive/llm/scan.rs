@@ -12,7 +12,8 @@
 use std::ops::Range;
 
 use super::shape::{
-    AnyContent, Choice, Delta, Details, FromKind, Kind, Message, OpenAiUsage, Record, Text, Token, Unkept,
+    AnyContent, BlockDelta, Choice, Delta, Details, Event, FromKind, Kind, Message, OpenAiUsage, Record,
+    ResponseObject, Text, TextOr, Token, Unkept,
 };
 
 /// Deeper nesting is left to the typed reader (serde_json's limit is 128).
@@ -94,11 +95,11 @@ impl<'a> Scanner<'a> {
                 }
                 "message" => {
                     seen.first(2)?;
-                    r.message = s.nullable(Self::message)?;
+                    r.message = s.text_or(Self::message)?;
                 }
                 "response" => {
                     seen.first(3)?;
-                    r.response = s.unkept()?;
+                    r.response = s.text_or(Self::response_object)?;
                 }
                 "content" => {
                     seen.first(4)?;
@@ -136,11 +137,53 @@ impl<'a> Scanner<'a> {
                     seen.first(12)?;
                     r.model = Text::from_kind(s.any()?);
                 }
+                "type" => {
+                    seen.first(13)?;
+                    r.event = Event::from_kind(s.any()?);
+                }
+                "delta" => {
+                    seen.first(14)?;
+                    r.delta = s.text_or(Self::block_delta)?;
+                }
+                "output" => {
+                    seen.first(15)?;
+                    r.output = s.unkept()?;
+                }
+                "thinking" => {
+                    seen.first(16)?;
+                    r.thinking = s.unkept()?;
+                }
                 _ => s.skip()?,
             }
             Ok(())
         })?;
         Ok(r)
+    }
+
+    fn response_object(&mut self) -> Scan<ResponseObject> {
+        let mut r = ResponseObject::default();
+        let mut seen = Seen::default();
+        self.object(|s, key| {
+            match key {
+                "usage" => {
+                    seen.first(0)?;
+                    r.usage = s.nullable(Self::usage)?;
+                }
+                _ => s.skip()?,
+            }
+            Ok(())
+        })?;
+        Ok(r)
+    }
+
+    fn block_delta(&mut self) -> Scan<BlockDelta> {
+        let mut d = BlockDelta::default();
+        self.flat_object(&mut [
+            ("text", &mut d.text),
+            ("thinking", &mut d.thinking),
+            ("partial_json", &mut d.partial_json),
+        ])?;
+        Ok(d)
     }
 
     fn choices(&mut self) -> Scan<AnyContent> {
@@ -177,6 +220,7 @@ impl<'a> Scanner<'a> {
         self.flat_object(&mut [
             ("content", &mut d.content),
             ("reasoning_content", &mut d.reasoning_content),
+            ("reasoning", &mut d.reasoning),
             ("tool_calls", &mut d.tool_calls),
         ])?;
         Ok(d)
@@ -208,7 +252,25 @@ impl<'a> Scanner<'a> {
 
     fn message(&mut self) -> Scan<Message> {
         let mut m = Message::default();
-        self.flat_object(&mut [("content", &mut m.content)])?;
+        let mut seen = Seen::default();
+        self.object(|s, key| {
+            match key {
+                "content" => {
+                    seen.first(0)?;
+                    m.content = s.unkept()?;
+                }
+                "usage" => {
+                    seen.first(1)?;
+                    m.usage = s.nullable(Self::usage)?;
+                }
+                "thinking" => {
+                    seen.first(2)?;
+                    m.thinking = s.unkept()?;
+                }
+                _ => s.skip()?,
+            }
+            Ok(())
+        })?;
         Ok(m)
     }
 
@@ -217,6 +279,8 @@ impl<'a> Scanner<'a> {
         self.flat_object(&mut [
             ("completion_tokens", &mut u.completion_tokens),
             ("prompt_tokens", &mut u.prompt_tokens),
+            ("output_tokens", &mut u.output_tokens),
+            ("input_tokens", &mut u.input_tokens),
         ])?;
         Ok(u)
     }
@@ -251,6 +315,15 @@ impl<'a> Scanner<'a> {
             self.unkept = Some(start..start + s.len());
         }
         Ok(T::from_kind(kind))
+    }
+
+    /// An object as `object` reads it; anything else as an unkept field (`TextOr`).
+    fn text_or<T>(&mut self, object: impl FnOnce(&mut Self) -> Scan<T>) -> Scan<TextOr<T>> {
+        if self.peek() == Some(b'{') {
+            object(self).map(TextOr::Object)
+        } else {
+            self.unkept().map(TextOr::Text)
+        }
     }
 
     /// `null` as `None`, else what `read` makes of the value (as serde's `Option`).
@@ -460,7 +533,7 @@ mod tests {
     use super::super::{StreamReader, read_record, read_record_typed};
 
     /// Records servers send, each read by both paths.
-    const RECORDS: [&str; 10] = [
+    const RECORDS: [&str; 16] = [
         r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"smollm2","choices":[{"index":0,"delta":{"content":" kernel"},"logprobs":null,"finish_reason":null}],"system_fingerprint":"b1"}"#,
         r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#,
         r#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":34,"total_tokens":46}}"#,
@@ -471,6 +544,12 @@ mod tests {
         r#"{"message":{"role":"assistant","content":"x"},"done":false}"#,
         r#"{"model_name":"ensemble","text_output":"hi"}"#,
         r#" { "choices" : [ { "text" : "x" , "delta" : null } ] , "model" : null } "#,
+        r#"{"type":"response.created","sequence_number":0,"response":{"id":"resp_1","status":"in_progress","model":"smol","output":[],"usage":null}}"#,
+        r#"{"type":"response.output_text.delta","item_id":"msg_1","output_index":0,"content_index":0,"delta":"tok","sequence_number":4}"#,
+        r#"{"type":"response.completed","response":{"id":"resp_1","output":[{"type":"message"}],"usage":{"input_tokens":11,"output_tokens":7}}}"#,
+        r#"{"type":"message_start","message":{"id":"msg_1","content":[],"model":"smol","usage":{"input_tokens":25,"output_tokens":1}}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello"}}"#,
+        r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":15}}"#,
     ];
 
     #[test]
@@ -522,6 +601,7 @@ mod tests {
             "delta",
             "content",
             "reasoning_content",
+            "reasoning",
             "tool_calls",
             "text",
             "token",
@@ -540,6 +620,12 @@ mod tests {
             "generated_tokens",
             "model",
             "index",
+            "type",
+            "output",
+            "input_tokens",
+            "output_tokens",
+            "thinking",
+            "partial_json",
             "x",
         ])
     }
@@ -555,6 +641,12 @@ mod tests {
             r#""token":{"id":1,"text":"tok","special":false}"#,
             r#""message":{"role":"assistant","content":"tok"}"#,
             r#""text_output":"tok""#,
+            r#""type":"response.output_text.delta","delta":"tok""#,
+            r#""type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"tok"}"#,
+            r#""delta":{"type":"thinking_delta","thinking":"tok"}"#,
+            r#""choices":[{"index":0,"delta":{"reasoning":"tok"}}]"#,
+            r#""message":{"role":"assistant","content":"","thinking":"tok"}"#,
+            r#""response":"","thinking":"tok""#,
         ]);
         let members = || prop::collection::vec((field_name(), recordish()), 0..3);
         (members(), token, members(), 0..3usize).prop_map(|(before, token, after, model_at)| {
@@ -594,6 +686,9 @@ mod tests {
             "{}",
             "tru",
             "\"\u{1}\"",
+            "\"error\"",
+            "\"response.completed\"",
+            "\"message_stop\"",
         ])
         .prop_map(str::to_string);
         leaf.prop_recursive(4, 32, 6, move |inner| {
