@@ -1,8 +1,9 @@
 //! `cargo xtask kernels`: the agent and its integration tests on the kernels GPU
 //! fleets run, booted here under QEMU, plus this host's kernel, in one table.
 //!
-//! Debian's cloud kernels come from `apt-get download` (BTF and everything the
-//! guest needs are built in: no modules), cached in `~/.cache/inferscope/kernels`.
+//! Debian's cloud kernels come from `apt-get download` (BTF and nearly everything
+//! the guest needs are built in; overlayfs, a module, is loaded from the same
+//! package), cached in `~/.cache/inferscope/kernels`.
 //! The guest is an initramfs of busybox, the agent, the test executables and
 //! every file they use, each at the path it has here (the tests hold absolute
 //! paths compiled in), and an `/init` that runs the selected tests and powers
@@ -329,7 +330,7 @@ fn init_script(build: &TestBuild, fixtures: &Path) -> String {
          mount -t devtmpfs devtmpfs /dev\n\
          mkdir -p /tmp /mnt /root\n\
          ip link set lo up\n\
-         insmod /lib/modules/$(uname -r)/overlay.ko\n\
+         insmod /usr/lib/modules/$(uname -r)/overlay.ko\n\
          echo '@@ kernel' $(uname -r)\n\
          echo '@@ check'\n\
          {agent} check 2>&1\n\
@@ -378,7 +379,10 @@ fn guest_modules(kernels: &[(String, PathBuf)], out: &Path) -> Result<Vec<(PathB
             anyhow::ensure!(unpacked.status.success(), "xz -dc {} failed", packed.display());
             fs::write(&here, unpacked.stdout)?;
         }
-        modules.push((PathBuf::from(format!("/lib/modules/{release}/overlay.ko")), here));
+        modules.push((
+            PathBuf::from(format!("/usr/lib/modules/{release}/overlay.ko")),
+            here,
+        ));
     }
     Ok(modules)
 }
