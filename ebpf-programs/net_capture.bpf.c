@@ -113,16 +113,61 @@ struct ssl_call {
 	__u8 pad[2];
 };
 
-/* SSL* -> its watched socket. Servers on memory BIOs (asyncio, Node, Go-style
- * event loops) do the socket I/O outside the SSL call: there, an SSL_read is
- * linked to the watched socket its thread received from last, and later calls
- * on the same SSL* (writes included) reuse the link. */
+/* An SSL object or BIO of one process: heap addresses repeat across processes. */
+struct tls_object {
+	__u32 tgid;
+	__u32 pad;
+	__u64 addr;
+};
+
+/*
+ * SSL object -> its watched socket, set where that is known: by the socket I/O
+ * inside an SSL call (a socket BIO: blocking servers), or by the ciphertext an
+ * event loop feeds the object's read BIO (a memory BIO: asyncio, uvloop), which
+ * is the buffer a receive from that socket filled. Both are seen again with
+ * every call or receive, so a new object at a freed one's address is linked
+ * anew before its first read. Later calls on the same object (writes included)
+ * use the link. Where neither is seen, an SSL_read without a link takes the
+ * socket its thread received from last.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
-	__type(key, __u64);
+	__type(key, struct tls_object);
 	__type(value, struct ssl_link);
 } ssl_links SEC(".maps");
+
+/* Read BIO -> the SSL object reading from it (SSL_set_bio). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct tls_object);
+	__type(value, __u64);
+} bio_ssls SEC(".maps");
+
+/* A watched receive of a TLS server (read, recvfrom), by the buffer it filled:
+ * an event loop writes those bytes into an SSL object's read BIO next,
+ * whichever other sockets it read in between. */
+struct recv_buffer {
+	struct ssl_link link;
+	__u32 len;  /* bytes received: BIO_write is given as many */
+	__u32 tid;  /* the thread that received them writes them */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct tls_object);
+	__type(value, struct recv_buffer);
+} recv_buffers SEC(".maps");
+
+/* Processes whose OpenSSL calls are probed, by tgid (set by the agent). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u8);
+} tls_pids SEC(".maps");
 
 /*
  * Per thread (task storage: freed with the thread, and one lookup per socket
@@ -344,6 +389,22 @@ static __always_inline __u32 capture_limit(__u64 len)
 	return len < limit ? len : limit;
 }
 
+/* In a TLS server: where this receive's `len` bytes went, and from which socket. */
+static __always_inline void remember_recv_buffer(const struct ssl_link *link, int len)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 tgid = task->tgid;
+	if (!bpf_map_lookup_elem(&tls_pids, &tgid))
+		return;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	long nr = regs->orig_ax;
+	if (nr != NR_READ && nr != NR_RECVFROM)
+		return;
+	struct tls_object buf = { .tgid = tgid, .addr = regs->si };
+	struct recv_buffer received = { .link = *link, .len = len, .tid = task->pid };
+	bpf_map_update_elem(&recv_buffers, &buf, &received, BPF_ANY);
+}
+
 static __always_inline int capture(struct sock *sk, int ret, __u8 direction)
 {
 	const struct sock_common *skc = (const struct sock_common *)sk;
@@ -368,12 +429,14 @@ static __always_inline int capture(struct sock *sk, int ret, __u8 direction)
 		tt->call.local_port = port;
 		tt->call.remote_port = remote_port;
 		tt->call.linked = 1;
-		bpf_map_update_elem(&ssl_links, &tt->call.ssl, &link, BPF_ANY);
+		struct tls_object ssl = { .tgid = current_tgid(), .addr = tt->call.ssl };
+		bpf_map_update_elem(&ssl_links, &ssl, &link, BPF_ANY);
 		return 0;
 	}
 	if (tt && direction == NET_RECV) {
 		tt->last_recv = link;
 		tt->has_last_recv = 1;
+		remember_recv_buffer(&link, ret);
 	}
 	if (tls_on && bpf_map_lookup_elem(&tls_socks, &cookie))
 		return 0;
@@ -539,6 +602,49 @@ int ssl_write_enter(struct pt_regs *ctx) { return ssl_enter(ctx, NET_SEND, false
 SEC("uprobe")
 int ssl_write_ex_enter(struct pt_regs *ctx) { return ssl_enter(ctx, NET_SEND, true); }
 
+/* SSL_set_bio(ssl, rbio, wbio): which SSL object reads the ciphertext written to rbio. */
+SEC("uprobe")
+int ssl_set_bio(struct pt_regs *ctx)
+{
+	struct tls_object rbio = { .tgid = current_tgid(), .addr = PT_REGS_PARM2(ctx) };
+	__u64 ssl = PT_REGS_PARM1(ctx);
+
+	if (rbio.addr)
+		bpf_map_update_elem(&bio_ssls, &rbio, &ssl, BPF_ANY);
+	return 0;
+}
+
+/*
+ * BIO_write(bio, data, len) in libcrypto: an event loop hands an SSL object's
+ * read BIO the ciphertext it received. When those are the bytes a watched
+ * receive of this thread put there (same address, same length, not handed on
+ * yet), the SSL object is that socket's. OpenSSL's own writes of records to a
+ * write BIO (inside SSL calls, or of a buffer that reuses freed memory) are
+ * not taken for one.
+ */
+SEC("uprobe")
+int bio_write(struct pt_regs *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	struct tls_thread *tt = tls_thread(0);
+	if (tt && tt->in_call)
+		return 0;
+	struct tls_object buf = { .tgid = tgid, .addr = PT_REGS_PARM2(ctx) };
+	struct recv_buffer *received = bpf_map_lookup_elem(&recv_buffers, &buf);
+	if (!received || received->tid != (__u32)pid_tgid || received->len != (__u32)PT_REGS_PARM3(ctx))
+		return 0;
+	struct ssl_link link = received->link;
+	bpf_map_delete_elem(&recv_buffers, &buf);
+	struct tls_object bio = { .tgid = tgid, .addr = PT_REGS_PARM1(ctx) };
+	__u64 *ssl = bpf_map_lookup_elem(&bio_ssls, &bio);
+	if (!ssl)
+		return 0;
+	struct tls_object key = { .tgid = tgid, .addr = *ssl };
+	bpf_map_update_elem(&ssl_links, &key, &link, BPF_ANY);
+	return 0;
+}
+
 SEC("uretprobe")
 int ssl_return(struct pt_regs *ctx)
 {
@@ -549,14 +655,17 @@ int ssl_return(struct pt_regs *ctx)
 	tt->in_call = 0;
 	if (!c.linked) {
 		/* No socket I/O inside this call: a memory BIO, or data from OpenSSL's buffer. */
-		struct ssl_link *link = bpf_map_lookup_elem(&ssl_links, &c.ssl);
+		struct tls_object ssl = { .tgid = current_tgid(), .addr = c.ssl };
+		struct ssl_link *link = bpf_map_lookup_elem(&ssl_links, &ssl);
 		if (!link && c.direction == NET_RECV && tt->has_last_recv) {
 			link = &tt->last_recv;
-			bpf_map_update_elem(&ssl_links, &c.ssl, link, BPF_ANY);
+			bpf_map_update_elem(&ssl_links, &ssl, link, BPF_ANY);
 		}
 		/* Still none: not a watched connection (the server as a TLS client, say). */
-		if (!link)
+		if (!link) {
+			count_drop(DROP_TLS_UNATTRIBUTED);
 			return 0;
+		}
 		c.sock_cookie = link->sock_cookie;
 		c.local_port = link->local_port;
 		c.remote_port = link->remote_port;

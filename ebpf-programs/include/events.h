@@ -116,7 +116,8 @@ enum drop_reason {
 	DROP_PROC_EVENT_RING_FULL = 3,
 	DROP_UNREADABLE_ARGUMENT = 4,
 	DROP_NET_EVENT_RING_FULL = 5, /* socket capture ring buffer full */
-	DROP_REASONS = 6,
+	DROP_TLS_UNATTRIBUTED = 6, /* OpenSSL plaintext whose connection is not known */
+	DROP_REASONS = 7,
 };
 
 /* Process lifecycle, sent through the `proc_events` ring buffer. */

@@ -172,13 +172,14 @@ pub struct AllocKey {
 }
 
 /// Why the kernel side did not count something (`enum drop_reason`), index into `drops`.
-pub const DROP_REASONS: [&str; 6] = [
+pub const DROP_REASONS: [&str; 7] = [
     "stats_table_full",
     "alloc_table_full",
     "thread_state_unavailable",
     "proc_event_ring_full",
     "unreadable_argument",
     "net_event_ring_full",
+    "tls_unattributed",
 ];
 
 /// Index in [`DROP_REASONS`] of process events lost to a full ring buffer.

@@ -253,14 +253,9 @@ fn an_ndjson_stream_in_ollamas_shape_is_timed_and_its_token_counts_read() {
     assert_eq!(r["itl_s"].as_array().unwrap().len(), 5, "{r}");
 }
 
-/// HTTPS through OpenSSL: the agent reads the plaintext at SSL_read/SSL_write
-/// (uprobes on the server's libssl, for that process only) under the socket's
-/// identity, and drops the ciphertext it sees at the socket.
-#[test]
-fn a_tls_server_is_measured_from_its_openssl_plaintext() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = std::env::temp_dir().join(format!("inferscope-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// A new self-signed certificate and its key (in `dir`), as paths.
+fn self_signed(dir: &Path) -> [String; 2] {
+    std::fs::create_dir_all(dir).unwrap();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let openssl = std::process::Command::new("openssl")
         .args([
@@ -285,7 +280,19 @@ fn a_tls_server_is_measured_from_its_openssl_plaintext() {
         "{}",
         String::from_utf8_lossy(&openssl.stderr)
     );
-    let server = TestServer::start_with(&["--tls", cert.to_str().unwrap(), key.to_str().unwrap()]);
+    [cert, key].map(|p| p.display().to_string())
+}
+
+/// A uvicorn server serving HTTPS with a new self-signed certificate (in `dir`).
+fn tls_server(dir: &Path, args: &[&str]) -> TestServer {
+    let [cert, key] = self_signed(dir);
+    let mut all = vec!["--tls", &cert, &key];
+    all.extend(args);
+    TestServer::start_with(&all)
+}
+
+/// The agent watching only `server`, one line per finished request, once it captures its TLS.
+fn tls_agent(server: &TestServer) -> Agent {
     let mut agent = Agent::start_with_output(
         "requests",
         &[
@@ -296,6 +303,18 @@ fn a_tls_server_is_measured_from_its_openssl_plaintext() {
         ],
     );
     agent.wait_for_log(&format!("capturing TLS plaintext of pid {}", server.pid()));
+    agent
+}
+
+/// HTTPS through OpenSSL: the agent reads the plaintext at SSL_read/SSL_write
+/// (uprobes on the server's libssl, for that process only) under the socket's
+/// identity, and drops the ciphertext it sees at the socket.
+#[test]
+fn a_tls_server_is_measured_from_its_openssl_plaintext() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::temp_dir().join(format!("inferscope-tls-{}", std::process::id()));
+    let server = tls_server(&dir, &[]);
+    let mut agent = tls_agent(&server);
     let body = r#"{"model":"tls-model","tokens":8,"ttft_ms":120,"gap_ms":25,"stream":true}"#;
     let sent_at = monotonic_ns();
     let curl = std::process::Command::new("curl")
@@ -335,6 +354,72 @@ fn a_tls_server_is_measured_from_its_openssl_plaintext() {
     );
     assert_eq!(r["itl_s"].as_array().unwrap().len(), 7, "{r}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// TLS on an event loop (asyncio's OpenSSL on memory BIOs, as uvicorn, vLLM
+/// and SGLang serve HTTPS) does its socket I/O outside the OpenSSL calls, so
+/// each SSL object must be tied to its own connection, also as connections
+/// come and go and SSL objects are freed and allocated again.
+#[test]
+fn every_request_of_a_tls_event_loop_server_is_reported_under_concurrent_and_churned_connections() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::temp_dir().join(format!("inferscope-tls-load-{}", std::process::id()));
+    each_request_reported_under_tls_load(&tls_server(&dir, &["--quiet"]));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The same load on an event loop that receives from every ready connection
+/// before it decrypts any, and streams to all in turn: the socket its thread
+/// received from last is another connection's, and a guess from it mixes
+/// two connections' streams. The ciphertext each SSL object is fed says whose
+/// it is.
+#[test]
+fn a_tls_event_loop_that_reads_every_ready_connection_first_has_each_request_reported() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::temp_dir().join(format!("inferscope-tls-batch-{}", std::process::id()));
+    let [cert, key] = self_signed(&dir);
+    each_request_reported_under_tls_load(&TestServer::start_script(
+        "tls_batch_server.py",
+        &[],
+        &[&cert, &key],
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Twenty runs of keep-alive connections streaming at once and one-shot
+/// connections in between (tests/clients/tls_load.py): every request answered
+/// is reported whole.
+fn each_request_reported_under_tls_load(server: &TestServer) {
+    const RUNS: u32 = 20;
+    let mut agent = tls_agent(server);
+    let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/tls_load.py");
+    for run in 0..RUNS {
+        let out = std::process::Command::new(inferscope_tests::venv_python())
+            .arg(&client)
+            .args([&server.port.to_string(), "4", "3", "4"])
+            .output()
+            .expect("running the TLS load client");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let answered: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let answered = answered["answered"].as_u64().unwrap();
+        assert_eq!(
+            answered,
+            4 * 3 + 4,
+            "run {run}: the server left requests unanswered"
+        );
+        for i in 0..answered {
+            let r = agent.next_report(&format!("request {i} of {answered} in run {run}"));
+            assert_eq!(
+                (
+                    r["model"].as_str(),
+                    r["outcome"].as_str(),
+                    r["output_tokens"].as_u64()
+                ),
+                (Some("tls-load"), Some("ok"), Some(4)),
+                "run {run}, request {i}: {r}"
+            );
+        }
+    }
 }
 
 /// Runs a server in a network namespace of its own, with loopback up.

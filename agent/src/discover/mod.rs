@@ -136,19 +136,34 @@ impl Discovery {
     }
 }
 
-/// The OpenSSL `libssl` a process maps, if any.
-pub fn tls_library(proc_root: &Path, pid: u32) -> Option<ProbeTarget> {
+/// The OpenSSL libraries a process maps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsLibraries {
+    pub libssl: ProbeTarget,
+    /// Where `BIO_write` is, with which event loops feed ciphertext to OpenSSL.
+    pub libcrypto: Option<ProbeTarget>,
+}
+
+/// The OpenSSL `libssl` a process maps, if any, and its `libcrypto`.
+pub fn tls_libraries(proc_root: &Path, pid: u32) -> Option<TlsLibraries> {
     let dir = proc_root.join(pid.to_string());
     let listing = fs::read_to_string(dir.join("maps")).ok()?;
-    maps::parse(&listing)
-        .iter()
-        .find(|m| m.executable && m.file_name().is_some_and(|n| n.starts_with("libssl.so")))
-        .map(|m| ProbeTarget {
-            file: m.file,
-            mapped_at: m.start,
-            open_path: map_files_path(&dir, m),
-            path: m.path.clone(),
-        })
+    let mappings = maps::parse(&listing);
+    let find = |prefix: &str| {
+        mappings
+            .iter()
+            .find(|m| m.executable && m.file_name().is_some_and(|n| n.starts_with(prefix)))
+            .map(|m| ProbeTarget {
+                file: m.file,
+                mapped_at: m.start,
+                open_path: map_files_path(&dir, m),
+                path: m.path.clone(),
+            })
+    };
+    Some(TlsLibraries {
+        libssl: find("libssl.so")?,
+        libcrypto: find("libcrypto.so"),
+    })
 }
 
 fn map_files_path(proc_dir: &Path, m: &Mapping) -> PathBuf {

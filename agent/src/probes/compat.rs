@@ -128,6 +128,8 @@ pub const PROGRAMS: &[Program] = &[
     Program { object: "net_capture.bpf.o", name: "ssl_read_ex_enter", hook: "uprobe/SSL_read_ex", uses: &[Uprobe, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } },
     Program { object: "net_capture.bpf.o", name: "ssl_write_enter", hook: "uprobe/SSL_write", uses: &[Uprobe, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } },
     Program { object: "net_capture.bpf.o", name: "ssl_write_ex_enter", hook: "uprobe/SSL_write_ex", uses: &[Uprobe, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } },
+    Program { object: "net_capture.bpf.o", name: "ssl_set_bio", hook: "uprobe/SSL_set_bio", uses: &[Uprobe], role: Role::Optional { without: WITHOUT_TLS } },
+    Program { object: "net_capture.bpf.o", name: "bio_write", hook: "uprobe/BIO_write (libcrypto)", uses: &[Uprobe, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } },
     Program { object: "profile.bpf.o", name: "on_cpu_sample", hook: "perf event, software CPU clock, every CPU", uses: &[PerfEventSampling], role: Role::Optional { without: WITHOUT_PROFILES } },
     Program { object: "net_capture.bpf.o", name: "ssl_return", hook: "uretprobe/SSL_*", uses: &[Uprobe, RingBuf, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } },
 ];

@@ -7,13 +7,13 @@ use std::{collections::HashMap, num::NonZeroU32};
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{Array, MapData, RingBuf},
+    maps::{Array, HashMap as BpfHashMap, MapData, RingBuf},
     programs::uprobe::{UProbeAttachLocation, UProbeLink, UProbeScope},
 };
 use inferscope_shared::{DROP_REASONS, NET_CAPTURE_MAX, WATCH_ANY_NETNS};
 
 use super::{detach, read_drops};
-use crate::discover::{ProbeTarget, symbols};
+use crate::discover::{TlsLibraries, symbols};
 
 /// Socket sends and receives, on kernels from 6.3 on.
 const SOCK_TRACEPOINTS: [(&str, &str); 2] = [
@@ -69,12 +69,33 @@ impl std::fmt::Display for SocketHook {
     }
 }
 
-/// OpenSSL functions whose plaintext is captured: (symbol, entry program).
-const TLS_FUNCTIONS: [(&str, &str); 4] = [
-    ("SSL_read", "ssl_read_enter"),
-    ("SSL_read_ex", "ssl_read_ex_enter"),
-    ("SSL_write", "ssl_write_enter"),
-    ("SSL_write_ex", "ssl_write_ex_enter"),
+/// Which OpenSSL library a probed function is in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OpenSsl {
+    Ssl,
+    Crypto,
+}
+
+/// A probed OpenSSL function.
+struct TlsFunction {
+    library: OpenSsl,
+    symbol: &'static str,
+    entry: &'static str,
+    /// Whose plaintext is captured at its return (`TLS_RETURN`).
+    plaintext: bool,
+}
+
+/// OpenSSL functions probed in a TLS server: the calls whose plaintext is
+/// captured, and those that tie an SSL object to its connection (its read BIO,
+/// and the ciphertext an event loop writes to that BIO).
+#[rustfmt::skip]
+const TLS_FUNCTIONS: [TlsFunction; 6] = [
+    TlsFunction { library: OpenSsl::Ssl, symbol: "SSL_read", entry: "ssl_read_enter", plaintext: true },
+    TlsFunction { library: OpenSsl::Ssl, symbol: "SSL_read_ex", entry: "ssl_read_ex_enter", plaintext: true },
+    TlsFunction { library: OpenSsl::Ssl, symbol: "SSL_write", entry: "ssl_write_enter", plaintext: true },
+    TlsFunction { library: OpenSsl::Ssl, symbol: "SSL_write_ex", entry: "ssl_write_ex_enter", plaintext: true },
+    TlsFunction { library: OpenSsl::Ssl, symbol: "SSL_set_bio", entry: "ssl_set_bio", plaintext: false },
+    TlsFunction { library: OpenSsl::Crypto, symbol: "BIO_write", entry: "bio_write", plaintext: false },
 ];
 const TLS_RETURN: &str = "ssl_return";
 
@@ -100,7 +121,7 @@ impl NetProbes {
             .context("loading net_capture.bpf.o")?;
         let hook = attach_socket_hook(&mut ebpf, btf)?;
         super::attach_tp_btf(&mut ebpf, btf, &[STATE_TRACEPOINT])?;
-        for program in TLS_FUNCTIONS.iter().map(|f| f.1).chain([TLS_RETURN]) {
+        for program in TLS_FUNCTIONS.iter().map(|f| f.entry).chain([TLS_RETURN]) {
             super::uprobe(&mut ebpf, program)?
                 .load()
                 .with_context(|| format!("verifying {program}"))?;
@@ -134,31 +155,48 @@ impl NetProbes {
     }
 
     /// Captures the plaintext of one server process's OpenSSL calls (uprobes on
-    /// its `libssl`, for that process only). Returns how many functions were probed.
-    pub fn attach_tls(&mut self, pid: u32, libssl: &ProbeTarget) -> Result<usize> {
+    /// its `libssl` and `libcrypto`, for that process only). Returns how many
+    /// functions were probed.
+    pub fn attach_tls(&mut self, pid: u32, libraries: &TlsLibraries) -> Result<usize> {
         if self.tls.contains_key(&pid) {
             return Ok(0);
         }
-        let path = &libssl.open_path;
-        let offsets = symbols::function_offsets(path, TLS_FUNCTIONS.map(|f| f.0))?;
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or_else(|| anyhow!("pid 0"))?);
         let mut links = Vec::new();
+        let mut probed = 0;
         let mut result = Ok(());
-        for (symbol, entry) in TLS_FUNCTIONS {
-            let Some(&offset) = offsets.get(symbol) else {
+        for (library, target) in [
+            (OpenSsl::Ssl, Some(&libraries.libssl)),
+            (OpenSsl::Crypto, libraries.libcrypto.as_ref()),
+        ] {
+            let Some(target) = target else {
                 continue;
             };
-            for program in [entry, TLS_RETURN] {
-                match super::uprobe(&mut self.ebpf, program).and_then(|p| {
-                    let link = p.attach(UProbeAttachLocation::AbsoluteOffset(offset), path, scope)?;
-                    Ok(p.take_link(link)?)
-                }) {
-                    Ok(link) => links.push(link),
-                    Err(e) => result = Err(e.context(format!("attaching {program} to {symbol}"))),
+            let functions: Vec<&TlsFunction> =
+                TLS_FUNCTIONS.iter().filter(|f| f.library == library).collect();
+            let path = &target.open_path;
+            let offsets = symbols::function_offsets(path, functions.iter().map(|f| f.symbol))?;
+            for f in functions {
+                let Some(&offset) = offsets.get(f.symbol) else {
+                    continue;
+                };
+                probed += 1;
+                let programs = if f.plaintext {
+                    &[f.entry, TLS_RETURN][..]
+                } else {
+                    &[f.entry][..]
+                };
+                for &program in programs {
+                    match super::uprobe(&mut self.ebpf, program).and_then(|p| {
+                        let link = p.attach(UProbeAttachLocation::AbsoluteOffset(offset), path, scope)?;
+                        Ok(p.take_link(link)?)
+                    }) {
+                        Ok(link) => links.push(link),
+                        Err(e) => result = Err(e.context(format!("attaching {program} to {}", f.symbol))),
+                    }
                 }
             }
         }
-        let probed = links.len() / 2;
         self.tls.insert(pid, links);
         match result.and_then(|()| self.count_tls_processes()) {
             Ok(()) => Ok(probed),
@@ -169,9 +207,27 @@ impl NetProbes {
         }
     }
 
-    /// Tells the capture programs how many processes have OpenSSL probes: with
-    /// none, they skip the per-thread TLS bookkeeping on every send and receive.
+    /// Tells the capture programs which processes have OpenSSL probes (their
+    /// receive buffers are remembered), and how many: with none, they skip the
+    /// per-thread TLS bookkeeping on every send and receive.
     fn count_tls_processes(&mut self) -> Result<()> {
+        let mut pids: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
+            self.ebpf
+                .map_mut("tls_pids")
+                .ok_or_else(|| anyhow!("tls_pids missing"))?,
+        )?;
+        let stale: Vec<u32> = pids
+            .keys()
+            .flatten()
+            .filter(|p| !self.tls.contains_key(p))
+            .collect();
+        for pid in stale {
+            pids.remove(&pid).context("forgetting a process's TLS probes")?;
+        }
+        for &pid in self.tls.keys() {
+            pids.insert(pid, 1, 0)
+                .context("naming a process with TLS probes")?;
+        }
         set_entry(&mut self.ebpf, "tls_processes", 0, self.tls.len() as u32)
             .context("counting processes with TLS probes")
     }

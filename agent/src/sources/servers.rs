@@ -23,7 +23,7 @@ use crate::{
     discover::{
         listeners::{listening_ports, namespace_listeners, net_namespace},
         process::{self, server_engine},
-        tls_library,
+        tls_libraries,
     },
     model::{Engine, RequestRecord},
     probes::NetProbes,
@@ -129,13 +129,13 @@ impl Servers {
     fn refresh_ports(&mut self, pid: u32, netns: Option<u32>, listeners: &[(u16, u64)]) {
         // TLS: the plaintext of its OpenSSL calls (libssl may be loaded late: look until found).
         if !self.net.has_tls(pid)
-            && let Some(libssl) = tls_library(&self.proc_root, pid)
+            && let Some(libraries) = tls_libraries(&self.proc_root, pid)
         {
-            match self.net.attach_tls(pid, &libssl) {
+            match self.net.attach_tls(pid, &libraries) {
                 Ok(0) => {}
                 Ok(n) => log::info!(
                     "capturing TLS plaintext of pid {pid} ({n} functions in {})",
-                    libssl.path.display()
+                    libraries.libssl.path.display()
                 ),
                 Err(e) => log::warn!("pid {pid}: TLS traffic will not be decoded: {e:#}"),
             }
