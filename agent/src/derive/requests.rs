@@ -994,6 +994,27 @@ mod tests {
         );
     }
 
+    /// The Responses and Messages APIs report a failure inside a stream whose
+    /// status said 200: the request is an error, not a success with few tokens.
+    #[test]
+    fn a_stream_that_reports_a_failure_is_an_error() {
+        for failure in [
+            r#"{"type":"response.failed","response":{"status":"failed","error":{"code":"server_error"}}}"#,
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        ] {
+            let mut t = RequestTracker::new(Clock::starting_at(std::time::UNIX_EPOCH), 0);
+            let mut done = Vec::new();
+            t.on_event(&data(1, 0, NET_RECV, REQUEST), &mut done);
+            t.on_event(&data(1, 5, NET_SEND, HEAD), &mut done);
+            t.on_event(&data(1, 100, NET_SEND, &token("a")), &mut done);
+            let mut end = chunk(&format!("event: error\ndata: {failure}\n\n"));
+            end.extend_from_slice(b"0\r\n\r\n");
+            t.on_event(&data(1, 110, NET_SEND, &end), &mut done);
+            let [r] = done.as_slice() else { panic!("{done:?}") };
+            assert_eq!((r.status, r.outcome), (200, Outcome::Error), "{failure}");
+        }
+    }
+
     #[test]
     fn non_streaming_responses_get_duration_and_usage_but_no_ttft() {
         let mut t = RequestTracker::new(Clock::starting_at(std::time::UNIX_EPOCH), 0);
