@@ -13,7 +13,7 @@ use aya::maps::{MapData, RingBuf};
 use inferscope_shared::{DROP_PROC_EVENT, DROP_REASONS, PROC_EXEC, PROC_EXIT, PROC_LIBS_CHANGED, ProcEvent};
 
 use crate::{
-    discover::{Discovery, ProbeTarget, ProcessLibraries, maps::FileId, process},
+    discover::{Discovery, ProcessLibraries, maps::FileId, process},
     join::ProcessReading,
     model::ProcessIdentity,
     probes::{GpuProbes, ProcessProbes},
@@ -55,6 +55,8 @@ pub struct GpuProcesses {
     linger: Duration,
     /// Exec'd processes to look at again once their loader has had time to run.
     exec_pending: HashSet<u32>,
+    /// Per process, the runtime files the kernel named underneath the ones /proc shows.
+    underneath: HashMap<u32, HashMap<FileId, FileId>>,
     proc_events_lost: u64,
 }
 
@@ -82,6 +84,7 @@ impl GpuProcesses {
             unused: HashMap::new(),
             linger,
             exec_pending: HashSet::new(),
+            underneath: HashMap::new(),
             proc_events_lost: 0,
         };
         for pid in source.all_pids()? {
@@ -177,6 +180,7 @@ impl GpuProcesses {
             files.insert((lib.target.file, lib.runtime));
         }
         if files.is_empty() && !self.tracked.contains_key(&pid) {
+            self.underneath.remove(&pid);
             return;
         }
         // exec replaces the image: refresh who it is, unless the new program maps
@@ -204,34 +208,44 @@ impl GpuProcesses {
         }
     }
 
-    /// The libraries with each file named by the inode its uprobes belong to.
-    /// /proc names a file on overlayfs by the overlay's inode, one per
-    /// container, while uprobes are set on the layer's file underneath, shared
-    /// by every replica of an image: probed once per replica, each call would
-    /// be counted once per replica. Asked of the kernel only for files on
-    /// filesystems without a block device of their own (overlayfs among them);
-    /// elsewhere /proc's identity is the file's.
+    /// The libraries with each runtime file named by the inode its uprobes
+    /// belong to. /proc names a file on overlayfs by the overlay's inode, one
+    /// per container, while uprobes are set on the layer's file underneath,
+    /// shared by every replica of an image: probed once per replica, each call
+    /// would be counted once per replica. Asked of the kernel only for runtime
+    /// files on filesystems without a block device of their own (overlayfs
+    /// among them; elsewhere /proc's identity is the file's), and once per
+    /// file per process: the walk (of every task, before 6.1) is not paid at
+    /// each rescan, nor for processes without a runtime. The dynamic loader
+    /// keeps /proc's identity: a probe per container costs a rescan more per
+    /// dlopen, never a count.
     fn underneath(&mut self, pid: u32, mut libs: ProcessLibraries) -> ProcessLibraries {
-        let mut targets: Vec<&mut ProbeTarget> = libs
-            .runtimes
-            .iter_mut()
-            .map(|r| &mut r.target)
-            .chain(libs.loader.as_mut())
-            .collect();
-        if !targets.iter().any(|t| libc::major(t.file.dev) == 0) {
+        if !libs.runtimes.iter().any(|r| libc::major(r.target.file.dev) == 0) {
             return libs;
         }
-        match self.process.mapped_files(pid) {
-            Ok(Some(files)) => {
-                for target in &mut targets {
-                    if let Some(&file) = files.get(&target.mapped_at) {
-                        target.file = file;
+        let known = self.underneath.entry(pid).or_default();
+        let unknown = libs
+            .runtimes
+            .iter()
+            .any(|r| libc::major(r.target.file.dev) == 0 && !known.contains_key(&r.target.file));
+        if unknown {
+            match self.process.mapped_files(pid) {
+                Ok(Some(files)) => {
+                    for lib in &libs.runtimes {
+                        if let Some(&file) = files.get(&lib.target.mapped_at) {
+                            known.insert(lib.target.file, file);
+                        }
                     }
                 }
+                Ok(None) => {}
+                // Gone meanwhile: the caller finds out from /proc.
+                Err(e) => log::debug!("pid {pid}: {e:#}"),
             }
-            Ok(None) => {}
-            // Gone meanwhile: the caller finds out from /proc.
-            Err(e) => log::debug!("pid {pid}: {e:#}"),
+        }
+        for lib in &mut libs.runtimes {
+            if let Some(&file) = known.get(&lib.target.file) {
+                lib.target.file = file;
+            }
         }
         libs
     }
@@ -384,6 +398,7 @@ impl GpuProcesses {
             .collect::<Vec<_>>();
         for reading in readings.iter().filter(|r| r.exited) {
             let pid = reading.identity.pid;
+            self.underneath.remove(&pid);
             if let Some(t) = self.tracked.remove(&pid) {
                 forget.insert(pid);
                 for key in t.files {
