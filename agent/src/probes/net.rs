@@ -175,7 +175,13 @@ impl NetProbes {
             let functions: Vec<&TlsFunction> =
                 TLS_FUNCTIONS.iter().filter(|f| f.library == library).collect();
             let path = &target.open_path;
-            let offsets = symbols::function_offsets(path, functions.iter().map(|f| f.symbol))?;
+            let offsets = match symbols::function_offsets(path, functions.iter().map(|f| f.symbol)) {
+                Ok(offsets) => offsets,
+                Err(e) => {
+                    result = Err(e.context(format!("reading the symbols of {}", target.path.display())));
+                    continue;
+                }
+            };
             for f in functions {
                 let Some(&offset) = offsets.get(f.symbol) else {
                     continue;
