@@ -31,6 +31,13 @@ fn main() {
         "-O1",
         "-Wall",
         "-o",
+        &format!("{o}/container"),
+        &src("container.c"),
+    ]);
+    cc(&[
+        "-O1",
+        "-Wall",
+        "-o",
         &format!("{o}/gpu_churn"),
         &src("gpu_churn.c"),
         "-ldl",

@@ -38,6 +38,12 @@ impl Clock {
     }
 }
 
+/// Time since boot, suspended time included: the scale of a process's start
+/// time in `/proc/PID/stat`.
+pub fn since_boot() -> Duration {
+    Duration::from_nanos(read(libc::CLOCK_BOOTTIME) as u64)
+}
+
 fn read(clock: libc::clockid_t) -> i128 {
     let mut ts = libc::timespec {
         tv_sec: 0,

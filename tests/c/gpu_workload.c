@@ -3,11 +3,13 @@
 // what an exact observer must have seen, as one JSON line. The test driving it
 // compares that line with what inferscope reports for this process.
 //
-// usage: gpu_workload RUNTIME LIBRARY N BYTES [--late]
+// usage: gpu_workload RUNTIME LIBRARY N BYTES [--late | --at-once]
 //   (built with -DSTATIC_CUDART as gpu_workload_static: LIBRARY is ignored)
 //   RUNTIME: cudart | cuda | cudart+cuda | hip | nccl
 // protocol on stdin/stdout (lines): [--late: "started", waits "open"] then
 // "ready", waits "go", calls, prints the expectation JSON, waits "exit".
+// --at-once: calls right after its dlopen (as a program that loads its
+// runtime and uses it does), prints the expectation JSON, waits "exit".
 #include <dlfcn.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -223,7 +225,7 @@ static void cuda_both(int round, size_t bytes, char *a, char *b)
 int main(int argc, char **argv)
 {
 	if (argc < 5) {
-		fprintf(stderr, "usage: gpu_workload cudart|cuda|hip|nccl LIBRARY N BYTES [--late]\n");
+		fprintf(stderr, "usage: gpu_workload cudart|cuda|hip|nccl LIBRARY N BYTES [--late | --at-once]\n");
 		return 2;
 	}
 	const char *runtime = argv[1];
@@ -240,6 +242,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	int at_once = argc > 5 && !strcmp(argv[5], "--at-once");
 	if (argc > 5 && !strcmp(argv[5], "--late")) {
 		printf("started\n");
 		expect_line("gpu_workload", "open");
@@ -253,8 +256,10 @@ int main(int argc, char **argv)
 #endif
 	/* Buffers big enough for any size used above; the calls may touch them. */
 	char *a = calloc(1, 4 * bytes + 64), *b = calloc(1, 4 * bytes + 64);
-	printf("ready\n");
-	expect_line("gpu_workload", "go");
+	if (!at_once) {
+		printf("ready\n");
+		expect_line("gpu_workload", "go");
+	}
 	for (int i = 0; i < rounds; i++)
 		round_fn(i, bytes, a, b);
 	printf("{\"kernel_launches\":%llu,\"graph_launches\":%llu,\"memcpy_calls\":%llu,"

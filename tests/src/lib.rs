@@ -442,25 +442,42 @@ impl Dialogue {
 /// `gpu_workload` (tests/c): calls a runtime's functions N times and prints the exact tally.
 pub struct Workload(Dialogue);
 
+/// When a workload loads its runtime and calls it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Calls {
+    /// Loads at start, calls when told (`run_calls`).
+    WhenTold,
+    /// Loads when told ("open"), then calls when told.
+    LoadLate,
+    /// Loads at start and calls at once, without a word from the test.
+    AtOnce,
+}
+
 impl Workload {
     pub fn start(runtime: &str, library: &Path, rounds: u32, bytes: u64) -> Self {
-        Self::start_with(&[], runtime, library, rounds, bytes, false)
+        Self::start_with(&[], runtime, library, rounds, bytes, Calls::WhenTold)
     }
 
     /// Another build of the workload (e.g. `gpu_workload_static`).
     pub fn start_program(program: &Path, runtime: &str, library: &Path, rounds: u32, bytes: u64) -> Self {
-        Self::spawn(Command::new(program), runtime, library, rounds, bytes, false)
+        Self::spawn(
+            Command::new(program),
+            runtime,
+            library,
+            rounds,
+            bytes,
+            Calls::WhenTold,
+        )
     }
 
-    /// Starts it through `launcher` (a command line such as `unshare ...`, or none);
-    /// `late`: dlopen the library only when told to.
+    /// Starts it through `launcher` (a command line such as `unshare ...`, or none).
     pub fn start_with(
         launcher: &[&str],
         runtime: &str,
         library: &Path,
         rounds: u32,
         bytes: u64,
-        late: bool,
+        calls: Calls,
     ) -> Self {
         let workload = test_bin("gpu_workload");
         Self::spawn(
@@ -469,20 +486,26 @@ impl Workload {
             library,
             rounds,
             bytes,
-            late,
+            calls,
         )
     }
 
-    fn spawn(mut cmd: Command, runtime: &str, library: &Path, rounds: u32, bytes: u64, late: bool) -> Self {
+    fn spawn(mut cmd: Command, runtime: &str, library: &Path, rounds: u32, bytes: u64, calls: Calls) -> Self {
         cmd.arg(runtime)
             .arg(library)
             .arg(rounds.to_string())
             .arg(bytes.to_string());
-        if late {
-            cmd.arg("--late");
+        match calls {
+            Calls::WhenTold => {}
+            Calls::LoadLate => drop(cmd.arg("--late")),
+            Calls::AtOnce => drop(cmd.arg("--at-once")),
         }
         let w = Self(Dialogue::spawn("gpu_workload", cmd));
-        w.expect(if late { "started" } else { "ready" });
+        match calls {
+            Calls::WhenTold => w.expect("ready"),
+            Calls::LoadLate => w.expect("started"),
+            Calls::AtOnce => {}
+        }
         w
     }
 
@@ -501,6 +524,11 @@ impl Workload {
     /// Lets it make its calls; returns its own tally of what an exact observer sees.
     pub fn run_calls(&mut self) -> Value {
         self.say("go");
+        self.tally()
+    }
+
+    /// Its tally, once it has made its calls (by itself, with [`Calls::AtOnce`]).
+    pub fn tally(&mut self) -> Value {
         let line = self.0.next("the tally");
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("tally is not JSON ({e}): {line}"))
     }

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use inferscope_tests::{
-    Agent, Churn, Workload, comparable, links_of_program, pids_in_kernel_maps, real_library,
+    Agent, Calls, Churn, Workload, comparable, links_of_program, pids_in_kernel_maps, real_library,
     receivers::wait_until, stub_library,
 };
 use serde_json::json;
@@ -79,7 +79,7 @@ fn nccl_bytes_are_element_count_times_datatype_size() {
 fn a_library_dlopened_after_start_is_found_when_the_loader_reports_it() {
     let mut agent = Agent::start(&[]);
     let lib = stub_library("libcudart.so.12");
-    let mut w = Workload::start_with(&[], "cudart", &lib, ROUNDS, BYTES, true);
+    let mut w = Workload::start_with(&[], "cudart", &lib, ROUNDS, BYTES, Calls::LoadLate);
     let pid = w.pid();
     // Running but without a GPU runtime: not tracked yet.
     let report = agent.next_report("a report before dlopen");
@@ -140,12 +140,14 @@ fn a_process_loading_a_library_its_last_user_just_left_is_counted_from_its_first
 #[test]
 fn a_library_nobody_maps_loses_its_probes_after_the_linger() {
     let mut agent = Agent::start(&["--probe-linger", "100ms"]);
+    // Runtimes installed where loaders look keep theirs (on this host, Debian's HIP).
+    let installed = links_of_program(agent.pid(), "gpu_call");
     let lib = stub_library("libcudart.so.12");
     let mut w = Workload::start("cudart", &lib, 5, BYTES);
     let pid = w.pid();
     agent.wait_until_tracked(pid);
     assert!(
-        links_of_program(agent.pid(), "gpu_call") > 0,
+        links_of_program(agent.pid(), "gpu_call") > installed,
         "no GPU probe attached"
     );
     w.run_calls();
@@ -153,7 +155,7 @@ fn a_library_nobody_maps_loses_its_probes_after_the_linger() {
     agent.activity_until_exit(pid);
     agent.wait_for_log("probes detached");
     wait_until("the agent's GPU probes to leave the kernel", || {
-        links_of_program(agent.pid(), "gpu_call") == 0
+        links_of_program(agent.pid(), "gpu_call") == installed
     });
 }
 
@@ -216,12 +218,164 @@ fn a_library_in_another_mount_namespace_is_probed() {
         &script,
     ];
     let inside = std::path::Path::new(private).join("libcudart.so.12");
-    let w = Workload::start_with(&unshare, "cudart", &inside, ROUNDS, BYTES, false);
+    let w = Workload::start_with(&unshare, "cudart", &inside, ROUNDS, BYTES, Calls::WhenTold);
     assert!(
         !inside.exists(),
         "the tmpfs should be invisible outside the namespace"
     );
     counted_exactly(&mut agent, w);
+}
+
+/// A stand-in for a running container (`container`, tests/c): a mount
+/// namespace set up before its first program, `cat`, which lives until dropped.
+struct Container(std::process::Child);
+
+impl Container {
+    /// `mounts`: the launcher's `--tmpfs DIR` and `--bind SOURCE TARGET` arguments.
+    fn start(mounts: &[&str]) -> Self {
+        let child = std::process::Command::new(inferscope_tests::test_bin("container"))
+            .args(mounts)
+            .args(["--", "cat"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting the container stand-in");
+        let pid = child.id();
+        let container = Self(child);
+        let own = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+        wait_until("the container's program to run in its own namespace", || {
+            std::fs::read_link(format!("/proc/{pid}/ns/mnt")).is_ok_and(|ns| ns != own)
+                && std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "cat")
+        });
+        container
+    }
+
+    /// A workload started inside it that loads `library` and calls it at once;
+    /// returns it with its tally.
+    fn call_at_once(&self, library: &str, rounds: u32) -> (Workload, serde_json::Value) {
+        let pid = self.0.id().to_string();
+        let enter = ["nsenter", "-t", &pid, "-m", "--"];
+        let mut w = Workload::start_with(
+            &enter,
+            "cudart",
+            std::path::Path::new(library),
+            rounds,
+            BYTES,
+            Calls::AtOnce,
+        );
+        let tally = w.tally();
+        (w, tally)
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `runs` workloads in `container`, one after another, each loading
+/// `library` and calling it at once: each must be counted exactly, and from
+/// its start.
+fn each_counted_from_its_first_call(agent: &mut Agent, container: &Container, library: &str, runs: u32) {
+    for run in 0..runs {
+        let (w, tally) = container.call_at_once(library, ROUNDS + run);
+        let pid = w.pid();
+        w.exit();
+        let seen = agent.processes_until_exit(&[pid]).remove(0).last;
+        assert_eq!(
+            comparable(&seen["gpu"]["total"]),
+            tally,
+            "run {} of {runs} (pid {pid}): agent (left) vs the workload's tally (right)",
+            run + 1
+        );
+        assert!(
+            seen.get("counted_since").is_none(),
+            "run {}: said to be counted only since some time: {seen}",
+            run + 1
+        );
+    }
+}
+
+/// A process that loads its runtime and calls it straight away is counted
+/// from its first call when the runtime is installed where Python packages
+/// put it: the agent probed the file at start, before any process mapped it.
+/// Probed only once a process maps it, such calls were lost (all of them
+/// inside Debian 6.12 under QEMU). Here, NVIDIA's wheel in the conda
+/// environment of a container that was running when the agent started.
+#[test]
+fn a_process_calling_its_runtime_right_after_loading_it_is_counted_from_its_first_call() {
+    const RUNS: u32 = 20;
+    let ns = Namespaces::new("at-once");
+    let packages = ns.dir("site-packages");
+    let lib_dir = ns.dir("site-packages/nvidia/cuda_runtime/lib");
+    std::fs::copy(real_library("libcudart.so.12"), lib_dir.join("libcudart.so.12")).unwrap();
+    let site = "/opt/conda/lib/python3.11/site-packages";
+    let container = Container::start(&["--tmpfs", "/opt", "--bind", packages.to_str().unwrap(), site]);
+    let mut agent = Agent::start(&[]);
+    let library = format!("{site}/nvidia/cuda_runtime/lib/libcudart.so.12");
+    each_counted_from_its_first_call(&mut agent, &container, &library, RUNS);
+}
+
+/// A container started after the agent: the runtime its image registers in
+/// its `ld.so.cache` is probed when its first program starts, before any
+/// process loads it, under the identity its processes' mappings will have.
+#[test]
+fn a_container_started_later_has_its_installed_runtime_probed_before_anything_loads_it() {
+    let mut agent = Agent::start(&[]);
+    let before = links_of_program(agent.pid(), "gpu_call");
+    let ns = Namespaces::new("new-container");
+    let image = ns.dir("image");
+    let lib_dir = ns.dir("image/opt/cuda/lib64");
+    std::fs::copy(real_library("libcudart.so.12"), lib_dir.join("libcudart.so.12")).unwrap();
+    std::fs::create_dir_all(image.join("etc")).unwrap();
+    std::fs::write(image.join("etc/ld.so.conf"), "/opt/cuda/lib64\n").unwrap();
+    // The image's cache, written as in its build, by glibc's ldconfig.
+    let status = std::process::Command::new("/sbin/ldconfig")
+        .args(["-X", "-r"])
+        .arg(&image)
+        .status()
+        .expect("running ldconfig");
+    assert!(status.success(), "ldconfig -r {} failed", image.display());
+    let container = Container::start(&[
+        "--tmpfs",
+        "/opt",
+        "--bind",
+        lib_dir.to_str().unwrap(),
+        "/opt/cuda/lib64",
+        "--bind",
+        image.join("etc/ld.so.cache").to_str().unwrap(),
+        "/etc/ld.so.cache",
+    ]);
+    wait_until("the agent to probe the container's CUDA runtime", || {
+        links_of_program(agent.pid(), "gpu_call") > before
+    });
+    each_counted_from_its_first_call(&mut agent, &container, "/opt/cuda/lib64/libcudart.so.12", 3);
+}
+
+/// A runtime where nothing looks is probed once a process maps it: calls the
+/// process made before may be missing, and its report says from when on
+/// every call is counted.
+#[test]
+fn a_runtime_probed_only_once_loaded_has_its_process_say_since_when_it_is_counted() {
+    let mut agent = Agent::start(&[]);
+    let ns = Namespaces::new("unusual");
+    let lib = ns.dir("vendor/lib").join("libcudart.so.12");
+    std::fs::copy(real_library("libcudart.so.12"), &lib).unwrap();
+    let before_start = std::time::SystemTime::now();
+    let w = Workload::start("cudart", &lib, ROUNDS, BYTES);
+    let tracked = agent.wait_until_tracked(w.pid());
+    let view: inferscope::model::ProcessView =
+        serde_json::from_value(tracked.clone()).unwrap_or_else(|e| panic!("{e}: {tracked}"));
+    let since = view
+        .counted_since
+        .unwrap_or_else(|| panic!("no counted_since: {tracked}"));
+    assert!(
+        since >= before_start && since <= std::time::SystemTime::now(),
+        "counted since {since:?}, the process started after {before_start:?}"
+    );
+    // Its calls from then on are all counted.
+    counted_at_once(&mut agent, w);
 }
 
 /// Files for processes that each see a library in a mount namespace of their own.
@@ -256,7 +410,7 @@ impl Namespaces {
             "-c",
             &script,
         ];
-        Workload::start_with(&unshare, "cudart", library, rounds, BYTES, false)
+        Workload::start_with(&unshare, "cudart", library, rounds, BYTES, Calls::WhenTold)
     }
 }
 

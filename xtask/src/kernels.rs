@@ -77,6 +77,22 @@ const GUEST_TESTS: &[(&str, &str)] = &[
         "gpu_activity",
         "a_library_replaced_while_mapped_is_counted_once_per_version",
     ),
+    (
+        "gpu_activity",
+        "a_process_calling_its_runtime_right_after_loading_it_is_counted_from_its_first_call",
+    ),
+    (
+        "gpu_activity",
+        "a_container_started_later_has_its_installed_runtime_probed_before_anything_loads_it",
+    ),
+    (
+        "gpu_activity",
+        "a_runtime_probed_only_once_loaded_has_its_process_say_since_when_it_is_counted",
+    ),
+    (
+        "gpu_activity",
+        "a_library_nobody_maps_loses_its_probes_after_the_linger",
+    ),
     ("gpu_activity", "only_the_named_pid_is_reported_with_pid_filter"),
     (
         "gpu_activity",
@@ -105,8 +121,14 @@ const GUEST_TESTS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Host programs the tests call by name (util-linux's, whose flags busybox lacks).
-const HOST_TOOLS: [&str; 2] = ["/usr/bin/setpriv", "/usr/bin/unshare"];
+/// Host programs the tests call (util-linux's, whose flags busybox lacks; glibc's
+/// ldconfig, which writes a container image's ld.so.cache).
+const HOST_TOOLS: [&str; 4] = [
+    "/usr/bin/setpriv",
+    "/usr/bin/unshare",
+    "/usr/bin/nsenter",
+    "/sbin/ldconfig",
+];
 
 /// The whole guest run, boot to power-off, may take this long.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(900);

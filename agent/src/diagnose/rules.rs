@@ -773,6 +773,7 @@ mod tests {
                 ..ProcessIdentity::default()
             },
             runtimes: Vec::new(),
+            counted_since: None,
             gpu: Counted {
                 total: delta.clone(),
                 delta,

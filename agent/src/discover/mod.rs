@@ -5,6 +5,7 @@
 //! Libraries inside containers are reached through `/proc/PID/map_files`, which
 //! names the very inode mapped, whatever mount namespace the process lives in.
 
+pub mod installed;
 pub mod listeners;
 pub mod maps;
 pub mod process;

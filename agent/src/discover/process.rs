@@ -1,6 +1,6 @@
 //! What a person needs to recognise a process: command, executable, container.
 
-use std::{fs, path::Path};
+use std::{fs, path::Path, time::Duration};
 
 use crate::model::{Engine, ProcessIdentity};
 
@@ -25,6 +25,31 @@ pub fn identity(proc_root: &Path, pid: u32) -> ProcessIdentity {
         exe,
         container_id: container_id(&cgroup),
     }
+}
+
+/// When `pid` started, since boot (see [`crate::clock::since_boot`]), to the
+/// kernel's clock tick (10 ms where `USER_HZ` is 100).
+pub fn started(proc_root: &Path, pid: u32) -> Option<Duration> {
+    let stat = fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    start_ticks(&stat).map(|t| Duration::from_secs_f64(t as f64 / ticks_per_second.max(1) as f64))
+}
+
+/// Field 22 of `/proc/PID/stat`, the start time in clock ticks since boot.
+fn start_ticks(stat: &str) -> Option<u64> {
+    let (_, after_comm) = stat.rsplit_once(')')?;
+    after_comm.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The mount namespace `pid` lives in (the inode `/proc/PID/ns/mnt` names).
+pub fn mount_namespace(proc_root: &Path, pid: u32) -> Option<u64> {
+    let link = fs::read_link(proc_root.join(pid.to_string()).join("ns/mnt")).ok()?;
+    link.to_str()?
+        .strip_prefix("mnt:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 /// The parent pid from `/proc/PID/stat` (`pid (comm) state ppid ...`; comm may hold spaces and parentheses).
@@ -87,6 +112,24 @@ mod tests {
         assert_eq!(parent("4242 (python3 (vllm) x) S 4200 4242 1 0 -1"), Some(4200));
         assert_eq!(parent("4242 (short"), None);
         assert_eq!(parent(""), None);
+    }
+
+    #[test]
+    fn the_start_time_is_field_22_whatever_the_command_name() {
+        let stat = "4242 (a) b) 1 2) S 4200 4242 4242 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 1 0 98765 1000 200";
+        assert_eq!(start_ticks(stat), Some(98765));
+        assert_eq!(start_ticks("4242 (short) S 1 2"), None);
+    }
+
+    #[test]
+    fn this_process_has_a_start_time_and_a_mount_namespace() {
+        let proc_root = Path::new("/proc");
+        let me = std::process::id();
+        let started = started(proc_root, me).expect("own start time");
+        assert!(started <= crate::clock::since_boot());
+        assert_eq!(mount_namespace(proc_root, me), mount_namespace(proc_root, me));
+        assert!(mount_namespace(proc_root, me).is_some());
+        assert_eq!(mount_namespace(proc_root, u32::MAX), None);
     }
 
     #[test]

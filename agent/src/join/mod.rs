@@ -32,6 +32,8 @@ pub struct ProcessReading {
     pub stats: GpuStats,
     /// It ended during the interval: this is its last reading.
     pub exited: bool,
+    /// Since when its calls are all counted, where not from its start.
+    pub counted_since: Option<SystemTime>,
     /// Its Kubernetes pod, when it runs in one the API server named.
     pub pod: Option<PodRef>,
 }
@@ -263,6 +265,7 @@ impl Join {
                     },
                     identity: p.identity,
                     runtimes: p.runtimes,
+                    counted_since: p.counted_since,
                     exited: p.exited,
                 }
             })
@@ -410,6 +413,7 @@ mod tests {
                 ..Default::default()
             },
             exited,
+            counted_since: None,
             pod: None,
         }
     }

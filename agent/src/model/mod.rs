@@ -104,6 +104,16 @@ pub struct ProcessView {
     pub identity: ProcessIdentity,
     /// The runtimes it maps.
     pub runtimes: Vec<Runtime>,
+    /// Since when every GPU runtime call it makes is counted, when that is
+    /// not its start: it loaded a runtime before the agent probed the file
+    /// (running before the agent started, or a runtime installed where the
+    /// agent does not look). Calls before it are missing from `gpu`.
+    #[serde(
+        default,
+        with = "time::rfc3339_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub counted_since: Option<SystemTime>,
     /// Its GPU runtime calls since the agent first saw it, and in the interval.
     pub gpu: Counted<GpuActivity>,
     /// The GPUs it has a context on, with its memory and share of each (NVML).

@@ -2,7 +2,10 @@
 //! attached to every probed function of every runtime library file in use,
 //! once per file: a uprobe on a file fires in every process that maps it.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, SystemTime},
+};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
@@ -26,10 +29,24 @@ const STACK_FRAMES: u32 = 127;
 /// The tables only call stacks use (`stacks.h`, `call_samples`, `stacked`).
 const CALL_STACK_TABLES: [&str; 5] = ["stacks", "py_stacks", "python_procs", "call_samples", "stacked"];
 
+/// When a file's probes were attached: calls made before, by processes that
+/// mapped it already, were not counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AttachedAt {
+    /// Since boot (see [`crate::clock::since_boot`]), to compare with process start times.
+    pub since_boot: Duration,
+    pub wall: SystemTime,
+}
+
+struct Attached {
+    links: Vec<UProbeLink>,
+    at: AttachedAt,
+}
+
 pub struct GpuProbes {
     ebpf: Ebpf,
     /// Entry and return probes per library file and runtime.
-    attached: HashMap<(FileId, Runtime), Vec<UProbeLink>>,
+    attached: HashMap<(FileId, Runtime), Attached>,
     /// Probes still being detached: attached again only once they are gone, or
     /// the calls in between would be counted twice.
     detaching: HashMap<(FileId, Runtime), detach::Detaching>,
@@ -140,7 +157,11 @@ impl GpuProbes {
             }
             Ok(())
         })();
-        self.attached.insert(key, links);
+        let at = AttachedAt {
+            since_boot: crate::clock::since_boot(),
+            wall: SystemTime::now(),
+        };
+        self.attached.insert(key, Attached { links, at });
         if let Err(e) = result {
             self.detach(lib.target.file, lib.runtime);
             return Err(e);
@@ -151,10 +172,15 @@ impl GpuProbes {
     /// Detaches the probes of a library file, in the background (see [`detach`]).
     pub fn detach(&mut self, file: FileId, runtime: Runtime) {
         self.detaching.retain(|_, d| !d.is_done());
-        if let Some(links) = self.attached.remove(&(file, runtime)) {
+        if let Some(attached) = self.attached.remove(&(file, runtime)) {
             self.detaching
-                .insert((file, runtime), detach::in_background(links));
+                .insert((file, runtime), detach::in_background(attached.links));
         }
+    }
+
+    /// When the file's probes were attached, if they are.
+    pub fn attached_at(&self, file: FileId, runtime: Runtime) -> Option<AttachedAt> {
+        self.attached.get(&(file, runtime)).map(|a| a.at)
     }
 
     /// Cumulative counters of every process that made a probed call, summed over CPUs.

@@ -11,7 +11,7 @@ mod process;
 mod profile;
 mod stacks;
 
-pub use gpu::GpuProbes;
+pub use gpu::{AttachedAt, GpuProbes};
 pub use gpu_stacks::{CallStackSample, GpuCall, GpuCallStacks};
 pub use net::{NetProbes, SocketHook};
 pub use process::{ProcessProbes, decode_event};

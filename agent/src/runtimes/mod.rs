@@ -26,12 +26,18 @@ pub enum Runtime {
 impl Runtime {
     pub const ALL: [Runtime; 4] = [Runtime::Cudart, Runtime::Cuda, Runtime::Hip, Runtime::Nccl];
 
-    /// The runtime a shared library file name belongs to (`libcudart.so.12` -> Cudart).
+    /// The runtime a shared library file name belongs to (`libcudart.so.12` ->
+    /// Cudart), also under the name a wheel's repair tool gives the copy it
+    /// bundles (`libcudart-9335f6a2.so.12`, as in PyTorch's `torch/lib`).
     pub fn of_library(file_name: &str) -> Option<Runtime> {
         let stem = file_name.split(".so").next()?;
         if !file_name[stem.len()..].starts_with(".so") {
             return None;
         }
+        let stem = match stem.rsplit_once('-') {
+            Some((name, hash)) if hash.len() == 8 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => name,
+            _ => stem,
+        };
         match stem {
             "libcudart" => Some(Runtime::Cudart),
             "libcuda" => Some(Runtime::Cuda),
@@ -166,6 +172,12 @@ mod tests {
         assert_eq!(Runtime::of_library("libcudnn.so.9"), None);
         assert_eq!(Runtime::of_library("libcuda_stub.so"), None);
         assert_eq!(Runtime::of_library("libcudart_static.a"), None);
+        assert_eq!(
+            Runtime::of_library("libcudart-9335f6a2.so.12"),
+            Some(Runtime::Cudart)
+        );
+        assert_eq!(Runtime::of_library("libnccl-6e4b9d3c.so.2"), Some(Runtime::Nccl));
+        assert_eq!(Runtime::of_library("libcudart-12.so"), None);
     }
 
     #[test]

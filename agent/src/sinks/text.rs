@@ -74,6 +74,14 @@ fn write_snapshot(out: &mut impl Write, r: &Snapshot) -> io::Result<()> {
             g.errors,
             if p.exited { "  (exited)" } else { "" },
         )?;
+        if let Some(since) = p.counted_since {
+            writeln!(
+                out,
+                "  {:>7} calls counted since {} (it loaded its runtime before the agent probed it)",
+                "",
+                humantime::format_rfc3339_seconds(since)
+            )?;
+        }
         for (op, n) in &g.nccl {
             writeln!(
                 out,

@@ -1,11 +1,12 @@
 //! The GPU-process source: which processes use a GPU runtime (discovered at
 //! start, on exec and on dlopen), which library files carry probes and who
-//! maps them, and each process's cumulative GPU counters.
+//! holds them (the processes that map them, the mount namespaces they are
+//! installed in), and each process's cumulative GPU counters.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     path::Path,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context as _, Result};
@@ -13,7 +14,12 @@ use aya::maps::{MapData, RingBuf};
 use inferscope_shared::{DROP_PROC_EVENT, DROP_REASONS, PROC_EXEC, PROC_EXIT, PROC_LIBS_CHANGED, ProcEvent};
 
 use crate::{
-    discover::{Discovery, ProcessLibraries, maps::FileId, process},
+    discover::{
+        Discovery, ProbeTarget, ProcessLibraries, RuntimeLibrary,
+        installed::{self, InstalledFile, LoaderEnv, Root},
+        maps::FileId,
+        process,
+    },
     join::ProcessReading,
     model::ProcessIdentity,
     probes::{GpuProbes, ProcessProbes},
@@ -35,9 +41,27 @@ enum Image {
 
 struct Tracked {
     identity: ProcessIdentity,
+    /// When it started, since boot; `None` when /proc could not say.
+    started: Option<Duration>,
     /// The probed files it maps, and as which runtime.
     files: BTreeSet<(FileId, Runtime)>,
     exited: bool,
+}
+
+/// What keeps a probed file's probes attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Holder {
+    /// A tracked process maps it.
+    Process(u32),
+    /// It is installed where the processes of this mount namespace load runtimes from.
+    Namespace(u64),
+}
+
+/// A mount namespace whose installed runtime files were probed.
+struct Namespace {
+    /// A process known to live in it; another is looked for when it goes.
+    member: u32,
+    files: Vec<(FileId, Runtime)>,
 }
 
 pub struct GpuProcesses {
@@ -47,10 +71,12 @@ pub struct GpuProcesses {
     /// Only these processes are tracked, when set.
     only_pids: Option<HashSet<u32>>,
     tracked: BTreeMap<u32, Tracked>,
-    /// Which tracked processes map each probed file.
-    users: HashMap<(FileId, Runtime), BTreeSet<u32>>,
-    /// Probed files no tracked process maps any more, since when: their probes
-    /// go after `linger`, unless a process maps the file again before.
+    /// What holds each probed file.
+    users: HashMap<(FileId, Runtime), BTreeSet<Holder>>,
+    /// Mount namespaces looked into, by the inode that names them.
+    namespaces: HashMap<u64, Namespace>,
+    /// Probed files nothing holds any more, since when: their probes go after
+    /// `linger`, unless a process maps the file again before.
     unused: HashMap<(FileId, Runtime), Instant>,
     linger: Duration,
     /// Exec'd processes to look at again once their loader has had time to run.
@@ -81,6 +107,7 @@ impl GpuProcesses {
             only_pids,
             tracked: BTreeMap::new(),
             users: HashMap::new(),
+            namespaces: HashMap::new(),
             unused: HashMap::new(),
             linger,
             exec_pending: HashSet::new(),
@@ -88,6 +115,7 @@ impl GpuProcesses {
             proc_events_lost: 0,
         };
         for pid in source.all_pids()? {
+            source.probe_namespace_of(pid);
             source.rescan(pid, Image::Same);
         }
         Ok(source)
@@ -112,6 +140,8 @@ impl GpuProcesses {
     pub fn handle(&mut self, event: &ProcEvent) {
         match event.kind {
             PROC_EXEC => {
+                // A container's first program: its runtimes, probed before it loads them.
+                self.probe_namespace_of(event.pid);
                 // A statically linked runtime is visible now, shared ones once the loader ran.
                 self.rescan(event.pid, Image::New);
                 self.exec_pending.insert(event.pid);
@@ -186,8 +216,10 @@ impl GpuProcesses {
         // exec replaces the image: refresh who it is, unless the new program maps
         // no runtime: then this is the last report of what the old one did.
         let identity = (!files.is_empty()).then(|| self.identity(pid, exe.as_deref()));
+        let proc_root = self.discovery.proc_root();
         let tracked = self.tracked.entry(pid).or_insert_with(|| Tracked {
             identity: ProcessIdentity::default(),
+            started: process::started(proc_root, pid),
             files: BTreeSet::new(),
             exited: false,
         });
@@ -198,14 +230,107 @@ impl GpuProcesses {
             files.extend(tracked.files.iter().copied());
         }
         let gone: Vec<_> = tracked.files.difference(&files).copied().collect();
-        for key in &files {
-            self.users.entry(*key).or_default().insert(pid);
-            self.unused.remove(key);
+        tracked.files = files.clone();
+        for key in files {
+            self.hold(key, Holder::Process(pid));
         }
-        tracked.files = files;
         for key in gone {
-            self.release(key, pid);
+            self.release(key, Holder::Process(pid));
         }
+    }
+
+    /// Probes the runtime files installed in `pid`'s mount namespace, the
+    /// first time a process of that namespace is seen: the processes that
+    /// load them later are counted from their first call.
+    fn probe_namespace_of(&mut self, pid: u32) {
+        if !self.wanted(pid) {
+            return;
+        }
+        let proc_root = self.discovery.proc_root();
+        let Some(ns) = process::mount_namespace(proc_root, pid) else {
+            return;
+        };
+        if self.namespaces.contains_key(&ns) {
+            return;
+        }
+        let found = match Root::of_process(proc_root, pid) {
+            Ok(root) => installed::runtime_files(&root, &LoaderEnv::of_process(proc_root, pid)),
+            Err(e) => {
+                log::debug!("pid {pid}: cannot open its root: {e}");
+                return;
+            }
+        };
+        let mut files = Vec::new();
+        for (file, id) in self.uprobe_identities(found) {
+            let lib = RuntimeLibrary {
+                runtime: file.runtime,
+                target: ProbeTarget {
+                    file: id,
+                    mapped_at: 0,
+                    open_path: installed::fd_path(&file.file),
+                    path: file.path.clone(),
+                },
+                statically_linked: false,
+            };
+            match self.gpu.attach(&lib) {
+                Ok(0) => {}
+                Ok(n) => log::info!(
+                    "probing {n} {} functions in {}, installed in the mount namespace of pid {pid}",
+                    file.runtime.name(),
+                    file.path.display()
+                ),
+                Err(e) => {
+                    log::warn!(
+                        "cannot probe {} (mount namespace of pid {pid}): {e:#}",
+                        file.path.display()
+                    );
+                    continue;
+                }
+            }
+            files.push((id, file.runtime));
+        }
+        for &key in &files {
+            self.hold(key, Holder::Namespace(ns));
+        }
+        self.namespaces.insert(ns, Namespace { member: pid, files });
+    }
+
+    /// Each installed file with the identity its uprobes will have: `stat`'s
+    /// where the file lives on a block device, the kernel's elsewhere (see
+    /// [`Self::underneath`]), read from a mapping of the file made here for
+    /// the purpose. Where the kernel cannot say, those files are left to be
+    /// probed when a process maps them: probed under another identity, they
+    /// would be probed twice.
+    fn uprobe_identities(&mut self, files: Vec<InstalledFile>) -> Vec<(InstalledFile, FileId)> {
+        let (plain, layered): (Vec<_>, Vec<_>) = files.into_iter().partition(|f| libc::major(f.id.dev) != 0);
+        let mut out: Vec<_> = plain
+            .into_iter()
+            .map(|f| {
+                let id = f.id;
+                (f, id)
+            })
+            .collect();
+        if layered.is_empty() || !self.process.knows_mapped_files() {
+            return out;
+        }
+        let mapped: Vec<_> = layered
+            .iter()
+            .map(|f| installed::ReadMapping::of(&f.file))
+            .collect();
+        let underneath = match self.process.mapped_files(std::process::id()) {
+            Ok(Some(files)) => files,
+            Ok(None) => return out,
+            Err(e) => {
+                log::debug!("reading the agent's own mappings: {e:#}");
+                return out;
+            }
+        };
+        for (file, mapping) in layered.into_iter().zip(&mapped) {
+            if let Some(id) = mapping.as_ref().ok().and_then(|m| underneath.get(&m.start())) {
+                out.push((file, *id));
+            }
+        }
+        out
     }
 
     /// The libraries with each runtime file named by the inode its uprobes
@@ -286,14 +411,62 @@ impl GpuProcesses {
         }
     }
 
-    fn release(&mut self, key: (FileId, Runtime), pid: u32) {
+    fn hold(&mut self, key: (FileId, Runtime), holder: Holder) {
+        self.users.entry(key).or_default().insert(holder);
+        self.unused.remove(&key);
+    }
+
+    fn release(&mut self, key: (FileId, Runtime), holder: Holder) {
         if let Some(users) = self.users.get_mut(&key) {
-            users.remove(&pid);
+            users.remove(&holder);
             if users.is_empty() {
                 self.users.remove(&key);
                 self.unused.insert(key, Instant::now());
             }
         }
+    }
+
+    /// Releases the files of mount namespaces no process lives in any more
+    /// (a container that stopped). Asked of one member per namespace; /proc is
+    /// listed only when a member left.
+    fn release_gone_namespaces(&mut self) {
+        let proc_root = self.discovery.proc_root();
+        let mut orphans: HashSet<u64> = self
+            .namespaces
+            .iter()
+            .filter(|(ns, n)| process::mount_namespace(proc_root, n.member) != Some(**ns))
+            .map(|(ns, _)| *ns)
+            .collect();
+        if orphans.is_empty() {
+            return;
+        }
+        for pid in self.discovery.pids().unwrap_or_default() {
+            if let Some(ns) = process::mount_namespace(proc_root, pid)
+                && orphans.remove(&ns)
+                && let Some(n) = self.namespaces.get_mut(&ns)
+            {
+                n.member = pid;
+            }
+        }
+        for ns in orphans {
+            if let Some(gone) = self.namespaces.remove(&ns) {
+                for key in gone.files {
+                    self.release(key, Holder::Namespace(ns));
+                }
+            }
+        }
+    }
+
+    /// Since when every call of `t` is counted, when not from its start: the
+    /// latest attachment of its files' probes made after it started, before
+    /// which it may have called them unseen.
+    fn counted_since(&self, t: &Tracked) -> Option<SystemTime> {
+        t.files
+            .iter()
+            .filter_map(|&(file, runtime)| self.gpu.attached_at(file, runtime))
+            .filter(|at| t.started.is_none_or(|started| at.since_boot > started))
+            .max()
+            .map(|at| at.wall)
     }
 
     /// Detaches the probes of files nobody has mapped for `linger`.
@@ -362,6 +535,7 @@ impl GpuProcesses {
                     pid,
                     Tracked {
                         identity,
+                        started: None,
                         files: BTreeSet::new(),
                         exited: true,
                     },
@@ -392,6 +566,7 @@ impl GpuProcesses {
                     stats: stats.get(pid).copied().unwrap_or_default(),
                     // Gone, or exec'd a program that maps no runtime.
                     exited: t.exited || t.files.is_empty(),
+                    counted_since: self.counted_since(t),
                     pod: None,
                 }
             })
@@ -402,11 +577,12 @@ impl GpuProcesses {
             if let Some(t) = self.tracked.remove(&pid) {
                 forget.insert(pid);
                 for key in t.files {
-                    self.release(key, pid);
+                    self.release(key, Holder::Process(pid));
                 }
             }
         }
         self.gpu.forget(&forget);
+        self.release_gone_namespaces();
         self.detach_unused();
         Ok(readings)
     }

@@ -35,6 +35,7 @@ fn snapshot() -> Snapshot {
                 ..ProcessIdentity::default()
             },
             runtimes: Vec::new(),
+            counted_since: None,
             gpu: Counted {
                 total: gpu.clone(),
                 delta: gpu,
