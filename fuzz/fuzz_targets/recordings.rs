@@ -77,6 +77,7 @@ fn snapshot(i: &Interval) -> Snapshot {
                 .into_iter()
                 .collect(),
             exited: false,
+            counted_since: None,
         }],
         servers: vec![ServerView {
             pid: 1,
