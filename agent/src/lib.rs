@@ -14,6 +14,7 @@ pub mod decode;
 pub mod derive;
 pub mod diagnose;
 pub mod discover;
+pub mod engines;
 pub mod join;
 pub mod model;
 pub mod pipeline;

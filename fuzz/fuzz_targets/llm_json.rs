@@ -5,7 +5,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use inferscope::derive::llm;
+use inferscope::{derive::llm, engines};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
@@ -23,7 +23,7 @@ fuzz_target!(|input: Input<'_>| {
     } else {
         input.path
     };
-    llm::is_generation_endpoint(input.path);
+    engines::operation(input.path);
     llm::requested_model(path, input.body);
     assert_eq!(llm::read_record(input.body), llm::read_record_typed(input.body));
     let mut stream = llm::StreamReader::default();

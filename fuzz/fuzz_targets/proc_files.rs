@@ -1,13 +1,17 @@
 //! The `/proc` readers, given truncated or garbled files: memory maps,
-//! socket tables, cgroup listings, command lines.
+//! socket tables, cgroup listings, command lines, environments.
 #![no_main]
 
-use inferscope::discover::{listeners::parse_listeners, maps, process};
+use inferscope::{
+    discover::{installed::LoaderEnv, listeners::parse_listeners, maps, process},
+    engines,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
     maps::parse(text);
     parse_listeners(text);
     process::container_id(text);
-    process::server_engine(text, text);
+    engines::recognise(text, text);
+    LoaderEnv::parse(text.as_bytes());
 });

@@ -7,36 +7,6 @@ use std::{borrow::Cow, ops::Range};
 
 mod scan;
 
-/// Paths of text-generation endpoints: OpenAI-compatible (vLLM, SGLang, TGI,
-/// llama.cpp, Ollama: chat completions, completions, the Responses API),
-/// Anthropic's Messages API (as vLLM, SGLang, llama.cpp and Ollama serve it), TGI native, llama.cpp native, Ollama native, Triton
-/// (HTTP and gRPC), and gRPC generate services.
-pub fn is_generation_endpoint(path: &str) -> bool {
-    let path = path.split('?').next().unwrap_or(path);
-    matches!(
-        path,
-        "/v1/chat/completions"
-            | "/v1/completions"
-            | "/v1/responses"
-            | "/v1/messages"
-            | "/v1/embeddings"
-            | "/generate"
-            | "/generate_stream"
-            | "/completion"
-            | "/completions"
-            | "/api/generate"
-            | "/api/chat"
-            | "/api/embed"
-            | "/api/embeddings"
-    ) || (path.starts_with("/v2/models/")
-        && (path.ends_with("/generate") || path.ends_with("/generate_stream")))
-        || GRPC_GENERATION_METHODS.iter().any(|m| path.ends_with(m))
-}
-
-/// gRPC methods that generate: Triton's inference service, and generate services such as TGI's.
-const GRPC_GENERATION_METHODS: [&str; 4] =
-    ["/ModelInfer", "/ModelStreamInfer", "/Generate", "/GenerateStream"];
-
 /// The model a request names: the body's top-level `"model"`, else Triton's path
 /// segment; for Triton's gRPC service, `model_name` (field 1 of the request message).
 pub fn requested_model(path: &str, body: &[u8]) -> Option<String> {
@@ -640,6 +610,14 @@ mod shape {
         pub(super) generated_tokens: Count,
     }
 
+    /// SGLang's and LMDeploy's `/generate` counts, beside the text so far.
+    #[derive(Default, Deserialize)]
+    #[serde(default)]
+    pub struct MetaInfo {
+        pub(super) prompt_tokens: Count,
+        pub(super) completion_tokens: Count,
+    }
+
     /// A request body: only its model is read.
     #[derive(Default, Deserialize)]
     #[serde(default)]
@@ -671,6 +649,11 @@ mod shape {
         pub(super) tokens_predicted: Count,
         pub(super) tokens_evaluated: Count,
         pub(super) details: Option<Details>,
+        /// SGLang's and LMDeploy's `/generate` text: content only beside
+        /// their `meta_info` (a Responses API `*.done` event's `text` is the
+        /// whole answer again).
+        pub(super) text: NonEmpty,
+        pub(super) meta_info: Option<MetaInfo>,
         #[serde(borrow)]
         pub(super) model: Text<'a>,
     }
@@ -697,6 +680,7 @@ mod shape {
                 || self.content.0
                 || self.output.0
                 || self.text_output.0
+                || (self.text.0 && self.meta_info.is_some())
         }
 
         pub fn usage(&self) -> Usage {
@@ -734,6 +718,13 @@ mod shape {
                 return Usage {
                     output_tokens: d.generated_tokens.0,
                     input_tokens: None,
+                };
+            }
+            // SGLang's and LMDeploy's /generate, every record.
+            if let Some(m) = &self.meta_info {
+                return Usage {
+                    output_tokens: m.completion_tokens.0,
+                    input_tokens: m.prompt_tokens.0,
                 };
             }
             Usage::default()
@@ -996,18 +987,5 @@ mod tests {
         let path = "/inference.GRPCInferenceService/ModelStreamInfer";
         assert_eq!(requested_model(path, msg).as_deref(), Some("ensemble"));
         assert_eq!(requested_model(path, b"\xff\xff\xff"), None);
-        assert!(is_generation_endpoint(path));
-    }
-
-    #[test]
-    fn generation_endpoints_are_recognised() {
-        assert!(is_generation_endpoint("/v1/chat/completions"));
-        assert!(is_generation_endpoint("/v1/responses"));
-        assert!(is_generation_endpoint("/v1/messages"));
-        assert!(!is_generation_endpoint("/v1/messages/count_tokens"));
-        assert!(is_generation_endpoint("/api/chat"));
-        assert!(is_generation_endpoint("/v2/models/m/generate_stream"));
-        assert!(!is_generation_endpoint("/health"));
-        assert!(!is_generation_endpoint("/metrics"));
     }
 }

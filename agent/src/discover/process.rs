@@ -2,7 +2,7 @@
 
 use std::{fs, path::Path, time::Duration};
 
-use crate::model::{Engine, ProcessIdentity};
+use crate::model::ProcessIdentity;
 
 /// Whether `pid` still has a /proc entry (running, or a zombie not yet reaped).
 pub fn exists(proc_root: &Path, pid: u32) -> bool {
@@ -56,35 +56,6 @@ pub fn mount_namespace(proc_root: &Path, pid: u32) -> Option<u64> {
 fn parent(stat: &str) -> Option<u32> {
     let (_, after_comm) = stat.rsplit_once(')')?;
     after_comm.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// The inference server a process is, recognised by its command name or
-/// command line: llama.cpp, Ollama, Triton, TGI (router and Python server),
-/// vLLM and SGLang (Python).
-pub fn server_engine(comm: &str, cmdline: &str) -> Option<Engine> {
-    const COMMS: [(&str, Engine); 4] = [
-        ("llama-server", Engine::LlamaCpp),
-        ("ollama", Engine::Ollama),
-        ("tritonserver", Engine::Triton),
-        ("text-generation", Engine::Tgi),
-    ];
-    const PROGRAMS: [(&str, Engine); 4] = [
-        ("vllm", Engine::Vllm),
-        ("sglang", Engine::Sglang),
-        ("llama_cpp.server", Engine::LlamaCpp),
-        ("text-generation-server", Engine::Tgi),
-    ];
-    // The program or module a Python process runs: `python -m vllm.entrypoints...`, `/usr/bin/vllm serve`.
-    let runs = |arg: &str| {
-        let base = arg.rsplit('/').next().unwrap_or(arg);
-        PROGRAMS.iter().find_map(|&(p, engine)| {
-            (base == p || base.strip_prefix(p).is_some_and(|rest| rest.starts_with('.'))).then_some(engine)
-        })
-    };
-    COMMS
-        .iter()
-        .find_map(|&(c, engine)| comm.starts_with(c).then_some(engine))
-        .or_else(|| cmdline.split('\0').take(3).find_map(runs))
 }
 
 /// The container ID in a `/proc/PID/cgroup` listing: the 64-hex-digit name that
@@ -141,43 +112,6 @@ mod tests {
             format!("12:memory:/docker/{ID}\n"),
         ] {
             assert_eq!(container_id(&cgroup).as_deref(), Some(ID), "{cgroup}");
-        }
-    }
-
-    #[test]
-    fn inference_servers_are_recognised_by_name_or_command_line() {
-        let cases = [
-            ("llama-server", "llama-server\0-m\0x.gguf", Some(Engine::LlamaCpp)),
-            (
-                "text-generation",
-                "text-generation-router\0--port\08080",
-                Some(Engine::Tgi),
-            ),
-            (
-                "python3",
-                "python3\0-m\0vllm.entrypoints.openai.api_server\0",
-                Some(Engine::Vllm),
-            ),
-            (
-                "vllm",
-                "/usr/bin/python3\0/usr/local/bin/vllm\0serve\0",
-                Some(Engine::Vllm),
-            ),
-            (
-                "python3",
-                "python3\0-m\0sglang.launch_server\0",
-                Some(Engine::Sglang),
-            ),
-            (
-                "python3",
-                "python3\0-m\0llama_cpp.server\0",
-                Some(Engine::LlamaCpp),
-            ),
-            ("python3", "python3\0train.py\0--data\0vllm-logs", None),
-            ("bash", "bash\0", None),
-        ];
-        for (comm, cmdline, engine) in cases {
-            assert_eq!(server_engine(comm, cmdline), engine, "{comm} {cmdline:?}");
         }
     }
 

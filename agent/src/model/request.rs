@@ -1,6 +1,6 @@
 //! One finished inference request, as seen on the wire. Never holds prompt or answer text.
 
-use std::time::SystemTime;
+use std::{borrow::Cow, time::SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -41,54 +41,24 @@ impl RequestRecord {
     /// What the request asked for, in the GenAI conventions' `gen_ai.operation.name`
     /// terms, from its endpoint; `None` for endpoints that do not generate.
     pub fn operation(&self) -> Option<&'static str> {
-        let path = self.path.split('?').next().unwrap_or(&self.path);
-        match path {
-            // The Responses and Messages APIs are conversations too.
-            "/v1/chat/completions" | "/v1/responses" | "/v1/messages" | "/api/chat" => Some("chat"),
-            "/v1/embeddings" | "/api/embed" | "/api/embeddings" => Some("embeddings"),
-            "/v1/completions" | "/completion" | "/completions" | "/generate" | "/generate_stream"
-            | "/api/generate" => Some("text_completion"),
-            // Triton's generate extension and gRPC inference/generate services.
-            p if p.starts_with("/v2/models/")
-                || ["Infer", "Generate", "GenerateStream"]
-                    .iter()
-                    .any(|m| p.ends_with(m)) =>
-            {
-                Some("text_completion")
-            }
-            _ => None,
-        }
+        crate::engines::operation(&self.path).map(crate::engines::apis::Operation::name)
     }
 }
 
-/// Inference servers recognised by their command (`gen_ai.provider.name` in exports).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Engine {
-    #[serde(rename = "llama.cpp")]
-    LlamaCpp,
-    #[serde(rename = "ollama")]
-    Ollama,
-    #[serde(rename = "triton")]
-    Triton,
-    #[serde(rename = "tgi")]
-    Tgi,
-    #[serde(rename = "vllm")]
-    Vllm,
-    #[serde(rename = "sglang")]
-    Sglang,
-}
+/// The inference engine a server runs, by name (`gen_ai.provider.name` in
+/// exports): one of `engines::ALL`, or whatever name a saved stream carries.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Engine(Cow<'static, str>);
 
 impl Engine {
+    pub const fn named(name: &'static str) -> Self {
+        Self(Cow::Borrowed(name))
+    }
+
     /// The name used in JSON and as `gen_ai.provider.name`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::LlamaCpp => "llama.cpp",
-            Self::Ollama => "ollama",
-            Self::Triton => "triton",
-            Self::Tgi => "tgi",
-            Self::Vllm => "vllm",
-            Self::Sglang => "sglang",
-        }
+    pub fn name(&self) -> &str {
+        &self.0
     }
 }
 

@@ -22,9 +22,9 @@ use crate::{
     derive::requests::{QueueReport, RequestTracker, ServerKey},
     discover::{
         listeners::{listening_ports, namespace_listeners, net_namespace},
-        process::{self, server_engine},
-        tls_libraries,
+        process, tls_libraries,
     },
+    engines,
     model::{Engine, RequestRecord},
     probes::NetProbes,
 };
@@ -101,7 +101,7 @@ impl Servers {
         let comm = fs::read_to_string(dir.join("comm")).unwrap_or_default();
         let comm = comm.trim_end();
         let cmdline = fs::read_to_string(dir.join("cmdline")).unwrap_or_default();
-        let engine = server_engine(comm, &cmdline);
+        let engine = engines::recognise(comm, &cmdline);
         if always || engine.is_some() || self.comms.iter().any(|c| c == comm) {
             let comm = comm.to_string();
             self.candidates.insert(pid, Candidate { comm, engine });
@@ -120,7 +120,7 @@ impl Servers {
         self.tracker.forget_pid(pid, now_ns, &mut self.finished);
         // Its last requests are named now: it will not be a candidate when they are taken.
         for request in &mut self.finished[before..] {
-            request.engine = engine;
+            request.engine = engine.clone();
         }
     }
 
@@ -159,7 +159,7 @@ impl Servers {
         let mut finished = std::mem::take(&mut self.finished);
         for request in &mut finished {
             if request.engine.is_none() {
-                request.engine = self.candidates.get(&request.pid).and_then(|c| c.engine);
+                request.engine = self.candidates.get(&request.pid).and_then(|c| c.engine.clone());
             }
         }
         finished

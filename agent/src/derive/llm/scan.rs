@@ -12,8 +12,8 @@
 use std::ops::Range;
 
 use super::shape::{
-    AnyContent, BlockDelta, Choice, Delta, Details, Event, FromKind, Kind, Message, OpenAiUsage, Record,
-    ResponseObject, Text, TextOr, Token, Unkept,
+    AnyContent, BlockDelta, Choice, Delta, Details, Event, FromKind, Kind, Message, MetaInfo, OpenAiUsage,
+    Record, ResponseObject, Text, TextOr, Token, Unkept,
 };
 
 /// Deeper nesting is left to the typed reader (serde_json's limit is 128).
@@ -153,6 +153,14 @@ impl<'a> Scanner<'a> {
                     seen.first(16)?;
                     r.thinking = s.unkept()?;
                 }
+                "text" => {
+                    seen.first(17)?;
+                    r.text = s.unkept()?;
+                }
+                "meta_info" => {
+                    seen.first(18)?;
+                    r.meta_info = s.nullable(Self::meta_info)?;
+                }
                 _ => s.skip()?,
             }
             Ok(())
@@ -283,6 +291,15 @@ impl<'a> Scanner<'a> {
             ("input_tokens", &mut u.input_tokens),
         ])?;
         Ok(u)
+    }
+
+    fn meta_info(&mut self) -> Scan<MetaInfo> {
+        let mut m = MetaInfo::default();
+        self.flat_object(&mut [
+            ("prompt_tokens", &mut m.prompt_tokens),
+            ("completion_tokens", &mut m.completion_tokens),
+        ])?;
+        Ok(m)
     }
 
     fn details(&mut self) -> Scan<Details> {
@@ -533,7 +550,7 @@ mod tests {
     use super::super::{StreamReader, read_record, read_record_typed};
 
     /// Records servers send, each read by both paths.
-    const RECORDS: [&str; 16] = [
+    const RECORDS: [&str; 18] = [
         r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"smollm2","choices":[{"index":0,"delta":{"content":" kernel"},"logprobs":null,"finish_reason":null}],"system_fingerprint":"b1"}"#,
         r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#,
         r#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":34,"total_tokens":46}}"#,
@@ -550,6 +567,8 @@ mod tests {
         r#"{"type":"message_start","message":{"id":"msg_1","content":[],"model":"smol","usage":{"input_tokens":25,"output_tokens":1}}}"#,
         r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello"}}"#,
         r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":15}}"#,
+        r#"{"text":"Once upon","output_ids":[9,8],"meta_info":{"id":"a1","finish_reason":null,"prompt_tokens":7,"completion_tokens":2,"e2e_latency":0.05},"index":0}"#,
+        r#"{"type":"response.output_text.done","item_id":"msg_1","text":"Once upon a time","sequence_number":9}"#,
     ];
 
     #[test]
@@ -626,6 +645,7 @@ mod tests {
             "output_tokens",
             "thinking",
             "partial_json",
+            "meta_info",
             "x",
         ])
     }
@@ -647,6 +667,7 @@ mod tests {
             r#""choices":[{"index":0,"delta":{"reasoning":"tok"}}]"#,
             r#""message":{"role":"assistant","content":"","thinking":"tok"}"#,
             r#""response":"","thinking":"tok""#,
+            r#""text":"tok","meta_info":{"prompt_tokens":3,"completion_tokens":1}"#,
         ]);
         let members = || prop::collection::vec((field_name(), recordish()), 0..3);
         (members(), token, members(), 0..3usize).prop_map(|(before, token, after, model_at)| {

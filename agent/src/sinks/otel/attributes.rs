@@ -56,8 +56,8 @@ pub fn request(r: &RequestRecord, model: Option<String>) -> Vec<KeyValue> {
     if let Some(operation) = r.operation() {
         attributes.push(KeyValue::new("gen_ai.operation.name", operation));
     }
-    if let Some(engine) = r.engine {
-        attributes.push(KeyValue::new("gen_ai.provider.name", engine.name()));
+    if let Some(engine) = &r.engine {
+        attributes.push(KeyValue::new("gen_ai.provider.name", engine.name().to_string()));
     }
     if let Some(model) = model {
         attributes.push(KeyValue::new("gen_ai.request.model", model));
