@@ -181,7 +181,7 @@ impl Pipeline {
                 for pid in self.processes.tracked_pids() {
                     servers.consider(pid, true);
                 }
-                server_comms = servers.comms();
+                server_comms = servers.comms(queues.keys().map(|&(pid, _)| pid));
                 queues
             }
             None => Default::default(),

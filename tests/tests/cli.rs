@@ -124,6 +124,8 @@ fn with_only_its_capabilities_an_unprivileged_user_gets_gpu_counts_and_request_m
         .as_array()
         .and_then(|s| s.iter().find(|s| finished_requests(s) > 0))
         .unwrap();
+    // Found by --port, not by name: named all the same (the kernel keeps 15 bytes of it).
+    assert_eq!(server["comm"], "sse_truth_serve", "{server}");
     let model = &server["models"][0];
     assert_eq!(model["model"], "least-privilege", "{model}");
     assert_eq!(model["delta"]["requests"], 1, "{model}");

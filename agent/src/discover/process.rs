@@ -9,10 +9,15 @@ pub fn exists(proc_root: &Path, pid: u32) -> bool {
     proc_root.join(pid.to_string()).exists()
 }
 
+/// `pid`'s command name; empty if it is gone.
+pub fn comm(proc_root: &Path, pid: u32) -> String {
+    let comm = fs::read_to_string(proc_root.join(pid.to_string()).join("comm")).unwrap_or_default();
+    comm.trim_end().to_string()
+}
+
 /// Reads what is readable; a process that exits meanwhile leaves blanks, not an error.
 pub fn identity(proc_root: &Path, pid: u32) -> ProcessIdentity {
     let dir = proc_root.join(pid.to_string());
-    let comm = fs::read_to_string(dir.join("comm")).unwrap_or_default();
     let exe = fs::read_link(dir.join("exe"))
         .map(|p| p.display().to_string())
         .unwrap_or_default();
@@ -21,7 +26,7 @@ pub fn identity(proc_root: &Path, pid: u32) -> ProcessIdentity {
     ProcessIdentity {
         pid,
         ppid: parent(&stat).unwrap_or(0),
-        comm: comm.trim_end().to_string(),
+        comm: comm(proc_root, pid),
         exe,
         container_id: container_id(&cgroup),
     }

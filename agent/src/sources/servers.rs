@@ -57,6 +57,9 @@ pub struct Servers {
     comms: Vec<String>,
     /// Processes whose listening ports are watched.
     candidates: BTreeMap<u32, Candidate>,
+    /// Command names of the processes serving ports named with `--port`
+    /// (not candidates), read once each.
+    port_owners: BTreeMap<u32, String>,
     /// (port, network namespace inode); `None`: any namespace (`--port`).
     watched_ports: BTreeSet<(u16, Option<u32>)>,
     /// Requests finished since [`Servers::take_finished`] was last called.
@@ -81,6 +84,7 @@ impl Servers {
             proc_root,
             comms,
             candidates: BTreeMap::new(),
+            port_owners: BTreeMap::new(),
             watched_ports: ports.iter().map(|&p| (p, None)).collect(),
             finished: Vec::new(),
             refresh: HashMap::new(),
@@ -165,12 +169,28 @@ impl Servers {
         finished
     }
 
-    /// The command name of each process whose ports are watched.
-    pub fn comms(&self) -> BTreeMap<u32, String> {
-        self.candidates
+    /// The command name of each process whose ports are watched, and of each
+    /// process in `serving` (those serving a port named with `--port`).
+    pub fn comms(&mut self, serving: impl IntoIterator<Item = u32>) -> BTreeMap<u32, String> {
+        let mut comms: BTreeMap<u32, String> = self
+            .candidates
             .iter()
             .map(|(&pid, c)| (pid, c.comm.clone()))
-            .collect()
+            .collect();
+        let mut owners = BTreeMap::new();
+        for pid in serving {
+            if !comms.contains_key(&pid) {
+                let comm = self
+                    .port_owners
+                    .remove(&pid)
+                    .unwrap_or_else(|| process::comm(&self.proc_root, pid));
+                owners.insert(pid, comm);
+            }
+        }
+        comms.extend(owners.iter().map(|(&pid, comm)| (pid, comm.clone())));
+        // Only those still serving are kept.
+        self.port_owners = owners;
+        comms
     }
 
     /// Generation requests given up on since the start, by reason.
