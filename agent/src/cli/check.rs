@@ -89,7 +89,7 @@ pub fn require_privileges() -> Result<()> {
     let required = missing_required(effective);
     if !required.is_empty() {
         bail!(
-            "inferscope needs root or at least the capabilities CAP_BPF and CAP_PERFMON; this process lacks {}",
+            "root or at least the capabilities CAP_BPF and CAP_PERFMON are needed; this process lacks {}",
             required.join(", ")
         );
     }

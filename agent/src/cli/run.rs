@@ -142,7 +142,10 @@ pub fn watch(
     super::check::require_privileges()?;
     probes::raise_memlock_limit();
     let clock = Clock::system();
-    let btf = Btf::from_sys_fs().context("reading kernel BTF from /sys/kernel/btf/vmlinux")?;
+    let btf = Btf::from_sys_fs().context(
+        "the programs need the kernel's BTF at /sys/kernel/btf/vmlinux (a kernel built with \
+         CONFIG_DEBUG_INFO_BTF; in a container, mount the host's /sys/kernel/btf)",
+    )?;
     let only = (!args.pids.is_empty()).then(|| args.pids.iter().copied().collect::<HashSet<_>>());
     let kube = kube_config(args).and_then(|config| {
         log::info!(
