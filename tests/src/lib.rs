@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod llama;
 pub mod receivers;
 
 use inferscope::model::Snapshot;

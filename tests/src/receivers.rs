@@ -263,6 +263,19 @@ pub fn promtool_check_metrics(exposition: &str) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
+/// A value in a Prometheus exposition: the one sample of `name` whose labels contain every `labels` pair.
+pub fn sample(exposition: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    let found: Vec<f64> = exposition
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    match found.as_slice() {
+        [v] => Some(*v),
+        _ => None,
+    }
+}
+
 /// `GET http://ADDR/metrics`.
 pub fn scrape(addr: &str) -> String {
     ureq::get(&format!("http://{addr}/metrics"))

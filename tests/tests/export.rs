@@ -17,7 +17,7 @@ use std::{
 use inferscope::model::{Histogram, Snapshot};
 use inferscope_tests::{
     Agent, STEP, TestServer, Workload, chat_request, read_chunked_response,
-    receivers::{Rotel, VictoriaMetrics, free_port, promtool_check_metrics, scrape, wait_until},
+    receivers::{Rotel, VictoriaMetrics, free_port, promtool_check_metrics, sample, scrape, wait_until},
     stub_library,
 };
 use serde_json::Value;
@@ -297,19 +297,6 @@ fn delta_temporality_is_used_when_asked_for() {
             described.contains("AGGREGATION_TEMPORALITY_DELTA"),
             "{name}: {described}"
         );
-    }
-}
-
-/// A value in a Prometheus exposition: the one sample of `name` whose labels contain every `labels` pair.
-fn sample(exposition: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    let found: Vec<f64> = exposition
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .collect();
-    match found.as_slice() {
-        [v] => Some(*v),
-        _ => None,
     }
 }
 

@@ -509,7 +509,7 @@ fn add_path(entries: &mut BTreeMap<PathBuf, Entry>, path: &Path) -> Result<()> {
 }
 
 /// Every shared library (and the loader) the ELF files need, as `ldd` resolves them here.
-fn shared_libraries(elves: &[PathBuf]) -> Result<BTreeSet<PathBuf>> {
+pub fn shared_libraries(elves: &[PathBuf]) -> Result<BTreeSet<PathBuf>> {
     let mut libs = BTreeSet::new();
     for elf in elves {
         let out = Command::new("ldd").arg(elf).output()?;

@@ -1,9 +1,11 @@
 //! `cargo xtask`: the project's build, check, fixture and test tasks, in Rust so
 //! that they run the same on a laptop and in CI.
 
+mod dist;
 mod ebpf;
 mod fixtures;
 mod fuzz;
+mod image;
 mod kernels;
 mod llama;
 
@@ -32,7 +34,7 @@ enum Task {
     },
     /// Fetch the real GPU runtime libraries the tests run against into .cache/fixtures.
     Fixtures,
-    /// Fetch fixtures, build the agent, and run every test (the kernel ones need root).
+    /// Fetch fixtures, build the agent and its image, and run every test (the kernel ones need root).
     Test {
         /// Extra arguments for `cargo test`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -53,6 +55,16 @@ enum Task {
         /// Only these targets (file names under fuzz/fuzz_targets).
         targets: Vec<String>,
     },
+    /// The release tarball under target/dist: the binary built for glibc 2.28
+    /// with cargo-zigbuild (from PyPI), docs and manifests, its SHA-256 and SBOM.
+    Dist,
+    /// The DaemonSet's OCI image under target/image, built with buildah from the
+    /// tarball's binary: no daemon, no registry, no base image.
+    Image {
+        /// Build it twice and fail if the digest or the archive's bytes differ.
+        #[arg(long)]
+        reproduce: bool,
+    },
     /// Boot Debian's 6.1 and 6.12 kernels under QEMU and run the agent's tests
     /// there and on this host's kernel; print one table (needs root).
     Kernels {
@@ -70,6 +82,8 @@ fn main() -> Result<()> {
         Task::Test { args } => test(&root, &args),
         Task::Bench { only } => bench(&root, &only),
         Task::Fuzz { runs, targets } => fuzz::fuzz(&root, runs, &targets),
+        Task::Dist => dist::dist(&root).map(|_| ()),
+        Task::Image { reproduce } => image::image(&root, reproduce).map(|_| ()),
         Task::Kernels { only } => kernels::matrix(&root, &fixtures::fetch(&root)?, &only),
     }
 }
@@ -83,6 +97,8 @@ fn workspace_root() -> PathBuf {
 
 fn test(root: &Path, args: &[String]) -> Result<()> {
     let fixtures = fixtures::fetch(root)?;
+    // The image test runs what users deploy: the release image.
+    let image = image::image(root, false)?;
     // Integration tests run the real binary; build it first so they find it.
     let agent = build_agent(root)?;
     run(Command::new("cargo")
@@ -90,7 +106,8 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
         .args(["test", "--workspace"])
         .args(args)
         .env("INFERSCOPE_BIN", agent)
-        .env("INFERSCOPE_FIXTURES", fixtures))
+        .env("INFERSCOPE_FIXTURES", fixtures)
+        .env("INFERSCOPE_IMAGE", image))
 }
 
 /// Builds the agent (debug) for the integration tests; returns the binary.

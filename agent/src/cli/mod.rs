@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "inferscope",
-    version,
+    version = env!("INFERSCOPE_VERSION"),
     about = "Watch GPU inference servers from the kernel, with no change to them"
 )]
 pub struct Cli {
@@ -27,7 +27,7 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Report per-process GPU activity every interval.
+    /// Measure and export: GPU activity per process, requests per server, devices and pods, every interval.
     Run(Box<run::RunArgs>),
     /// Findings grounded in the measured figures: live, or over a saved `run --output json` stream.
     Diagnose(Box<diagnose::DiagnoseArgs>),
