@@ -32,13 +32,15 @@ pub fn identity(proc_root: &Path, pid: u32) -> ProcessIdentity {
     }
 }
 
-/// When `pid` started, since boot (see [`crate::clock::since_boot`]), to the
-/// kernel's clock tick (10 ms where `USER_HZ` is 100).
+/// When `pid` started at the latest, since boot (see
+/// [`crate::clock::since_boot`]): the end of the kernel clock tick it started
+/// in (10 ms where `USER_HZ` is 100). /proc keeps no finer time; what happened
+/// after this happened after the process started.
 pub fn started(proc_root: &Path, pid: u32) -> Option<Duration> {
     let stat = fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
     // SAFETY: sysconf has no preconditions.
     let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    start_ticks(&stat).map(|t| Duration::from_secs_f64(t as f64 / ticks_per_second.max(1) as f64))
+    start_ticks(&stat).map(|t| Duration::from_secs_f64((t + 1) as f64 / ticks_per_second.max(1) as f64))
 }
 
 /// Field 22 of `/proc/PID/stat`, the start time in clock ticks since boot.
@@ -102,7 +104,8 @@ mod tests {
         let proc_root = Path::new("/proc");
         let me = std::process::id();
         let started = started(proc_root, me).expect("own start time");
-        assert!(started <= crate::clock::since_boot());
+        // The end of its start's clock tick may lie a tick ahead of now.
+        assert!(started <= crate::clock::since_boot() + Duration::from_secs(1));
         assert_eq!(mount_namespace(proc_root, me), mount_namespace(proc_root, me));
         assert!(mount_namespace(proc_root, me).is_some());
         assert_eq!(mount_namespace(proc_root, u32::MAX), None);

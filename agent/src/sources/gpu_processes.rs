@@ -41,7 +41,8 @@ enum Image {
 
 struct Tracked {
     identity: ProcessIdentity,
-    /// When it started, since boot; `None` when /proc could not say.
+    /// When it started at the latest, since boot (the end of its clock tick);
+    /// `None` when /proc could not say.
     started: Option<Duration>,
     /// The probed files it maps, and as which runtime.
     files: BTreeSet<(FileId, Runtime)>,
@@ -459,7 +460,10 @@ impl GpuProcesses {
 
     /// Since when every call of `t` is counted, when not from its start: the
     /// latest attachment of its files' probes made after it started, before
-    /// which it may have called them unseen.
+    /// which it may have called them unseen. An attachment within the clock
+    /// tick it started in counts as before: a process cannot load a runtime
+    /// and call it in the few milliseconds left, and saying otherwise would
+    /// flag processes counted whole.
     fn counted_since(&self, t: &Tracked) -> Option<SystemTime> {
         t.files
             .iter()
