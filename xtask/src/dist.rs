@@ -36,6 +36,8 @@ pub struct Dist {
     pub binary: PathBuf,
     /// `inferscope 0.1.0 (commit)`, as the binary says it.
     pub version: String,
+    /// The CycloneDX bill of materials beside the tarball.
+    pub sbom: PathBuf,
 }
 
 pub fn dist(root: &Path) -> Result<Dist> {
@@ -90,6 +92,7 @@ pub fn dist(root: &Path) -> Result<Dist> {
     Ok(Dist {
         binary: staging.join("inferscope"),
         version,
+        sbom: sbom_path,
     })
 }
 

@@ -23,8 +23,9 @@ const NCCL_WHEEL: &str = "nvidia-nccl-cu12==2.27.3";
 /// shipped as a Python wheel; and Helm v4 as a library (helm-python-sdk: no
 /// helm binary) with PyYAML, for the chart check (tests/deploy); the official
 /// OpenAI and Anthropic clients, which the Responses and Messages API tests
-/// stream through (tests/clients).
-const SERVER_PACKAGES: [&str; 8] = [
+/// stream through (tests/clients); CycloneDX's own library, whose schema
+/// validator checks the release's bill of materials.
+const SERVER_PACKAGES: [&str; 9] = [
     "starlette==0.49.1",
     "uvicorn==0.38.0",
     "grpcio==1.76.0",
@@ -33,6 +34,7 @@ const SERVER_PACKAGES: [&str; 8] = [
     "PyYAML==6.0.3",
     "openai==3.51.0",
     "anthropic==2.10.0",
+    "cyclonedx-python-lib[json-validation]==11.12.0",
 ];
 /// VictoriaMetrics from Debian trixie (bookworm has none): ingests OTLP/HTTP and
 /// answers PromQL. Runs on bookworm once unpacked; pinned by digest.
@@ -66,7 +68,7 @@ pub fn fetch(root: &Path) -> Result<PathBuf> {
     // Installed versions, in the order of SERVER_PACKAGES ("-" for a missing one).
     let names: Vec<&str> = SERVER_PACKAGES
         .iter()
-        .map(|p| p.split("==").next().unwrap())
+        .map(|p| p.split(['[', '=']).next().unwrap())
         .collect();
     let probe = format!(
         "import importlib.metadata as m\n\

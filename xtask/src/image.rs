@@ -20,7 +20,7 @@ use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::{Value, json};
 
 use crate::{
-    dist::{self, reproducible_tar, sha256},
+    dist::{self, Dist, reproducible_tar, sha256},
     kernels::shared_libraries,
 };
 
@@ -29,9 +29,8 @@ const DEFAULT_CMD: [&str; 5] = ["run", "--output", "none", "--prometheus-listen"
 /// Where a runtime mounts /proc, sysfs and /dev (an image from scratch has none).
 const MOUNT_POINTS: [&str; 3] = ["proc", "sys", "dev"];
 
-/// Builds the image; returns its archive.
-pub fn image(root: &Path, reproduce: bool) -> Result<PathBuf> {
-    let dist = dist::dist(root)?;
+/// Builds the image from the tarball's binary; returns its archive.
+pub fn image(root: &Path, dist: &Dist, reproduce: bool) -> Result<PathBuf> {
     let number = dist
         .version
         .split_whitespace()

@@ -83,7 +83,7 @@ fn main() -> Result<()> {
         Task::Bench { only } => bench(&root, &only),
         Task::Fuzz { runs, targets } => fuzz::fuzz(&root, runs, &targets),
         Task::Dist => dist::dist(&root).map(|_| ()),
-        Task::Image { reproduce } => image::image(&root, reproduce).map(|_| ()),
+        Task::Image { reproduce } => image::image(&root, &dist::dist(&root)?, reproduce).map(|_| ()),
         Task::Kernels { only } => kernels::matrix(&root, &fixtures::fetch(&root)?, &only),
     }
 }
@@ -97,8 +97,10 @@ fn workspace_root() -> PathBuf {
 
 fn test(root: &Path, args: &[String]) -> Result<()> {
     let fixtures = fixtures::fetch(root)?;
-    // The image test runs what users deploy: the release image.
-    let image = image::image(root, false)?;
+    // The image and release tests check what users install: the tarball's
+    // bill of materials, the image.
+    let dist = dist::dist(root)?;
+    let image = image::image(root, &dist, false)?;
     // Integration tests run the real binary; build it first so they find it.
     let agent = build_agent(root)?;
     run(Command::new("cargo")
@@ -107,7 +109,8 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
         .args(args)
         .env("INFERSCOPE_BIN", agent)
         .env("INFERSCOPE_FIXTURES", fixtures)
-        .env("INFERSCOPE_IMAGE", image))
+        .env("INFERSCOPE_IMAGE", image)
+        .env("INFERSCOPE_SBOM", dist.sbom))
 }
 
 /// Builds the agent (debug) for the integration tests; returns the binary.
