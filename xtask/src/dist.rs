@@ -1,9 +1,9 @@
 //! `cargo xtask dist`: the release tarball, for the engineer on a GPU box with
 //! no Rust toolchain. One binary (the eBPF objects are embedded) built against
 //! glibc 2.28 with `cargo-zigbuild` and Zig (both from PyPI, pinned), so it runs
-//! on every distribution a GPU fleet still has (RHEL 8, Ubuntu 20.04, Amazon
-//! Linux 2 and newer); LICENSE, README, docs/ and deploy/ beside it; its
-//! SHA-256 and a CycloneDX bill of materials beside the tarball.
+//! on the distributions GPU fleets still have (RHEL 8, Ubuntu 20.04, Debian 10
+//! and newer); LICENSE, README, docs/ and deploy/ as the commit has them beside
+//! it; its SHA-256 and a CycloneDX bill of materials beside the tarball.
 //!
 //! The archive is reproducible: its files are sorted, owned by root and dated
 //! at the commit, and gzip stores no name or time.
@@ -27,8 +27,17 @@ const GLIBC_FLOOR: (u32, u32) = (2, 28);
 /// cargo-zigbuild and the Zig it drives, pinned (cargo-zigbuild 0.24 filters
 /// the linker flags newer rustc passes; Zig 0.16 builds `ring`).
 const ZIGBUILD_PACKAGES: [&str; 2] = ["cargo-zigbuild==0.24.1", "ziglang==0.16.0"];
-/// What the tarball holds beside the binary.
+/// What the tarball holds beside the binary, from the commit (not the working tree).
 const BESIDE_THE_BINARY: [&str; 4] = ["LICENSE", "README.md", "docs", "deploy"];
+/// The only libraries the binary may need: glibc's, present on every system.
+const GLIBC_LIBRARIES: [&str; 6] = [
+    "libc.so.6",
+    "libm.so.6",
+    "libpthread.so.0",
+    "libdl.so.2",
+    "librt.so.1",
+    "ld-linux-x86-64.so.2",
+];
 
 /// What `dist` made, under `target/dist`.
 pub struct Dist {
@@ -52,6 +61,16 @@ pub fn dist(root: &Path) -> Result<Dist> {
         GLIBC_FLOOR.0,
         GLIBC_FLOOR.1
     );
+    let needed = needed_libraries(&binary)?;
+    let foreign: Vec<&String> = needed
+        .iter()
+        .filter(|l| !GLIBC_LIBRARIES.contains(&l.as_str()))
+        .collect();
+    ensure!(
+        foreign.is_empty(),
+        "{} needs libraries beyond glibc: {foreign:?}",
+        binary.display()
+    );
     let version = binary_version(&binary)?;
     let number = version
         .split_whitespace()
@@ -63,9 +82,15 @@ pub fn dist(root: &Path) -> Result<Dist> {
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(&staging)?;
     fs::copy(&binary, staging.join("inferscope"))?;
-    for item in BESIDE_THE_BINARY {
-        copy_tree(&root.join(item), &staging.join(item))?;
-    }
+    let files = format!(
+        "git archive --format=tar HEAD -- {} | tar -x -C {}",
+        BESIDE_THE_BINARY.join(" "),
+        shell_quote(&staging)
+    );
+    run(Command::new("bash")
+        .current_dir(root)
+        .args(["-o", "pipefail", "-c", &files]))
+    .context("copying the commit's docs and manifests")?;
     let epoch = commit_time(root)?;
     let sbom = sbom(root, &version, &binary, epoch)?;
     let sbom_path = out.join(format!("{name}.cdx.json"));
@@ -156,6 +181,21 @@ pub fn glibc_floor(binary: &Path) -> Result<(u32, u32)> {
         .with_context(|| format!("{} names no glibc version", binary.display()))
 }
 
+/// The shared libraries the binary names (`DT_NEEDED`).
+fn needed_libraries(binary: &Path) -> Result<Vec<String>> {
+    let out = Command::new("readelf")
+        .args(["--dynamic", "--wide"])
+        .arg(binary)
+        .output()
+        .context("running readelf (binutils)")?;
+    ensure!(out.status.success(), "readelf failed on {}", binary.display());
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| Some(l.split_once("[")?.1.split_once(']')?.0.to_string()))
+        .collect())
+}
+
 fn binary_version(binary: &Path) -> Result<String> {
     let out = Command::new(binary).arg("--version").output()?;
     ensure!(out.status.success(), "{} --version failed", binary.display());
@@ -178,27 +218,13 @@ pub fn commit_time(root: &Path) -> Result<u64> {
     Ok(String::from_utf8(out.stdout)?.trim().parse()?)
 }
 
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    let meta = fs::metadata(from).with_context(|| format!("{} missing", from.display()))?;
-    if meta.is_dir() {
-        fs::create_dir_all(to)?;
-        for entry in fs::read_dir(from)? {
-            let entry = entry?;
-            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
-        }
-    } else {
-        fs::copy(from, to)?;
-    }
-    Ok(())
-}
-
 /// Writes `entries` of `dir` as a tar (gzipped or not) whose bytes depend only
 /// on the files: sorted, owned by root, dated `epoch`, no name or time in gzip.
 pub fn reproducible_tar(dir: &Path, entries: &[&str], out: &Path, epoch: u64, gzip: bool) -> Result<()> {
     let entries: Vec<String> = entries.iter().map(|e| shell_quote(Path::new(e))).collect();
     let tar = format!(
         "tar --create --sort=name --format=posix --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
-         --mtime=@{epoch} --owner=0 --group=0 --numeric-owner --mode=u+rw,go+r,go-w \
+         --mtime=@{epoch} --owner=0 --group=0 --numeric-owner --mode=u+rwX,go+rX,go-w \
          -C {dir} {entries} {compress} > {out}",
         dir = shell_quote(dir),
         entries = entries.join(" "),
@@ -223,7 +249,8 @@ pub fn sha256(file: &Path) -> Result<String> {
 }
 
 /// Unpacks the tarball into an empty folder and runs the binary there with an
-/// empty environment: it must need no file but itself and the C library.
+/// empty environment: it needs no file but itself and glibc's libraries
+/// (checked above from what it names).
 fn runs_alone(tarball: &Path, name: &str, version: &str) -> Result<()> {
     let scratch = tarball.with_extension("unpacked");
     let _ = fs::remove_dir_all(&scratch);

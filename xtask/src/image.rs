@@ -12,6 +12,7 @@
 
 use std::{
     fs,
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::Command,
 };
@@ -28,6 +29,10 @@ use crate::{
 const DEFAULT_CMD: [&str; 5] = ["run", "--output", "none", "--prometheus-listen", "0.0.0.0:9464"];
 /// Where a runtime mounts /proc, sysfs and /dev (an image from scratch has none).
 const MOUNT_POINTS: [&str; 3] = ["proc", "sys", "dev"];
+/// Beyond the binary's own: what the GPU management libraries it loads from
+/// the host need. ROCm SMI is C++ (`ldd` of Debian's librocm-smi64-1 names
+/// these two beside glibc); NVML needs glibc only.
+const FOR_LOADED_LIBRARIES: [&str; 2] = ["libstdc++.so.6", "libgcc_s.so.1"];
 
 /// Builds the image from the tarball's binary; returns its archive.
 pub fn image(root: &Path, dist: &Dist, reproduce: bool) -> Result<PathBuf> {
@@ -40,11 +45,13 @@ pub fn image(root: &Path, dist: &Dist, reproduce: bool) -> Result<PathBuf> {
     let tag = format!("inferscope:{number}");
     let epoch = dist::commit_time(root)?;
     let out = root.join("target/image");
-    let built = build(&dist.binary, &tag, epoch, &out.join("build"))?;
+    // A storage of its own: the user's images (podman's, buildah's) are not touched.
+    let buildah = Buildah::private(&out.join("storage"))?;
+    let built = build(&buildah, &dist.binary, &tag, epoch, &out.join("build"))?;
     let archive = out.join(format!("inferscope-{number}.oci.tar"));
     fs::rename(&built.archive, &archive)?;
     if reproduce {
-        let again = build(&dist.binary, &tag, epoch, &out.join("again"))?;
+        let again = build(&buildah, &dist.binary, &tag, epoch, &out.join("again"))?;
         let (first, second) = (sha256(&archive)?, sha256(&again.archive)?);
         ensure!(
             again.digest == built.digest && first == second,
@@ -55,7 +62,8 @@ pub fn image(root: &Path, dist: &Dist, reproduce: bool) -> Result<PathBuf> {
         fs::remove_dir_all(out.join("again"))?;
         println!("built twice: the same digest and the same archive bytes");
     }
-    loadable(&archive)?;
+    loadable(&buildah, &archive)?;
+    buildah.remove()?;
     println!(
         "{}: {tag}, {:.1} MB, image digest {}, archive sha256 {}",
         archive.display(),
@@ -72,13 +80,13 @@ struct Built {
     archive: PathBuf,
 }
 
-fn build(binary: &Path, tag: &str, epoch: u64, work: &Path) -> Result<Built> {
+fn build(buildah: &Buildah, binary: &Path, tag: &str, epoch: u64, work: &Path) -> Result<Built> {
     let _ = fs::remove_dir_all(work);
     let rootfs = work.join("rootfs");
     stage_rootfs(binary, &rootfs)?;
-    let container = buildah(&["from", "scratch"])?;
-    let committed = commit(&container, &rootfs, tag, epoch, &work.join("oci"));
-    let removed = buildah(&["rm", &container]);
+    let container = buildah.run(&["from", "scratch"])?;
+    let committed = commit(buildah, &container, &rootfs, tag, epoch, &work.join("oci"));
+    let removed = buildah.run(&["rm", &container]);
     committed?;
     removed?;
     let oci = work.join("oci");
@@ -95,12 +103,21 @@ fn build(binary: &Path, tag: &str, epoch: u64, work: &Path) -> Result<Built> {
 }
 
 /// The binary at /usr/local/bin, each library it loads at the path `ldd` finds
-/// it at here (the loader's own path included), and the mount points.
+/// it at here (the loader's own path included), those the host libraries it
+/// loads need beside libc's, and the mount points; folders 0755 whatever the umask.
 fn stage_rootfs(binary: &Path, rootfs: &Path) -> Result<()> {
     let bin = rootfs.join("usr/local/bin");
     fs::create_dir_all(&bin)?;
     fs::copy(binary, bin.join("inferscope"))?;
-    for lib in shared_libraries(&[binary.to_path_buf()])? {
+    let mut libraries = shared_libraries(&[binary.to_path_buf()])?;
+    let libc_dir = libraries
+        .iter()
+        .find(|l| l.ends_with("libc.so.6"))
+        .and_then(|l| l.parent())
+        .context("ldd found no libc.so.6")?
+        .to_path_buf();
+    libraries.extend(FOR_LOADED_LIBRARIES.iter().map(|name| libc_dir.join(name)));
+    for lib in libraries {
         let to = rootfs.join(lib.strip_prefix("/")?);
         fs::create_dir_all(to.parent().context("library at /")?)?;
         fs::copy(&lib, &to).with_context(|| format!("copying {}", lib.display()))?;
@@ -108,16 +125,34 @@ fn stage_rootfs(binary: &Path, rootfs: &Path) -> Result<()> {
     for dir in MOUNT_POINTS {
         fs::create_dir_all(rootfs.join(dir))?;
     }
+    open_folders(rootfs)
+}
+
+fn open_folders(dir: &Path) -> Result<()> {
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            open_folders(&entry.path())?;
+        }
+    }
     Ok(())
 }
 
-fn commit(container: &str, rootfs: &Path, tag: &str, epoch: u64, oci: &Path) -> Result<()> {
+fn commit(
+    buildah: &Buildah,
+    container: &str,
+    rootfs: &Path,
+    tag: &str,
+    epoch: u64,
+    oci: &Path,
+) -> Result<()> {
     let rootfs = format!("{}/", rootfs.display());
-    buildah(&["copy", container, &rootfs, "/"])?;
+    buildah.run(&["copy", container, &rootfs, "/"])?;
     let entrypoint = json!(["/usr/local/bin/inferscope"]).to_string();
     let cmd = json!(DEFAULT_CMD).to_string();
     let version = tag.split(':').nth(1).unwrap_or_default();
-    buildah(&[
+    buildah.run(&[
         "config",
         "--os",
         "linux",
@@ -135,7 +170,7 @@ fn commit(container: &str, rootfs: &Path, tag: &str, epoch: u64, oci: &Path) -> 
         "org.opencontainers.image.licenses=Apache-2.0",
         container,
     ])?;
-    buildah(&[
+    buildah.run(&[
         "commit",
         "--quiet",
         "--format",
@@ -150,19 +185,44 @@ fn commit(container: &str, rootfs: &Path, tag: &str, epoch: u64, oci: &Path) -> 
     Ok(())
 }
 
-fn buildah(args: &[&str]) -> Result<String> {
-    let out = Command::new("buildah")
-        .args(args)
-        .output()
-        .context("running buildah (Debian's package `buildah`)")?;
-    if !out.status.success() {
-        bail!(
-            "buildah {} failed: {}",
-            args.first().unwrap_or(&""),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+/// buildah with a storage of its own (vfs: no overlay mounts needed).
+struct Buildah {
+    root: PathBuf,
+}
+
+impl Buildah {
+    fn private(root: &Path) -> Result<Self> {
+        let _ = fs::remove_dir_all(root);
+        fs::create_dir_all(root)?;
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
     }
-    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+
+    fn run(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new("buildah")
+            .arg("--root")
+            .arg(self.root.join("root"))
+            .arg("--runroot")
+            .arg(self.root.join("run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args)
+            .output()
+            .context("running buildah (Debian's package `buildah`)")?;
+        if !out.status.success() {
+            bail!(
+                "buildah {} failed: {}",
+                args.first().unwrap_or(&""),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8(out.stdout)?.trim().to_string())
+    }
+
+    /// Forgets the storage (vfs leaves plain folders; nothing is mounted).
+    fn remove(self) -> Result<()> {
+        fs::remove_dir_all(&self.root).with_context(|| format!("removing {}", self.root.display()))
+    }
 }
 
 /// Adds Docker's `manifest.json` beside the OCI index (what `docker load`
@@ -191,12 +251,14 @@ fn write_docker_manifest(oci: &Path, tag: &str) -> Result<String> {
 }
 
 /// Reads the archive back as podman and docker would, through both of its
-/// manifests (buildah uses the same image library as podman), then forgets it.
-fn loadable(archive: &Path) -> Result<()> {
+/// manifests (buildah uses the same image library as podman), in the
+/// private storage.
+fn loadable(buildah: &Buildah, archive: &Path) -> Result<()> {
     for transport in ["oci-archive", "docker-archive"] {
-        let id = buildah(&["pull", "--quiet", &format!("{transport}:{}", archive.display())])
+        let id = buildah
+            .run(&["pull", "--quiet", &format!("{transport}:{}", archive.display())])
             .with_context(|| format!("the archive does not load as {transport}"))?;
-        buildah(&["rmi", &id])?;
+        buildah.run(&["rmi", &id])?;
     }
     Ok(())
 }

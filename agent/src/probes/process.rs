@@ -2,10 +2,7 @@
 //! uprobe on each dynamic loader file's `_dl_debug_state`, and the iterator
 //! that tells which file each mapping of a process really is.
 
-use std::{
-    collections::{HashMap, HashSet},
-    os::fd::AsFd as _,
-};
+use std::{collections::HashMap, os::fd::AsFd as _};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
@@ -31,8 +28,6 @@ const LOADER_STATE: &str = "_r_debug";
 pub struct ProcessProbes {
     ebpf: Ebpf,
     loaders: HashMap<FileId, UProbeLinkId>,
-    /// Loader files the agent was not permitted to open, not tried again.
-    denied_loaders: HashSet<FileId>,
     /// Whether `mapped_files` loaded: without it, /proc's identities stand.
     mapped_files: bool,
 }
@@ -66,7 +61,6 @@ impl ProcessProbes {
         Ok(Self {
             ebpf,
             loaders: HashMap::new(),
-            denied_loaders: HashSet::new(),
             mapped_files,
         })
     }
@@ -109,27 +103,11 @@ impl ProcessProbes {
         ))
     }
 
-    /// Watches a dynamic loader file for dlopen/dlclose (once per file). A file
-    /// the agent may not open is tried once: every process using it would fail
-    /// alike (a capability is missing), and the error has been said.
+    /// Watches a dynamic loader file for dlopen/dlclose (once per file).
     pub fn watch_loader(&mut self, loader: &ProbeTarget) -> Result<()> {
-        if self.loaders.contains_key(&loader.file) || self.denied_loaders.contains(&loader.file) {
+        if self.loaders.contains_key(&loader.file) {
             return Ok(());
         }
-        let watched = self.attach_loader(loader);
-        if let Err(e) = &watched
-            && e.chain().any(|cause| {
-                cause
-                    .downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
-            })
-        {
-            self.denied_loaders.insert(loader.file);
-        }
-        watched
-    }
-
-    fn attach_loader(&mut self, loader: &ProbeTarget) -> Result<()> {
         let offsets = symbols::function_offsets(&loader.open_path, [LOADER_HOOK])?;
         let offset = *offsets
             .get(LOADER_HOOK)

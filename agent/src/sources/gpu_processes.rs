@@ -85,6 +85,8 @@ pub struct GpuProcesses {
     /// Per process, the runtime files the kernel named underneath the ones /proc shows.
     underneath: HashMap<u32, HashMap<FileId, FileId>>,
     proc_events_lost: u64,
+    /// Loader files that failed to be watched, whose failure has been said.
+    loaders_failed: HashSet<FileId>,
 }
 
 impl GpuProcesses {
@@ -114,6 +116,7 @@ impl GpuProcesses {
             exec_pending: HashSet::new(),
             underneath: HashMap::new(),
             proc_events_lost: 0,
+            loaders_failed: HashSet::new(),
         };
         for pid in source.all_pids()? {
             source.probe_namespace_of(pid);
@@ -187,7 +190,13 @@ impl GpuProcesses {
         if let Some(loader) = &loader
             && let Err(e) = self.process.watch_loader(loader)
         {
-            log::warn!("pid {pid}: dlopen will be noticed late: {e:#}");
+            // Tried again with each process (another may be permitted), said
+            // once per loader file: without a capability, every process fails alike.
+            if self.loaders_failed.insert(loader.file) {
+                log::warn!("pid {pid}: dlopen will be noticed late: {e:#}");
+            } else {
+                log::debug!("pid {pid}: dlopen will be noticed late: {e:#}");
+            }
         }
         let mut files = BTreeSet::new();
         for lib in &runtimes {

@@ -187,6 +187,8 @@ impl Servers {
                 owners.insert(pid, comm);
             }
         }
+        // A process gone before its name was read is not named by an empty string.
+        owners.retain(|_, comm| !comm.is_empty());
         comms.extend(owners.iter().map(|(&pid, comm)| (pid, comm.clone())));
         // Only those still serving are kept.
         self.port_owners = owners;
