@@ -108,6 +108,7 @@ fn untar(archive: &Path, into: &Path) {
 }
 
 /// The agent's container in deploy/daemonset.yaml, as the API server would take it.
+#[derive(Clone)]
 struct ContainerSpec {
     args: Vec<String>,
     env: BTreeMap<String, String>,
@@ -448,14 +449,14 @@ fn without_one_capability_or_the_btf_mount_the_agent_names_what_is_missing() {
         .capabilities
         .iter()
         .map(|cap| {
-            let mut spec = ContainerSpec::from_manifest();
+            let mut spec = full.clone();
             spec.capabilities.retain(|c| c != cap);
             (format!("CAP_{cap}"), spec)
         })
         .collect();
     // Without the volume, and without BTF in the runtime's sysfs either (a
     // kernel built without it, or a runtime that masks it).
-    let mut no_btf = ContainerSpec::from_manifest();
+    let mut no_btf = full.clone();
     no_btf.mounts.retain(|(_, path, _)| path != "/sys/kernel/btf");
     assert_eq!(
         no_btf.mounts.len() + 1,

@@ -161,13 +161,7 @@ fn build(root: &Path) -> Result<PathBuf> {
 
 /// The newest glibc symbol version the binary needs, from its `.gnu.version_r`.
 pub fn glibc_floor(binary: &Path) -> Result<(u32, u32)> {
-    let out = Command::new("readelf")
-        .args(["--version-info", "--wide"])
-        .arg(binary)
-        .output()
-        .context("running readelf (binutils)")?;
-    ensure!(out.status.success(), "readelf failed on {}", binary.display());
-    let versions: BTreeSet<(u32, u32)> = String::from_utf8_lossy(&out.stdout)
+    let versions: BTreeSet<(u32, u32)> = readelf(binary, "--version-info")?
         .split_whitespace()
         .filter_map(|w| w.strip_prefix("GLIBC_"))
         .filter_map(|v| {
@@ -183,17 +177,26 @@ pub fn glibc_floor(binary: &Path) -> Result<(u32, u32)> {
 
 /// The shared libraries the binary names (`DT_NEEDED`).
 fn needed_libraries(binary: &Path) -> Result<Vec<String>> {
-    let out = Command::new("readelf")
-        .args(["--dynamic", "--wide"])
-        .arg(binary)
-        .output()
-        .context("running readelf (binutils)")?;
-    ensure!(out.status.success(), "readelf failed on {}", binary.display());
-    Ok(String::from_utf8_lossy(&out.stdout)
+    Ok(readelf(binary, "--dynamic")?
         .lines()
         .filter(|l| l.contains("(NEEDED)"))
         .filter_map(|l| Some(l.split_once("[")?.1.split_once(']')?.0.to_string()))
         .collect())
+}
+
+/// What `readelf SECTION --wide` prints of the binary.
+fn readelf(binary: &Path, section: &str) -> Result<String> {
+    let out = Command::new("readelf")
+        .args([section, "--wide"])
+        .arg(binary)
+        .output()
+        .context("running readelf (binutils)")?;
+    ensure!(
+        out.status.success(),
+        "readelf {section} failed on {}",
+        binary.display()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn binary_version(binary: &Path) -> Result<String> {

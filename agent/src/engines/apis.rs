@@ -155,9 +155,6 @@ pub static GRPC_INFERENCE: Api = Api {
     usage: "none read: one token per streamed message",
 };
 
-/// The OpenAI-compatible APIs most engines serve.
-pub static OPENAI: [&Api; 3] = [&OPENAI_CHAT, &OPENAI_COMPLETIONS, &OPENAI_EMBEDDINGS];
-
 #[cfg(test)]
 mod tests {
     use super::*;

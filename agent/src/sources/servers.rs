@@ -102,12 +102,10 @@ impl Servers {
             return;
         }
         let dir = self.proc_root.join(pid.to_string());
-        let comm = fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        let comm = comm.trim_end();
+        let comm = process::comm(&self.proc_root, pid);
         let cmdline = fs::read_to_string(dir.join("cmdline")).unwrap_or_default();
-        let engine = engines::recognise(comm, &cmdline);
-        if always || engine.is_some() || self.comms.iter().any(|c| c == comm) {
-            let comm = comm.to_string();
+        let engine = engines::recognise(&comm, &cmdline);
+        if always || engine.is_some() || self.comms.contains(&comm) {
             self.candidates.insert(pid, Candidate { comm, engine });
             let netns = net_namespace(&self.proc_root, pid);
             let listeners = namespace_listeners(&self.proc_root, pid, netns);
