@@ -137,6 +137,37 @@ const GUEST_TIMEOUT: Duration = Duration::from_secs(900);
 /// on this kernel) or "FAILED".
 type Results = BTreeMap<String, &'static str>;
 
+/// One kernel's run: its name, what it printed, and the outcomes read from that.
+struct Column {
+    kernel: String,
+    log: String,
+    results: Results,
+}
+
+impl Column {
+    fn of(kernel: String, log: String) -> Self {
+        let results = parse(&log);
+        Self { kernel, log, results }
+    }
+
+    /// What a failed test printed (its panic message), at most `MAX_LINES` lines:
+    /// CI keeps only the end of its output, so the cause must be printed, not only filed.
+    fn failure_output(&self, test: &str) -> Option<String> {
+        const MAX_LINES: usize = 40;
+        let start = format!("---- {test} stdout ----");
+        let lines: Vec<&str> = self
+            .log
+            .lines()
+            .map(|l| l.trim_end_matches('\r'))
+            .skip_while(|l| *l != start)
+            .skip(1)
+            .take_while(|l| !l.starts_with("---- ") && *l != "failures:")
+            .take(MAX_LINES)
+            .collect();
+        (!lines.is_empty()).then(|| lines.join("\n"))
+    }
+}
+
 /// `only`: boot just the kernels whose release contains one of these (all when empty).
 pub fn matrix(root: &Path, fixtures: &Path, only: &[String]) -> Result<()> {
     let mut kernels = fetch_kernels()?;
@@ -147,10 +178,10 @@ pub fn matrix(root: &Path, fixtures: &Path, only: &[String]) -> Result<()> {
     let work = root.join("target/kernels");
     fs::create_dir_all(&work)?;
 
-    let mut columns: Vec<(String, Results)> = Vec::new();
+    let mut columns: Vec<Column> = Vec::new();
     let host_log = run_on_host(&build, fixtures)?;
     fs::write(work.join("host.log"), &host_log)?;
-    columns.push((format!("host {}", host_release()), parse(&host_log)));
+    columns.push(Column::of(format!("host {}", host_release()), host_log));
 
     let initrd = work.join("initramfs.cpio");
     let modules = guest_modules(&kernels, &work.join("modules"))?;
@@ -166,7 +197,7 @@ pub fn matrix(root: &Path, fixtures: &Path, only: &[String]) -> Result<()> {
             started.elapsed().as_secs_f64(),
             log_path.display()
         );
-        columns.push((name.clone(), parse(&log)));
+        columns.push(Column::of(name.clone(), log));
     }
     print_table(&columns)
 }
@@ -646,10 +677,10 @@ fn parse(log: &str) -> Results {
     results
 }
 
-fn print_table(columns: &[(String, Results)]) -> Result<()> {
+fn print_table(columns: &[Column]) -> Result<()> {
     let mut rows: Vec<String> = columns
         .iter()
-        .flat_map(|(_, r)| r.keys().filter(|k| k.starts_with("check: ")).cloned())
+        .flat_map(|c| c.results.keys().filter(|k| k.starts_with("check: ")).cloned())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -657,28 +688,61 @@ fn print_table(columns: &[(String, Results)]) -> Result<()> {
     let width = rows.iter().map(String::len).max().unwrap_or(0);
     println!();
     print!("{:width$}", "");
-    for (name, _) in columns {
-        print!(" | {name}");
+    for column in columns {
+        print!(" | {}", column.kernel);
     }
     println!();
     let mut failed = Vec::new();
     for row in &rows {
         print!("{row:width$}");
-        for (kernel, results) in columns {
-            let cell = results.get(row).copied().unwrap_or("missing");
+        for column in columns {
+            let cell = column.results.get(row).copied().unwrap_or("missing");
             if cell == "FAILED" || (cell == "missing" && !row.starts_with("check: ")) {
-                failed.push(format!("{row} on {kernel}"));
+                failed.push((row, column));
             }
-            print!(" | {cell:width$}", width = kernel.len());
+            print!(" | {cell:width$}", width = column.kernel.len());
         }
         println!();
     }
+    for (test, column) in &failed {
+        println!("\n{test} on {}:", column.kernel);
+        println!(
+            "{}",
+            column
+                .failure_output(test)
+                .unwrap_or_else(|| "(no output of its own: see the log)".into())
+        );
+    }
     if !failed.is_empty() {
+        let names: Vec<String> = failed
+            .iter()
+            .map(|(test, column)| format!("{test} on {}", column.kernel))
+            .collect();
         bail!(
             "{} failed in the kernel matrix (serial logs in target/kernels): {}",
             failed.len(),
-            failed.join(", ")
+            names.join(", ")
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// libtest's report of a failure, as a guest's serial console carries it.
+    const LOG: &str = "test a ... ok\r\ntest b ... FAILED\r\n\r\nfailures:\r\n\r\n---- b stdout ----\r\n\r\nthread 'b' panicked at tests/x.rs:1:1:\r\nrun 3 of 20: left vs right\r\n\r\n---- c stdout ----\r\nother\r\n\r\nfailures:\r\n    b\r\n";
+
+    #[test]
+    fn a_failed_test_is_shown_with_what_it_printed_and_nothing_of_the_next() {
+        let column = Column::of("6.1".into(), LOG.into());
+        assert_eq!(column.results["a"], "ok");
+        assert_eq!(column.results["b"], "FAILED");
+        assert_eq!(
+            column.failure_output("b").as_deref(),
+            Some("\nthread 'b' panicked at tests/x.rs:1:1:\nrun 3 of 20: left vs right\n")
+        );
+        assert_eq!(column.failure_output("a"), None);
+    }
 }
