@@ -25,3 +25,4 @@ pub mod runtimes;
 pub mod sinks;
 pub mod sources;
 pub mod top;
+pub mod units;

@@ -7,8 +7,11 @@ use std::{
 };
 
 use super::{Finding, FindingKind, Recording, Severity, Subject};
-use crate::model::{
-    GpuEventKind, LAUNCH_BOUND_MAX_SM_PERCENT, Outcome, ServerRef, Signal, Snapshot, saturating_sum,
+use crate::{
+    model::{
+        GpuEventKind, LAUNCH_BOUND_MAX_SM_PERCENT, Outcome, ServerRef, Signal, Snapshot, saturating_sum,
+    },
+    units::GIB,
 };
 
 /// Intervals with finished requests a trend needs (compared in thirds).
@@ -642,8 +645,6 @@ fn devices(snapshots: &[Snapshot]) -> Vec<Finding> {
     }
     findings
 }
-
-const GIB: f64 = (1u64 << 30) as f64;
 
 /// Events the kernel side lost, and requests left unmeasured.
 fn measurement_gaps(snapshots: &[Snapshot]) -> Option<Finding> {

@@ -73,17 +73,35 @@ impl Histogram {
     pub fn close_interval(&mut self) {
         let mut sorted = std::mem::take(&mut self.samples);
         sorted.sort_by(f64::total_cmp);
-        let rank = |p: f64| {
-            let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
-            sorted.get(rank - 1).copied()
-        };
+        let rank = |p| nearest_rank(&sorted, p);
         (self.p50, self.p95, self.p99) = (rank(50.0), rank(95.0), rank(99.0));
     }
+}
+
+/// Exact nearest-rank percentile `p` (0 to 100) of `values`, sorted in place.
+pub fn percentile(values: &mut [f64], p: f64) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    nearest_rank(values, p)
+}
+
+/// The nearest-rank percentile of values already sorted.
+fn nearest_rank(sorted: &[f64], p: f64) -> Option<f64> {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len().max(1)) - 1).copied()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let mut v: Vec<f64> = (1..=100).rev().map(f64::from).collect();
+        assert_eq!(percentile(&mut v, 50.0), Some(50.0));
+        assert_eq!(percentile(&mut v, 95.0), Some(95.0));
+        assert_eq!(percentile(&mut [0.3], 95.0), Some(0.3));
+        assert_eq!(percentile(&mut [], 50.0), None);
+    }
 
     #[test]
     fn samples_fall_in_the_bucket_whose_upper_bound_holds_them() {

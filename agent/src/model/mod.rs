@@ -25,7 +25,7 @@ pub use device::{
     DeviceProcess, DeviceView, GpmView, GpuEvent, GpuEventKind, GpuUsage, MigInstance, ProcessGpu, Vendor,
 };
 pub use gpu::{CopyBytes, GpuActivity, NcclActivity};
-pub use histogram::Histogram;
+pub use histogram::{Histogram, percentile};
 /// Why the kernel side can lose events: the keys of [`Snapshot::drops`].
 pub use inferscope_shared::DROP_REASONS;
 pub use request::{Engine, Outcome, Protocol, RequestDrop, RequestRecord, TokenSource};

@@ -14,11 +14,10 @@ use svg::{Series, line_chart};
 
 use crate::{
     diagnose::{Diagnosis, Recording, Severity, evidence_value},
-    model::{Snapshot, json_name},
-    top::rows::percentile,
+    model::{Snapshot, json_name, percentile},
+    units::{self, GIB},
 };
 
-const GIB: f64 = (1u64 << 30) as f64;
 /// Processes drawn per per-process chart (the busiest by kernel launches).
 const MAX_PROCESS_SERIES: usize = 6;
 
@@ -516,11 +515,7 @@ fn opt(v: Option<f64>, f: fn(f64) -> String) -> String {
 }
 
 fn seconds(v: f64) -> String {
-    if v < 1.0 {
-        format!("{:.1} ms", v * 1e3)
-    } else {
-        format!("{v:.2} s")
-    }
+    units::seconds(v).spaced()
 }
 
 fn plain(v: f64) -> String {
@@ -532,7 +527,7 @@ fn plain(v: f64) -> String {
 }
 
 fn percent(v: f64) -> String {
-    format!("{v:.0} %")
+    units::percent(v).spaced()
 }
 
 fn gib(v: f64) -> String {

@@ -3,9 +3,10 @@
 use std::io::{self, Write};
 
 use super::Sink;
-use crate::model::{GpuEventKind, Signal, Snapshot};
-
-const MIB: f64 = 1024.0 * 1024.0;
+use crate::{
+    model::{GpuEventKind, Signal, Snapshot},
+    units::{self, GIB, MIB},
+};
 
 /// `--output text`.
 pub struct Text<W: Write>(W);
@@ -121,7 +122,7 @@ fn write_snapshot(out: &mut impl Write, r: &Snapshot) -> io::Result<()> {
 }
 
 fn percent(v: Option<f64>) -> String {
-    v.map_or("-".into(), |v| format!("{v:.0}%"))
+    v.map_or("-".into(), |v| units::percent(v).to_string())
 }
 
 /// One line per GPU (NVML, ROCm SMI), with its XID errors of the interval.
@@ -134,7 +135,6 @@ fn write_devices(out: &mut impl Write, r: &Snapshot) -> io::Result<()> {
         "  {:>3} {:<24} {:>5} {:>7} {:>15} {:>7} {:>5} {:>8} {:>7} {:>4}",
         "GPU", "NAME", "UTIL", "SM ACT", "MEM GiB", "POWER W", "TEMP", "TOK/s", "J/TOK", "XID"
     )?;
-    const GIB: f64 = 1024.0 * MIB;
     for d in &r.devices {
         let memory = match (d.memory_used_bytes, d.memory_total_bytes) {
             (Some(used), Some(total)) => format!("{:.1}/{:.1}", used as f64 / GIB, total as f64 / GIB),

@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use crate::model::{RequestRecord, Snapshot};
+use crate::model::{RequestRecord, Snapshot, percentile};
 
 /// What the list shows of one process; `None` where a figure does not apply
 /// (a server's GPU columns without a runtime, a GPU worker's request columns).
@@ -28,16 +28,6 @@ pub struct Row {
     pub joules_per_token: Option<f64>,
     /// It ended during the latest interval.
     pub exited: bool,
-}
-
-/// Exact nearest-rank percentile of `values` (sorted in place).
-pub fn percentile(values: &mut [f64], p: f64) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * values.len() as f64).ceil() as usize;
-    Some(values[rank.clamp(1, values.len()) - 1])
 }
 
 /// Every process of the snapshot, with request figures over `recent`: the
@@ -154,19 +144,5 @@ impl SortKey {
             }
         };
         rows.sort_by(|a, b| key(b).total_cmp(&key(a)).then(a.pid.cmp(&b.pid)));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_are_nearest_rank() {
-        let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&mut v, 50.0), Some(50.0));
-        assert_eq!(percentile(&mut v, 95.0), Some(95.0));
-        assert_eq!(percentile(&mut [0.3], 95.0), Some(0.3));
-        assert_eq!(percentile(&mut [], 50.0), None);
     }
 }

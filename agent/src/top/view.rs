@@ -12,11 +12,12 @@ use ratatui::{
     widgets::{Cell, Paragraph, Row as TableRow, Table, TableState, Wrap},
 };
 
-use super::{REQUEST_WINDOW, Row, Top, rows::percentile};
-use crate::model::{Signal, Snapshot, json_name};
+use super::{REQUEST_WINDOW, Row, Top};
+use crate::{
+    model::{Signal, Snapshot, json_name, percentile},
+    units::{self, GIB, MIB},
+};
 
-const MIB: f64 = 1024.0 * 1024.0;
-const GIB: f64 = 1024.0 * MIB;
 /// Smallest area anything useful fits in.
 const MIN_WIDTH: u16 = 40;
 const MIN_HEIGHT: u16 = 6;
@@ -234,7 +235,7 @@ const COLUMNS: [Column; 15] = [
         heading: "SYNC%",
         width: 5,
         priority: 3,
-        text: |r| percent(r.sync_share),
+        text: |r| share(r.sync_share),
     },
     Column {
         heading: "GPU MEM",
@@ -391,7 +392,7 @@ fn detail_lines(top: &Top, s: &Snapshot, pid: u32) -> Vec<Line<'static>> {
             per_s(g.memcpy_bytes.dtoh as f64) / MIB,
             rate(Some(per_s(g.alloc_calls as f64))),
             bytes(u64::try_from(p.gpu.total.live_bytes).ok()),
-            percent(Some(per_s(g.sync_seconds))),
+            share(Some(per_s(g.sync_seconds))),
             g.errors,
         )));
         for (op, n) in &g.nccl {
@@ -474,15 +475,12 @@ fn rate(v: Option<f64>) -> String {
 }
 
 fn seconds(v: Option<f64>) -> String {
-    match v {
-        None => "-".into(),
-        Some(v) if v < 1.0 => format!("{:.1}ms", v * 1e3),
-        Some(v) => format!("{v:.2}s"),
-    }
+    v.map_or("-".into(), |v| units::seconds(v).to_string())
 }
 
-fn percent(v: Option<f64>) -> String {
-    v.map_or("-".into(), |v| format!("{:.0}%", v * 100.0))
+/// A share of 0 to 1, in percent.
+fn share(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| units::percent(v * 100.0).to_string())
 }
 
 fn count(v: Option<u64>) -> String {
@@ -490,9 +488,5 @@ fn count(v: Option<u64>) -> String {
 }
 
 fn bytes(v: Option<u64>) -> String {
-    match v {
-        None => "-".into(),
-        Some(b) if (b as f64) < GIB => format!("{:.0}MiB", b as f64 / MIB),
-        Some(b) => format!("{:.1}GiB", b as f64 / GIB),
-    }
+    v.map_or("-".into(), |b| units::bytes(b).to_string())
 }
