@@ -1,30 +1,39 @@
-//! The one data path: sources → join → sinks, on one clock and one tick.
+//! The one data path: sources → join → sinks, on one clock and one tick, and
+//! [`watch`], where every live command builds it (the composition root).
 //!
 //! Sources: [`GpuProcesses`] (process lifecycle, discovery, GPU calls),
-//! [`Servers`] (socket capture), [`NvmlSource`] and [`RocmSmiSource`] (GPU devices). Their ring buffers are drained as they fill;
-//! at each tick the pipeline reads every source once, the join builds one
-//! [`Snapshot`](crate::model::Snapshot), and every sink gets it. Finished
-//! requests reach sinks as they finish, and are counted in the next snapshot.
+//! [`Servers`] (socket capture), then those only read at a tick: GPU devices
+//! (NVML, ROCm SMI) and Kubernetes pods. Ring buffers are drained as they
+//! fill; at each tick the pipeline reads every [`Source`] once, in order, the
+//! join builds one [`Snapshot`](crate::model::Snapshot), and every sink gets
+//! it. Finished requests reach sinks as they finish, and are counted in the
+//! next snapshot.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{cell::RefCell, collections::HashSet, path::PathBuf, rc::Rc, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result, anyhow};
-use aya::maps::{MapData, RingBuf};
-use inferscope_shared::{DROP_REASONS, PROC_EXEC, PROC_EXIT};
+use aya::{
+    Btf,
+    maps::{MapData, RingBuf},
+};
+use inferscope_shared::{PROC_EXEC, PROC_EXIT};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
+    sync::Notify,
     time::{Instant, MissedTickBehavior, interval_at, sleep_until},
 };
 
 use crate::{
     clock::Clock,
     decode::NetEvent,
-    join::{Join, Readings},
+    discover::Discovery,
+    join::Join,
     model::RequestRecord,
-    probes::decode_event,
+    probes::{self, GpuProbes, NetProbes, ProcessProbes, decode_event},
+    profile::Profiler,
     sinks::Sink,
-    sources::{GpuProcesses, KubePods, NvmlSource, RocmSmiSource, Servers},
+    sources::{GpuProcesses, KubeConfig, KubePods, NvmlSource, Readings, RocmSmiSource, Servers, Source},
 };
 
 /// How often socket captures are drained without a wake-up: the kernel wakes
@@ -43,25 +52,152 @@ pub struct Schedule {
     pub stop: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
-/// The sources a pipeline reads; only GPU processes are always there.
-pub struct Sources {
-    pub processes: GpuProcesses,
-    pub servers: Option<Servers>,
-    pub nvml: Option<NvmlSource>,
-    pub rocm_smi: Option<RocmSmiSource>,
-    /// Which pod each container is in.
-    pub kube: Option<KubePods>,
+/// What to watch: the live commands' flags, parsed.
+#[derive(Clone, Debug)]
+pub struct WatchConfig {
+    /// Time between snapshots.
+    pub interval: Duration,
+    /// Only these processes, when any; their listening ports are captured too.
+    pub pids: Vec<u32>,
+    /// Local ports whose requests are captured whoever serves them.
+    pub ports: Vec<u16>,
+    /// Command names treated as inference servers.
+    pub comms: Vec<String>,
+    /// How long a GPU library keeps its probes once no process maps it.
+    pub probe_linger: Duration,
+    /// Bytes of each send or receive copied for decoding.
+    pub capture_bytes: u32,
+    /// NVML and ROCm SMI libraries other than the system's.
+    pub nvml_library: Option<PathBuf>,
+    pub rocm_smi_library: Option<PathBuf>,
+    /// Pod names from this API server, listed again every `kube_refresh`.
+    pub kube: Option<KubeConfig>,
+    pub kube_refresh: Duration,
+}
+
+/// How long a command watches, and who else follows what it sees.
+#[derive(Default)]
+pub struct WatchOptions {
+    /// Until this passes (else until a signal or `stop`).
+    pub duration: Option<Duration>,
+    pub stop: Option<Arc<Notify>>,
+    /// Samples the processes each snapshot names, and gets the GPU call stacks.
+    pub profiler: Option<Rc<RefCell<Profiler>>>,
+    /// 1 in how many GPU launches and synchronisations records its stack; 0: none.
+    pub gpu_call_stack_every: u32,
+}
+
+/// What the sinks are built with: once the GPU probes are loaded, before they attach.
+pub struct Started {
+    /// Pods are known (sinks name them).
+    pub kube_on: bool,
+}
+
+/// Watches what `config` names as `options` say, delivering to the sinks
+/// `sinks` builds: the sources are built here, from the config, and nowhere else.
+pub fn watch(
+    config: &WatchConfig,
+    options: WatchOptions,
+    sinks: impl FnOnce(Started) -> Result<Vec<Box<dyn Sink>>>,
+) -> Result<()> {
+    probes::host::require_privileges()?;
+    probes::raise_memlock_limit();
+    let clock = Clock::system();
+    let btf = Btf::from_sys_fs().context(
+        "the programs need the kernel's BTF at /sys/kernel/btf/vmlinux (a kernel built with \
+         CONFIG_DEBUG_INFO_BTF; in a container, mount the host's /sys/kernel/btf)",
+    )?;
+    let only = (!config.pids.is_empty()).then(|| config.pids.iter().copied().collect::<HashSet<_>>());
+    let kube = config.kube.clone().and_then(|kube| {
+        log::info!(
+            "pods from the Kubernetes API at {} (node {})",
+            kube.api,
+            kube.node
+        );
+        KubePods::start(kube, config.kube_refresh)
+            .inspect_err(|e| log::warn!("no pod names: {e}"))
+            .ok()
+    });
+    // Stacks at GPU calls are extra: without them the counts still come.
+    let mut gpu = match GpuProbes::load(&btf, options.gpu_call_stack_every) {
+        Err(e) if options.gpu_call_stack_every > 0 => {
+            log::warn!("no stacks at GPU calls (their probe variant did not load): {e:#}");
+            GpuProbes::load(&btf, 0)?
+        }
+        loaded => loaded?,
+    };
+    // The profiler and the sinks before the probes attach: whoever names call
+    // stacks must know the processes it reads Python frames of by the first call.
+    if let (Some(profiler), Some(call_stacks)) = (&options.profiler, gpu.take_call_stacks()) {
+        profiler.borrow_mut().add_call_stacks(call_stacks);
+    }
+    let sinks = sinks(Started {
+        kube_on: kube.is_some(),
+    })?;
+    let processes = GpuProcesses::start(
+        Discovery::new("/proc"),
+        gpu,
+        ProcessProbes::load(&btf)?,
+        only,
+        config.probe_linger,
+    )?;
+    let net = NetProbes::load(&btf, config.capture_bytes);
+    // Kernel BTF is only needed to load; parsed, it weighs tens of MiB.
+    drop(btf);
+    // Request metrics need socket capture; GPU activity does not. Say so and go on without.
+    let servers = match net {
+        Ok(net) => {
+            log::info!("socket capture through {}", net.socket_hook());
+            Some(Servers::start(
+                net,
+                "/proc".into(),
+                &config.ports,
+                config.comms.clone(),
+                clock,
+            )?)
+        }
+        Err(e) => {
+            log::warn!("request metrics unavailable (socket capture did not load): {e:#}");
+            None
+        }
+    };
+    // Read at each tick after the two above, in this order; each only where present.
+    let polled: Vec<Box<dyn Source>> = [
+        kube.map(|k| Box::new(k) as Box<dyn Source>),
+        NvmlSource::open(config.nvml_library.as_deref()).map(|n| Box::new(n) as Box<dyn Source>),
+        RocmSmiSource::open(config.rocm_smi_library.as_deref()).map(|r| Box::new(r) as Box<dyn Source>),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let mut pipeline = Pipeline::new(clock, processes, servers, polled, sinks, config.pids.clone())?;
+    pipeline.profiler = options.profiler;
+    let schedule = Schedule {
+        interval: config.interval,
+        duration: options.duration,
+        stop: options.stop,
+    };
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?
+        .block_on(pipeline.run(schedule))?;
+    Ok(())
 }
 
 pub struct Pipeline {
     clock: Clock,
+    /// The two sources with ring buffers, kept apart from the rest: process
+    /// events steer which servers are captured, and captures made before a
+    /// process exited are drained before its exit.
     processes: GpuProcesses,
     servers: Option<Servers>,
-    nvml: Option<NvmlSource>,
-    rocm_smi: Option<RocmSmiSource>,
-    kube: Option<KubePods>,
+    /// The sources only read at a tick, in the order they are read.
+    polled: Vec<Box<dyn Source>>,
     join: Join,
     sinks: Vec<Box<dyn Sink>>,
+    /// Told of each snapshot's processes, whom it samples.
+    profiler: Option<Rc<RefCell<Profiler>>>,
     /// Processes named with `--pid`: their ports are captured whatever they run.
     named: Vec<u32>,
     /// Requests finished during the current interval.
@@ -69,14 +205,14 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(clock: Clock, sources: Sources, sinks: Vec<Box<dyn Sink>>, named: Vec<u32>) -> Result<Self> {
-        let Sources {
-            processes,
-            mut servers,
-            nvml,
-            rocm_smi,
-            kube,
-        } = sources;
+    fn new(
+        clock: Clock,
+        processes: GpuProcesses,
+        mut servers: Option<Servers>,
+        polled: Vec<Box<dyn Source>>,
+        sinks: Vec<Box<dyn Sink>>,
+        named: Vec<u32>,
+    ) -> Result<Self> {
         if let Some(servers) = &mut servers {
             for pid in processes.all_pids()? {
                 servers.consider(pid, named.contains(&pid));
@@ -89,11 +225,10 @@ impl Pipeline {
             clock,
             processes,
             servers,
-            nvml,
-            rocm_smi,
-            kube,
+            polled,
             join: Join::default(),
             sinks,
+            profiler: None,
             named,
             finished: Vec::new(),
         })
@@ -101,9 +236,9 @@ impl Pipeline {
 
     /// Runs until the schedule's end or SIGINT/SIGTERM, then hands out a last snapshot.
     pub async fn run(mut self, schedule: Schedule) -> Result<()> {
-        let mut proc_events = watch(self.processes.events()?, "process event")?;
+        let mut proc_events = readiness(self.processes.events()?, "process event")?;
         let mut net_events = match &mut self.servers {
-            Some(s) => Some(watch(s.events()?, "socket capture")?),
+            Some(s) => Some(readiness(s.events()?, "socket capture")?),
             None => None,
         };
         let mut terminate = signal(SignalKind::terminate())?;
@@ -155,53 +290,30 @@ impl Pipeline {
                 for sink in &mut self.sinks {
                     sink.close().context("closing a sink")?;
                 }
+                if let Some(profiler) = &self.profiler {
+                    profiler.borrow_mut().finish().context("ending the profile")?;
+                }
                 return Ok(());
             }
         }
     }
 
-    /// Reads every source once and hands the snapshot to every sink.
+    /// Reads every source once, in order, and hands the snapshot to every sink.
     fn tick(&mut self, interval: Duration) -> Result<()> {
         let now_ns = self.clock.now_ns();
-        let mut processes = self.processes.read()?;
-        if let Some(kube) = &self.kube {
-            for p in &mut processes {
-                p.pod = p.identity.container_id.as_deref().and_then(|id| kube.pod_of(id));
-            }
+        let mut readings = Readings::new(self.clock.wall(now_ns), interval);
+        readings.finished = std::mem::take(&mut self.finished);
+        self.processes.read(now_ns, &mut readings)?;
+        if let Some(servers) = &mut self.servers {
+            servers.read(now_ns, &mut readings)?;
         }
-        let mut drops = self.processes.drops()?;
-        let mut dropped_requests = BTreeMap::new();
-        let mut server_comms = BTreeMap::new();
-        let queues = match &mut self.servers {
-            Some(servers) => {
-                let net_drops = servers.drops()?;
-                drops.iter_mut().zip(net_drops).for_each(|(d, n)| *d += n);
-                dropped_requests = servers.dropped_requests();
-                let queues = servers.interval_end(now_ns);
-                for pid in self.processes.tracked_pids() {
-                    servers.consider(pid, true);
-                }
-                server_comms = servers.comms(queues.keys().map(|&(pid, _)| pid));
-                queues
-            }
-            None => Default::default(),
-        };
-        let mut gpus = self.nvml.as_mut().map(NvmlSource::read).unwrap_or_default();
-        if let Some(rocm) = &mut self.rocm_smi {
-            gpus.devices.extend(rocm.read());
+        for source in &mut self.polled {
+            source.read(now_ns, &mut readings)?;
         }
-        let snapshot = self.join.snapshot(Readings {
-            time: self.clock.wall(now_ns),
-            interval,
-            processes,
-            finished: std::mem::take(&mut self.finished),
-            queues,
-            server_comms,
-            drops: DROP_REASONS.into_iter().zip(drops).collect(),
-            dropped_requests,
-            devices: gpus.devices,
-            gpu_events: gpus.events,
-        });
+        let snapshot = self.join.snapshot(readings);
+        if let Some(profiler) = &self.profiler {
+            profiler.borrow_mut().follow(&snapshot);
+        }
         for sink in &mut self.sinks {
             sink.snapshot(&snapshot).context("writing a snapshot")?;
         }
@@ -248,7 +360,7 @@ impl Pipeline {
 }
 
 /// Wraps a ring buffer for readiness notifications.
-fn watch(ring: RingBuf<MapData>, what: &str) -> Result<AsyncFd<RingBuf<MapData>>> {
+fn readiness(ring: RingBuf<MapData>, what: &str) -> Result<AsyncFd<RingBuf<MapData>>> {
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged while the AsyncFd owns it.
     unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| anyhow!("watching the {what} ring buffer: {e}"))

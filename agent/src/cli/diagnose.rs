@@ -10,12 +10,10 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use super::{
-    parse_duration,
-    run::{Started, WatchArgs, WatchOptions},
-};
+use super::{parse_duration, run::WatchArgs};
 use crate::{
     diagnose::{self, Recorder, Recording},
+    pipeline::{WatchOptions, watch},
     sinks::Sink,
 };
 
@@ -45,16 +43,12 @@ impl RecordingArgs {
     }
 
     pub fn recording(&self) -> Result<Recording> {
-        self.recording_with(0, |_| Vec::new())
+        self.recording_with(WatchOptions::default())
     }
 
-    /// The recording; a live watch also feeds the sinks `also` builds (a
-    /// profiler, say), given the GPU call stacks when `gpu_call_stack_every` asks.
-    pub fn recording_with(
-        &self,
-        gpu_call_stack_every: u32,
-        also: impl FnOnce(Started) -> Vec<Box<dyn Sink>>,
-    ) -> Result<Recording> {
+    /// The recording; a live watch also runs as `options` say (with a
+    /// profiler, say); a recording read from a file ignores them.
+    pub fn recording_with(&self, options: WatchOptions) -> Result<Recording> {
         Ok(match &self.input {
             Some(path) if path.as_os_str() == "-" => Recording::read(io::stdin().lock())?,
             Some(path) => Recording::read(BufReader::new(
@@ -70,13 +64,10 @@ impl RecordingArgs {
                 let recording = recorder.recording();
                 let options = WatchOptions {
                     duration: Some(self.duration),
-                    gpu_call_stack_every,
-                    ..WatchOptions::default()
+                    ..options
                 };
-                super::run::watch(&self.watch, options, |started| {
-                    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(recorder)];
-                    sinks.extend(also(started));
-                    Ok(sinks)
+                watch(&self.watch.config(), options, |_| {
+                    Ok(vec![Box::new(recorder) as Box<dyn Sink>])
                 })?;
                 std::mem::take(&mut *recording.lock().unwrap_or_else(|e| e.into_inner()))
             }

@@ -14,13 +14,11 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use super::{
-    parse_duration,
-    run::{WatchArgs, WatchOptions},
-};
+use super::{parse_duration, run::WatchArgs};
 use crate::{
+    pipeline::{WatchOptions, watch},
     profile::{
-        Continuous, DEFAULT_GPU_CALL_STACK_EVERY, ProfileKind, Profiler, StackProfile, Targets, pprof,
+        Continuous, DEFAULT_GPU_CALL_STACK_EVERY, ProfileKind, Profiler, StackProfile, pprof,
         write_flamegraph, write_folded,
     },
     sinks::Sink,
@@ -85,7 +83,7 @@ impl ProfileFormat {
 }
 
 pub fn profile(args: ProfileArgs) -> Result<ExitCode> {
-    super::check::require_privileges()?;
+    crate::probes::host::require_privileges()?;
     let profiler = Profiler::start(args.frequency, args.watch.pids()).context("starting CPU sampling")?;
     let profiler = Rc::new(RefCell::new(profiler));
     let gpu_calls = if args.gpu_call_stacks > 0 {
@@ -96,9 +94,8 @@ pub fn profile(args: ProfileArgs) -> Result<ExitCode> {
     } else {
         String::new()
     };
-    // Continuously, a sink that also writes each period; else one that only
-    // names whom to sample, and the profile is written at the end.
-    let (duration, sink): (_, Box<dyn Sink>) = match args.every {
+    // Continuously, a sink that writes each period; else the profile is written at the end.
+    let (duration, sinks): (_, Vec<Box<dyn Sink>>) = match args.every {
         Some(every) => {
             std::fs::create_dir_all(&args.output)
                 .with_context(|| format!("creating {}", args.output.display()))?;
@@ -109,7 +106,7 @@ pub fn profile(args: ProfileArgs) -> Result<ExitCode> {
                 args.output.display()
             );
             let continuous = Continuous::new(profiler.clone(), args.output.clone(), every, args.keep);
-            (None, Box::new(continuous))
+            (None, vec![Box::new(continuous)])
         }
         None => {
             eprintln!(
@@ -117,21 +114,16 @@ pub fn profile(args: ProfileArgs) -> Result<ExitCode> {
                 args.frequency,
                 humantime::format_duration(args.duration)
             );
-            (Some(args.duration), Box::new(Targets(profiler.clone())))
+            (Some(args.duration), Vec::new())
         }
     };
     let options = WatchOptions {
         duration,
+        profiler: Some(profiler.clone()),
         gpu_call_stack_every: args.gpu_call_stacks,
         ..WatchOptions::default()
     };
-    super::run::watch(&args.watch, options, |started| {
-        // The GPU probes hand over their call stacks once loaded.
-        if let Some(call_stacks) = started.gpu_call_stacks {
-            profiler.borrow_mut().add_call_stacks(call_stacks);
-        }
-        Ok(vec![sink])
-    })?;
+    watch(&args.watch.config(), options, |_| Ok(sinks))?;
     if args.every.is_some() {
         return Ok(ExitCode::SUCCESS);
     }

@@ -7,9 +7,9 @@ use anyhow::{Context as _, Result};
 use super::diagnose::RecordingArgs;
 use crate::{
     diagnose,
-    profile::{DEFAULT_GPU_CALL_STACK_EVERY, Profiler, Targets, write_flamegraph},
+    pipeline::WatchOptions,
+    profile::{DEFAULT_GPU_CALL_STACK_EVERY, Profiler, write_flamegraph},
     report::{self, FlameGraph},
-    sinks::Sink,
 };
 
 #[derive(clap::Args)]
@@ -46,19 +46,14 @@ pub fn record(args: RecordArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    let every = if profiler.is_some() {
-        args.gpu_call_stacks
-    } else {
-        0
-    };
-    let recording = args.from.recording_with(every, |started| {
-        let Some(p) = &profiler else {
-            return Vec::new();
-        };
-        if let Some(call_stacks) = started.gpu_call_stacks {
-            p.borrow_mut().add_call_stacks(call_stacks);
-        }
-        vec![Box::new(Targets(p.clone())) as Box<dyn Sink>]
+    let recording = args.from.recording_with(WatchOptions {
+        gpu_call_stack_every: if profiler.is_some() {
+            args.gpu_call_stacks
+        } else {
+            0
+        },
+        profiler: profiler.clone(),
+        ..WatchOptions::default()
     })?;
     let mut flamegraphs = Vec::new();
     if let Some(p) = &profiler {

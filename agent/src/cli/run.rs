@@ -1,22 +1,15 @@
 //! `inferscope run`: flags → sources and sinks → the pipeline, until stopped.
 
-use std::{
-    collections::HashSet, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, Result};
-use aya::Btf;
 use inferscope_shared::NET_CAPTURE_MAX;
-use tokio::sync::Notify;
 
 use super::parse_duration;
 use crate::{
-    clock::Clock,
-    discover::Discovery,
-    pipeline::{Pipeline, Schedule, Sources},
-    probes::{self, GpuCallStacks, GpuProbes, NetProbes, ProcessProbes},
+    pipeline::{Started, WatchConfig, WatchOptions, watch},
     sinks::{Format, OtlpConfig, OtlpProtocol, Sink, Telemetry, TelemetryConfig},
-    sources::{GpuProcesses, KubeConfig, KubePods, NvmlSource, RocmSmiSource, Servers},
+    sources::KubeConfig,
 };
 
 #[derive(clap::Args)]
@@ -94,7 +87,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         duration: args.duration,
         ..WatchOptions::default()
     };
-    watch(&args.watch, options, |Started { kube_on, .. }| {
+    watch(&args.watch.config(), options, |Started { kube_on }| {
         let mut sinks: Vec<Box<dyn Sink>> = args.output.sink(std::io::stdout()).into_iter().collect();
         let otlp = OtlpConfig::from_env(args.otlp_endpoint.clone(), args.otlp_protocol);
         if otlp.is_some() || args.prometheus_listen.is_some() {
@@ -113,119 +106,26 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// How long a command watches, and what its GPU probes record besides counts.
-#[derive(Default)]
-pub struct WatchOptions {
-    /// Until this passes (else until a signal or `stop`).
-    pub duration: Option<Duration>,
-    pub stop: Option<Arc<Notify>>,
-    /// 1 in how many GPU launches and synchronisations records its stack; 0: none.
-    pub gpu_call_stack_every: u32,
-}
-
-/// What the sinks are built with: once the GPU probes are loaded, before they
-/// attach (whoever names call stacks must know its processes by the first call).
-pub struct Started {
-    /// Pods are known (sinks name them).
-    pub kube_on: bool,
-    /// The GPU call stacks, when [`WatchOptions::gpu_call_stack_every`] asked for them.
-    pub gpu_call_stacks: Option<GpuCallStacks>,
-}
-
-/// Watches what `args` names as `options` say, delivering to the sinks
-/// `sinks` builds.
-pub fn watch(
-    args: &WatchArgs,
-    options: WatchOptions,
-    sinks: impl FnOnce(Started) -> Result<Vec<Box<dyn Sink>>>,
-) -> Result<()> {
-    super::check::require_privileges()?;
-    probes::raise_memlock_limit();
-    let clock = Clock::system();
-    let btf = Btf::from_sys_fs().context(
-        "the programs need the kernel's BTF at /sys/kernel/btf/vmlinux (a kernel built with \
-         CONFIG_DEBUG_INFO_BTF; in a container, mount the host's /sys/kernel/btf)",
-    )?;
-    let only = (!args.pids.is_empty()).then(|| args.pids.iter().copied().collect::<HashSet<_>>());
-    let kube = kube_config(args).and_then(|config| {
-        log::info!(
-            "pods from the Kubernetes API at {} (node {})",
-            config.api,
-            config.node
-        );
-        KubePods::start(config, args.kube_refresh)
-            .inspect_err(|e| log::warn!("no pod names: {e}"))
-            .ok()
-    });
-    // Stacks at GPU calls are extra: without them the counts still come.
-    let mut gpu = match GpuProbes::load(&btf, options.gpu_call_stack_every) {
-        Err(e) if options.gpu_call_stack_every > 0 => {
-            log::warn!("no stacks at GPU calls (their probe variant did not load): {e:#}");
-            GpuProbes::load(&btf, 0)?
-        }
-        loaded => loaded?,
-    };
-    // The sinks before the probes attach: whoever names call stacks must know
-    // the processes it reads Python frames of by the first call.
-    let sinks = sinks(Started {
-        kube_on: kube.is_some(),
-        gpu_call_stacks: gpu.take_call_stacks(),
-    })?;
-    let processes = GpuProcesses::start(
-        Discovery::new("/proc"),
-        gpu,
-        ProcessProbes::load(&btf)?,
-        only,
-        args.probe_linger,
-    )?;
-    let net = NetProbes::load(&btf, args.capture_bytes);
-    // Kernel BTF is only needed to load; parsed, it weighs tens of MiB.
-    drop(btf);
-    // Request metrics need socket capture; GPU activity does not. Say so and go on without.
-    let servers = match net {
-        Ok(net) => {
-            log::info!("socket capture through {}", net.socket_hook());
-            Some(Servers::start(
-                net,
-                "/proc".into(),
-                &args.ports,
-                args.comms.clone(),
-                clock,
-            )?)
-        }
-        Err(e) => {
-            log::warn!("request metrics unavailable (socket capture did not load): {e:#}");
-            None
-        }
-    };
-    // GPU device figures: NVIDIA's and AMD's libraries, where present.
-    let nvml = NvmlSource::open(args.nvml_library.as_deref());
-    let rocm_smi = RocmSmiSource::open(args.rocm_smi_library.as_deref());
-    let sources = Sources {
-        processes,
-        servers,
-        nvml,
-        rocm_smi,
-        kube,
-    };
-    let pipeline = Pipeline::new(clock, sources, sinks, args.pids.clone())?;
-    let schedule = Schedule {
-        interval: args.interval,
-        duration: options.duration,
-        stop: options.stop,
-    };
-    tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()?
-        .block_on(pipeline.run(schedule))?;
-    Ok(())
-}
-
 impl WatchArgs {
     /// The processes named with `--pid`.
     pub fn pids(&self) -> &[u32] {
         &self.pids
+    }
+
+    /// What the flags say to watch.
+    pub fn config(&self) -> WatchConfig {
+        WatchConfig {
+            interval: self.interval,
+            pids: self.pids.clone(),
+            ports: self.ports.clone(),
+            comms: self.comms.clone(),
+            probe_linger: self.probe_linger,
+            capture_bytes: self.capture_bytes,
+            nvml_library: self.nvml_library.clone(),
+            rocm_smi_library: self.rocm_smi_library.clone(),
+            kube: kube_config(self),
+            kube_refresh: self.kube_refresh,
+        }
     }
 }
 

@@ -12,7 +12,8 @@ use anyhow::{Context as _, Result, bail};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use tokio::sync::Notify;
 
-use super::run::{WatchArgs, WatchOptions};
+use super::run::WatchArgs;
+use crate::pipeline::{WatchOptions, watch};
 use crate::top::{Action, Feed, Key, Top};
 
 #[derive(clap::Args)]
@@ -28,7 +29,8 @@ pub fn top(args: TopArgs) -> Result<ExitCode> {
     if !std::io::stdout().is_terminal() {
         bail!("top needs a terminal; `inferscope run` writes to pipes and files");
     }
-    super::check::require_privileges()?;
+    // Before the terminal is taken over, so that the sentence is seen.
+    crate::probes::host::require_privileges()?;
     let (tx, updates) = mpsc::channel();
     let stop = Arc::new(Notify::new());
     let pipeline = {
@@ -38,7 +40,7 @@ pub fn top(args: TopArgs) -> Result<ExitCode> {
                 stop: Some(stop),
                 ..WatchOptions::default()
             };
-            super::run::watch(&args.watch, options, |_| Ok(vec![Box::new(Feed(tx))]))
+            watch(&args.watch.config(), options, |_| Ok(vec![Box::new(Feed(tx))]))
         })?
     };
     super::hold_log();

@@ -6,59 +6,19 @@
 
 mod signals;
 
-use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
-    time::{Duration, SystemTime},
-};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use inferscope_shared::GpuStats;
 
 use crate::{
     derive::requests::{QueueReport, ServerKey},
     model::{
-        Counted, DeviceView, GpuActivity, GpuEvent, GpuEventKind, ModelView, PodRef, PodView, ProcessGpu,
-        ProcessIdentity, ProcessView, QueueView, RequestRecord, RequestStats, SCHEMA_VERSION, ServerRef,
-        ServerView, Snapshot, gpu::zip_with,
+        Counted, DeviceView, GpuActivity, GpuEvent, GpuEventKind, ModelView, PodView, ProcessGpu,
+        ProcessView, QueueView, RequestRecord, RequestStats, SCHEMA_VERSION, ServerRef, ServerView, Snapshot,
+        gpu::zip_with,
     },
-    runtimes::Runtime,
+    sources::{ProcessReading, Readings},
 };
-
-/// One process as the GPU source read it at the interval's end.
-#[derive(Clone, Debug)]
-pub struct ProcessReading {
-    pub identity: ProcessIdentity,
-    pub runtimes: Vec<Runtime>,
-    /// Cumulative since the agent attached.
-    pub stats: GpuStats,
-    /// It ended during the interval: this is its last reading.
-    pub exited: bool,
-    /// Since when its calls are all counted, where not from its start.
-    pub counted_since: Option<SystemTime>,
-    /// Its Kubernetes pod, when it runs in one the API server named.
-    pub pod: Option<PodRef>,
-}
-
-/// Everything read for one interval.
-#[derive(Debug)]
-pub struct Readings {
-    pub time: SystemTime,
-    pub interval: Duration,
-    pub processes: Vec<ProcessReading>,
-    /// Requests that finished during the interval.
-    pub finished: Vec<RequestRecord>,
-    /// Every server's queue at the interval's end.
-    pub queues: BTreeMap<ServerKey, QueueReport>,
-    /// Command names of server processes, by pid (GPU processes carry their own).
-    pub server_comms: BTreeMap<u32, String>,
-    /// Cumulative drops by reason, all eBPF objects together.
-    pub drops: BTreeMap<&'static str, u64>,
-    /// Cumulative generation requests given up on, by reason.
-    pub dropped_requests: BTreeMap<&'static str, u64>,
-    /// GPUs as their management library reads them; counted figures carry totals only.
-    pub devices: Vec<DeviceView>,
-    /// GPU events since the last interval.
-    pub gpu_events: Vec<GpuEvent>,
-}
 
 /// What is carried from one interval to the next: the previous readings and running totals.
 #[derive(Default)]
@@ -395,10 +355,13 @@ fn gpus_of(pid: u32, devices: &[DeviceView]) -> Vec<ProcessGpu> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::UNIX_EPOCH;
+    use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
-    use crate::model::{Outcome, Protocol, TokenSource};
+    use crate::{
+        model::{Outcome, PodRef, ProcessIdentity, Protocol, TokenSource},
+        runtimes::Runtime,
+    };
 
     fn process(pid: u32, launches: u64, exited: bool) -> ProcessReading {
         ProcessReading {

@@ -5,6 +5,7 @@ pub mod compat;
 mod detach;
 mod gpu;
 mod gpu_stacks;
+pub mod host;
 mod iter;
 mod net;
 mod process;

@@ -203,7 +203,7 @@ impl Profiler {
 
     /// Samples each GPU process and server of `s` from now on; an exited
     /// process is let go (its name stays for the samples it left).
-    fn follow(&mut self, s: &Snapshot) {
+    pub fn follow(&mut self, s: &Snapshot) {
         let processes = s
             .processes
             .iter()
@@ -371,23 +371,7 @@ impl Profiler {
     }
 }
 
-/// The sink through which the pipeline tells the profiler whom to sample
-/// (on the pipeline's own thread: the symbolizer stays on one thread).
-pub struct Targets(pub Rc<RefCell<Profiler>>);
-
-impl Sink for Targets {
-    fn snapshot(&mut self, s: &Snapshot) -> io::Result<()> {
-        self.0.borrow_mut().follow(s);
-        Ok(())
-    }
-
-    /// The watch ends: so does the profile.
-    fn close(&mut self) -> io::Result<()> {
-        self.0.borrow_mut().finish().map_err(io::Error::other)
-    }
-}
-
-/// Continuous profiling: the sink that also writes the period's profiles as
+/// Continuous profiling: the sink that writes the period's profiles as
 /// pprof files every `every`, keeping the newest `keep` periods in `dir`.
 pub struct Continuous {
     profiler: Rc<RefCell<Profiler>>,
@@ -485,8 +469,8 @@ fn past_keep(names: &[String], keep: usize) -> Vec<&String> {
 }
 
 impl Sink for Continuous {
-    fn snapshot(&mut self, s: &Snapshot) -> io::Result<()> {
-        self.profiler.borrow_mut().follow(s);
+    /// The pipeline has the profiler follow each snapshot; this only marks the periods.
+    fn snapshot(&mut self, _: &Snapshot) -> io::Result<()> {
         let now = std::time::SystemTime::now();
         if now.duration_since(self.period_start).unwrap_or_default() >= self.every {
             // A period that cannot be written is lost, not the profiling.

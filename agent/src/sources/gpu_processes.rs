@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
-use inferscope_shared::{DROP_PROC_EVENT, DROP_REASONS, PROC_EXEC, PROC_EXIT, PROC_LIBS_CHANGED, ProcEvent};
+use inferscope_shared::{DROP_PROC_EVENT, PROC_EXEC, PROC_EXIT, PROC_LIBS_CHANGED, ProcEvent};
 
 use crate::{
     discover::{
@@ -20,10 +20,10 @@ use crate::{
         maps::FileId,
         process,
     },
-    join::ProcessReading,
     model::ProcessIdentity,
     probes::{GpuProbes, ProcessProbes},
     runtimes::Runtime,
+    sources::{ProcessReading, Readings, Source},
 };
 
 /// Whether a rescan may find fewer runtimes than the process had.
@@ -506,7 +506,7 @@ impl GpuProcesses {
 
     /// Every tracked process's cumulative counters; a process that exited (or
     /// maps no runtime any more) is read a last time, marked so, and released.
-    pub fn read(&mut self) -> Result<Vec<ProcessReading>> {
+    fn processes(&mut self) -> Result<Vec<ProcessReading>> {
         for pid in std::mem::take(&mut self.exec_pending) {
             self.rescan(pid, Image::New);
         }
@@ -599,11 +599,14 @@ impl GpuProcesses {
         self.detach_unused();
         Ok(readings)
     }
+}
 
-    /// Cumulative drops of the GPU and process objects, by reason.
-    pub fn drops(&self) -> Result<[u64; DROP_REASONS.len()]> {
-        let (gpu, process) = (self.gpu.drops()?, self.process.drops()?);
-        Ok(std::array::from_fn(|i| gpu[i] + process[i]))
+impl Source for GpuProcesses {
+    fn read(&mut self, _now_ns: u64, readings: &mut Readings) -> Result<()> {
+        readings.processes = self.processes()?;
+        readings.add_drops(self.gpu.drops()?);
+        readings.add_drops(self.process.drops()?);
+        Ok(())
     }
 }
 

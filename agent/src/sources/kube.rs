@@ -16,6 +16,7 @@ use std::{
 use serde::Deserialize;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
+use super::{Readings, Source};
 use crate::model::PodRef;
 
 /// Where a pod's service account credentials are mounted.
@@ -242,6 +243,16 @@ fn containers(list: &PodList) -> HashMap<String, PodRef> {
         }
     }
     out
+}
+
+impl Source for KubePods {
+    /// Names the pod of each process read before, by its container.
+    fn read(&mut self, _now_ns: u64, readings: &mut Readings) -> anyhow::Result<()> {
+        for p in &mut readings.processes {
+            p.pod = p.identity.container_id.as_deref().and_then(|id| self.pod_of(id));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

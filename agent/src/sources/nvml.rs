@@ -28,6 +28,7 @@ use nvml_wrapper::{
     struct_wrappers::device::ProcessUtilizationSample,
 };
 
+use super::{Readings, Source};
 use crate::model::{
     Counted, DeviceProcess, DeviceView, GpmView, GpuEvent, GpuEventKind, GpuUsage, MigInstance, Vendor,
 };
@@ -123,7 +124,8 @@ impl NvmlSource {
         })
     }
 
-    pub fn read(&mut self) -> NvmlReading {
+    /// Every device's figures now, and the events since the last call.
+    pub fn sample(&mut self) -> NvmlReading {
         let count = match self.nvml.device_count() {
             Ok(n) => n,
             Err(e) => {
@@ -397,4 +399,13 @@ fn reason_names(bits: u64) -> Vec<String> {
 fn in_host_pid_namespace() -> bool {
     use std::os::unix::fs::MetadataExt as _;
     std::fs::metadata("/proc/self/ns/pid").is_ok_and(|m| m.ino() == HOST_PID_NAMESPACE_INODE)
+}
+
+impl Source for NvmlSource {
+    fn read(&mut self, _now_ns: u64, readings: &mut Readings) -> anyhow::Result<()> {
+        let NvmlReading { devices, events } = self.sample();
+        readings.devices.extend(devices);
+        readings.gpu_events.extend(events);
+        Ok(())
+    }
 }

@@ -9,6 +9,7 @@ use std::{
 
 use libloading::{Library, Symbol};
 
+use super::{Readings, Source};
 use crate::model::{Counted, DeviceView, Vendor};
 
 /// `rsmi_status_t` success.
@@ -120,7 +121,8 @@ impl RocmSmiSource {
         })
     }
 
-    pub fn read(&mut self) -> Vec<DeviceView> {
+    /// Every device's figures now.
+    pub fn devices(&mut self) -> Vec<DeviceView> {
         (0..self.devices).filter_map(|i| self.device(i)).collect()
     }
 
@@ -211,6 +213,14 @@ fn pci_bus_id(bdf: u64) -> String {
         (bdf >> 3) & 0x1f,
         bdf & 0x7
     )
+}
+
+impl Source for RocmSmiSource {
+    fn read(&mut self, _now_ns: u64, readings: &mut Readings) -> anyhow::Result<()> {
+        let devices = self.devices();
+        readings.devices.extend(devices);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

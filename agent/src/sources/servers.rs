@@ -14,8 +14,8 @@ use std::{
 
 use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
-use inferscope_shared::DROP_REASONS;
 
+use super::{Readings, Source};
 use crate::{
     clock::Clock,
     decode::NetEvent,
@@ -193,19 +193,9 @@ impl Servers {
         comms
     }
 
-    /// Generation requests given up on since the start, by reason.
-    pub fn dropped_requests(&self) -> BTreeMap<&'static str, u64> {
-        self.tracker.dropped()
-    }
-
-    /// Cumulative drops of the socket-capture object, by reason.
-    pub fn drops(&self) -> Result<[u64; DROP_REASONS.len()]> {
-        self.net.drops()
-    }
-
     /// Every server's queue at the interval's end; exited candidates are let go,
     /// and those due have their ports looked at again.
-    pub fn interval_end(&mut self, now_ns: u64) -> BTreeMap<ServerKey, QueueReport> {
+    fn interval_end(&mut self, now_ns: u64) -> BTreeMap<ServerKey, QueueReport> {
         let queues = self.tracker.interval_end(now_ns);
         // One listener table per network namespace, however many candidates share it.
         let mut tables: HashMap<Option<u32>, Vec<(u16, u64)>> = HashMap::new();
@@ -228,5 +218,20 @@ impl Servers {
             }
         }
         queues
+    }
+}
+
+impl Source for Servers {
+    fn read(&mut self, now_ns: u64, readings: &mut Readings) -> Result<()> {
+        readings.add_drops(self.net.drops()?);
+        readings.dropped_requests = self.tracker.dropped();
+        let queues = self.interval_end(now_ns);
+        // A GPU process's ports are captured whatever its name.
+        for p in readings.processes.iter().filter(|p| !p.exited) {
+            self.consider(p.identity.pid, true);
+        }
+        readings.server_comms = self.comms(queues.keys().map(|&(pid, _)| pid));
+        readings.queues = queues;
+        Ok(())
     }
 }
