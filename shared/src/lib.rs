@@ -171,19 +171,44 @@ pub struct AllocKey {
     pub ptr: u64,
 }
 
-/// Why the kernel side did not count something (`enum drop_reason`), index into `drops`.
-pub const DROP_REASONS: [&str; 7] = [
-    "stats_table_full",
-    "alloc_table_full",
-    "thread_state_unavailable",
-    "proc_event_ring_full",
-    "unreadable_argument",
-    "net_event_ring_full",
-    "tls_unattributed",
-];
+/// Why the kernel side did not count something (`enum drop_reason`); its value indexes `drops`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DropReason {
+    StatsTableFull = 0,
+    AllocTableFull = 1,
+    ThreadStateUnavailable = 2,
+    ProcEventRingFull = 3,
+    UnreadableArgument = 4,
+    NetEventRingFull = 5,
+    TlsUnattributed = 6,
+}
 
-/// Index in [`DROP_REASONS`] of process events lost to a full ring buffer.
-pub const DROP_PROC_EVENT: usize = 3;
+impl DropReason {
+    /// Every reason, in index order.
+    pub const ALL: [Self; 7] = [
+        Self::StatsTableFull,
+        Self::AllocTableFull,
+        Self::ThreadStateUnavailable,
+        Self::ProcEventRingFull,
+        Self::UnreadableArgument,
+        Self::NetEventRingFull,
+        Self::TlsUnattributed,
+    ];
+
+    /// Its name in reports and exported labels (the C name, lower case, without `DROP_`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::StatsTableFull => "stats_table_full",
+            Self::AllocTableFull => "alloc_table_full",
+            Self::ThreadStateUnavailable => "thread_state_unavailable",
+            Self::ProcEventRingFull => "proc_event_ring_full",
+            Self::UnreadableArgument => "unreadable_argument",
+            Self::NetEventRingFull => "net_event_ring_full",
+            Self::TlsUnattributed => "tls_unattributed",
+        }
+    }
+}
 
 /// A `watched_ports` value meaning "in every network namespace" (`enum watch_netns`;
 /// namespace inodes are far larger).

@@ -8,10 +8,10 @@ use btf_rs::{Btf, Type};
 use inferscope_shared::{
     AllocKey, COOKIE_AUX_ARG_SHIFT, COOKIE_CODE_AFTER_SHIFT, COOKIE_CODE_BEFORE_SHIFT,
     COOKIE_CODE_SCALE_SHIFT, COOKIE_DIR_SHIFT, COOKIE_DRIVER_SHIFT, COOKIE_NCCL_OP_SHIFT,
-    COOKIE_RETURN_PROBE_SHIFT, COOKIE_SIZE_ARG_SHIFT, COPY_DIRECTIONS, CopyDir, DROP_PROC_EVENT,
-    DROP_REASONS, GpuOp, GpuProcess, GpuStats, MappedFile, NCCL_OPS, NET_CAPTURE_MAX, NET_CLOSED, NET_DATA,
-    NET_FLAG_AFTER_LOSS, NET_FLAG_RESET_BY_PEER, NET_FLAG_TLS, NET_FLAG_UNREADABLE, NET_PEER_CLOSED,
-    NET_RECV, NET_SEND, NetEventHeader, PROC_EXEC, PROC_EXIT, PROC_LIBS_CHANGED, ProcEvent, WATCH_ANY_NETNS,
+    COOKIE_RETURN_PROBE_SHIFT, COOKIE_SIZE_ARG_SHIFT, COPY_DIRECTIONS, CopyDir, DropReason, GpuOp,
+    GpuProcess, GpuStats, MappedFile, NCCL_OPS, NET_CAPTURE_MAX, NET_CLOSED, NET_DATA, NET_FLAG_AFTER_LOSS,
+    NET_FLAG_RESET_BY_PEER, NET_FLAG_TLS, NET_FLAG_UNREADABLE, NET_PEER_CLOSED, NET_RECV, NET_SEND,
+    NetEventHeader, PROC_EXEC, PROC_EXIT, PROC_LIBS_CHANGED, ProcEvent, WATCH_ANY_NETNS,
 };
 use object::{Object as _, ObjectSection as _};
 
@@ -192,13 +192,12 @@ fn every_enum_and_constant_of_the_abi_matches_the_c_header() {
     );
     expect(
         "drop_reason",
-        DROP_REASONS
+        DropReason::ALL
             .iter()
-            .enumerate()
-            .map(|(i, reason)| (format!("DROP_{}", reason.to_uppercase()), i as u64))
-            .chain([("DROP_REASONS".to_string(), DROP_REASONS.len() as u64)]),
+            .map(|&reason| (format!("DROP_{}", reason.name().to_uppercase()), reason as u64))
+            .chain([("DROP_REASONS".to_string(), DropReason::ALL.len() as u64)]),
     );
-    assert_eq!(DROP_REASONS[DROP_PROC_EVENT], "proc_event_ring_full");
+    assert!(DropReason::ALL.iter().enumerate().all(|(i, &r)| r as usize == i));
     expect(
         "cookie_layout",
         [

@@ -84,8 +84,14 @@ impl Join {
             devices,
             pods: Vec::new(),
             gpu_events,
-            drops: by_reason(drops, &mut self.drops_seen),
-            dropped_requests: by_reason(dropped_requests, &mut self.dropped_requests_seen),
+            drops: by_reason(
+                drops.by_reason().map(|(r, n)| (r.name(), n)),
+                &mut self.drops_seen,
+            ),
+            dropped_requests: by_reason(
+                dropped_requests.into_iter().map(|(r, n)| (r.name(), n)),
+                &mut self.dropped_requests_seen,
+            ),
         };
         signals::derive(&mut snapshot);
         snapshot.pods = self.pods(&snapshot, &deltas);
@@ -323,8 +329,10 @@ impl Join {
 
 /// Cumulative counts by reason as totals and deltas (reasons that ever occurred);
 /// `seen` holds the previous totals.
+/// The snapshot names reasons as the JSON and exports do, so that a saved
+/// stream reads back whatever reasons its agent knew.
 fn by_reason(
-    totals: BTreeMap<&'static str, u64>,
+    totals: impl Iterator<Item = (&'static str, u64)>,
     seen: &mut BTreeMap<String, u64>,
 ) -> Counted<BTreeMap<String, u64>> {
     let mut out = Counted::<BTreeMap<String, u64>>::default();
@@ -359,7 +367,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        model::{Outcome, PodRef, ProcessIdentity, Protocol, TokenSource},
+        model::{DropReason, Outcome, PodRef, ProcessIdentity, Protocol, RequestDrop, TokenSource},
+        probes::Drops,
         runtimes::Runtime,
     };
 
@@ -432,8 +441,12 @@ mod tests {
             finished,
             queues: queue(arrived),
             server_comms: BTreeMap::new(),
-            drops: BTreeMap::from([("stats_table_full", 0), ("net_event_ring_full", dropped)]),
-            dropped_requests: BTreeMap::from([("events_lost", dropped)]),
+            drops: {
+                let mut drops = Drops::default();
+                drops.add(DropReason::NetEventRingFull, dropped);
+                drops
+            },
+            dropped_requests: BTreeMap::from([(RequestDrop::EventsLost, dropped)]),
             devices: Vec::new(),
             gpu_events: Vec::new(),
         }

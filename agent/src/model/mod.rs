@@ -27,7 +27,7 @@ pub use device::{
 pub use gpu::{CopyBytes, GpuActivity, NcclActivity};
 pub use histogram::{Histogram, percentile};
 /// Why the kernel side can lose events: the keys of [`Snapshot::drops`].
-pub use inferscope_shared::DROP_REASONS;
+pub use inferscope_shared::DropReason;
 pub use request::{Engine, Outcome, Protocol, RequestDrop, RequestRecord, TokenSource};
 
 use crate::runtimes::Runtime;

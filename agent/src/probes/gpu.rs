@@ -13,7 +13,7 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapError, PerCpuHashMap},
     programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeScope},
 };
-use inferscope_shared::{AllocKey, DROP_REASONS, GpuProcess, GpuStats};
+use inferscope_shared::{AllocKey, GpuProcess, GpuStats};
 
 use super::{detach, gpu_stacks::GpuCallStacks, read_drops};
 use crate::{
@@ -248,7 +248,7 @@ impl GpuProbes {
         }
     }
 
-    pub fn drops(&self) -> Result<[u64; DROP_REASONS.len()]> {
+    pub fn drops(&self) -> Result<super::Drops> {
         read_drops(&self.ebpf)
     }
 

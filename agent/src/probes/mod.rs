@@ -19,15 +19,13 @@ pub use process::{ProcessProbes, decode_event};
 pub use profile::{ProfileProbes, StackSample};
 pub use stacks::{PythonProc, STACK_LOSSES};
 
-use std::collections::BTreeMap;
-
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Btf, Ebpf,
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, FExit, UProbe},
 };
-use inferscope_shared::DROP_REASONS;
+use inferscope_shared::DropReason;
 
 /// The objects `cargo xtask ebpf` builds, embedded so that the binary is all one needs.
 static GPU_CALLS_OBJ: &[u8] = aya::include_bytes_aligned!("../../../ebpf-programs/obj/gpu_calls.bpf.o");
@@ -35,14 +33,41 @@ static NET_CAPTURE_OBJ: &[u8] = aya::include_bytes_aligned!("../../../ebpf-progr
 static PROCESS_OBJ: &[u8] = aya::include_bytes_aligned!("../../../ebpf-programs/obj/process.bpf.o");
 static PROFILE_OBJ: &[u8] = aya::include_bytes_aligned!("../../../ebpf-programs/obj/profile.bpf.o");
 
-/// Cumulative drops per reason (index as in [`DROP_REASONS`]) of one object, summed over CPUs.
-fn read_drops(ebpf: &Ebpf) -> Result<[u64; DROP_REASONS.len()]> {
+/// Cumulative counts of what the kernel side could not record, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Drops([u64; DropReason::ALL.len()]);
+
+impl Drops {
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.0[reason as usize]
+    }
+
+    pub fn add(&mut self, reason: DropReason, n: u64) {
+        self.0[reason as usize] += n;
+    }
+
+    /// Every reason with its count, zeros too.
+    pub fn by_reason(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL.into_iter().map(|r| (r, self.get(r)))
+    }
+}
+
+impl std::ops::AddAssign for Drops {
+    fn add_assign(&mut self, other: Self) {
+        for (r, n) in other.by_reason() {
+            self.add(r, n);
+        }
+    }
+}
+
+/// One object's drops, summed over CPUs.
+fn read_drops(ebpf: &Ebpf) -> Result<Drops> {
     let map: PerCpuArray<_, u64> =
         PerCpuArray::try_from(ebpf.map("drops").ok_or_else(|| anyhow!("drops missing"))?)?;
-    let mut out = [0; DROP_REASONS.len()];
-    for (i, slot) in out.iter_mut().enumerate() {
-        if let Ok(values) = map.get(&(i as u32), 0) {
-            *slot = values.iter().sum();
+    let mut out = Drops::default();
+    for reason in DropReason::ALL {
+        if let Ok(values) = map.get(&(reason as u32), 0) {
+            out.add(reason, values.iter().sum());
         }
     }
     Ok(out)
@@ -90,27 +115,6 @@ fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe> {
 fn take_ring_buf(ebpf: &mut Ebpf, name: &str) -> Result<RingBuf<MapData>> {
     let map = ebpf.take_map(name).ok_or_else(|| anyhow!("{name} missing"))?;
     Ok(RingBuf::try_from(map)?)
-}
-
-/// Turns cumulative per-reason drop counters into per-interval deltas.
-#[derive(Default)]
-pub struct DropDeltas {
-    seen: [u64; DROP_REASONS.len()],
-}
-
-impl DropDeltas {
-    /// The non-zero increases since the last call, by reason.
-    pub fn take(&mut self, totals: [u64; DROP_REASONS.len()]) -> BTreeMap<&'static str, u64> {
-        let mut out = BTreeMap::new();
-        for (i, &reason) in DROP_REASONS.iter().enumerate() {
-            let new = totals[i].wrapping_sub(self.seen[i]);
-            self.seen[i] = totals[i];
-            if new > 0 {
-                out.insert(reason, new);
-            }
-        }
-        out
-    }
 }
 
 /// aya refuses to load when RLIMIT_MEMLOCK is low on kernels that still charge

@@ -10,7 +10,7 @@ use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData, RingBuf},
     programs::uprobe::{UProbeAttachLocation, UProbeLink, UProbeScope},
 };
-use inferscope_shared::{DROP_REASONS, NET_CAPTURE_MAX, WATCH_ANY_NETNS};
+use inferscope_shared::{NET_CAPTURE_MAX, WATCH_ANY_NETNS};
 
 use super::{detach, read_drops};
 use crate::discover::{TlsLibraries, symbols};
@@ -258,7 +258,7 @@ impl NetProbes {
         super::take_ring_buf(&mut self.ebpf, "net_events")
     }
 
-    pub fn drops(&self) -> Result<[u64; DROP_REASONS.len()]> {
+    pub fn drops(&self) -> Result<super::Drops> {
         read_drops(&self.ebpf)
     }
 }

@@ -13,7 +13,7 @@ use aya::{
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
     },
 };
-use inferscope_shared::{DROP_REASONS, MappedFile, ProcEvent};
+use inferscope_shared::{MappedFile, ProcEvent};
 
 use super::{iter, read_drops};
 use crate::discover::{ProbeTarget, maps::FileId, symbols};
@@ -132,7 +132,7 @@ impl ProcessProbes {
         super::take_ring_buf(&mut self.ebpf, "proc_events")
     }
 
-    pub fn drops(&self) -> Result<[u64; DROP_REASONS.len()]> {
+    pub fn drops(&self) -> Result<super::Drops> {
         read_drops(&self.ebpf)
     }
 }

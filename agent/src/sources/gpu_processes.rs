@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
-use inferscope_shared::{DROP_PROC_EVENT, PROC_EXEC, PROC_EXIT, PROC_LIBS_CHANGED, ProcEvent};
+use inferscope_shared::{DropReason, PROC_EXEC, PROC_EXIT, PROC_LIBS_CHANGED, ProcEvent};
 
 use crate::{
     discover::{
@@ -498,7 +498,7 @@ impl GpuProcesses {
 
     /// Whether process events were lost since the last call.
     fn process_events_lost(&mut self) -> Result<bool> {
-        let lost = self.process.drops()?[DROP_PROC_EVENT];
+        let lost = self.process.drops()?.get(DropReason::ProcEventRingFull);
         let new = lost != self.proc_events_lost;
         self.proc_events_lost = lost;
         Ok(new)

@@ -17,7 +17,7 @@ use std::{
 };
 
 use anyhow::Result;
-use inferscope_shared::{DROP_REASONS, GpuStats};
+use inferscope_shared::GpuStats;
 
 pub use gpu_processes::GpuProcesses;
 pub use kube::{KubeConfig, KubePods, node_name as kube_node_name};
@@ -27,7 +27,8 @@ pub use servers::Servers;
 
 use crate::{
     derive::requests::{QueueReport, ServerKey},
-    model::{DeviceView, GpuEvent, PodRef, ProcessIdentity, RequestRecord},
+    model::{DeviceView, GpuEvent, PodRef, ProcessIdentity, RequestDrop, RequestRecord},
+    probes::Drops,
     runtimes::Runtime,
 };
 
@@ -68,9 +69,9 @@ pub struct Readings {
     /// Command names of server processes, by pid (GPU processes carry their own).
     pub server_comms: BTreeMap<u32, String>,
     /// Cumulative drops by reason, all eBPF objects together.
-    pub drops: BTreeMap<&'static str, u64>,
+    pub drops: Drops,
     /// Cumulative generation requests given up on, by reason.
-    pub dropped_requests: BTreeMap<&'static str, u64>,
+    pub dropped_requests: BTreeMap<RequestDrop, u64>,
     /// GPUs as their management library reads them; counted figures carry totals only.
     pub devices: Vec<DeviceView>,
     /// GPU events since the last interval.
@@ -87,17 +88,15 @@ impl Readings {
             finished: Vec::new(),
             queues: BTreeMap::new(),
             server_comms: BTreeMap::new(),
-            drops: DROP_REASONS.into_iter().map(|reason| (reason, 0)).collect(),
+            drops: Drops::default(),
             dropped_requests: BTreeMap::new(),
             devices: Vec::new(),
             gpu_events: Vec::new(),
         }
     }
 
-    /// Adds one eBPF object's cumulative drops, indexed as [`DROP_REASONS`].
-    pub fn add_drops(&mut self, drops: [u64; DROP_REASONS.len()]) {
-        for (reason, n) in DROP_REASONS.into_iter().zip(drops) {
-            *self.drops.entry(reason).or_default() += n;
-        }
+    /// Adds one eBPF object's cumulative drops.
+    pub fn add_drops(&mut self, drops: Drops) {
+        self.drops += drops;
     }
 }

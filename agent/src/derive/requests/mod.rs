@@ -100,10 +100,10 @@ impl RequestTracker {
     }
 
     /// Requests given up on since the start, by reason (every reason, zeros too).
-    pub fn dropped(&self) -> BTreeMap<&'static str, u64> {
+    pub fn dropped(&self) -> BTreeMap<RequestDrop, u64> {
         RequestDrop::ALL
             .iter()
-            .map(|why| (why.name(), self.dropped.get(why).copied().unwrap_or(0)))
+            .map(|&why| (why, self.dropped.get(&why).copied().unwrap_or(0)))
             .collect()
     }
 

@@ -256,7 +256,7 @@ fn tracker() -> RequestTracker {
 }
 
 fn dropped(t: &RequestTracker, why: RequestDrop) -> u64 {
-    t.dropped()[why.name()]
+    t.dropped()[&why]
 }
 
 #[test]

@@ -13,7 +13,7 @@ use super::{
     attributes::{self, Family, ModelNames},
 };
 use crate::model::{
-    DROP_REASONS, DeviceView, GpuActivity, PodRef, RequestDrop, RequestRecord, Signal, Snapshot,
+    DeviceView, DropReason, GpuActivity, PodRef, RequestDrop, RequestRecord, Signal, Snapshot,
     histogram::{DURATION_BOUNDS, TPOT_BOUNDS, TTFT_BOUNDS},
 };
 
@@ -652,7 +652,7 @@ fn agent(meter: &Meter, shared: &Shared, health: &ExportHealth) {
         |latest, emit| {
             // Every reason, at zero until it occurs: an alert on its increase needs the series.
             let totals = latest.snapshot.as_ref().map(|s| &s.drops.total);
-            for reason in DROP_REASONS {
+            for reason in DropReason::ALL.map(DropReason::name) {
                 let count = totals.and_then(|t| t.get(reason)).copied().unwrap_or(0);
                 emit(count, &[KeyValue::new("reason", reason)]);
             }
