@@ -57,6 +57,7 @@ enum cookie_layout {
 	COOKIE_CODE_SCALE_SHIFT = 26,
 	COOKIE_CODE_BEFORE_SHIFT = 32,
 	COOKIE_CODE_AFTER_SHIFT = 48,
+	CALL_ARGS_MAX = 6, /* the last argument position the probes read */
 };
 #define COOKIE_OP(c) ((c) & 0xff)
 #define COOKIE_SIZE_ARG(c) (((c) >> COOKIE_SIZE_ARG_SHIFT) & 0xf) /* bytes or element count */

@@ -46,7 +46,7 @@ pub const NCCL_OPS: [&str; 6] = [
 ];
 
 /// The attach cookie of one probed symbol: what it does and where its arguments are.
-/// Argument positions are 1-based (0: none), at most 5.
+/// Argument positions are 1-based (0: none), at most [`CALL_ARGS_MAX`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cookie {
     pub op: GpuOp,
@@ -68,6 +68,10 @@ pub struct Cookie {
     pub code_before: u16,
     pub code_after: u16,
 }
+
+/// The last argument position the probes read (the sixth: the last passed in
+/// a register on x86-64 and the first to need its own on other ABIs).
+pub const CALL_ARGS_MAX: u8 = 6;
 
 /// Bit positions of the packed cookie (`enum cookie_layout`).
 pub const COOKIE_SIZE_ARG_SHIFT: u32 = 8;

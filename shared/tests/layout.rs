@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, mem::offset_of, path::Path};
 
 use btf_rs::{Btf, Type};
 use inferscope_shared::{
-    AllocKey, COOKIE_AUX_ARG_SHIFT, COOKIE_CODE_AFTER_SHIFT, COOKIE_CODE_BEFORE_SHIFT,
+    AllocKey, CALL_ARGS_MAX, COOKIE_AUX_ARG_SHIFT, COOKIE_CODE_AFTER_SHIFT, COOKIE_CODE_BEFORE_SHIFT,
     COOKIE_CODE_SCALE_SHIFT, COOKIE_DIR_SHIFT, COOKIE_DRIVER_SHIFT, COOKIE_NCCL_OP_SHIFT,
     COOKIE_RETURN_PROBE_SHIFT, COOKIE_SIZE_ARG_SHIFT, COPY_DIRECTIONS, CopyDir, DropReason, GpuOp,
     GpuProcess, GpuStats, MappedFile, NCCL_OPS, NET_CAPTURE_MAX, NET_CLOSED, NET_DATA, NET_FLAG_AFTER_LOSS,
@@ -210,6 +210,7 @@ fn every_enum_and_constant_of_the_abi_matches_the_c_header() {
             ("COOKIE_CODE_SCALE_SHIFT", COOKIE_CODE_SCALE_SHIFT.into()),
             ("COOKIE_CODE_BEFORE_SHIFT", COOKIE_CODE_BEFORE_SHIFT.into()),
             ("COOKIE_CODE_AFTER_SHIFT", COOKIE_CODE_AFTER_SHIFT.into()),
+            ("CALL_ARGS_MAX", CALL_ARGS_MAX.into()),
         ],
     );
     expect(

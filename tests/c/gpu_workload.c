@@ -84,6 +84,8 @@ typedef int (*launch_ex_rt)(const void *, const void *, void **);
 typedef int (*ptr_ptr)(void *, void *);
 typedef int (*copy_rt)(void *, const void *, size_t, int);
 typedef int (*copy_async_rt)(void *, const void *, size_t, int, void *);
+typedef int (*copy_to_array_rt)(void *, size_t, size_t, const void *, size_t, int);
+typedef int (*copy_from_array_rt)(void *, const void *, size_t, size_t, size_t, int);
 typedef int (*set_rt)(void *, int, size_t);
 typedef int (*set_async_rt)(void *, int, size_t, void *);
 typedef int (*alloc_rt)(void **, size_t);
@@ -162,6 +164,11 @@ static void cuda_runtime(int round, size_t bytes, char *a, char *b)
 	char config[256] = {0};
 	runtime_round(&cuda, round, bytes, a, b);
 	e.kernel_launches += CALL(launch_ex_rt, "cudaLaunchKernelExC", config, (void *)cuda_runtime, NULL);
+	/* The array copies pass their kind sixth. */
+	if (CALL(copy_to_array_rt, "cudaMemcpyToArray", NULL, 0, 0, b, bytes + 5, 1))
+		copied(1, bytes + 5);
+	if (CALL(copy_from_array_rt, "cudaMemcpyFromArray", a, NULL, 0, 0, bytes + 6, 2))
+		copied(2, bytes + 6);
 }
 
 static void cuda_driver(int round, size_t bytes, char *a, char *b)

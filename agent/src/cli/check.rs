@@ -9,7 +9,10 @@ use aya::Btf;
 use inferscope_shared::NET_CAPTURE_MAX;
 
 use crate::{
-    discover::Discovery,
+    discover::{
+        Discovery,
+        installed::{self, LoaderEnv, Root},
+    },
     model::DeviceView,
     probes::{
         self, GpuProbes, NetProbes, ProcessProbes, ProfileProbes, SocketHook, compat,
@@ -132,7 +135,7 @@ pub fn check() -> Result<ExitCode> {
         !libraries.is_empty() || !processes.is_empty(),
         "GPU runtimes on disk",
         if libraries.is_empty() {
-            "none found in the usual library folders".to_string()
+            "none found where runtimes are installed".to_string()
         } else {
             libraries.join(", ")
         },
@@ -275,18 +278,19 @@ fn agent_programs(btf: &Btf, f: &mut Findings) {
     }
 }
 
-/// GPU runtime libraries in the usual folders, and processes that map one.
+/// GPU runtime libraries installed where the agent looks for them before
+/// any process loads them (as `run` does, from this process's view), and
+/// processes that map one.
 fn gpu_runtimes() -> (Vec<String>, Vec<String>) {
-    let names = [
-        "libcudart.so.12",
-        "libcudart.so",
-        "libcuda.so.1",
-        "libamdhip64.so",
-        "libamdhip64.so.5",
-        "libamdhip64.so.6",
-        "libnccl.so.2",
-    ];
-    let libraries = names.iter().filter_map(|n| find_library(n)).collect();
+    let proc_root = Path::new("/proc");
+    let own = std::process::id();
+    let libraries = match Root::of_process(proc_root, own) {
+        Ok(root) => installed::runtime_files(&root, &LoaderEnv::of_process(proc_root, own))
+            .into_iter()
+            .map(|f| f.path.display().to_string())
+            .collect(),
+        Err(e) => vec![format!("(cannot open the root directory: {e})")],
+    };
     let mut discovery = Discovery::new("/proc");
     let mut processes = Vec::new();
     for pid in discovery.pids().unwrap_or_default() {
@@ -307,19 +311,4 @@ fn device_list(devices: &[DeviceView]) -> String {
         .map(|d| format!("{} {}", d.index, d.name))
         .collect();
     format!("{} GPU(s): {}", devices.len(), names.join(", "))
-}
-
-fn find_library(name: &str) -> Option<String> {
-    [
-        "/usr/lib/x86_64-linux-gnu",
-        "/usr/lib64",
-        "/usr/lib",
-        "/usr/local/cuda/lib64",
-        "/opt/rocm/lib",
-        "/usr/local/nvidia/lib64",
-    ]
-    .iter()
-    .map(|d| Path::new(d).join(name))
-    .find(|p| p.exists())
-    .map(|p| p.display().to_string())
 }

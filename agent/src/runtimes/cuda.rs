@@ -1,52 +1,17 @@
-//! CUDA runtime (`libcudart`) and driver (`libcuda`) functions.
-//!
-//! `_ptsz`/`_ptds` are the per-thread-default-stream twins that nvcc's
-//! `--default-stream per-thread` selects; they take the same arguments.
-//! `cudaMemcpyKind` is argument 4 of the copies (1 HtoD, 2 DtoH, 3 DtoD), 5 of
-//! the symbol copies.
+//! The CUDA driver API (`libcuda`). Calls the CUDA runtime makes through it are
+//! not counted a second time (the cookie's driver bit, `gpu_calls.bpf.c`).
 
-use super::{ProbeSpec, alloc, copy, driver, free, graph_launch, launch, memset, sync};
-use inferscope_shared::CopyDir::{DeviceToDevice, DeviceToHost, FromKindArg, HostToDevice, Other};
+use super::{Family, ProbeSpec, RuntimeSpec, alloc, copy, driver, free, graph_launch, launch, memset, sync};
+use inferscope_shared::CopyDir::{DeviceToDevice, DeviceToHost, HostToDevice, Other};
 
-pub(super) const RUNTIME: &[ProbeSpec] = &[
-    launch("cudaLaunchKernel"),
-    launch("cudaLaunchKernel_ptsz"),
-    launch("cudaLaunchKernelExC"),
-    launch("cudaLaunchKernelExC_ptsz"),
-    launch("cudaLaunchCooperativeKernel"),
-    launch("cudaLaunchCooperativeKernel_ptsz"),
-    graph_launch("cudaGraphLaunch"),
-    graph_launch("cudaGraphLaunch_ptsz"),
-    copy("cudaMemcpy", 3, FromKindArg, 4),
-    copy("cudaMemcpy_ptds", 3, FromKindArg, 4),
-    copy("cudaMemcpyAsync", 3, FromKindArg, 4),
-    copy("cudaMemcpyAsync_ptsz", 3, FromKindArg, 4),
-    // (symbol or destination, source or symbol, count, offset, kind[, stream])
-    copy("cudaMemcpyToSymbol", 3, FromKindArg, 5),
-    copy("cudaMemcpyToSymbol_ptds", 3, FromKindArg, 5),
-    copy("cudaMemcpyToSymbolAsync", 3, FromKindArg, 5),
-    copy("cudaMemcpyToSymbolAsync_ptsz", 3, FromKindArg, 5),
-    copy("cudaMemcpyFromSymbol", 3, FromKindArg, 5),
-    copy("cudaMemcpyFromSymbol_ptds", 3, FromKindArg, 5),
-    copy("cudaMemcpyFromSymbolAsync", 3, FromKindArg, 5),
-    copy("cudaMemcpyFromSymbolAsync_ptsz", 3, FromKindArg, 5),
-    memset("cudaMemset", 3),
-    memset("cudaMemset_ptds", 3),
-    memset("cudaMemsetAsync", 3),
-    memset("cudaMemsetAsync_ptsz", 3),
-    alloc("cudaMalloc", 1, 2),
-    alloc("cudaMallocAsync", 1, 2),
-    alloc("cudaMallocAsync_ptsz", 1, 2),
-    free("cudaFree"),
-    free("cudaFreeAsync"),
-    free("cudaFreeAsync_ptsz"),
-    sync("cudaStreamSynchronize"),
-    sync("cudaStreamSynchronize_ptsz"),
-    sync("cudaDeviceSynchronize"),
-    sync("cudaEventSynchronize"),
-];
+pub(super) const SPEC: RuntimeSpec = RuntimeSpec {
+    name: "cuda",
+    library: "libcuda",
+    family: Some(Family::Cuda),
+    probes: PROBES,
+};
 
-pub(super) const DRIVER: &[ProbeSpec] = &[
+const PROBES: &[ProbeSpec] = &[
     driver(launch("cuLaunchKernel")),
     driver(launch("cuLaunchKernel_ptsz")),
     driver(launch("cuLaunchKernelEx")),

@@ -1,10 +1,17 @@
 //! AMD HIP (`libamdhip64`) functions. `hipMemcpyKind` shares CUDA's values.
 //! `hipLaunchKernel` passes its `dim3`s by value, but launches only count calls.
 
-use super::{ProbeSpec, alloc, copy, free, graph_launch, launch, memset, sync};
+use super::{Family, ProbeSpec, RuntimeSpec, alloc, copy, free, graph_launch, launch, memset, sync};
 use inferscope_shared::CopyDir::FromKindArg;
 
-pub(super) const PROBES: &[ProbeSpec] = &[
+pub(super) const SPEC: RuntimeSpec = RuntimeSpec {
+    name: "hip",
+    library: "libamdhip64",
+    family: Some(Family::Hip),
+    probes: PROBES,
+};
+
+const PROBES: &[ProbeSpec] = &[
     launch("hipLaunchKernel"),
     launch("hipModuleLaunchKernel"),
     graph_launch("hipGraphLaunch"),

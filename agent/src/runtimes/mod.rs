@@ -1,15 +1,51 @@
-//! The GPU runtimes inferscope probes: how to recognise their libraries and,
-//! per runtime, which exported functions to probe and what their arguments mean.
+//! The GPU runtimes inferscope probes. Each is one file holding its
+//! [`RuntimeSpec`]: its library, the exported functions to probe and what
+//! their arguments mean, and the family its figures are exported under.
 //!
 //! The kernel side has one generic program; everything function-specific lives
 //! in these tables and travels to it as an attach cookie.
 
 mod cuda;
+mod cudart;
 mod hip;
 mod nccl;
 
 use inferscope_shared::{Cookie, CopyDir, GpuOp};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
+
+/// What inferscope knows of one runtime.
+pub struct RuntimeSpec {
+    /// Its name in reports (as in JSON).
+    pub name: &'static str,
+    /// Its shared library's file name before `.so` (`libcudart` for `libcudart.so.12`).
+    pub library: &'static str,
+    /// Whose names its processes' figures are exported under; `None`: those of
+    /// the compute runtime beside it (a collectives library).
+    pub family: Option<Family>,
+    /// The probed functions; the first is one only this runtime defines.
+    pub probes: &'static [ProbeSpec],
+}
+
+/// Whose names a process's GPU figures take when exported: CUDA's (the names
+/// OpenTelemetry eBPF Instrumentation uses) or HIP's (ours).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Cuda,
+    Hip,
+}
+
+impl Family {
+    /// The family of a process mapping `runtimes`: CUDA's where any runtime is
+    /// CUDA's (or none names one, as NCCL alone), else HIP's where one is.
+    pub fn of(runtimes: &[Runtime]) -> Self {
+        let families: Vec<Family> = runtimes.iter().filter_map(|r| r.family()).collect();
+        if !families.contains(&Family::Cuda) && families.contains(&Family::Hip) {
+            Family::Hip
+        } else {
+            Family::Cuda
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Runtime {
@@ -26,6 +62,16 @@ pub enum Runtime {
 impl Runtime {
     pub const ALL: [Runtime; 4] = [Runtime::Cudart, Runtime::Cuda, Runtime::Hip, Runtime::Nccl];
 
+    /// Everything known of it: a new runtime does not compile until its file says it.
+    fn spec(self) -> &'static RuntimeSpec {
+        match self {
+            Runtime::Cudart => &cudart::SPEC,
+            Runtime::Cuda => &cuda::SPEC,
+            Runtime::Hip => &hip::SPEC,
+            Runtime::Nccl => &nccl::SPEC,
+        }
+    }
+
     /// The runtime a shared library file name belongs to (`libcudart.so.12` ->
     /// Cudart), also under the name a wheel's repair tool gives the copy it
     /// bundles (`libcudart-9335f6a2.so.12`, as in PyTorch's `torch/lib`).
@@ -38,32 +84,25 @@ impl Runtime {
             Some((name, hash)) if hash.len() == 8 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => name,
             _ => stem,
         };
-        match stem {
-            "libcudart" => Some(Runtime::Cudart),
-            "libcuda" => Some(Runtime::Cuda),
-            "libamdhip64" => Some(Runtime::Hip),
-            "libnccl" => Some(Runtime::Nccl),
-            _ => None,
-        }
+        Runtime::ALL.into_iter().find(|rt| rt.library() == stem)
     }
 
     /// The name used in reports (as in JSON).
     pub fn name(self) -> &'static str {
-        match self {
-            Runtime::Cudart => "cudart",
-            Runtime::Cuda => "cuda",
-            Runtime::Hip => "hip",
-            Runtime::Nccl => "nccl",
-        }
+        self.spec().name
+    }
+
+    /// Its shared library's file name before `.so`.
+    pub fn library(self) -> &'static str {
+        self.spec().library
+    }
+
+    pub fn family(self) -> Option<Family> {
+        self.spec().family
     }
 
     pub fn probes(self) -> &'static [ProbeSpec] {
-        match self {
-            Runtime::Cudart => cuda::RUNTIME,
-            Runtime::Cuda => cuda::DRIVER,
-            Runtime::Hip => hip::PROBES,
-            Runtime::Nccl => nccl::PROBES,
-        }
+        self.spec().probes
     }
 
     /// A symbol that only this runtime defines: how a statically linked copy is recognised.
@@ -84,7 +123,10 @@ impl<'de> Deserialize<'de> for Runtime {
         Runtime::ALL
             .into_iter()
             .find(|rt| rt.name() == name)
-            .ok_or_else(|| D::Error::unknown_variant(&name, &["cudart", "cuda", "hip", "nccl"]))
+            .ok_or_else(|| {
+                let known = Runtime::ALL.map(Runtime::name).join(", ");
+                D::Error::custom(format!("unknown runtime `{name}`, expected one of {known}"))
+            })
     }
 }
 
@@ -159,7 +201,19 @@ const fn driver(mut p: ProbeSpec) -> ProbeSpec {
 
 #[cfg(test)]
 mod tests {
+    use inferscope_shared::CALL_ARGS_MAX;
+
     use super::*;
+
+    #[test]
+    fn a_process_is_exported_under_its_compute_runtimes_family() {
+        use Runtime::*;
+        assert_eq!(Family::of(&[Hip]), Family::Hip);
+        assert_eq!(Family::of(&[Hip, Cudart]), Family::Cuda);
+        assert_eq!(Family::of(&[Nccl, Hip]), Family::Hip);
+        assert_eq!(Family::of(&[Nccl]), Family::Cuda);
+        assert_eq!(Family::of(&[]), Family::Cuda);
+    }
 
     #[test]
     fn libraries_are_recognised_by_file_name() {
@@ -181,12 +235,13 @@ mod tests {
     }
 
     #[test]
-    fn every_table_names_each_symbol_once_and_uses_at_most_five_arguments() {
+    fn every_table_names_each_symbol_once_and_uses_arguments_the_kernel_side_reads() {
         for rt in Runtime::ALL {
             let mut seen = std::collections::HashSet::new();
             for p in rt.probes() {
                 assert!(seen.insert(p.symbol), "{} listed twice", p.symbol);
-                assert!(p.cookie.size_arg <= 5 && p.cookie.aux_arg <= 5, "{}", p.symbol);
+                let args = [p.cookie.size_arg, p.cookie.aux_arg];
+                assert!(args.iter().all(|&a| a <= CALL_ARGS_MAX), "{}", p.symbol);
                 assert_eq!(p.cookie.driver, rt == Runtime::Cuda, "{}", p.symbol);
             }
         }

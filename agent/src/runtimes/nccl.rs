@@ -1,8 +1,16 @@
 //! NCCL (`libnccl`) collectives and point-to-point calls: bytes are the element
 //! count times the size of the `ncclDataType_t` argument.
 
-use super::{ProbeSpec, spec};
+use super::{ProbeSpec, RuntimeSpec, spec};
 use inferscope_shared::{Cookie, GpuOp, NCCL_OPS};
+
+/// Collectives run on whichever compute runtime is beside them.
+pub(super) const SPEC: RuntimeSpec = RuntimeSpec {
+    name: "nccl",
+    library: "libnccl",
+    family: None,
+    probes: PROBES,
+};
 
 /// `index` into [`NCCL_OPS`]; the count and datatype argument positions.
 const fn collective(symbol: &'static str, index: u8, count_arg: u8, type_arg: u8) -> ProbeSpec {
@@ -13,7 +21,7 @@ const fn collective(symbol: &'static str, index: u8, count_arg: u8, type_arg: u8
     spec(symbol, c)
 }
 
-pub(super) const PROBES: &[ProbeSpec] = &[
+const PROBES: &[ProbeSpec] = &[
     // (sendbuff, recvbuff, count, datatype, ...)
     collective("ncclAllReduce", 0, 3, 4),
     collective("ncclAllGather", 1, 3, 4),

@@ -9,10 +9,7 @@ use std::collections::BTreeSet;
 
 use opentelemetry::KeyValue;
 
-use crate::{
-    model::{DeviceView, Outcome, PodRef, ProcessView, RequestRecord, Vendor},
-    runtimes::Runtime,
-};
+use crate::model::{DeviceView, Outcome, PodRef, ProcessView, RequestRecord, Vendor};
 
 /// Distinct `gen_ai.request.model` values exported before the rest become `_OTHER`:
 /// the model name comes from request bodies, which clients choose.
@@ -73,29 +70,6 @@ pub fn error_type(r: &RequestRecord) -> Option<String> {
         Outcome::Error => Some("_OTHER".into()),
         Outcome::Cancelled => Some("cancelled".into()),
         Outcome::Aborted => Some("aborted".into()),
-    }
-}
-
-/// Whose names a process's kernel-launch figures take: CUDA's (the names
-/// OpenTelemetry eBPF Instrumentation uses) or HIP's (ours).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    Cuda,
-    Hip,
-}
-
-impl Family {
-    /// A process mapping both counts as CUDA; one mapping neither (NCCL only) too.
-    pub fn of(p: &ProcessView) -> Self {
-        let cuda = p
-            .runtimes
-            .iter()
-            .any(|r| matches!(r, Runtime::Cudart | Runtime::Cuda));
-        if !cuda && p.runtimes.contains(&Runtime::Hip) {
-            Self::Hip
-        } else {
-            Self::Cuda
-        }
     }
 }
 

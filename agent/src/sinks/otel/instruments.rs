@@ -10,11 +10,14 @@ use opentelemetry::{
 
 use super::{
     ExportHealth, Latest, Shared,
-    attributes::{self, Family, ModelNames},
+    attributes::{self, ModelNames},
 };
-use crate::model::{
-    DeviceView, DropReason, GpuActivity, PodRef, RequestDrop, RequestRecord, Signal, Snapshot,
-    histogram::{DURATION_BOUNDS, TPOT_BOUNDS, TTFT_BOUNDS},
+use crate::{
+    model::{
+        DeviceView, DropReason, GpuActivity, PodRef, RequestDrop, RequestRecord, Signal, Snapshot,
+        histogram::{DURATION_BOUNDS, TPOT_BOUNDS, TTFT_BOUNDS},
+    },
+    runtimes::Family,
 };
 
 /// The conventions' buckets for token counts (`gen_ai.client.token.usage`).
@@ -98,7 +101,7 @@ fn process_counter(meter: &Meter, shared: &Shared, m: ActivityCounter, family: O
         m.description,
         move |latest, emit| {
             for p in latest.processes() {
-                if family.is_none_or(|f| f == Family::of(p)) {
+                if family.is_none_or(|f| f == Family::of(&p.runtimes)) {
                     emit(value(&p.gpu.total), &attributes::process(p));
                 }
             }
