@@ -15,27 +15,10 @@
  * code waits (and how long). Inside this program, because a probe of its own
  * would pay the trap on every call.
  */
-#include "common.h"
-#include "stacks.h"
+#include "args.h"
+#include "gpu_counters.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 8192);
-	__type(key, __u32); /* tgid */
-	__type(value, struct gpu_stats);
-} gpu_stats SEC(".maps");
-
-/* tgid -> who it is, written with its gpu_stats entry and removed with it by the agent. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 8192);
-	__type(key, __u32);
-	__type(value, struct gpu_process);
-} gpu_processes SEC(".maps");
 
 /* Device pointer -> bytes, so that frees lower live bytes by the right amount. */
 struct {
@@ -45,57 +28,13 @@ struct {
 	__type(value, __u64);
 } live_allocs SEC(".maps");
 
-/*
- * Per-thread state, freed by the kernel with the thread.
- * `runtime_*` marks the CUDA runtime call in flight on this thread, so that the
- * driver call it makes underneath is not counted a second time. Runtime calls
- * with a return probe (allocation, synchronisation) clear the marker there.
- * Launches and copies have no return probe (hot path), so their marker is
- * checked for staleness instead, at the driver call: it is nested in the
- * runtime call only if its stack pointer is below the runtime call's and
- *  - for a runtime library of its own, the driver call returns into that
- *    library's code (`runtime_code_*`, from the entry address and the cookie:
- *    no memory read on the runtime call's hot path);
- *  - for a runtime linked into a program (whose code calls the driver too), the
- *    runtime call's return address is still on the stack where it was pushed
- *    (`runtime_ret`, read at the runtime call).
- * (A return probe replaces the return address with its trampoline, which is why
- * calls with one are cleared instead.)
- * `pending_*` carries what a return probe needs from its entry.
- */
-struct thread_state {
-	struct call_stack_key pending_stack; /* the synchronisation's stack, when sampled */
-	__u64 runtime_sp;
-	__u64 runtime_ret;
-	__u64 runtime_code_start;
-	__u64 runtime_code_end; /* 0: check runtime_ret instead */
-	__u32 runtime_op;
-	__u32 runtime_return_probe; /* the runtime call has a return probe (cookie bit) */
-	__u64 pending_cookie;
-	__u64 pending_start_ns;
-	__u64 pending_size;
-	__u64 pending_out_ptr;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct thread_state);
-} thread_states SEC(".maps");
-
 /* 1 in how many launches and synchronisations records its stack; 0: none.
  * Set by the agent at load: read-only, so with 0 the verifier drops the code. */
 const volatile __u32 call_stack_every = 0;
 
 /* Sized for profiling; with call_stack_every 0 the agent shrinks these and
  * the Python tables (stacks.h) to one entry each. */
-struct {
-	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
-	__uint(max_entries, 8192);
-	__uint(key_size, sizeof(__u32));
-	__uint(value_size, MAX_FRAMES * sizeof(__u64));
-} stacks SEC(".maps");
+STACK_TABLE(stacks, 8192);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -103,6 +42,8 @@ struct {
 	__type(key, struct call_stack_key);
 	__type(value, struct call_stack_count);
 } call_samples SEC(".maps");
+
+static const struct call_stack_count zero_count;
 
 /* The processes profiled (set by the agent): the others' calls record no
  * stack, so they neither pay for it nor fill the tables. */
@@ -113,43 +54,6 @@ struct {
 	__type(value, __u8);
 } stacked SEC(".maps");
 
-static const struct gpu_stats zero_stats;
-
-/* Records who the calling process is, at its first counted call (cold path). */
-static __always_inline void remember_process(__u32 tgid)
-{
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct gpu_process p = {};
-
-	BPF_CORE_READ_INTO(&p.comm, task, group_leader, comm);
-	p.ppid = BPF_CORE_READ(task, real_parent, tgid);
-	bpf_map_update_elem(&gpu_processes, &tgid, &p, BPF_NOEXIST);
-}
-
-static __always_inline struct gpu_stats *stats_for(__u32 tgid)
-{
-	struct gpu_stats *s = bpf_map_lookup_elem(&gpu_stats, &tgid);
-	if (s)
-		return s;
-	/* NOEXIST: another CPU may have inserted it first, which is fine. */
-	bpf_map_update_elem(&gpu_stats, &tgid, &zero_stats, BPF_NOEXIST);
-	remember_process(tgid);
-	s = bpf_map_lookup_elem(&gpu_stats, &tgid);
-	if (!s)
-		count_drop(DROP_STATS_TABLE_FULL);
-	return s;
-}
-
-static __always_inline struct thread_state *thread_state(void)
-{
-	struct thread_state *t = bpf_task_storage_get(&thread_states, bpf_get_current_task_btf(), 0,
-						      BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!t)
-		count_drop(DROP_THREAD_STATE_UNAVAILABLE);
-	return t;
-}
-
-/* NCCL's ncclDataType_t -> bytes per element (ncclInt8 .. ncclFloat8e5m2). */
 static __always_inline __u64 nccl_type_size(__u64 datatype)
 {
 	switch (datatype) {
@@ -227,22 +131,13 @@ static __always_inline bool sample_call_stack(struct pt_regs *ctx, __u32 op, __u
 		stack_lost(STACK_LOSS_COLLISION);
 	else if (key->user_stack < 0)
 		stack_lost(STACK_LOSS_NO_STACK);
-	struct call_stack_count one = { .calls = 1 };
-	struct call_stack_count *n = bpf_map_lookup_elem(&call_samples, key);
-	if (n) {
-		__sync_fetch_and_add(&n->calls, 1);
-		return true;
+	struct call_stack_count *n = lookup_or_init(&call_samples, key, &zero_count);
+	if (!n) {
+		stack_lost(STACK_LOSS_TABLE_FULL);
+		return false;
 	}
-	if (bpf_map_update_elem(&call_samples, key, &one, BPF_NOEXIST) == 0)
-		return true;
-	/* Another CPU added it meanwhile, or the table is full. */
-	n = bpf_map_lookup_elem(&call_samples, key);
-	if (n) {
-		__sync_fetch_and_add(&n->calls, 1);
-		return true;
-	}
-	stack_lost(STACK_LOSS_TABLE_FULL);
-	return false;
+	__sync_fetch_and_add(&n->calls, 1);
+	return true;
 }
 
 /* Whether this call records its stack: each of a profiled process with a
@@ -379,12 +274,8 @@ int gpu_call_return(struct pt_regs *ctx)
 		if (call_stack_every && t->pending_stack.pid) {
 			/* Drained meanwhile (a continuous profile's period ended): the
 			 * wait goes to the next period, not lost, long waits most of all. */
-			struct call_stack_count late = { .wait_ns = waited };
-			struct call_stack_count *n = bpf_map_lookup_elem(&call_samples, &t->pending_stack);
+			struct call_stack_count *n = lookup_or_init(&call_samples, &t->pending_stack, &zero_count);
 			if (n)
-				__sync_fetch_and_add(&n->wait_ns, waited);
-			else if (bpf_map_update_elem(&call_samples, &t->pending_stack, &late, BPF_NOEXIST) &&
-				 (n = bpf_map_lookup_elem(&call_samples, &t->pending_stack)))
 				__sync_fetch_and_add(&n->wait_ns, waited);
 		}
 		break;

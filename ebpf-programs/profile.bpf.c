@@ -35,12 +35,7 @@ struct {
 	__type(value, __u8);
 } profiled SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
-	__uint(max_entries, 16384);
-	__uint(key_size, sizeof(__u32));
-	__uint(value_size, MAX_FRAMES * sizeof(__u64));
-} stacks SEC(".maps");
+STACK_TABLE(stacks, 16384);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -48,6 +43,8 @@ struct {
 	__type(key, struct stack_sample);
 	__type(value, __u64);
 } samples SEC(".maps");
+
+static const __u64 zero_count;
 
 const struct stack_sample *unused_stack_sample __attribute__((unused));
 
@@ -67,16 +64,7 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 		stack_lost(STACK_LOSS_COLLISION);
 	else if (key.user_stack < 0 && key.kernel_stack < 0)
 		stack_lost(STACK_LOSS_NO_STACK);
-	__u64 *n = bpf_map_lookup_elem(&samples, &key);
-	if (n) {
-		__sync_fetch_and_add(n, 1);
-		return 0;
-	}
-	__u64 one = 1;
-	if (bpf_map_update_elem(&samples, &key, &one, BPF_NOEXIST) == 0)
-		return 0;
-	/* Another CPU added it meanwhile, or the table is full. */
-	n = bpf_map_lookup_elem(&samples, &key);
+	__u64 *n = lookup_or_init(&samples, &key, &zero_count);
 	if (n)
 		__sync_fetch_and_add(n, 1);
 	else

@@ -16,6 +16,15 @@
 /* Frames kept per stack: the kernel's own default limit (perf_event_max_stack). */
 #define MAX_FRAMES 127
 
+/* A table of up to `entries` stacks, each kept once, for bpf_get_stackid. */
+#define STACK_TABLE(name, entries)                                  \
+	struct {                                                    \
+		__uint(type, BPF_MAP_TYPE_STACK_TRACE);             \
+		__uint(max_entries, entries);                       \
+		__uint(key_size, sizeof(__u32));                    \
+		__uint(value_size, MAX_FRAMES * sizeof(__u64));     \
+	} name SEC(".maps")
+
 #define MAX_PY_FRAMES 32
 
 /* What the sampler needs of one CPython process: where its interpreter's
