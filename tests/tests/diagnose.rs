@@ -7,7 +7,7 @@
 
 use std::{fs, io::Write as _, net::TcpStream, path::Path, process::Command};
 
-use inferscope::diagnose::{Diagnosis, Finding, FindingKind, Severity};
+use inferscope::diagnose::{Diagnosis, Evidence, Finding, FindingKind, Severity};
 use inferscope_tests::{Agent, TestServer, agent_binary, chat_request, read_chunked_response, stub_library};
 
 const GIB: u64 = 1 << 30;
@@ -100,21 +100,21 @@ impl Scenario {
         let xid = find(FindingKind::XidErrors);
         assert_eq!(xid.severity, Severity::Critical);
         assert_eq!(xid.subject.gpu, Some(0));
-        assert_eq!(xid.evidence["xid_79"], 1.0, "{xid:#?}");
+        assert_eq!(xid.evidence[&Evidence::Xid(79)], 1.0, "{xid:#?}");
 
         let memory = find(FindingKind::GpuMemoryNearLimit);
-        assert_eq!(memory.evidence["memory_used_bytes"], (78 * GIB) as f64);
-        assert_eq!(memory.evidence["memory_total_bytes"], (80 * GIB) as f64);
-        assert_eq!(memory.evidence["largest_process_pid"], f64::from(pid));
+        assert_eq!(memory.evidence[&Evidence::MemoryUsedBytes], (78 * GIB) as f64);
+        assert_eq!(memory.evidence[&Evidence::MemoryTotalBytes], (80 * GIB) as f64);
+        assert_eq!(memory.evidence[&Evidence::LargestProcessPid], f64::from(pid));
 
         let slow = find(FindingKind::SlowFirstTokenGpuIdle);
         assert_eq!(
             (slow.subject.pid, slow.subject.port),
             (Some(pid), Some(self.server.port))
         );
-        assert_eq!(slow.evidence["gpu_utilization_mean_percent"], 10.0);
-        assert_eq!(slow.evidence["requests_with_first_token"], COMPLETED as f64);
-        let ttft = slow.evidence["ttft_mean_s"];
+        assert_eq!(slow.evidence[&Evidence::GpuUtilizationMeanPercent], 10.0);
+        assert_eq!(slow.evidence[&Evidence::RequestsWithFirstToken], COMPLETED as f64);
+        let ttft = slow.evidence[&Evidence::TtftMeanS];
         assert!(
             (f64::from(TTFT_MS) / 1e3..f64::from(TTFT_MS) / 1e3 + 0.1).contains(&ttft),
             "mean TTFT {ttft} s for {TTFT_MS} ms first tokens"
@@ -122,8 +122,11 @@ impl Scenario {
 
         let cancelled = find(FindingKind::ClientCancellations);
         assert_eq!(cancelled.subject.model.as_deref(), Some("slow-start"));
-        assert_eq!(cancelled.evidence["cancelled"], CANCELLED as f64);
-        assert_eq!(cancelled.evidence["requests"], (COMPLETED + CANCELLED) as f64);
+        assert_eq!(cancelled.evidence[&Evidence::Cancelled], CANCELLED as f64);
+        assert_eq!(
+            cancelled.evidence[&Evidence::Requests],
+            (COMPLETED + CANCELLED) as f64
+        );
         // Findings stand on the agent's own figures: nothing this scenario did not set up.
         let kinds: Vec<FindingKind> = d.findings.iter().map(|f| f.finding).collect();
         assert_eq!(
@@ -158,10 +161,10 @@ fn live_diagnosis_names_each_cause_with_its_numbers() {
         .find(|f| f.finding == FindingKind::ClientCancellations)
         .unwrap();
     assert_eq!(
-        cancelled.evidence["cancelled_before_first_token"],
+        cancelled.evidence[&Evidence::CancelledBeforeFirstToken],
         CANCELLED as f64
     );
-    assert!(cancelled.evidence["cancelled_after_mean_s"] < f64::from(TTFT_MS) / 1e3);
+    assert!(cancelled.evidence[&Evidence::CancelledAfterMeanS] < f64::from(TTFT_MS) / 1e3);
 }
 
 #[test]
@@ -217,7 +220,7 @@ fn a_recorded_report_renders_offline_in_a_browser_without_errors() {
     // functions; and one launching kernels, for the flame graph of launches.
     let burner = inferscope_tests::cpu_burner();
     let burner_pid = burner.pid().to_string();
-    let mut launcher = std::process::Command::new(inferscope_tests::test_bin("gpu_launcher"));
+    let mut launcher = Command::new(inferscope_tests::test_bin("gpu_launcher"));
     launcher.arg(stub_library("libcudart.so.12"));
     let launcher = inferscope_tests::ReadyChild::start(launcher);
     let launcher_pid = launcher.pid().to_string();

@@ -8,6 +8,7 @@
 //! as the live run that wrote it, and a rule's thresholds are named constants
 //! in [`rules`] (documented in docs/diagnose.md).
 
+mod evidence;
 pub mod rules;
 mod text;
 
@@ -19,6 +20,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+pub use evidence::{Evidence, Slowdown};
 pub use text::write_text;
 
 use crate::{
@@ -144,9 +146,8 @@ pub struct Finding {
     pub from: SystemTime,
     #[serde(with = "time::rfc3339")]
     pub to: SystemTime,
-    /// The figures behind it, by name with their unit (`_s`, `_bytes`,
-    /// `_percent`, `_per_second`...), for tools to ground answers in.
-    pub evidence: BTreeMap<String, f64>,
+    /// The figures behind it, for tools to ground answers in.
+    pub evidence: BTreeMap<Evidence, f64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -6,7 +6,10 @@ use std::{
     time::SystemTime,
 };
 
-use super::{Finding, FindingKind, Recording, Severity, Subject};
+use super::{
+    Finding, FindingKind, Recording, Severity, Subject,
+    evidence::{Evidence, Slowdown},
+};
 use crate::{
     model::{
         GpuEventKind, LAUNCH_BOUND_MAX_SM_PERCENT, Outcome, ServerRef, Signal, Snapshot, saturating_sum,
@@ -35,14 +38,6 @@ pub const SYNC_SHARE: f64 = 0.25;
 pub const MEMORY_NEAR_LIMIT: f64 = 0.95;
 /// Failed or cancelled requests, as a share of finished ones.
 pub const REQUEST_PROBLEM_SHARE: f64 = 0.05;
-/// Clock event reasons that mean lost speed (NVML's names).
-const SLOWDOWN_REASONS: [&str; 5] = [
-    "sw_power_cap",
-    "hw_slowdown",
-    "sw_thermal_slowdown",
-    "hw_thermal_slowdown",
-    "hw_power_brake_slowdown",
-];
 
 /// Every rule's findings, and the checks that could not run.
 pub fn run(recording: &Recording) -> (Vec<Finding>, Vec<String>) {
@@ -239,13 +234,13 @@ fn queueing(points: &[Point], subject: &Subject) -> Option<Finding> {
         ),
     };
     let mut evidence = BTreeMap::from([
-        ("ttft_mean_first_third_s".to_string(), ttft_first),
-        ("ttft_mean_last_third_s".to_string(), ttft_last),
-        ("waiting_mean_first_third".to_string(), waiting_first),
-        ("waiting_mean_last_third".to_string(), waiting_last),
+        (Evidence::TtftMeanFirstThirdS, ttft_first),
+        (Evidence::TtftMeanLastThirdS, ttft_last),
+        (Evidence::WaitingMeanFirstThird, waiting_first),
+        (Evidence::WaitingMeanLastThird, waiting_last),
     ]);
     if let Some(g) = gpu {
-        evidence.insert("gpu_utilization_mean_last_third_percent".to_string(), g);
+        evidence.insert(Evidence::GpuUtilizationMeanLastThirdPercent, g);
     }
     Some(Finding {
         finding,
@@ -279,11 +274,11 @@ fn slow_first_token(points: &[Point], subject: &Subject) -> Option<Finding> {
         from: points[0].from,
         to: points[points.len() - 1].to,
         evidence: BTreeMap::from([
-            ("ttft_mean_s".to_string(), ttft),
-            ("waiting_mean".to_string(), waiting),
-            ("gpu_utilization_mean_percent".to_string(), gpu),
+            (Evidence::TtftMeanS, ttft),
+            (Evidence::WaitingMean, waiting),
+            (Evidence::GpuUtilizationMeanPercent, gpu),
             (
-                "requests_with_first_token".to_string(),
+                Evidence::RequestsWithFirstToken,
                 saturating_sum(points.iter().map(|p| p.ttft.1)) as f64,
             ),
         ]),
@@ -335,20 +330,20 @@ fn request_problems(recording: &Recording, key: ServerRef, model: &str, subject:
             from,
             to,
             evidence: BTreeMap::from([
-                ("requests".to_string(), requests as f64),
-                ("failed".to_string(), failed as f64),
-                ("failed_share".to_string(), share(failed)),
+                (Evidence::Requests, requests as f64),
+                (Evidence::Failed, failed as f64),
+                (Evidence::FailedShare, share(failed)),
             ]),
         });
     }
     if cancelled > 0 && share(cancelled) >= REQUEST_PROBLEM_SHARE {
         let mut evidence = BTreeMap::from([
-            ("requests".to_string(), requests as f64),
-            ("cancelled".to_string(), cancelled as f64),
-            ("cancelled_share".to_string(), share(cancelled)),
+            (Evidence::Requests, requests as f64),
+            (Evidence::Cancelled, cancelled as f64),
+            (Evidence::CancelledShare, share(cancelled)),
         ]);
         if ttft_n > 0 {
-            evidence.insert("ttft_mean_s".to_string(), ttft_sum / ttft_n as f64);
+            evidence.insert(Evidence::TtftMeanS, ttft_sum / ttft_n as f64);
         }
         // Finished-request records, where the recording has them, say how long clients waited.
         let waits: Vec<(f64, bool)> = recording
@@ -361,8 +356,8 @@ fn request_problems(recording: &Recording, key: ServerRef, model: &str, subject:
         let mut waited = String::new();
         if let Some(m) = mean(waits.iter().map(|w| w.0)) {
             let before_first = waits.iter().filter(|w| w.1).count();
-            evidence.insert("cancelled_after_mean_s".to_string(), m);
-            evidence.insert("cancelled_before_first_token".to_string(), before_first as f64);
+            evidence.insert(Evidence::CancelledAfterMeanS, m);
+            evidence.insert(Evidence::CancelledBeforeFirstToken, before_first as f64);
             waited = format!(
                 " Clients gave up after {m:.2} s on average; {before_first} of {} before the first token.",
                 waits.len()
@@ -446,14 +441,14 @@ fn processes(snapshots: &[Snapshot], comms: &BTreeMap<u32, String>) -> Vec<Findi
                 from,
                 to,
                 evidence: BTreeMap::from([
-                    ("kernel_launches_per_second".to_string(), rate),
-                    ("sm_utilization_max_percent".to_string(), f64::from(sm)),
+                    (Evidence::KernelLaunchesPerSecond, rate),
+                    (Evidence::SmUtilizationMaxPercent, f64::from(sm)),
                     (
-                        "sm_utilization_limit_percent".to_string(),
+                        Evidence::SmUtilizationLimitPercent,
                         f64::from(LAUNCH_BOUND_MAX_SM_PERCENT),
                     ),
-                    ("intervals_launch_bound".to_string(), e.flagged.len() as f64),
-                    ("intervals_with_launches".to_string(), e.active as f64),
+                    (Evidence::IntervalsLaunchBound, e.flagged.len() as f64),
+                    (Evidence::IntervalsWithLaunches, e.active as f64),
                 ]),
             });
         }
@@ -477,9 +472,9 @@ fn processes(snapshots: &[Snapshot], comms: &BTreeMap<u32, String>) -> Vec<Findi
                 from,
                 to,
                 evidence: BTreeMap::from([
-                    ("sync_seconds_per_second".to_string(), share),
-                    ("sync_calls_per_second".to_string(), per_s(e.sync_calls)),
-                    ("kernel_launches_per_second".to_string(), per_s(e.launches)),
+                    (Evidence::SyncSecondsPerSecond, share),
+                    (Evidence::SyncCallsPerSecond, per_s(e.sync_calls)),
+                    (Evidence::KernelLaunchesPerSecond, per_s(e.launches)),
                 ]),
             });
         }
@@ -517,9 +512,9 @@ fn devices(snapshots: &[Snapshot]) -> Vec<Finding> {
                     GpuEventKind::Xid { xid } => (e.time, xid),
                 })
                 .collect();
-            let mut evidence = BTreeMap::from([("xid_errors".to_string(), xids as f64)]);
+            let mut evidence = BTreeMap::from([(Evidence::XidErrors, xids as f64)]);
             for (_, xid) in &events {
-                *evidence.entry(format!("xid_{xid}")).or_insert(0.0) += 1.0;
+                *evidence.entry(Evidence::Xid(*xid)).or_insert(0.0) += 1.0;
             }
             let codes: BTreeSet<u64> = events.iter().map(|e| e.1).collect();
             let codes: Vec<String> = codes.iter().map(u64::to_string).collect();
@@ -566,14 +561,14 @@ fn devices(snapshots: &[Snapshot]) -> Vec<Finding> {
                     .filter_map(|p| Some((p.pid, p.usage.memory_used_bytes?)))
                     .max_by_key(|p| p.1);
                 let mut evidence = BTreeMap::from([
-                    ("memory_used_bytes".to_string(), used as f64),
-                    ("memory_total_bytes".to_string(), total as f64),
-                    ("memory_used_share".to_string(), share),
+                    (Evidence::MemoryUsedBytes, used as f64),
+                    (Evidence::MemoryTotalBytes, total as f64),
+                    (Evidence::MemoryUsedShare, share),
                 ]);
                 let mut holder = String::new();
                 if let Some((pid, bytes)) = biggest {
-                    evidence.insert("largest_process_pid".to_string(), f64::from(pid));
-                    evidence.insert("largest_process_memory_used_bytes".to_string(), bytes as f64);
+                    evidence.insert(Evidence::LargestProcessPid, f64::from(pid));
+                    evidence.insert(Evidence::LargestProcessMemoryUsedBytes, bytes as f64);
                     holder = format!(" Pid {pid} holds {:.1} GiB.", bytes as f64 / GIB);
                 }
                 findings.push(Finding {
@@ -593,31 +588,30 @@ fn devices(snapshots: &[Snapshot]) -> Vec<Finding> {
                 });
             }
         }
-        let throttled: Vec<(&Snapshot, Vec<&str>)> = seen
+        let throttled: Vec<(&Snapshot, Vec<Slowdown>)> = seen
             .iter()
             .filter_map(|(s, d)| {
-                let reasons: Vec<&str> = d
+                let reasons: Vec<Slowdown> = d
                     .clock_event_reasons
                     .iter()
                     .flatten()
-                    .map(String::as_str)
-                    .filter(|r| SLOWDOWN_REASONS.contains(r))
+                    .filter_map(|r| Slowdown::of(r))
                     .collect();
                 (!reasons.is_empty()).then_some((*s, reasons))
             })
             .collect();
         if let (Some(a), Some(b)) = (throttled.first(), throttled.last()) {
             let mut evidence = BTreeMap::from([
-                ("intervals_throttled".to_string(), throttled.len() as f64),
-                ("intervals".to_string(), seen.len() as f64),
+                (Evidence::IntervalsThrottled, throttled.len() as f64),
+                (Evidence::Intervals, seen.len() as f64),
             ]);
             for (_, reasons) in &throttled {
-                for r in reasons {
-                    *evidence.entry(format!("intervals_{r}")).or_insert(0.0) += 1.0;
+                for &r in reasons {
+                    *evidence.entry(Evidence::IntervalsSlowedBy(r)).or_insert(0.0) += 1.0;
                 }
             }
-            let names: BTreeSet<&str> = throttled.iter().flat_map(|t| t.1.iter().copied()).collect();
-            let thermal = names.iter().any(|n| n.contains("thermal"));
+            let reasons: BTreeSet<Slowdown> = throttled.iter().flat_map(|t| t.1.iter().copied()).collect();
+            let thermal = reasons.iter().any(|r| r.thermal());
             findings.push(Finding {
                 finding: FindingKind::ClockThrottled,
                 severity: if thermal {
@@ -629,7 +623,11 @@ fn devices(snapshots: &[Snapshot]) -> Vec<Finding> {
                     "The GPU slowed its clocks in {} of {} intervals ({}): it ran below its speed{}.",
                     throttled.len(),
                     seen.len(),
-                    names.into_iter().collect::<Vec<_>>().join(", "),
+                    reasons
+                        .into_iter()
+                        .map(Slowdown::name)
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     if thermal {
                         "; check cooling"
                     } else {
@@ -651,12 +649,16 @@ fn measurement_gaps(snapshots: &[Snapshot]) -> Option<Finding> {
     let mut evidence = BTreeMap::new();
     let mut range: Option<(SystemTime, SystemTime)> = None;
     for s in snapshots {
-        let lost = s.drops.delta.iter().map(|(k, v)| (format!("events_lost.{k}"), v));
+        let lost = s
+            .drops
+            .delta
+            .iter()
+            .map(|(k, v)| (Evidence::EventsLost(k.clone()), v));
         let unmeasured = s
             .dropped_requests
             .delta
             .iter()
-            .map(|(k, v)| (format!("requests_unmeasured.{k}"), v));
+            .map(|(k, v)| (Evidence::RequestsUnmeasured(k.clone()), v));
         let mut any = false;
         for (k, v) in lost.chain(unmeasured).filter(|(_, v)| **v > 0) {
             *evidence.entry(k).or_insert(0.0) += *v as f64;
@@ -667,14 +669,14 @@ fn measurement_gaps(snapshots: &[Snapshot]) -> Option<Finding> {
         }
     }
     let (from, to) = range?;
-    let sum = |prefix: &str| -> f64 {
+    let sum = |events: bool| -> f64 {
         evidence
             .iter()
-            .filter(|(k, _)| k.starts_with(prefix))
+            .filter(|(k, _)| matches!(k, Evidence::EventsLost(_)) == events)
             .map(|(_, v)| v)
             .sum()
     };
-    let (events, requests) = (sum("events_lost."), sum("requests_unmeasured."));
+    let (events, requests) = (sum(true), sum(false));
     Some(Finding {
         finding: FindingKind::MeasurementGaps,
         severity: Severity::Info,
@@ -823,14 +825,14 @@ mod tests {
         assert_eq!(f.subject.pid, Some(SERVER.pid));
         // Thirds of nine intervals: the first three and the last three.
         assert!(
-            (f.evidence["ttft_mean_first_third_s"] - 0.14).abs() < 1e-9,
+            (f.evidence[&Evidence::TtftMeanFirstThirdS] - 0.14).abs() < 1e-9,
             "{f:#?}"
         );
         assert!(
-            (f.evidence["ttft_mean_last_third_s"] - 0.38).abs() < 1e-9,
+            (f.evidence[&Evidence::TtftMeanLastThirdS] - 0.38).abs() < 1e-9,
             "{f:#?}"
         );
-        assert_eq!(f.evidence["gpu_utilization_mean_last_third_percent"], 95.0);
+        assert_eq!(f.evidence[&Evidence::GpuUtilizationMeanLastThirdPercent], 95.0);
         assert_eq!(f.from, UNIX_EPOCH + Duration::from_secs(999));
         assert_eq!(f.to, UNIX_EPOCH + Duration::from_secs(1_008));
     }
@@ -893,8 +895,8 @@ mod tests {
         assert_eq!(d.findings.len(), 1, "{d:#?}");
         let f = &d.findings[0];
         assert_eq!((f.finding, f.subject.pid), (FindingKind::LaunchBound, Some(20)));
-        assert_eq!(f.evidence["kernel_launches_per_second"], 5_000.0);
-        assert_eq!(f.evidence["sm_utilization_max_percent"], 12.0);
+        assert_eq!(f.evidence[&Evidence::KernelLaunchesPerSecond], 5_000.0);
+        assert_eq!(f.evidence[&Evidence::SmUtilizationMaxPercent], 12.0);
         assert_eq!(kinds(flagged(1)), []);
     }
 
@@ -922,8 +924,8 @@ mod tests {
         });
         let f = &d.findings[0];
         assert_eq!(f.finding, FindingKind::BlockedInSync);
-        assert!((f.evidence["sync_seconds_per_second"] - 0.6).abs() < 1e-9);
-        assert_eq!(f.evidence["sync_calls_per_second"], 100.0);
+        assert!((f.evidence[&Evidence::SyncSecondsPerSecond] - 0.6).abs() < 1e-9);
+        assert_eq!(f.evidence[&Evidence::SyncCallsPerSecond], 100.0);
         assert_eq!(kinds(blocked(0.1)), []);
     }
 
@@ -953,8 +955,8 @@ mod tests {
             (f.finding, f.severity),
             (FindingKind::ClockThrottled, Severity::Warning)
         );
-        assert_eq!(f.evidence["intervals_throttled"], 2.0);
-        assert_eq!(f.evidence["intervals_hw_thermal_slowdown"], 2.0);
+        assert_eq!(f.evidence[&Evidence::IntervalsThrottled], 2.0);
+        assert_eq!(f.evidence[&Evidence::IntervalsSlowedBy(Slowdown::HwThermal)], 2.0);
         let d = diagnose(&Recording {
             snapshots: throttled("sw_power_cap"),
             requests: Vec::new(),
@@ -977,13 +979,25 @@ mod tests {
         let find = |k| d.findings.iter().find(|f| f.finding == k).unwrap();
         let failed = find(FindingKind::RequestErrors);
         assert_eq!(
-            (failed.evidence["failed"], failed.evidence["requests"]),
+            (
+                failed.evidence[&Evidence::Failed],
+                failed.evidence[&Evidence::Requests]
+            ),
             (2.0, 10.0)
         );
         assert_eq!(failed.subject.model.as_deref(), Some("m"));
-        assert_eq!(find(FindingKind::ClientCancellations).evidence["cancelled"], 1.0);
+        assert_eq!(
+            find(FindingKind::ClientCancellations).evidence[&Evidence::Cancelled],
+            1.0
+        );
         let gaps = find(FindingKind::MeasurementGaps);
-        assert_eq!(gaps.evidence["events_lost.net_event_ring_full"], 7.0);
-        assert_eq!(gaps.evidence["requests_unmeasured.events_lost"], 2.0);
+        assert_eq!(
+            gaps.evidence[&Evidence::EventsLost("net_event_ring_full".into())],
+            7.0
+        );
+        assert_eq!(
+            gaps.evidence[&Evidence::RequestsUnmeasured("events_lost".into())],
+            2.0
+        );
     }
 }

@@ -302,7 +302,7 @@ fn findings(d: &Diagnosis) -> String {
             let _ = write!(
                 out,
                 "<tr><td>{}</td><td>{}</td></tr>",
-                escape(k),
+                escape(&k.name()),
                 evidence_value(*v)
             );
         }
