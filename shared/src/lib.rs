@@ -283,11 +283,16 @@ pub struct NetEventHeader {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: plain #[repr(C)] integers without padding, valid for any bit pattern.
+    // Each is plain #[repr(C)] integers with explicit padding fields, valid for any bit pattern.
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::GpuStats {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::AllocKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::GpuProcess {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ProcEvent {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::NetEventHeader {}
 }
 

@@ -20,8 +20,8 @@ use serde_json::{Map, Value};
 pub const STEP: Duration = Duration::from_secs(30);
 
 pub fn require_root() {
-    // SAFETY: geteuid has no preconditions.
     assert_eq!(
+        // SAFETY: geteuid has no preconditions.
         unsafe { libc::geteuid() },
         0,
         "these tests load eBPF programs: run them as root"

@@ -151,10 +151,12 @@ fn a_full_ring_buffer_is_counted_without_slowing_the_server_and_capture_recovers
     // are far more than the 8 MiB ring holds: the server must not wait for it.
     let agent_pid = agent.pid() as i32;
     // SAFETY: signals to our own child process.
+    // SAFETY: a signal to the agent this test started, still running.
     unsafe { libc::kill(agent_pid, libc::SIGSTOP) };
     conn.write_all(&chat_request("flood", 100_000, 0, 0, false))
         .unwrap();
     let flood = read_response(&mut conn);
+    // SAFETY: as above.
     unsafe { libc::kill(agent_pid, libc::SIGCONT) };
     assert!(String::from_utf8_lossy(&flood[flood.len() - 200..]).contains("[DONE]"));
 

@@ -95,7 +95,7 @@ while True:
 "#;
 
 /// Profiles `python` running the burner and checks its Python frames.
-fn python_functions_are_named(python: &std::path::Path, version: &str, label: &str) {
+fn python_functions_are_named(python: &Path, version: &str, label: &str) {
     let script = std::env::temp_dir().join(format!("burner-{}-{label}.py", std::process::id()));
     std::fs::write(&script, PYTHON_BURNER).unwrap();
     let mut command = Command::new(python);
@@ -135,7 +135,7 @@ fn a_python_3_11_program_of_a_non_pie_interpreter_is_profiled_with_its_python_fu
     // Debian's python3.11 is a non-PIE executable with the interpreter linked
     // in: _PyRuntime at a fixed address, unlike the fixtures' (pyenv's, PIE
     // with libpython3.11.so). Present where Debian's python3 is installed.
-    let debian = std::path::Path::new("/usr/bin/python3.11");
+    let debian = Path::new("/usr/bin/python3.11");
     if debian.exists() {
         python_functions_are_named(debian, "3.11", "debian");
     } else {
@@ -210,7 +210,7 @@ fn assert_split(folded: &str, root: &str, function: &str, paths: [&str; 2], firs
 
 #[test]
 fn gpu_launches_and_waits_are_profiled_with_the_python_code_that_made_them() {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/gpu_launcher.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/gpu_launcher.py");
     let mut command = Command::new(inferscope_tests::venv_python());
     command
         .arg(&script)
@@ -276,7 +276,7 @@ fn gpu_launches_and_waits_of_a_native_program_are_profiled_with_their_callers() 
 }
 
 /// A pprof file's profile.
-fn read_pprof(path: &std::path::Path) -> pprof::Profile {
+fn read_pprof(path: &Path) -> pprof::Profile {
     let mut bytes = Vec::new();
     std::io::Read::read_to_end(
         &mut flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap()),

@@ -501,7 +501,7 @@ fn a_grpc_server_stream_is_timed_per_message() {
     let server = TestServer::start_script("grpc_server.py", &[], &["6", "100", "20"]);
     let port = server.port.to_string();
     let mut agent = Agent::start_with_output("requests", &["--port", &port]);
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/grpc_server.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/grpc_server.py");
     let call = std::process::Command::new(inferscope_tests::venv_python())
         .arg(script)
         .args(["--call", &port, "ensemble-7b"])
@@ -563,7 +563,7 @@ fn a_server_that_dies_mid_stream_leaves_an_aborted_request() {
 #[test]
 fn a_tgi_shaped_rust_server_is_timed_against_when_it_yielded_each_token() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let server = TestServer::start_program(std::path::Path::new(env!("CARGO_BIN_EXE_axum_sse_server")));
+    let server = TestServer::start_program(Path::new(env!("CARGO_BIN_EXE_axum_sse_server")));
     let mut agent = Agent::start_with_output("requests", &["--port", &server.port.to_string()]);
     let body = r#"{"inputs":"never printed","parameters":{"max_new_tokens":10},"ttft_ms":100,"gap_ms":20}"#;
     let mut conn = TcpStream::connect(("127.0.0.1", server.port)).unwrap();

@@ -70,7 +70,7 @@ enum ProfileFormat {
 }
 
 impl ProfileFormat {
-    fn of(path: &std::path::Path) -> Self {
+    fn of(path: &Path) -> Self {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         if name.ends_with(".svg") {
             Self::Svg

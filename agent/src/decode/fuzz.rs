@@ -84,7 +84,7 @@ proptest! {
         feed_in_pieces(Role::Request, &bytes, &cuts);
         feed_in_pieces(Role::Response, &bytes, &cuts);
         SseSplitter::default().feed(&bytes, |_| {});
-        crate::decode::sse::LineSplitter::default().feed(&bytes, |_| {});
+        LineSplitter::default().feed(&bytes, |_| {});
         for client_side in [true, false] {
             let mut h2 = crate::decode::http2::H2Parser::new(client_side);
             let mut out = Vec::new();

@@ -34,12 +34,12 @@ pub enum Route {
 impl Route {
     fn matches(&self, path: &str) -> bool {
         match *self {
-            Route::Path(p) => path == p,
-            Route::Around(start, end) => path
+            Path(p) => path == p,
+            Around(start, end) => path
                 .strip_prefix(start)
                 .and_then(|rest| rest.strip_suffix(end))
                 .is_some_and(|name| !name.is_empty() && !name.contains('/')),
-            Route::GrpcMethod(m) => path
+            GrpcMethod(m) => path
                 .rsplit_once('/')
                 .is_some_and(|(service, method)| method == m && service.len() > 1),
         }

@@ -5,7 +5,7 @@
 //! an engine is its file, with its test, and one line in [`ALL`].
 //!
 //! Response bodies are read by their shape, whatever the engine
-//! (`derive/llm.rs`): a server that is not recognised is measured all the same
+//! (`derive/llm/mod.rs`): a server that is not recognised is measured all the same
 //! when it speaks a known API; recognising it names it (`gen_ai.provider.name`)
 //! and has its listening ports watched without `--port`.
 

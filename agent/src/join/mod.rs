@@ -660,7 +660,7 @@ mod tests {
         );
         second.devices = vec![device(112.0, 8)];
         let s = join.snapshot(second);
-        let key = crate::model::ServerRef { pid: 7, port: 8000 };
+        let key = ServerRef { pid: 7, port: 8000 };
         assert_eq!(s.processes[0].serves, [key]);
         let d = &s.devices[0];
         // 6 tokens in 0.5 s; 12 J over them.

@@ -134,6 +134,7 @@ pub fn require_privileges() -> Result<()> {
 fn uname() -> [String; 3] {
     // SAFETY: uname fills the zeroed struct we own.
     let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
     if unsafe { libc::uname(&mut u) } != 0 {
         return ["unknown".into(), "unknown".into(), "unknown".into()];
     }

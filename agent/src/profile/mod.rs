@@ -424,7 +424,7 @@ impl Continuous {
             );
             let path = self.dir.join(name);
             let encoded = pprof::profile(profile, self.period_start, duration);
-            pprof::write(std::io::BufWriter::new(std::fs::File::create(&path)?), &encoded)?;
+            pprof::write(io::BufWriter::new(std::fs::File::create(&path)?), &encoded)?;
             log::info!("wrote {} ({} stacks)", path.display(), profile.stacks.len());
         }
         self.period_start = now;

@@ -89,6 +89,7 @@ impl RocmSmiSource {
         // SAFETY: the signatures are those of rocm_smi.h.
         let init: Symbol<unsafe extern "C" fn(u64) -> Status> = unsafe { lib.get(b"rsmi_init\0") }?;
         let count: Symbol<unsafe extern "C" fn(*mut u32) -> Status> =
+            // SAFETY: as above.
             unsafe { lib.get(b"rsmi_num_monitor_devices\0") }?;
         // SAFETY: rsmi_init takes flags by value; the count is written to a u32 we own.
         let status = unsafe { init(0) };
@@ -96,6 +97,7 @@ impl RocmSmiSource {
             return Err(RocmSmiError::Init(status_string(&lib, status)));
         }
         let mut devices = 0;
+        // SAFETY: the count is written to a u32 we own.
         if unsafe { count(&mut devices) } != RSMI_STATUS_SUCCESS || devices == 0 {
             return Err(RocmSmiError::NoDevice);
         }
@@ -130,20 +132,24 @@ impl RocmSmiSource {
     fn device(&self, i: u32) -> Option<DeviceView> {
         let a = &self.api;
         let ok = |status: Status| status == RSMI_STATUS_SUCCESS;
-        // SAFETY (every call below): the index is below rsmi_num_monitor_devices,
-        // and each out-pointer is a local of the type rocm_smi.h declares.
+        // Every call below: the index is below rsmi_num_monitor_devices, and
+        // each out-pointer is a local of the type rocm_smi.h declares.
         let read_u64 = |f: Option<unsafe extern "C" fn(u32, *mut u64) -> Status>| {
             let (f, mut v) = (f?, 0);
+            // SAFETY: see above.
             ok(unsafe { f(i, &mut v) }).then_some(v)
         };
         let vram = |f: Option<unsafe extern "C" fn(u32, u32, *mut u64) -> Status>| {
             let (f, mut v) = (f?, 0);
+            // SAFETY: see above.
             ok(unsafe { f(i, RSMI_MEM_TYPE_VRAM, &mut v) }).then_some(v)
         };
         let id = read_u64(a.unique_id).or_else(|| read_u64(a.pci_id))?;
         let name = a.name.and_then(|f| {
             let mut buf = [0 as c_char; 128];
+            // SAFETY: see above; the buffer's length is passed with it.
             ok(unsafe { f(i, buf.as_mut_ptr(), buf.len()) }).then(|| {
+                // SAFETY: on success the library wrote a NUL-terminated name into the buffer.
                 unsafe { CStr::from_ptr(buf.as_ptr()) }
                     .to_string_lossy()
                     .into_owned()
@@ -151,19 +157,23 @@ impl RocmSmiSource {
         });
         let busy = a.busy_percent.and_then(|f| {
             let mut v = 0;
+            // SAFETY: see above.
             ok(unsafe { f(i, &mut v) }).then_some(v)
         });
         let temperature = a.temperature.and_then(|f| {
             let mut millicelsius = 0;
+            // SAFETY: see above.
             ok(unsafe { f(i, RSMI_TEMP_TYPE_EDGE, RSMI_TEMP_CURRENT, &mut millicelsius) })
                 .then_some((millicelsius / 1000).max(0) as u32)
         });
         let power = a.power_average.and_then(|f| {
             let mut microwatts = 0;
+            // SAFETY: see above.
             ok(unsafe { f(i, 0, &mut microwatts) }).then_some(microwatts as f64 / 1e6)
         });
         let energy = a.energy_count.and_then(|f| {
             let (mut count, mut resolution_uj, mut timestamp) = (0u64, 0f32, 0u64);
+            // SAFETY: see above.
             ok(unsafe { f(i, &mut count, &mut resolution_uj, &mut timestamp) })
                 .then(|| Counted::first(count as f64 * f64::from(resolution_uj) / 1e6))
         });
@@ -197,6 +207,7 @@ fn status_string(lib: &Library, status: Status) -> String {
         return format!("status {status}");
     };
     let mut text = std::ptr::null();
+    // SAFETY: the status is passed by value; the text pointer is a local the library sets.
     if unsafe { f(status, &mut text) } != RSMI_STATUS_SUCCESS || text.is_null() {
         return format!("status {status}");
     }

@@ -99,10 +99,7 @@ impl GpuEventLogs {
         record.add_attributes([
             ("hw.id", AnyValue::from(event.uuid.clone())),
             ("hw.type", AnyValue::from("gpu")),
-            (
-                "hw.name",
-                AnyValue::from(super::attributes::device_name(event.index)),
-            ),
+            ("hw.name", AnyValue::from(attributes::device_name(event.index))),
             (
                 "inferscope.gpu.xid",
                 AnyValue::from(i64::try_from(xid).unwrap_or(i64::MAX)),
