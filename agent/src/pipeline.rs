@@ -38,8 +38,8 @@ use crate::{
 
 /// How often socket captures are drained without a wake-up: the kernel wakes
 /// the agent only once 256 KiB wait (`net_capture.bpf.c`), so this bounds how
-/// late a trickle of captures is read. 25 ms cost the agent 0.4 % more of a
-/// core in the soak benchmark (wake-ups, and small batches decoded cold).
+/// late a trickle of captures is read; shorter costs wake-ups and small
+/// batches decoded cold (docs/architecture.md, *Wake-ups are batched*).
 pub const NET_DRAIN_PERIOD: Duration = Duration::from_millis(100);
 
 /// When to report, and for how long.
@@ -49,7 +49,7 @@ pub struct Schedule {
     /// Stop after this long (a last snapshot covers the remainder); `None`: until a signal.
     pub duration: Option<Duration>,
     /// Stop when notified, as on a signal (a command's own way to end, e.g. a key).
-    pub stop: Option<std::sync::Arc<tokio::sync::Notify>>,
+    pub stop: Option<Arc<Notify>>,
 }
 
 /// What to watch: the live commands' flags, parsed.

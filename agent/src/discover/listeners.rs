@@ -4,10 +4,9 @@
 //! privilege to enter the namespace) from `/proc/PID/net/tcp` and `tcp6`.
 //!
 //! Reading a `/proc` table is expensive: the kernel walks every bucket of the
-//! established-connection hash to produce it (measured: half of the agent's CPU
-//! with a server of 100 streams, when it was read per process every interval;
-//! still 12 % of it when read once per namespace, in the soak benchmark).
-//! Callers read a namespace's listeners once and reuse them.
+//! established-connection hash to produce it (what that cost the agent:
+//! docs/architecture.md). Callers read a namespace's listeners once and reuse
+//! them.
 
 use std::{collections::HashSet, fs, path::Path, sync::OnceLock};
 

@@ -1,11 +1,11 @@
 //! Symbols of an ELF file: functions as the file offsets a uprobe is set at,
 //! and the linked addresses of others.
 //!
-//! Read once per file identity by the caller. GPU libraries are large (a real
-//! `libnccl.so.2` is 218 MB, `libcuda.so` tens of MB), so the file is read
-//! through a cache of the ranges the ELF parser asks for (headers, section
-//! table, symbol and string tables), never whole, and only the wanted names
-//! are kept: reading whole files took 256 MiB of RSS and seconds with PyTorch.
+//! Read once per file identity by the caller. GPU libraries are large, so the
+//! file is read through a cache of the ranges the ELF parser asks for
+//! (headers, section table, symbol and string tables), never whole, and only
+//! the wanted names are kept (what whole files cost: docs/architecture.md,
+//! *Discovery*).
 
 use std::{collections::HashMap, fs::File, ops::Range, path::Path};
 

@@ -116,9 +116,8 @@ pub struct MigInstance {
 }
 
 /// What the SMs did over the interval, from two GPM samples. Unlike
-/// `utilization_percent` ("a kernel ran"), these say how much of the GPU worked:
-/// on an H100 under a bf16 matmul, utilisation read 100 % while SM activity was
-/// 96.7 %, occupancy 14.3 %, tensor pipes 93.8 % and DRAM bandwidth 23.9 %.
+/// `utilization_percent` ("a kernel ran"), these say how much of the GPU
+/// worked (an H100's figures under a matmul: docs/output.md).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct GpmView {
     /// Share of time SMs had at least one warp (`NVML_GPM_METRIC_SM_UTIL`).

@@ -1,10 +1,10 @@
 //! Detaching uprobes without stalling the agent.
 //!
 //! Closing a uprobe's link returns only once the kernel has unregistered it,
-//! which waits for RCU grace periods under a global lock: measured ~100 ms per
-//! link on 6.18, here and on a GPU machine, one after another even when closed
-//! from many threads at once, so ~4 s for the ~40 probes of one CUDA runtime
-//! library. On the pipeline thread that stalled every report and every new
+//! which waits for RCU grace periods under a global lock, one link after
+//! another even when closed from many threads at once: seconds for one CUDA
+//! runtime library (docs/architecture.md, *Probes outlive their last
+//! process*). On the pipeline thread that stalled every report and every new
 //! process's discovery for as long (on a GPU machine a process started
 //! meanwhile lost its calls). So links are closed on a thread of their own.
 

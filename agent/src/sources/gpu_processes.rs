@@ -93,9 +93,9 @@ impl GpuProcesses {
     /// `linger`: how long a library file keeps its probes after the last
     /// process that mapped it is gone. Probing takes time, during which the
     /// next process to load the library (a job run again, a health check, a
-    /// test suite) makes uncounted calls; on a GPU machine the CUDA driver's
-    /// probes took 3 s to attach while the process initialised its context.
-    /// A file nobody maps costs nothing to keep probed but its inode.
+    /// test suite) makes uncounted calls (seconds on a GPU machine:
+    /// docs/architecture.md). A file nobody maps costs nothing to keep probed
+    /// but its inode.
     pub fn start(
         discovery: Discovery,
         gpu: GpuProbes,
