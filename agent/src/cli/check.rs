@@ -15,7 +15,7 @@ use crate::{
     },
     model::DeviceView,
     probes::{
-        self, GpuProbes, NetProbes, ProcessProbes, ProfileProbes, SocketHook, compat,
+        self, GpuProbes, NetProbes, ProcessProbes, ProfileProbes, compat,
         host::{self, AttachType, CAPABILITIES, Capabilities},
     },
     profile::DEFAULT_GPU_CALL_STACK_EVERY,
@@ -195,7 +195,7 @@ fn agent_programs(btf: &Btf, f: &mut Findings) {
     // Sampling every CPU with nothing to sample: the program runs and returns at once.
     let profile = ProfileProbes::start(PROFILE_CHECK_HZ);
     let in_use: Vec<&str> = match &net {
-        Ok(n) => n.socket_hook().programs().to_vec(),
+        Ok(n) => n.socket_hook().programs().collect(),
         Err(_) => Vec::new(),
     };
     // Optional within an object that loaded.
@@ -246,7 +246,7 @@ fn agent_programs(btf: &Btf, f: &mut Findings) {
         }
         for p in compat::PROGRAMS.iter().filter(|p| p.object == object) {
             // Socket capture has alternatives: only the kernel's own are in use.
-            let used = !SocketHook::is_capture_program(p.name) || in_use.contains(&p.name);
+            let used = !compat::has_alternatives(p) || in_use.contains(&p.name);
             let loaded = result.is_ok() && !not_loaded.contains(&p.name);
             let status = match (loaded, used) {
                 (true, true) => "ok",
@@ -260,7 +260,9 @@ fn agent_programs(btf: &Btf, f: &mut Findings) {
                 .map(|u| format!("{} {}", u.name(), version(u.since())))
                 .collect();
             let until = match p.role {
-                compat::Role::KernelForm { until: Some(last) } => format!(", until {}", version(last)),
+                compat::Role::FallbackFor {
+                    until: Some(last), ..
+                } => format!(", until {}", version(last)),
                 _ => String::new(),
             };
             let without = match (loaded, p.role) {

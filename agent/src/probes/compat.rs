@@ -3,8 +3,18 @@
 //! Each program of the agent's objects is listed with its hook, the kernel
 //! features it uses and what the agent loses without it. The oldest kernel the
 //! agent supports follows from the required programs (attach cookies on uprobes,
-//! 5.15); optional ones degrade with one sentence. `inferscope check` prints this
-//! table against the running kernel, and a test keeps it equal to the objects.
+//! 5.15); optional ones degrade with one sentence. The loaders attach the
+//! kernel hooks from this table, falling back as it says ([`attach`]);
+//! `inferscope check` prints it against the running kernel, and a test keeps
+//! it equal to the objects.
+
+use std::fmt;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{
+    Btf, Ebpf,
+    programs::{BtfTracePoint, FExit},
+};
 
 /// A kernel feature a program uses, with the release that brought it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,16 +90,41 @@ pub enum Role {
     Required,
     /// Loaded where the kernel has what it needs; otherwise the named loss.
     Optional { without: &'static str },
-    /// Used instead of the named program where that one cannot load.
-    FallbackFor(&'static str),
-    /// One of several forms of the same hook; the kernel's own is chosen.
-    KernelForm { until: Option<(u32, u32)> },
+    /// Used instead of the named program where that one cannot load: the
+    /// first of its fallbacks (in table order) that loads here. `until`: the
+    /// last release whose kernel has this form of the hook.
+    FallbackFor {
+        of: &'static str,
+        until: Option<(u32, u32)>,
+    },
 }
 
+/// Where a program attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// A tracepoint with typed arguments, attached at load.
+    TpBtf(&'static str),
+    /// The return of a kernel function, attached at load.
+    Fexit(&'static str),
+    /// Attached while running, to what discovery finds (as described).
+    Found(&'static str),
+}
+
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TpBtf(tracepoint) => write!(f, "tp_btf/{tracepoint}"),
+            Self::Fexit(function) => write!(f, "fexit/{function}"),
+            Self::Found(what) => f.write_str(what),
+        }
+    }
+}
+
+#[derive(Debug)]
 pub struct Program {
     pub object: &'static str,
     pub name: &'static str,
-    pub hook: &'static str,
+    pub hook: Hook,
     pub uses: &'static [Feature],
     pub role: Role,
 }
@@ -112,27 +147,86 @@ use Feature::*;
 /// Every program of the agent's objects (`check`'s own feature probes aside).
 #[rustfmt::skip]
 pub const PROGRAMS: &[Program] = &[
-    Program { object: "process.bpf.o", name: "on_exec", hook: "tp_btf/sched_process_exec", uses: &[TpBtf, RingBuf], role: Role::Required },
-    Program { object: "process.bpf.o", name: "on_exit", hook: "tp_btf/sched_process_exit", uses: &[TpBtf, RingBuf], role: Role::Required },
-    Program { object: "process.bpf.o", name: "on_loader_debug_state", hook: "uprobe/_dl_debug_state", uses: &[Uprobe, RingBuf], role: Role::Required },
-    Program { object: "process.bpf.o", name: "mapped_files", hook: "iter/task_vma (one process from 6.1)", uses: &[TaskVmaIter], role: Role::Optional { without: WITHOUT_FILES_UNDERNEATH } },
-    Program { object: "gpu_calls.bpf.o", name: "gpu_call", hook: "uprobe on GPU runtime functions", uses: &[Uprobe, AttachCookie, TaskStorage], role: Role::Required },
-    Program { object: "gpu_calls.bpf.o", name: "gpu_call_return", hook: "uretprobe on allocation and sync", uses: &[Uprobe, AttachCookie, TaskStorage], role: Role::Required },
-    Program { object: "net_capture.bpf.o", name: "on_sock_send", hook: "tp_btf/sock_send_length", uses: &[SockLengthTracepoints, TpBtf, TaskPtRegs, SocketCookie, SocketStorage, RingBuf, TaskStorage], role: Role::Optional { without: WITHOUT_REQUESTS } },
-    Program { object: "net_capture.bpf.o", name: "on_sock_recv", hook: "tp_btf/sock_recv_length", uses: &[SockLengthTracepoints, TpBtf, TaskPtRegs, SocketCookie, SocketStorage, RingBuf, TaskStorage], role: Role::Optional { without: WITHOUT_REQUESTS } },
-    Program { object: "net_capture.bpf.o", name: "on_tcp_sendmsg", hook: "fexit/tcp_sendmsg", uses: &[Fexit, TaskPtRegs, SocketCookie, SocketStorage, RingBuf, TaskStorage], role: Role::FallbackFor("on_sock_send") },
-    Program { object: "net_capture.bpf.o", name: "on_tcp_recvmsg_nonblock", hook: "fexit/tcp_recvmsg", uses: &[Fexit, TaskPtRegs, SocketCookie, SocketStorage, RingBuf, TaskStorage], role: Role::KernelForm { until: Some((5, 18)) } },
-    Program { object: "net_capture.bpf.o", name: "on_tcp_recvmsg", hook: "fexit/tcp_recvmsg", uses: &[Fexit, TcpRecvmsgWithoutNonblock, TaskPtRegs, SocketCookie, SocketStorage, RingBuf, TaskStorage], role: Role::KernelForm { until: None } },
-    Program { object: "net_capture.bpf.o", name: "on_sock_state", hook: "tp_btf/inet_sock_set_state", uses: &[TpBtf, SocketCookie, SocketStorage, RingBuf], role: Role::Optional { without: WITHOUT_REQUESTS } },
-    Program { object: "net_capture.bpf.o", name: "ssl_read_enter", hook: "uprobe/SSL_read", uses: &[Uprobe, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } },
-    Program { object: "net_capture.bpf.o", name: "ssl_read_ex_enter", hook: "uprobe/SSL_read_ex", uses: &[Uprobe, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } },
-    Program { object: "net_capture.bpf.o", name: "ssl_write_enter", hook: "uprobe/SSL_write", uses: &[Uprobe, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } },
-    Program { object: "net_capture.bpf.o", name: "ssl_write_ex_enter", hook: "uprobe/SSL_write_ex", uses: &[Uprobe, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } },
-    Program { object: "net_capture.bpf.o", name: "ssl_set_bio", hook: "uprobe/SSL_set_bio", uses: &[Uprobe], role: Role::Optional { without: WITHOUT_TLS } },
-    Program { object: "net_capture.bpf.o", name: "bio_write", hook: "uprobe/BIO_write (libcrypto)", uses: &[Uprobe, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } },
-    Program { object: "profile.bpf.o", name: "on_cpu_sample", hook: "perf event, software CPU clock, every CPU", uses: &[PerfEventSampling], role: Role::Optional { without: WITHOUT_PROFILES } },
-    Program { object: "net_capture.bpf.o", name: "ssl_return", hook: "uretprobe/SSL_*", uses: &[Uprobe, RingBuf, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } },
+    Program { object: "process.bpf.o", name: "on_exec", hook: Hook::TpBtf("sched_process_exec"), uses: &[TpBtf, RingBuf], role: Role::Required },
+    Program { object: "process.bpf.o", name: "on_exit", hook: Hook::TpBtf("sched_process_exit"), uses: &[TpBtf, RingBuf], role: Role::Required },
+    Program { object: "process.bpf.o", name: "on_loader_debug_state", hook: Hook::Found("uprobe/_dl_debug_state"), uses: &[Uprobe, RingBuf], role: Role::Required },
+    Program { object: "process.bpf.o", name: "mapped_files", hook: Hook::Found("iter/task_vma (one process from 6.1)"), uses: &[TaskVmaIter], role: Role::Optional { without: WITHOUT_FILES_UNDERNEATH } },
+    Program { object: "gpu_calls.bpf.o", name: "gpu_call", hook: Hook::Found("uprobe on GPU runtime functions"), uses: &[Uprobe, AttachCookie, TaskStorage], role: Role::Required },
+    Program { object: "gpu_calls.bpf.o", name: "gpu_call_return", hook: Hook::Found("uretprobe on allocation and sync"), uses: &[Uprobe, AttachCookie, TaskStorage], role: Role::Required },
+    Program { object: "net_capture.bpf.o", name: "on_sock_send", hook: Hook::TpBtf("sock_send_length"), uses: &[SockLengthTracepoints, TpBtf, TaskPtRegs, SocketCookie, SocketStorage, RingBuf, TaskStorage], role: Role::Optional { without: WITHOUT_REQUESTS } },
+    Program { object: "net_capture.bpf.o", name: "on_sock_recv", hook: Hook::TpBtf("sock_recv_length"), uses: &[SockLengthTracepoints, TpBtf, TaskPtRegs, SocketCookie, SocketStorage, RingBuf, TaskStorage], role: Role::Optional { without: WITHOUT_REQUESTS } },
+    Program { object: "net_capture.bpf.o", name: "on_tcp_sendmsg", hook: Hook::Fexit("tcp_sendmsg"), uses: &[Fexit, TaskPtRegs, SocketCookie, SocketStorage, RingBuf, TaskStorage], role: Role::FallbackFor { of: "on_sock_send", until: None } },
+    Program { object: "net_capture.bpf.o", name: "on_tcp_recvmsg_nonblock", hook: Hook::Fexit("tcp_recvmsg"), uses: &[Fexit, TaskPtRegs, SocketCookie, SocketStorage, RingBuf, TaskStorage], role: Role::FallbackFor { of: "on_sock_recv", until: Some((5, 18)) } },
+    Program { object: "net_capture.bpf.o", name: "on_tcp_recvmsg", hook: Hook::Fexit("tcp_recvmsg"), uses: &[Fexit, TcpRecvmsgWithoutNonblock, TaskPtRegs, SocketCookie, SocketStorage, RingBuf, TaskStorage], role: Role::FallbackFor { of: "on_sock_recv", until: None } },
+    Program { object: "net_capture.bpf.o", name: "on_sock_state", hook: Hook::TpBtf("inet_sock_set_state"), uses: &[TpBtf, SocketCookie, SocketStorage, RingBuf], role: Role::Optional { without: WITHOUT_REQUESTS } },
+    Program { object: "net_capture.bpf.o", name: "ssl_read_enter", hook: Hook::Found("uprobe/SSL_read"), uses: &[Uprobe, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } },
+    Program { object: "net_capture.bpf.o", name: "ssl_read_ex_enter", hook: Hook::Found("uprobe/SSL_read_ex"), uses: &[Uprobe, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } },
+    Program { object: "net_capture.bpf.o", name: "ssl_write_enter", hook: Hook::Found("uprobe/SSL_write"), uses: &[Uprobe, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } },
+    Program { object: "net_capture.bpf.o", name: "ssl_write_ex_enter", hook: Hook::Found("uprobe/SSL_write_ex"), uses: &[Uprobe, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } },
+    Program { object: "net_capture.bpf.o", name: "ssl_set_bio", hook: Hook::Found("uprobe/SSL_set_bio"), uses: &[Uprobe], role: Role::Optional { without: WITHOUT_TLS } },
+    Program { object: "net_capture.bpf.o", name: "bio_write", hook: Hook::Found("uprobe/BIO_write (libcrypto)"), uses: &[Uprobe, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } },
+    Program { object: "profile.bpf.o", name: "on_cpu_sample", hook: Hook::Found("perf event, software CPU clock, every CPU"), uses: &[PerfEventSampling], role: Role::Optional { without: WITHOUT_PROFILES } },
+    Program { object: "net_capture.bpf.o", name: "ssl_return", hook: Hook::Found("uretprobe/SSL_*"), uses: &[Uprobe, RingBuf, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } },
 ];
+
+/// The programs of `object` attached to the kernel at load (not fallbacks:
+/// those are tried by [`attach`] in their place).
+pub fn kernel_hooks(object: &str) -> impl Iterator<Item = &'static Program> {
+    PROGRAMS.iter().filter(move |p| {
+        p.object == object
+            && matches!(p.hook, Hook::TpBtf(_) | Hook::Fexit(_))
+            && !matches!(p.role, Role::FallbackFor { .. })
+    })
+}
+
+/// Whether `program` is one of several alternatives, only one of which a kernel uses.
+pub fn has_alternatives(program: &Program) -> bool {
+    matches!(program.role, Role::FallbackFor { .. })
+        || PROGRAMS
+            .iter()
+            .any(|p| matches!(p.role, Role::FallbackFor { of, .. } if of == program.name))
+}
+
+/// Loads and attaches `program` or, where this kernel refuses it, the first of
+/// its fallbacks that it takes; returns the one attached.
+pub fn attach(ebpf: &mut Ebpf, btf: &Btf, program: &'static Program) -> Result<&'static Program> {
+    let fallbacks = PROGRAMS
+        .iter()
+        .filter(|p| matches!(p.role, Role::FallbackFor { of, .. } if of == program.name));
+    let mut refused = Vec::new();
+    for candidate in std::iter::once(program).chain(fallbacks) {
+        match attach_one(ebpf, btf, candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(e) => refused.push(format!("{e:#}")),
+        }
+    }
+    bail!("{}", refused.join("; "))
+}
+
+fn attach_one(ebpf: &mut Ebpf, btf: &Btf, program: &Program) -> Result<()> {
+    let name = program.name;
+    let loaded = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("{name} missing from {}", program.object))?;
+    match program.hook {
+        Hook::TpBtf(tracepoint) => {
+            let p: &mut BtfTracePoint = loaded.try_into()?;
+            p.load(tracepoint, btf)
+                .with_context(|| format!("verifying {name}"))?;
+            p.attach()
+                .with_context(|| format!("attaching {}", program.hook))?;
+        }
+        Hook::Fexit(function) => {
+            let p: &mut FExit = loaded.try_into()?;
+            p.load(function, btf)
+                .with_context(|| format!("verifying {name}"))?;
+            p.attach()
+                .with_context(|| format!("attaching {}", program.hook))?;
+        }
+        Hook::Found(_) => bail!("{name} is attached while running, not at load"),
+    }
+    Ok(())
+}
 
 /// The oldest kernel the agent starts on: what its required programs need.
 pub fn oldest_supported_kernel() -> (u32, u32) {
@@ -195,12 +289,18 @@ mod tests {
     }
 
     #[test]
-    fn fallbacks_name_programs_of_the_table() {
+    fn fallbacks_name_programs_of_the_table_attached_at_load() {
         for p in PROGRAMS {
-            if let Role::FallbackFor(other) = p.role {
-                assert!(PROGRAMS.iter().any(|q| q.name == other), "{}", p.name);
+            if let Role::FallbackFor { of, .. } = p.role {
+                let primary = PROGRAMS.iter().find(|q| q.name == of);
+                assert!(primary.is_some_and(|q| q.object == p.object), "{}", p.name);
+                assert!(matches!(p.hook, Hook::TpBtf(_) | Hook::Fexit(_)), "{}", p.name);
             }
         }
+        let net: Vec<&str> = kernel_hooks("net_capture.bpf.o").map(|p| p.name).collect();
+        assert_eq!(net, ["on_sock_send", "on_sock_recv", "on_sock_state"]);
+        let process: Vec<&str> = kernel_hooks("process.bpf.o").map(|p| p.name).collect();
+        assert_eq!(process, ["on_exec", "on_exit"]);
     }
 
     #[test]

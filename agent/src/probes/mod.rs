@@ -19,11 +19,11 @@ pub use process::{ProcessProbes, decode_event};
 pub use profile::{ProfileProbes, StackSample};
 pub use stacks::{PythonProc, STACK_LOSSES};
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Result, anyhow};
 use aya::{
-    Btf, Ebpf,
+    Ebpf,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, FExit, UProbe},
+    programs::UProbe,
 };
 use inferscope_shared::DropReason;
 
@@ -71,36 +71,6 @@ fn read_drops(ebpf: &Ebpf) -> Result<Drops> {
         }
     }
     Ok(out)
-}
-
-/// Loads and attaches `tp_btf` programs: (program name, tracepoint).
-fn attach_tp_btf(ebpf: &mut Ebpf, btf: &Btf, programs: &[(&str, &str)]) -> Result<()> {
-    for (program, tracepoint) in programs {
-        let tp: &mut BtfTracePoint = ebpf
-            .program_mut(program)
-            .ok_or_else(|| anyhow!("{program} missing"))?
-            .try_into()?;
-        tp.load(tracepoint, btf)
-            .with_context(|| format!("verifying {program}"))?;
-        tp.attach()
-            .with_context(|| format!("attaching tp_btf/{tracepoint}"))?;
-    }
-    Ok(())
-}
-
-/// Loads and attaches `fexit` programs: (program name, kernel function).
-fn attach_fexit(ebpf: &mut Ebpf, btf: &Btf, programs: &[(&str, &str)]) -> Result<()> {
-    for (program, function) in programs {
-        let p: &mut FExit = ebpf
-            .program_mut(program)
-            .ok_or_else(|| anyhow!("{program} missing"))?
-            .try_into()?;
-        p.load(function, btf)
-            .with_context(|| format!("verifying {program}"))?;
-        p.attach()
-            .with_context(|| format!("attaching fexit/{function}"))?;
-    }
-    Ok(())
 }
 
 /// A uprobe program of a loaded object, by name.

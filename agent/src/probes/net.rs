@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, num::NonZeroU32};
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, MapData, RingBuf},
@@ -12,60 +12,28 @@ use aya::{
 };
 use inferscope_shared::{NET_CAPTURE_MAX, WATCH_ANY_NETNS};
 
-use super::{detach, read_drops};
+use super::{compat, detach, read_drops};
 use crate::discover::{TlsLibraries, symbols};
 
-/// Socket sends and receives, on kernels from 6.3 on.
-const SOCK_TRACEPOINTS: [(&str, &str); 2] = [
-    ("on_sock_send", "sock_send_length"),
-    ("on_sock_recv", "sock_recv_length"),
-];
-/// Connection ends (4.16+).
-const STATE_TRACEPOINT: (&str, &str) = ("on_sock_state", "inet_sock_set_state");
-/// Older kernels: the return of TCP's send and receive (program, kernel function).
-const TCP_SEND_EXIT: (&str, &str) = ("on_tcp_sendmsg", "tcp_sendmsg");
-/// `tcp_recvmsg` with its `nonblock` argument (before 5.19), then without.
-const TCP_RECV_EXITS: [(&str, &str); 2] = [
-    ("on_tcp_recvmsg_nonblock", "tcp_recvmsg"),
-    ("on_tcp_recvmsg", "tcp_recvmsg"),
-];
+/// The object, as the program table names it.
+const OBJECT: &str = "net_capture.bpf.o";
 
-/// Where socket payloads are captured on this kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SocketHook {
-    /// `tp_btf/sock_send_length` and `sock_recv_length` (6.3+): every socket send and receive.
-    Tracepoints,
-    /// `fexit/tcp_sendmsg` and `tcp_recvmsg` (5.5+, where the tracepoints are missing),
-    /// with the form of `tcp_recvmsg` this kernel has.
-    TcpFexit { recv_program: &'static str },
-}
+/// The kernel hooks capture runs on here: for each program the table attaches
+/// at load, it or the first of its fallbacks this kernel took.
+#[derive(Clone, Debug)]
+pub struct SocketHook(Vec<&'static compat::Program>);
 
 impl SocketHook {
-    /// Whether `program` is one of the alternatives for capturing sends and
-    /// receives (only one pair of which a kernel uses).
-    pub fn is_capture_program(program: &str) -> bool {
-        SOCK_TRACEPOINTS
-            .iter()
-            .chain([&TCP_SEND_EXIT])
-            .chain(&TCP_RECV_EXITS)
-            .any(|(name, _)| *name == program)
-    }
-
-    /// The programs that capture sends and receives.
-    pub fn programs(self) -> [&'static str; 2] {
-        match self {
-            Self::Tracepoints => SOCK_TRACEPOINTS.map(|t| t.0),
-            Self::TcpFexit { recv_program } => [TCP_SEND_EXIT.0, recv_program],
-        }
+    /// The programs attached.
+    pub fn programs(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.0.iter().map(|p| p.name)
     }
 }
 
 impl std::fmt::Display for SocketHook {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Tracepoints => "tp_btf/sock_send_length + sock_recv_length",
-            Self::TcpFexit { .. } => "fexit/tcp_sendmsg + tcp_recvmsg",
-        })
+        let hooks: Vec<String> = self.0.iter().map(|p| p.hook.to_string()).collect();
+        f.write_str(&hooks.join(" + "))
     }
 }
 
@@ -118,9 +86,12 @@ impl NetProbes {
             // Task storage (the TLS per-thread state) has no typed map in aya: only the kernel side uses it.
             .allow_unsupported_maps()
             .load(super::NET_CAPTURE_OBJ)
-            .context("loading net_capture.bpf.o")?;
-        let hook = attach_socket_hook(&mut ebpf, btf)?;
-        super::attach_tp_btf(&mut ebpf, btf, &[STATE_TRACEPOINT])?;
+            .with_context(|| format!("loading {OBJECT}"))?;
+        let hook = SocketHook(
+            compat::kernel_hooks(OBJECT)
+                .map(|p| compat::attach(&mut ebpf, btf, p))
+                .collect::<Result<_>>()?,
+        );
         for program in TLS_FUNCTIONS.iter().map(|f| f.entry).chain([TLS_RETURN]) {
             super::uprobe(&mut ebpf, program)?
                 .load()
@@ -134,8 +105,8 @@ impl NetProbes {
         })
     }
 
-    pub fn socket_hook(&self) -> SocketHook {
-        self.hook
+    pub fn socket_hook(&self) -> &SocketHook {
+        &self.hook
     }
 
     /// Starts capturing connections accepted on this local port, in the network
@@ -268,27 +239,4 @@ fn set_entry(ebpf: &mut Ebpf, map: &str, index: u32, value: u32) -> Result<()> {
     let map = ebpf.map_mut(map).ok_or_else(|| anyhow!("{map} missing"))?;
     Array::<_, u32>::try_from(map)?.set(index, value, 0)?;
     Ok(())
-}
-
-/// Attaches the socket tracepoints, or where the kernel lacks them, the TCP fexit programs.
-fn attach_socket_hook(ebpf: &mut Ebpf, btf: &Btf) -> Result<SocketHook> {
-    let tracepoints = match super::attach_tp_btf(ebpf, btf, &SOCK_TRACEPOINTS) {
-        Ok(()) => return Ok(SocketHook::Tracepoints),
-        Err(e) => e,
-    };
-    let fexit = (|| -> Result<&'static str> {
-        super::attach_fexit(ebpf, btf, &[TCP_SEND_EXIT])?;
-        // The first form this kernel's tcp_recvmsg verifies with is its own.
-        let mut refused = Vec::new();
-        for form in TCP_RECV_EXITS {
-            match super::attach_fexit(ebpf, btf, &[form]) {
-                Ok(()) => return Ok(form.0),
-                Err(e) => refused.push(format!("{e:#}")),
-            }
-        }
-        bail!("{}", refused.join("; "))
-    })();
-    fexit.map(|recv_program| SocketHook::TcpFexit { recv_program }).map_err(|fexit| {
-        anyhow!("neither the socket tracepoints ({tracepoints:#}) nor fexit on TCP ({fexit:#}) could be attached")
-    })
 }

@@ -38,14 +38,9 @@ impl ProcessProbes {
             .btf(Some(btf))
             .load(super::PROCESS_OBJ)
             .context("loading process.bpf.o")?;
-        super::attach_tp_btf(
-            &mut ebpf,
-            btf,
-            &[
-                ("on_exec", "sched_process_exec"),
-                ("on_exit", "sched_process_exit"),
-            ],
-        )?;
+        for program in super::compat::kernel_hooks("process.bpf.o") {
+            super::compat::attach(&mut ebpf, btf, program)?;
+        }
         let loader = super::uprobe(&mut ebpf, LOADER_PROGRAM)?;
         loader.load().context("verifying the loader probe")?;
         let mapped_files = match load_mapped_files(&mut ebpf, btf) {
