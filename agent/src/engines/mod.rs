@@ -87,6 +87,12 @@ pub fn recognise(comm: &str, cmdline: &str) -> Option<Engine> {
         .map(|e| Engine::named(e.name))
 }
 
+/// What a request to `path` asked for, in the GenAI conventions'
+/// `gen_ai.operation.name` terms; `None` for endpoints that do not generate.
+pub fn operation_name(path: &str) -> Option<&'static str> {
+    operation(path).map(Operation::name)
+}
+
 /// What a request to `path` asks for, if some engine serves it as a
 /// generation endpoint (directly, or under one of an engine's prefixes).
 pub fn operation(path: &str) -> Option<Operation> {

@@ -37,14 +37,6 @@ pub struct RequestRecord {
     pub engine: Option<Engine>,
 }
 
-impl RequestRecord {
-    /// What the request asked for, in the GenAI conventions' `gen_ai.operation.name`
-    /// terms, from its endpoint; `None` for endpoints that do not generate.
-    pub fn operation(&self) -> Option<&'static str> {
-        crate::engines::operation(&self.path).map(crate::engines::apis::Operation::name)
-    }
-}
-
 /// The inference engine a server runs, by name (`gen_ai.provider.name` in
 /// exports): one of `engines::ALL`, or whatever name a saved stream carries.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

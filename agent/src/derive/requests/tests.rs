@@ -1,7 +1,10 @@
 //! The tracker fed scripted captures: pairing, timing, queue, drops.
 
 use super::{conn::MAX_IN_FLIGHT, *};
-use crate::model::{Protocol, TokenSource};
+use crate::{
+    engines,
+    model::{Protocol, TokenSource},
+};
 use inferscope_shared::NetEventHeader;
 
 const MS: u64 = 1_000_000;
@@ -244,7 +247,7 @@ fn a_generation_endpoint_under_a_route_prefix_is_measured() {
     );
     t.on_event(&data(1, 30, NET_SEND, response.as_bytes()), &mut done);
     assert_eq!(done.len(), 1, "{done:?}");
-    assert_eq!(done[0].operation(), Some("chat"));
+    assert_eq!(engines::operation_name(&done[0].path), Some("chat"));
     assert_eq!(
         (done[0].model.as_deref(), done[0].output_tokens),
         (Some("llama"), Some(2))

@@ -9,7 +9,10 @@ use std::collections::BTreeSet;
 
 use opentelemetry::KeyValue;
 
-use crate::model::{DeviceView, Outcome, PodRef, ProcessView, RequestRecord, Vendor};
+use crate::{
+    engines,
+    model::{DeviceView, Outcome, PodRef, ProcessView, RequestRecord, Vendor},
+};
 
 /// Distinct `gen_ai.request.model` values exported before the rest become `_OTHER`:
 /// the model name comes from request bodies, which clients choose.
@@ -50,7 +53,7 @@ pub fn pod_attributes(pod: &PodRef) -> [KeyValue; 3] {
 /// `gen_ai.operation.name`, `gen_ai.provider.name`, `gen_ai.request.model` (as `model` says).
 pub fn request(r: &RequestRecord, model: Option<String>) -> Vec<KeyValue> {
     let mut attributes = vec![KeyValue::new("server.port", i64::from(r.port))];
-    if let Some(operation) = r.operation() {
+    if let Some(operation) = engines::operation_name(&r.path) {
         attributes.push(KeyValue::new("gen_ai.operation.name", operation));
     }
     if let Some(engine) = &r.engine {

@@ -13,7 +13,10 @@ use opentelemetry::{
 use opentelemetry_sdk::{logs::SdkLogger, trace::SdkTracer};
 
 use super::attributes;
-use crate::model::{GpuEvent, GpuEventKind, RequestRecord};
+use crate::{
+    engines,
+    model::{GpuEvent, GpuEventKind, RequestRecord},
+};
 
 /// Spans of finished requests; the tracer's sampler picks which are kept.
 pub struct RequestSpans {
@@ -31,7 +34,7 @@ impl RequestSpans {
             .checked_sub(Duration::from_secs_f64(r.duration_s.max(0.0)))
             .unwrap_or(end);
         // The GenAI conventions' span name: "{operation} {model}".
-        let name = match (r.operation(), &r.model) {
+        let name = match (engines::operation_name(&r.path), &r.model) {
             (Some(op), Some(model)) => format!("{op} {model}"),
             (Some(op), None) => op.to_string(),
             (None, _) => format!("{} {}", r.method, r.path.split('?').next().unwrap_or_default()),
