@@ -31,7 +31,7 @@ const CALLS: u32 = 1_000_000;
 /// Calls per program when reading the kernel's run-time statistics.
 const STATS_CALLS: u32 = 200_000;
 /// gpu_calls.bpf.c's entry program, as the kernel names it.
-pub(crate) const ENTRY_PROGRAM: &str = "gpu_call";
+pub(crate) const ENTRY_PROGRAM: &str = inferscope::probes::compat::GPU_CALL.name;
 const ROUNDS: usize = 7;
 pub(crate) const SYMBOL: &str = "cudaLaunchKernel";
 

@@ -72,7 +72,7 @@ pub fn run() -> Result<()> {
         let probes = sampled(99)?;
         let start = Instant::now();
         work(ROUND);
-        let info = newest_program("on_cpu_sample")?;
+        let info = newest_program(inferscope::probes::compat::ON_CPU_SAMPLE.name)?;
         let runs = info.run_count() as f64;
         (
             info.run_time().as_nanos() as f64 / runs.max(1.0),

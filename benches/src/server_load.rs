@@ -108,14 +108,17 @@ fn compare(btf: &Btf, what: &str, port: u16, clients: usize) -> Result<()> {
         let agent = Agent::start(btf, port)?;
         let requests = load(port, clients)? * ROUND.as_secs_f64();
         agent.stop()?;
-        ["on_sock_send", "on_sock_recv"]
-            .into_iter()
-            .map(|name| {
-                let info = newest_program(name)?;
-                let runs = info.run_count() as f64 / requests;
-                Ok((name, runs, info.run_time().as_nanos() as f64 / requests))
-            })
-            .collect::<Result<Vec<_>>>()?
+        [
+            inferscope::probes::compat::ON_SOCK_SEND.name,
+            inferscope::probes::compat::ON_SOCK_RECV.name,
+        ]
+        .into_iter()
+        .map(|name| {
+            let info = newest_program(name)?;
+            let runs = info.run_count() as f64 / requests;
+            Ok((name, runs, info.run_time().as_nanos() as f64 / requests))
+        })
+        .collect::<Result<Vec<_>>>()?
     };
     let (a, b) = (median(without), median(with));
     let mut losses: Vec<f64> = ratios.iter().map(|r| 100.0 * (1.0 - r)).collect();

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use aya::Btf;
-use inferscope::probes::{NetProbes, raise_memlock_limit};
+use inferscope::probes::{NetProbes, compat, raise_memlock_limit};
 
 use crate::{median, newest_program};
 
@@ -103,7 +103,7 @@ impl RunTime {
 
 /// The send and receive capture programs' totals (this process's: the newest of each name).
 fn capture_run_time() -> Result<RunTime> {
-    ["on_sock_send", "on_sock_recv"]
+    [compat::ON_SOCK_SEND.name, compat::ON_SOCK_RECV.name]
         .into_iter()
         .try_fold(RunTime { ns: 0, runs: 0 }, |sum, name| {
             let info = newest_program(name)?;

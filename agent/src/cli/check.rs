@@ -200,7 +200,7 @@ fn agent_programs(btf: &Btf, f: &mut Findings) {
     };
     // Optional within an object that loaded.
     let not_loaded: Vec<&str> = match &process {
-        Ok(p) if !p.knows_mapped_files() => vec!["mapped_files"],
+        Ok(p) if !p.knows_mapped_files() => vec![compat::MAPPED_FILES.name],
         _ => Vec::new(),
     };
     let objects: [(&str, &str, Result<String>, bool); 5] = [

@@ -142,37 +142,63 @@ const WITHOUT_PROFILES: &str = "no CPU profiles (inferscope profile)";
 const WITHOUT_FILES_UNDERNEATH: &str =
     "replicas of one image mapping a runtime through overlayfs are counted once per replica";
 
-use Feature::*;
-
-/// Every program of the agent's objects (`check`'s own feature probes aside).
+/// The programs of the agent's objects, each by name for its loader.
 #[rustfmt::skip]
-pub const PROGRAMS: &[Program] = &[
-    Program { object: "process.bpf.o", name: "on_exec", hook: Hook::TpBtf("sched_process_exec"), uses: &[TpBtf, RingBuf], role: Role::Required },
-    Program { object: "process.bpf.o", name: "on_exit", hook: Hook::TpBtf("sched_process_exit"), uses: &[TpBtf, RingBuf], role: Role::Required },
-    Program { object: "process.bpf.o", name: "on_loader_debug_state", hook: Hook::Found("uprobe/_dl_debug_state"), uses: &[Uprobe, RingBuf], role: Role::Required },
-    Program { object: "process.bpf.o", name: "mapped_files", hook: Hook::Found("iter/task_vma (one process from 6.1)"), uses: &[TaskVmaIter], role: Role::Optional { without: WITHOUT_FILES_UNDERNEATH } },
-    Program { object: "gpu_calls.bpf.o", name: "gpu_call", hook: Hook::Found("uprobe on GPU runtime functions"), uses: &[Uprobe, AttachCookie, TaskStorage], role: Role::Required },
-    Program { object: "gpu_calls.bpf.o", name: "gpu_call_return", hook: Hook::Found("uretprobe on allocation and sync"), uses: &[Uprobe, AttachCookie, TaskStorage], role: Role::Required },
-    Program { object: "net_capture.bpf.o", name: "on_sock_send", hook: Hook::TpBtf("sock_send_length"), uses: &[SockLengthTracepoints, TpBtf, TaskPtRegs, SocketCookie, SocketStorage, RingBuf, TaskStorage], role: Role::Optional { without: WITHOUT_REQUESTS } },
-    Program { object: "net_capture.bpf.o", name: "on_sock_recv", hook: Hook::TpBtf("sock_recv_length"), uses: &[SockLengthTracepoints, TpBtf, TaskPtRegs, SocketCookie, SocketStorage, RingBuf, TaskStorage], role: Role::Optional { without: WITHOUT_REQUESTS } },
-    Program { object: "net_capture.bpf.o", name: "on_tcp_sendmsg", hook: Hook::Fexit("tcp_sendmsg"), uses: &[Fexit, TaskPtRegs, SocketCookie, SocketStorage, RingBuf, TaskStorage], role: Role::FallbackFor { of: "on_sock_send", until: None } },
-    Program { object: "net_capture.bpf.o", name: "on_tcp_recvmsg_nonblock", hook: Hook::Fexit("tcp_recvmsg"), uses: &[Fexit, TaskPtRegs, SocketCookie, SocketStorage, RingBuf, TaskStorage], role: Role::FallbackFor { of: "on_sock_recv", until: Some((5, 18)) } },
-    Program { object: "net_capture.bpf.o", name: "on_tcp_recvmsg", hook: Hook::Fexit("tcp_recvmsg"), uses: &[Fexit, TcpRecvmsgWithoutNonblock, TaskPtRegs, SocketCookie, SocketStorage, RingBuf, TaskStorage], role: Role::FallbackFor { of: "on_sock_recv", until: None } },
-    Program { object: "net_capture.bpf.o", name: "on_sock_state", hook: Hook::TpBtf("inet_sock_set_state"), uses: &[TpBtf, SocketCookie, SocketStorage, RingBuf], role: Role::Optional { without: WITHOUT_REQUESTS } },
-    Program { object: "net_capture.bpf.o", name: "ssl_read_enter", hook: Hook::Found("uprobe/SSL_read"), uses: &[Uprobe, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } },
-    Program { object: "net_capture.bpf.o", name: "ssl_read_ex_enter", hook: Hook::Found("uprobe/SSL_read_ex"), uses: &[Uprobe, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } },
-    Program { object: "net_capture.bpf.o", name: "ssl_write_enter", hook: Hook::Found("uprobe/SSL_write"), uses: &[Uprobe, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } },
-    Program { object: "net_capture.bpf.o", name: "ssl_write_ex_enter", hook: Hook::Found("uprobe/SSL_write_ex"), uses: &[Uprobe, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } },
-    Program { object: "net_capture.bpf.o", name: "ssl_set_bio", hook: Hook::Found("uprobe/SSL_set_bio"), uses: &[Uprobe], role: Role::Optional { without: WITHOUT_TLS } },
-    Program { object: "net_capture.bpf.o", name: "bio_write", hook: Hook::Found("uprobe/BIO_write (libcrypto)"), uses: &[Uprobe, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } },
-    Program { object: "profile.bpf.o", name: "on_cpu_sample", hook: Hook::Found("perf event, software CPU clock, every CPU"), uses: &[PerfEventSampling], role: Role::Optional { without: WITHOUT_PROFILES } },
-    Program { object: "net_capture.bpf.o", name: "ssl_return", hook: Hook::Found("uretprobe/SSL_*"), uses: &[Uprobe, RingBuf, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } },
+mod programs {
+    use super::{Feature::*, Hook, Program, Role, WITHOUT_FILES_UNDERNEATH, WITHOUT_PROFILES, WITHOUT_REQUESTS, WITHOUT_TLS};
+
+    pub const ON_EXEC: Program = Program { object: "process.bpf.o", name: "on_exec", hook: Hook::TpBtf("sched_process_exec"), uses: &[TpBtf, RingBuf], role: Role::Required };
+    pub const ON_EXIT: Program = Program { object: "process.bpf.o", name: "on_exit", hook: Hook::TpBtf("sched_process_exit"), uses: &[TpBtf, RingBuf], role: Role::Required };
+    pub const ON_LOADER_DEBUG_STATE: Program = Program { object: "process.bpf.o", name: "on_loader_debug_state", hook: Hook::Found("uprobe/_dl_debug_state"), uses: &[Uprobe, RingBuf], role: Role::Required };
+    pub const MAPPED_FILES: Program = Program { object: "process.bpf.o", name: "mapped_files", hook: Hook::Found("iter/task_vma (one process from 6.1)"), uses: &[TaskVmaIter], role: Role::Optional { without: WITHOUT_FILES_UNDERNEATH } };
+    pub const GPU_CALL: Program = Program { object: "gpu_calls.bpf.o", name: "gpu_call", hook: Hook::Found("uprobe on GPU runtime functions"), uses: &[Uprobe, AttachCookie, TaskStorage], role: Role::Required };
+    pub const GPU_CALL_RETURN: Program = Program { object: "gpu_calls.bpf.o", name: "gpu_call_return", hook: Hook::Found("uretprobe on allocation and sync"), uses: &[Uprobe, AttachCookie, TaskStorage], role: Role::Required };
+    pub const ON_SOCK_SEND: Program = Program { object: "net_capture.bpf.o", name: "on_sock_send", hook: Hook::TpBtf("sock_send_length"), uses: &[SockLengthTracepoints, TpBtf, TaskPtRegs, SocketCookie, SocketStorage, RingBuf, TaskStorage], role: Role::Optional { without: WITHOUT_REQUESTS } };
+    pub const ON_SOCK_RECV: Program = Program { object: "net_capture.bpf.o", name: "on_sock_recv", hook: Hook::TpBtf("sock_recv_length"), uses: &[SockLengthTracepoints, TpBtf, TaskPtRegs, SocketCookie, SocketStorage, RingBuf, TaskStorage], role: Role::Optional { without: WITHOUT_REQUESTS } };
+    pub const ON_TCP_SENDMSG: Program = Program { object: "net_capture.bpf.o", name: "on_tcp_sendmsg", hook: Hook::Fexit("tcp_sendmsg"), uses: &[Fexit, TaskPtRegs, SocketCookie, SocketStorage, RingBuf, TaskStorage], role: Role::FallbackFor { of: ON_SOCK_SEND.name, until: None } };
+    pub const ON_TCP_RECVMSG_NONBLOCK: Program = Program { object: "net_capture.bpf.o", name: "on_tcp_recvmsg_nonblock", hook: Hook::Fexit("tcp_recvmsg"), uses: &[Fexit, TaskPtRegs, SocketCookie, SocketStorage, RingBuf, TaskStorage], role: Role::FallbackFor { of: ON_SOCK_RECV.name, until: Some((5, 18)) } };
+    pub const ON_TCP_RECVMSG: Program = Program { object: "net_capture.bpf.o", name: "on_tcp_recvmsg", hook: Hook::Fexit("tcp_recvmsg"), uses: &[Fexit, TcpRecvmsgWithoutNonblock, TaskPtRegs, SocketCookie, SocketStorage, RingBuf, TaskStorage], role: Role::FallbackFor { of: ON_SOCK_RECV.name, until: None } };
+    pub const ON_SOCK_STATE: Program = Program { object: "net_capture.bpf.o", name: "on_sock_state", hook: Hook::TpBtf("inet_sock_set_state"), uses: &[TpBtf, SocketCookie, SocketStorage, RingBuf], role: Role::Optional { without: WITHOUT_REQUESTS } };
+    pub const SSL_READ_ENTER: Program = Program { object: "net_capture.bpf.o", name: "ssl_read_enter", hook: Hook::Found("uprobe/SSL_read"), uses: &[Uprobe, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } };
+    pub const SSL_READ_EX_ENTER: Program = Program { object: "net_capture.bpf.o", name: "ssl_read_ex_enter", hook: Hook::Found("uprobe/SSL_read_ex"), uses: &[Uprobe, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } };
+    pub const SSL_WRITE_ENTER: Program = Program { object: "net_capture.bpf.o", name: "ssl_write_enter", hook: Hook::Found("uprobe/SSL_write"), uses: &[Uprobe, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } };
+    pub const SSL_WRITE_EX_ENTER: Program = Program { object: "net_capture.bpf.o", name: "ssl_write_ex_enter", hook: Hook::Found("uprobe/SSL_write_ex"), uses: &[Uprobe, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } };
+    pub const SSL_SET_BIO: Program = Program { object: "net_capture.bpf.o", name: "ssl_set_bio", hook: Hook::Found("uprobe/SSL_set_bio"), uses: &[Uprobe], role: Role::Optional { without: WITHOUT_TLS } };
+    pub const BIO_WRITE: Program = Program { object: "net_capture.bpf.o", name: "bio_write", hook: Hook::Found("uprobe/BIO_write (libcrypto)"), uses: &[Uprobe, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } };
+    pub const ON_CPU_SAMPLE: Program = Program { object: "profile.bpf.o", name: "on_cpu_sample", hook: Hook::Found("perf event, software CPU clock, every CPU"), uses: &[PerfEventSampling], role: Role::Optional { without: WITHOUT_PROFILES } };
+    pub const SSL_RETURN: Program = Program { object: "net_capture.bpf.o", name: "ssl_return", hook: Hook::Found("uretprobe/SSL_*"), uses: &[Uprobe, RingBuf, TaskStorage], role: Role::Optional { without: WITHOUT_TLS } };
+}
+
+pub use programs::*;
+
+/// Every program of the agent's objects (`check`'s own feature probes aside), in the order `check` lists them.
+pub const PROGRAMS: [&Program; 20] = [
+    &ON_EXEC,
+    &ON_EXIT,
+    &ON_LOADER_DEBUG_STATE,
+    &MAPPED_FILES,
+    &GPU_CALL,
+    &GPU_CALL_RETURN,
+    &ON_SOCK_SEND,
+    &ON_SOCK_RECV,
+    &ON_TCP_SENDMSG,
+    &ON_TCP_RECVMSG_NONBLOCK,
+    &ON_TCP_RECVMSG,
+    &ON_SOCK_STATE,
+    &SSL_READ_ENTER,
+    &SSL_READ_EX_ENTER,
+    &SSL_WRITE_ENTER,
+    &SSL_WRITE_EX_ENTER,
+    &SSL_SET_BIO,
+    &BIO_WRITE,
+    &ON_CPU_SAMPLE,
+    &SSL_RETURN,
 ];
 
 /// The programs of `object` attached to the kernel at load (not fallbacks:
 /// those are tried by [`attach`] in their place).
 pub fn kernel_hooks(object: &str) -> impl Iterator<Item = &'static Program> {
-    PROGRAMS.iter().filter(move |p| {
+    PROGRAMS.iter().copied().filter(move |p| {
         p.object == object
             && matches!(p.hook, Hook::TpBtf(_) | Hook::Fexit(_))
             && !matches!(p.role, Role::FallbackFor { .. })
@@ -192,6 +218,7 @@ pub fn has_alternatives(program: &Program) -> bool {
 pub fn attach(ebpf: &mut Ebpf, btf: &Btf, program: &'static Program) -> Result<&'static Program> {
     let fallbacks = PROGRAMS
         .iter()
+        .copied()
         .filter(|p| matches!(p.role, Role::FallbackFor { of, .. } if of == program.name));
     let mut refused = Vec::new();
     for candidate in std::iter::once(program).chain(fallbacks) {
@@ -233,7 +260,7 @@ pub fn oldest_supported_kernel() -> (u32, u32) {
     PROGRAMS
         .iter()
         .filter(|p| p.role == Role::Required)
-        .map(Program::since)
+        .map(|p| p.since())
         .max()
         .unwrap_or((0, 0))
 }

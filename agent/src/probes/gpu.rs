@@ -22,8 +22,8 @@ use crate::{
     runtimes::Runtime,
 };
 
-const ENTRY: &str = "gpu_call";
-const RETURN: &str = "gpu_call_return";
+const ENTRY: &str = super::compat::GPU_CALL.name;
+const RETURN: &str = super::compat::GPU_CALL_RETURN.name;
 /// Frames per stack in the stack table (`MAX_FRAMES` in `stacks.h`).
 const STACK_FRAMES: u32 = 127;
 /// The tables only call stacks use (`stacks.h`, `call_samples`, `stacked`).

@@ -16,7 +16,7 @@ use super::{compat, detach, read_drops};
 use crate::discover::{TlsLibraries, symbols};
 
 /// The object, as the program table names it.
-const OBJECT: &str = "net_capture.bpf.o";
+const OBJECT: &str = compat::ON_SOCK_STATE.object;
 
 /// The kernel hooks capture runs on here: for each program the table attaches
 /// at load, it or the first of its fallbacks this kernel took.
@@ -58,14 +58,14 @@ struct TlsFunction {
 /// and the ciphertext an event loop writes to that BIO).
 #[rustfmt::skip]
 const TLS_FUNCTIONS: [TlsFunction; 6] = [
-    TlsFunction { library: OpenSsl::Ssl, symbol: "SSL_read", entry: "ssl_read_enter", plaintext: true },
-    TlsFunction { library: OpenSsl::Ssl, symbol: "SSL_read_ex", entry: "ssl_read_ex_enter", plaintext: true },
-    TlsFunction { library: OpenSsl::Ssl, symbol: "SSL_write", entry: "ssl_write_enter", plaintext: true },
-    TlsFunction { library: OpenSsl::Ssl, symbol: "SSL_write_ex", entry: "ssl_write_ex_enter", plaintext: true },
-    TlsFunction { library: OpenSsl::Ssl, symbol: "SSL_set_bio", entry: "ssl_set_bio", plaintext: false },
-    TlsFunction { library: OpenSsl::Crypto, symbol: "BIO_write", entry: "bio_write", plaintext: false },
+    TlsFunction { library: OpenSsl::Ssl, symbol: "SSL_read", entry: compat::SSL_READ_ENTER.name, plaintext: true },
+    TlsFunction { library: OpenSsl::Ssl, symbol: "SSL_read_ex", entry: compat::SSL_READ_EX_ENTER.name, plaintext: true },
+    TlsFunction { library: OpenSsl::Ssl, symbol: "SSL_write", entry: compat::SSL_WRITE_ENTER.name, plaintext: true },
+    TlsFunction { library: OpenSsl::Ssl, symbol: "SSL_write_ex", entry: compat::SSL_WRITE_EX_ENTER.name, plaintext: true },
+    TlsFunction { library: OpenSsl::Ssl, symbol: "SSL_set_bio", entry: compat::SSL_SET_BIO.name, plaintext: false },
+    TlsFunction { library: OpenSsl::Crypto, symbol: "BIO_write", entry: compat::BIO_WRITE.name, plaintext: false },
 ];
-const TLS_RETURN: &str = "ssl_return";
+const TLS_RETURN: &str = compat::SSL_RETURN.name;
 
 pub struct NetProbes {
     ebpf: Ebpf,

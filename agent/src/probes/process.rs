@@ -18,8 +18,8 @@ use inferscope_shared::{MappedFile, ProcEvent};
 use super::{iter, read_drops};
 use crate::discover::{ProbeTarget, maps::FileId, symbols};
 
-const LOADER_PROGRAM: &str = "on_loader_debug_state";
-const MAPPED_FILES: &str = "mapped_files";
+const LOADER_PROGRAM: &str = super::compat::ON_LOADER_DEBUG_STATE.name;
+const MAPPED_FILES: &str = super::compat::MAPPED_FILES.name;
 /// glibc's (and musl's) debugger hook, called before and after the loader changes the set of objects.
 const LOADER_HOOK: &str = "_dl_debug_state";
 /// glibc's debugger interface, whose `r_state` says which of the two calls it is.
@@ -38,7 +38,7 @@ impl ProcessProbes {
             .btf(Some(btf))
             .load(super::PROCESS_OBJ)
             .context("loading process.bpf.o")?;
-        for program in super::compat::kernel_hooks("process.bpf.o") {
+        for program in super::compat::kernel_hooks(super::compat::ON_EXEC.object) {
             super::compat::attach(&mut ebpf, btf, program)?;
         }
         let loader = super::uprobe(&mut ebpf, LOADER_PROGRAM)?;

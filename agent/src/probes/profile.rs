@@ -13,7 +13,7 @@ use aya::{
 
 use super::stacks::{PythonProc, StackTables};
 
-const PROGRAM: &str = "on_cpu_sample";
+const PROGRAM: &str = super::compat::ON_CPU_SAMPLE.name;
 const OBJECT: &str = "profile.bpf.o";
 
 /// `struct stack_sample`.
