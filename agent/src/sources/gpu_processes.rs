@@ -174,6 +174,9 @@ impl GpuProcesses {
         if !self.wanted(pid) {
             return;
         }
+        // Before its mappings: a process that exits between the two reads
+        // leaves no mappings, rather than mappings without a start time.
+        let started = process::started(self.discovery.proc_root(), pid);
         let libs = match self.discovery.libraries(pid) {
             Ok(libs) => libs,
             Err(e) => {
@@ -226,10 +229,9 @@ impl GpuProcesses {
         // exec replaces the image: refresh who it is, unless the new program maps
         // no runtime: then this is the last report of what the old one did.
         let identity = (!files.is_empty()).then(|| self.identity(pid, exe.as_deref()));
-        let proc_root = self.discovery.proc_root();
         let tracked = self.tracked.entry(pid).or_insert_with(|| Tracked {
             identity: ProcessIdentity::default(),
-            started: process::started(proc_root, pid),
+            started,
             files: BTreeSet::new(),
             exited: false,
         });
@@ -472,12 +474,14 @@ impl GpuProcesses {
     /// which it may have called them unseen. An attachment within the clock
     /// tick it started in counts as before: a process cannot load a runtime
     /// and call it in the few milliseconds left, and saying otherwise would
-    /// flag processes counted whole.
+    /// flag processes counted whole. Nothing is said of a process whose start
+    /// is unknown (one seen only by its counters, after it exited).
     fn counted_since(&self, t: &Tracked) -> Option<SystemTime> {
+        let started = t.started?;
         t.files
             .iter()
             .filter_map(|&(file, runtime)| self.gpu.attached_at(file, runtime))
-            .filter(|at| t.started.is_none_or(|started| at.since_boot > started))
+            .filter(|at| at.since_boot > started)
             .max()
             .map(|at| at.wall)
     }
