@@ -205,23 +205,24 @@ pub fn kernel_hooks(object: &str) -> impl Iterator<Item = &'static Program> {
     })
 }
 
+/// The programs that stand in for `program` where it cannot load, in the table's order.
+fn fallbacks_of(program: &Program) -> impl Iterator<Item = &'static Program> + '_ {
+    PROGRAMS
+        .iter()
+        .copied()
+        .filter(|p| matches!(p.role, Role::FallbackFor { of, .. } if of == program.name))
+}
+
 /// Whether `program` is one of several alternatives, only one of which a kernel uses.
 pub fn has_alternatives(program: &Program) -> bool {
-    matches!(program.role, Role::FallbackFor { .. })
-        || PROGRAMS
-            .iter()
-            .any(|p| matches!(p.role, Role::FallbackFor { of, .. } if of == program.name))
+    matches!(program.role, Role::FallbackFor { .. }) || fallbacks_of(program).next().is_some()
 }
 
 /// Loads and attaches `program` or, where this kernel refuses it, the first of
 /// its fallbacks that it takes; returns the one attached.
 pub fn attach(ebpf: &mut Ebpf, btf: &Btf, program: &'static Program) -> Result<&'static Program> {
-    let fallbacks = PROGRAMS
-        .iter()
-        .copied()
-        .filter(|p| matches!(p.role, Role::FallbackFor { of, .. } if of == program.name));
     let mut refused = Vec::new();
-    for candidate in std::iter::once(program).chain(fallbacks) {
+    for candidate in std::iter::once(program).chain(fallbacks_of(program)) {
         match attach_one(ebpf, btf, candidate) {
             Ok(()) => return Ok(candidate),
             Err(e) => refused.push(format!("{e:#}")),
