@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Counting in maps: refusals by reason, and entries created on first use. */
+/* Counting in maps: counters by reason (refusals among them), and entries
+ * created on first use. */
 #ifndef INFERSCOPE_COUNTING_H
 #define INFERSCOPE_COUNTING_H
 
@@ -11,11 +12,17 @@ struct {
 	__type(value, __u64);
 } drops SEC(".maps");
 
-static __always_inline void count_drop(__u32 reason)
+/* One more in slot `reason` of a per-CPU array of counters. */
+static __always_inline void count_reason(void *counters, __u32 reason)
 {
-	__u64 *n = bpf_map_lookup_elem(&drops, &reason);
+	__u64 *n = bpf_map_lookup_elem(counters, &reason);
 	if (n)
 		*n += 1;
+}
+
+static __always_inline void count_drop(__u32 reason)
+{
+	count_reason(&drops, reason);
 }
 
 /* The value of `key` in a hash map, created from `init` where absent (another

@@ -95,9 +95,7 @@ struct {
 
 static __always_inline void stack_lost(__u32 why)
 {
-	__u64 *n = bpf_map_lookup_elem(&stack_losses, &why);
-	if (n)
-		*n += 1;
+	count_reason(&stack_losses, why);
 }
 
 /* Where GPU calls of one kind were made from (gpu_calls.bpf.c). */

@@ -6,130 +6,84 @@ use std::{borrow::Cow, cmp::Ordering, fmt};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Evidence {
+/// Declares [`Evidence`] and its names from one list: each figure that takes
+/// no parameter beside its name, then each that does beside how its name is
+/// made.
+macro_rules! evidence {
+    (
+        $($(#[$meta:meta])* $figure:ident => $name:literal,)*
+        ;
+        $($(#[$pmeta:meta])* $parameterised:ident($param:ty) as $value:ident => $made:expr,)*
+    ) => {
+        #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+        pub enum Evidence {
+            $($(#[$meta])* $figure,)*
+            $($(#[$pmeta])* $parameterised($param),)*
+        }
+
+        /// The figures that take no parameter, for [`Evidence::parse`].
+        const UNPARAMETERISED: &[Evidence] = &[$(Evidence::$figure,)*];
+
+        impl Evidence {
+            pub fn name(&self) -> Cow<'static, str> {
+                match self {
+                    $(Self::$figure => Cow::Borrowed($name),)*
+                    $(Self::$parameterised($value) => Cow::Owned($made),)*
+                }
+            }
+        }
+    };
+}
+
+evidence! {
     // A trend: the first and the last third of the recording.
-    TtftMeanFirstThirdS,
-    TtftMeanLastThirdS,
-    WaitingMeanFirstThird,
-    WaitingMeanLastThird,
-    GpuUtilizationMeanLastThirdPercent,
+    TtftMeanFirstThirdS => "ttft_mean_first_third_s",
+    TtftMeanLastThirdS => "ttft_mean_last_third_s",
+    WaitingMeanFirstThird => "waiting_mean_first_third",
+    WaitingMeanLastThird => "waiting_mean_last_third",
+    GpuUtilizationMeanLastThirdPercent => "gpu_utilization_mean_last_third_percent",
     // Over the whole recording.
-    TtftMeanS,
-    WaitingMean,
-    GpuUtilizationMeanPercent,
-    RequestsWithFirstToken,
-    Requests,
-    Failed,
-    FailedShare,
-    Cancelled,
-    CancelledShare,
-    CancelledAfterMeanS,
-    CancelledBeforeFirstToken,
+    TtftMeanS => "ttft_mean_s",
+    WaitingMean => "waiting_mean",
+    GpuUtilizationMeanPercent => "gpu_utilization_mean_percent",
+    RequestsWithFirstToken => "requests_with_first_token",
+    Requests => "requests",
+    Failed => "failed",
+    FailedShare => "failed_share",
+    Cancelled => "cancelled",
+    CancelledShare => "cancelled_share",
+    CancelledAfterMeanS => "cancelled_after_mean_s",
+    CancelledBeforeFirstToken => "cancelled_before_first_token",
     // A process's GPU calls.
-    KernelLaunchesPerSecond,
-    SmUtilizationMaxPercent,
-    SmUtilizationLimitPercent,
-    IntervalsLaunchBound,
-    IntervalsWithLaunches,
-    SyncSecondsPerSecond,
-    SyncCallsPerSecond,
+    KernelLaunchesPerSecond => "kernel_launches_per_second",
+    SmUtilizationMaxPercent => "sm_utilization_max_percent",
+    SmUtilizationLimitPercent => "sm_utilization_limit_percent",
+    IntervalsLaunchBound => "intervals_launch_bound",
+    IntervalsWithLaunches => "intervals_with_launches",
+    SyncSecondsPerSecond => "sync_seconds_per_second",
+    SyncCallsPerSecond => "sync_calls_per_second",
     // A device.
-    XidErrors,
+    XidErrors => "xid_errors",
+    MemoryUsedBytes => "memory_used_bytes",
+    MemoryTotalBytes => "memory_total_bytes",
+    MemoryUsedShare => "memory_used_share",
+    LargestProcessPid => "largest_process_pid",
+    LargestProcessMemoryUsedBytes => "largest_process_memory_used_bytes",
+    Intervals => "intervals",
+    IntervalsThrottled => "intervals_throttled",
+    ;
     /// Errors of one XID code.
-    Xid(u64),
-    MemoryUsedBytes,
-    MemoryTotalBytes,
-    MemoryUsedShare,
-    LargestProcessPid,
-    LargestProcessMemoryUsedBytes,
-    Intervals,
-    IntervalsThrottled,
+    Xid(u64) as code => format!("xid_{code}"),
     /// Intervals with one reason for slower clocks.
-    IntervalsSlowedBy(Slowdown),
+    IntervalsSlowedBy(Slowdown) as why => format!("intervals_{}", why.name()),
     // What was not measured, by the reasons a snapshot names.
-    EventsLost(String),
-    RequestsUnmeasured(String),
+    EventsLost(String) as why => format!("events_lost.{why}"),
+    RequestsUnmeasured(String) as why => format!("requests_unmeasured.{why}"),
 }
 
 use Evidence::*;
 
-/// The figures that take no parameter, for [`Evidence::parse`].
-const UNPARAMETERISED: [Evidence; 31] = [
-    TtftMeanFirstThirdS,
-    TtftMeanLastThirdS,
-    WaitingMeanFirstThird,
-    WaitingMeanLastThird,
-    GpuUtilizationMeanLastThirdPercent,
-    TtftMeanS,
-    WaitingMean,
-    GpuUtilizationMeanPercent,
-    RequestsWithFirstToken,
-    Requests,
-    Failed,
-    FailedShare,
-    Cancelled,
-    CancelledShare,
-    CancelledAfterMeanS,
-    CancelledBeforeFirstToken,
-    KernelLaunchesPerSecond,
-    SmUtilizationMaxPercent,
-    SmUtilizationLimitPercent,
-    IntervalsLaunchBound,
-    IntervalsWithLaunches,
-    SyncSecondsPerSecond,
-    SyncCallsPerSecond,
-    XidErrors,
-    MemoryUsedBytes,
-    MemoryTotalBytes,
-    MemoryUsedShare,
-    LargestProcessPid,
-    LargestProcessMemoryUsedBytes,
-    Intervals,
-    IntervalsThrottled,
-];
-
 impl Evidence {
-    pub fn name(&self) -> Cow<'static, str> {
-        Cow::Borrowed(match self {
-            TtftMeanFirstThirdS => "ttft_mean_first_third_s",
-            TtftMeanLastThirdS => "ttft_mean_last_third_s",
-            WaitingMeanFirstThird => "waiting_mean_first_third",
-            WaitingMeanLastThird => "waiting_mean_last_third",
-            GpuUtilizationMeanLastThirdPercent => "gpu_utilization_mean_last_third_percent",
-            TtftMeanS => "ttft_mean_s",
-            WaitingMean => "waiting_mean",
-            GpuUtilizationMeanPercent => "gpu_utilization_mean_percent",
-            RequestsWithFirstToken => "requests_with_first_token",
-            Requests => "requests",
-            Failed => "failed",
-            FailedShare => "failed_share",
-            Cancelled => "cancelled",
-            CancelledShare => "cancelled_share",
-            CancelledAfterMeanS => "cancelled_after_mean_s",
-            CancelledBeforeFirstToken => "cancelled_before_first_token",
-            KernelLaunchesPerSecond => "kernel_launches_per_second",
-            SmUtilizationMaxPercent => "sm_utilization_max_percent",
-            SmUtilizationLimitPercent => "sm_utilization_limit_percent",
-            IntervalsLaunchBound => "intervals_launch_bound",
-            IntervalsWithLaunches => "intervals_with_launches",
-            SyncSecondsPerSecond => "sync_seconds_per_second",
-            SyncCallsPerSecond => "sync_calls_per_second",
-            XidErrors => "xid_errors",
-            MemoryUsedBytes => "memory_used_bytes",
-            MemoryTotalBytes => "memory_total_bytes",
-            MemoryUsedShare => "memory_used_share",
-            LargestProcessPid => "largest_process_pid",
-            LargestProcessMemoryUsedBytes => "largest_process_memory_used_bytes",
-            Intervals => "intervals",
-            IntervalsThrottled => "intervals_throttled",
-            Xid(code) => return format!("xid_{code}").into(),
-            IntervalsSlowedBy(why) => return format!("intervals_{}", why.name()).into(),
-            EventsLost(why) => return format!("events_lost.{why}").into(),
-            RequestsUnmeasured(why) => return format!("requests_unmeasured.{why}").into(),
-        })
-    }
-
     /// The figure a name stands for; `None` for a name no rule gives.
     pub fn parse(name: &str) -> Option<Self> {
         if let Some((_, code)) = name.split_once("xid_").filter(|(before, _)| before.is_empty())
@@ -146,7 +100,7 @@ impl Evidence {
         if let Some(why) = name.strip_prefix("intervals_").and_then(Slowdown::of) {
             return Some(IntervalsSlowedBy(why));
         }
-        UNPARAMETERISED.into_iter().find(|e| e.name() == name)
+        UNPARAMETERISED.iter().find(|e| e.name() == name).cloned()
     }
 }
 
