@@ -26,6 +26,8 @@
 	} name SEC(".maps")
 
 #define MAX_PY_FRAMES 32
+#define PY_NO_CFRAME 0xffff
+#define PY_NO_SHIM 0xff
 
 /* What the sampler needs of one CPython process: where its interpreter's
  * thread states are, and the offsets of its version (set by the agent). */
@@ -34,12 +36,12 @@ struct python_proc {
 	__u16 interp_threads_head;
 	__u16 tstate_next;
 	__u16 tstate_thread_id;
-	__u16 tstate_cframe;
-	__u16 cframe_current_frame;
+	__u16 tstate_frame; /* the innermost frame, or (3.11, 3.12) the C frame that holds it */
+	__u16 cframe_current_frame; /* PY_NO_CFRAME: tstate_frame is the frame itself */
 	__u16 frame_code;
 	__u16 frame_previous;
 	__u16 frame_owner;
-	__u8 shim_owner; /* frames with this owner are the interpreter's own (3.12's C-stack shims); 0xff: none */
+	__u8 shim_owner; /* frames with this owner are the interpreter's own (C-stack shims); PY_NO_SHIM: none */
 	__u8 pad[7];
 };
 
@@ -147,9 +149,11 @@ static __always_inline __u64 python_stack(__u32 pid)
 		if (bpf_probe_read_user(&tstate, sizeof(tstate), (void *)(tstate + py->tstate_next)))
 			return 0;
 	}
-	__u64 cframe = 0, frame = 0;
-	if (thread_id != self || bpf_probe_read_user(&cframe, sizeof(cframe), (void *)(tstate + py->tstate_cframe)) ||
-	    !cframe || bpf_probe_read_user(&frame, sizeof(frame), (void *)(cframe + py->cframe_current_frame)))
+	__u64 frame = 0;
+	if (thread_id != self || bpf_probe_read_user(&frame, sizeof(frame), (void *)(tstate + py->tstate_frame)) || !frame)
+		return 0;
+	if (py->cframe_current_frame != PY_NO_CFRAME &&
+	    bpf_probe_read_user(&frame, sizeof(frame), (void *)(frame + py->cframe_current_frame)))
 		return 0;
 	__u32 zero = 0;
 	struct py_scratch *scratch = bpf_map_lookup_elem(&py_scratch, &zero);
@@ -165,10 +169,13 @@ static __always_inline __u64 python_stack(__u32 pid)
 	for (int i = 0; i < MAX_PY_FRAMES; i++) {
 		__u64 code = 0;
 		__u8 owner = 0;
-		if (!frame || bpf_probe_read_user(&code, sizeof(code), (void *)(frame + py->frame_code)) ||
+		if (!frame || bpf_probe_read_user(&code, sizeof(code), (void *)(frame + py->frame_code)))
+			break;
+		/* Frames without an owner (3.10's frame objects) are all Python's. */
+		if (py->shim_owner != PY_NO_SHIM &&
 		    bpf_probe_read_user(&owner, sizeof(owner), (void *)(frame + py->frame_owner)))
 			break;
-		if (owner != py->shim_owner) {
+		if (py->shim_owner == PY_NO_SHIM || owner != py->shim_owner) {
 			stack->code[i] = code;
 			hash = (hash ^ code) * 1099511628211ULL;
 		}

@@ -143,22 +143,48 @@ fn a_python_3_11_program_of_a_non_pie_interpreter_is_profiled_with_its_python_fu
     }
 }
 
-#[test]
-fn a_python_3_12_program_is_profiled_with_its_python_functions() {
-    // No package source the project may use ships CPython 3.12 for Debian 12;
-    // the machine's own (pyenv's) is used where there is one.
+/// The machine's CPython 3.`minor` (pyenv's, else Debian's): no package
+/// source the project may use ships 3.10, 3.12 or 3.13 for Debian 12. `None`,
+/// said, where there is none.
+fn machine_python(minor: u32) -> Option<std::path::PathBuf> {
     let home = std::env::var("HOME").unwrap_or_default();
+    let version = format!("3.{minor}");
     let found = std::fs::read_dir(format!("{home}/.pyenv/versions"))
         .into_iter()
         .flatten()
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with("3.12"))
-        .map(|e| e.path().join("bin/python3.12"))
-        .chain([std::path::PathBuf::from("/usr/bin/python3.12")])
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{version}."))
+        })
+        .map(|e| e.path().join(format!("bin/python{version}")))
+        .chain([std::path::PathBuf::from(format!("/usr/bin/python{version}"))])
         .find(|p| p.exists());
-    match found {
-        Some(python) => python_functions_are_named(&python, "3.12", "3.12"),
-        None => eprintln!("no CPython 3.12 on this machine (pyenv or /usr/bin): not tested here"),
+    if found.is_none() {
+        eprintln!("no CPython {version} on this machine (pyenv or /usr/bin): not tested here");
+    }
+    found
+}
+
+#[test]
+fn a_python_3_10_program_is_profiled_with_its_python_functions() {
+    if let Some(python) = machine_python(10) {
+        python_functions_are_named(&python, "3.10", "3.10");
+    }
+}
+
+#[test]
+fn a_python_3_12_program_is_profiled_with_its_python_functions() {
+    if let Some(python) = machine_python(12) {
+        python_functions_are_named(&python, "3.12", "3.12");
+    }
+}
+
+#[test]
+fn a_python_3_13_program_is_profiled_with_its_python_functions() {
+    if let Some(python) = machine_python(13) {
+        python_functions_are_named(&python, "3.13", "3.13");
     }
 }
 
@@ -210,13 +236,31 @@ fn assert_split(folded: &str, root: &str, function: &str, paths: [&str; 2], firs
 
 #[test]
 fn gpu_launches_and_waits_are_profiled_with_the_python_code_that_made_them() {
+    // The fixtures' interpreter: CPython 3.11.
+    gpu_calls_are_named_by_their_python_code(&inferscope_tests::venv_python());
+}
+
+#[test]
+fn gpu_launches_and_waits_of_python_3_10_and_3_13_are_profiled_with_their_python_code() {
+    // The layouts unlike 3.11's: a frame object (3.10), a frame the thread
+    // state points to (3.13).
+    for minor in [10, 13] {
+        if let Some(python) = machine_python(minor) {
+            gpu_calls_are_named_by_their_python_code(&python);
+        }
+    }
+}
+
+/// Profiles tests/python/gpu_launcher.py's launches and waits under `python`.
+fn gpu_calls_are_named_by_their_python_code(python: &Path) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/gpu_launcher.py");
-    let mut command = Command::new(inferscope_tests::venv_python());
+    let mut command = Command::new(python);
     command
         .arg(&script)
         .arg(inferscope_tests::stub_library("libcudart.so.12"));
     let workload = ReadyChild::start(command);
-    let root = format!("python ({});", workload.pid());
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", workload.pid())).unwrap();
+    let root = format!("{} ({});", comm.trim_end(), workload.pid());
     let (launches, waits) = gpu_call_profiles(&workload, "4");
     drop(workload);
     let at = |function: &str, line: u32| format!("{function} (gpu_launcher.py:{line})");

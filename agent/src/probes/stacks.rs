@@ -26,14 +26,23 @@ pub struct PythonProc {
     pub interp_threads_head: u16,
     pub tstate_next: u16,
     pub tstate_thread_id: u16,
-    pub tstate_cframe: u16,
+    /// The innermost frame, or (3.11, 3.12) the C frame that holds it.
+    pub tstate_frame: u16,
+    /// [`Self::NO_CFRAME`]: `tstate_frame` is the frame itself.
     pub cframe_current_frame: u16,
     pub frame_code: u16,
     pub frame_previous: u16,
     pub frame_owner: u16,
-    /// Frames with this owner are the interpreter's own; 0xff: none.
+    /// Frames with this owner are the interpreter's own; [`Self::NO_SHIM`]: none.
     pub shim_owner: u8,
     pub pad: [u8; 7],
+}
+
+impl PythonProc {
+    /// `PY_NO_CFRAME` of `stacks.h`.
+    pub const NO_CFRAME: u16 = 0xffff;
+    /// `PY_NO_SHIM` of `stacks.h`.
+    pub const NO_SHIM: u8 = 0xff;
 }
 
 // SAFETY: plain integers, laid out as the C struct with no implicit padding.

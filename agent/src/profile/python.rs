@@ -4,12 +4,14 @@
 //! The layouts are CPython's own (release builds, x86-64), one table per
 //! minor version, read from its headers (`offsetof` with `Py_BUILD_CORE`):
 //! `_PyRuntime.interpreters.head` is the main interpreter, whose
-//! `threads.head` lists its thread states; the sampled thread's state is the
-//! one whose `thread_id` is its `pthread_self()`. Its `cframe->current_frame`
-//! is the innermost `_PyInterpreterFrame`, whose `f_code` and `previous` walk
-//! the stack. A code object carries its qualified name, file and first line
-//! as `str` objects, read here from the process's memory. Versions without a
-//! table are profiled natively only.
+//! `threads.head` (3.10: `tstate_head`) lists its thread states; the sampled
+//! thread's state is the one whose `thread_id` is its `pthread_self()`. Its
+//! innermost frame is `frame` (3.10: a `PyFrameObject`, `f_code` and
+//! `f_back`), `cframe->current_frame` (3.11, 3.12) or `current_frame` (3.13:
+//! an `_PyInterpreterFrame`, `f_executable` and `previous`). A code object
+//! carries its qualified name (3.10: its name), file and first line as `str`
+//! objects, read here from the process's memory. Versions without a table
+//! are profiled natively only, and the log says so.
 
 use std::{fs::File, os::unix::fs::FileExt as _, path::Path};
 
@@ -26,17 +28,37 @@ struct Layout {
     /// What the sampler reads (`interpreters_head` is set per process).
     frames: PythonProc,
     code_filename: u64,
+    /// `co_qualname`; `co_name` where there is none (3.10).
     code_qualname: u64,
     code_firstlineno: u64,
     /// `sizeof(PyASCIIObject)`: where a compact ASCII string's characters start.
     ascii_data: u64,
 }
 
-/// No frame owner is skipped.
-const NO_SHIM: u8 = 0xff;
-
-/// Measured on CPython 3.11.7's and 3.12.1's headers; stable within a minor version.
-const LAYOUTS: [Layout; 2] = [
+/// Measured on CPython 3.10.13's, 3.11.7's, 3.12.1's and 3.13.0's headers;
+/// stable within a minor version.
+const LAYOUTS: [Layout; 4] = [
+    Layout {
+        minor: 10,
+        runtime_interpreters_head: 32,
+        frames: PythonProc {
+            interpreters_head: 0,
+            interp_threads_head: 8,
+            tstate_next: 8,
+            tstate_thread_id: 176,
+            tstate_frame: 24,
+            cframe_current_frame: PythonProc::NO_CFRAME,
+            frame_code: 32,
+            frame_previous: 24,
+            frame_owner: 0,
+            shim_owner: PythonProc::NO_SHIM,
+            pad: [0; 7],
+        },
+        code_filename: 104,
+        code_qualname: 112,
+        code_firstlineno: 40,
+        ascii_data: 48,
+    },
     Layout {
         minor: 11,
         runtime_interpreters_head: 40,
@@ -45,12 +67,12 @@ const LAYOUTS: [Layout; 2] = [
             interp_threads_head: 16,
             tstate_next: 8,
             tstate_thread_id: 152,
-            tstate_cframe: 56,
+            tstate_frame: 56,
             cframe_current_frame: 8,
             frame_code: 32,
             frame_previous: 48,
             frame_owner: 69,
-            shim_owner: NO_SHIM,
+            shim_owner: PythonProc::NO_SHIM,
             pad: [0; 7],
         },
         code_filename: 112,
@@ -66,12 +88,34 @@ const LAYOUTS: [Layout; 2] = [
             interp_threads_head: 72,
             tstate_next: 8,
             tstate_thread_id: 136,
-            tstate_cframe: 56,
+            tstate_frame: 56,
             cframe_current_frame: 0,
             frame_code: 0,
             frame_previous: 8,
             frame_owner: 70,
             // FRAME_OWNED_BY_CSTACK: the entry shim between C and Python.
+            shim_owner: 3,
+            pad: [0; 7],
+        },
+        code_filename: 112,
+        code_qualname: 128,
+        code_firstlineno: 68,
+        ascii_data: 40,
+    },
+    Layout {
+        minor: 13,
+        runtime_interpreters_head: 632,
+        frames: PythonProc {
+            interpreters_head: 0,
+            interp_threads_head: 7344,
+            tstate_next: 8,
+            tstate_thread_id: 152,
+            tstate_frame: 72,
+            cframe_current_frame: PythonProc::NO_CFRAME,
+            frame_code: 0,
+            frame_previous: 8,
+            frame_owner: 70,
+            // FRAME_OWNED_BY_CSTACK.
             shim_owner: 3,
             pad: [0; 7],
         },
