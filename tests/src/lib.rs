@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod kube;
 pub mod llama;
 pub mod receivers;
 
@@ -82,7 +83,7 @@ fn through(launcher: &[&str], program: &Path) -> Command {
 }
 
 /// Lines of a child's stdout, read on a thread so that waits can time out.
-fn line_reader(stream: impl std::io::Read + Send + 'static) -> Receiver<String> {
+pub(crate) fn line_reader(stream: impl std::io::Read + Send + 'static) -> Receiver<String> {
     let (tx, rx) = channel();
     thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
@@ -94,7 +95,7 @@ fn line_reader(stream: impl std::io::Read + Send + 'static) -> Receiver<String> 
     rx
 }
 
-fn next_line(rx: &Receiver<String>, deadline: Instant, what: &str) -> String {
+pub(crate) fn next_line(rx: &Receiver<String>, deadline: Instant, what: &str) -> String {
     match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         Ok(line) => line,
         Err(RecvTimeoutError::Timeout) => panic!("timed out waiting for {what}"),

@@ -681,6 +681,7 @@ mod tests {
             namespace: "inference".into(),
             name: "vllm-0".into(),
             container: "engine".into(),
+            owner: None,
         });
         let in_pod = |pid, launches, exited| ProcessReading {
             pod: pod.clone(),

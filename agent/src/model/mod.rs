@@ -98,6 +98,52 @@ pub struct ProcessIdentity {
     pub container_id: Option<String>,
 }
 
+impl ProcessIdentity {
+    /// The conventions' `process.executable.name`: the base name of
+    /// `/proc/PID/exe`; the command name where that is unreadable.
+    pub fn executable_name(&self) -> &str {
+        self.exe
+            .rsplit('/')
+            .next()
+            .filter(|e| !e.is_empty())
+            .unwrap_or(&self.comm)
+    }
+
+    /// `process.pid`, `process.executable.name`, `container.id` and the
+    /// `k8s.*` of its pod: how every export names a process, metrics and
+    /// profiles alike.
+    pub fn attributes(&self, pod: Option<&PodRef>) -> Vec<(&'static str, AttributeValue)> {
+        let mut attributes = vec![
+            ("process.pid", AttributeValue::Int(i64::from(self.pid))),
+            (
+                "process.executable.name",
+                AttributeValue::Text(self.executable_name().to_string()),
+            ),
+        ];
+        if let Some(container) = &self.container_id {
+            attributes.push(("container.id", AttributeValue::Text(container.clone())));
+        }
+        attributes.extend(pod.map(PodRef::attributes).unwrap_or_default());
+        attributes
+    }
+}
+
+/// The value of an OpenTelemetry attribute.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttributeValue {
+    Int(i64),
+    Text(String),
+}
+
+impl std::fmt::Display for AttributeValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Int(i) => write!(f, "{i}"),
+            Self::Text(s) => f.write_str(s),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProcessView {
     #[serde(flatten)]
@@ -140,6 +186,54 @@ pub struct PodRef {
     pub namespace: String,
     pub name: String,
     pub container: String,
+    /// The workload whose replica the pod is, when a controller owns it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<PodOwner>,
+}
+
+/// The controller a pod belongs to, as people name it: a Deployment rather
+/// than the ReplicaSet of one of its rollouts.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PodOwner {
+    /// `Deployment`, `StatefulSet`, `DaemonSet`, `ReplicaSet`, `Job`, ...
+    pub kind: String,
+    pub name: String,
+}
+
+impl PodRef {
+    /// `k8s.*` of the container: namespace, pod, container, and the workload
+    /// that owns the pod (`k8s.deployment.name`, ...).
+    pub fn attributes(&self) -> Vec<(&'static str, AttributeValue)> {
+        let owner = self
+            .owner
+            .as_ref()
+            .and_then(|o| Some((o.attribute()?, AttributeValue::Text(o.name.clone()))));
+        [
+            ("k8s.namespace.name", &self.namespace),
+            ("k8s.pod.name", &self.name),
+            ("k8s.container.name", &self.container),
+        ]
+        .map(|(key, value)| (key, AttributeValue::Text(value.clone())))
+        .into_iter()
+        .chain(owner)
+        .collect()
+    }
+}
+
+impl PodOwner {
+    /// The OpenTelemetry attribute that names an owner of this kind
+    /// (`k8s.deployment.name`, ...); `None` for kinds the conventions do not name.
+    pub fn attribute(&self) -> Option<&'static str> {
+        Some(match self.kind.as_str() {
+            "Deployment" => "k8s.deployment.name",
+            "StatefulSet" => "k8s.statefulset.name",
+            "DaemonSet" => "k8s.daemonset.name",
+            "ReplicaSet" => "k8s.replicaset.name",
+            "Job" => "k8s.job.name",
+            "CronJob" => "k8s.cronjob.name",
+            _ => return None,
+        })
+    }
 }
 
 /// One Kubernetes pod: the sum of its tracked processes.

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 use super::{Readings, Source};
-use crate::model::PodRef;
+use crate::model::{PodOwner, PodRef};
 
 /// Where a pod's service account credentials are mounted.
 const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -197,9 +197,48 @@ struct Pod {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Metadata {
     name: String,
     namespace: String,
+    #[serde(default)]
+    owner_references: Vec<OwnerReference>,
+    /// Only `pod-template-hash` is read.
+    #[serde(default)]
+    labels: HashMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct OwnerReference {
+    kind: String,
+    name: String,
+    #[serde(default)]
+    controller: bool,
+}
+
+impl Metadata {
+    /// The pod's controller; a Deployment's for a ReplicaSet that a
+    /// Deployment made (named after it, then `-` and the pod template's hash,
+    /// which the pod carries as a label).
+    fn owner(&self) -> Option<PodOwner> {
+        let owner = self.owner_references.iter().find(|o| o.controller)?;
+        let deployment = self
+            .labels
+            .get("pod-template-hash")
+            .filter(|_| owner.kind == "ReplicaSet")
+            .and_then(|hash| owner.name.strip_suffix(hash.as_str())?.strip_suffix('-'))
+            .filter(|name| !name.is_empty());
+        Some(match deployment {
+            Some(name) => PodOwner {
+                kind: "Deployment".into(),
+                name: name.into(),
+            },
+            None => PodOwner {
+                kind: owner.kind.clone(),
+                name: owner.name.clone(),
+            },
+        })
+    }
 }
 
 #[derive(Default, Deserialize)]
@@ -223,6 +262,7 @@ struct ContainerStatus {
 fn containers(list: &PodList) -> HashMap<String, PodRef> {
     let mut out = HashMap::new();
     for pod in &list.items {
+        let owner = pod.metadata.owner();
         let statuses = pod
             .status
             .container_statuses
@@ -238,6 +278,7 @@ fn containers(list: &PodList) -> HashMap<String, PodRef> {
                     namespace: pod.metadata.namespace.clone(),
                     name: pod.metadata.name.clone(),
                     container: c.name.clone(),
+                    owner: owner.clone(),
                 },
             );
         }
@@ -263,7 +304,8 @@ mod tests {
     fn container_ids_of_every_runtime_map_to_their_pod_and_container() {
         let list: PodList = serde_json::from_str(
             r#"{"kind":"PodList","items":[
-              {"metadata":{"name":"vllm-0","namespace":"inference","uid":"u1"},
+              {"metadata":{"name":"vllm-0","namespace":"inference","uid":"u1",
+                 "ownerReferences":[{"apiVersion":"apps/v1","kind":"StatefulSet","name":"vllm","uid":"s1","controller":true}]},
                "spec":{"containers":[{"name":"engine","env":[{"name":"SECRET","value":"x"}]}]},
                "status":{"containerStatuses":[
                  {"name":"engine","containerID":"containerd://aaaa"},
@@ -280,12 +322,44 @@ mod tests {
             PodRef {
                 namespace: "inference".into(),
                 name: "vllm-0".into(),
-                container: "engine".into()
+                container: "engine".into(),
+                owner: Some(PodOwner {
+                    kind: "StatefulSet".into(),
+                    name: "vllm".into()
+                }),
             }
         );
         assert_eq!(
             (map["bbbb"].container.as_str(), map["cccc"].container.as_str()),
             ("sidecar", "fetch-model")
         );
+    }
+
+    #[test]
+    fn a_replicaset_made_by_a_deployment_is_named_by_its_deployment() {
+        let owner = |references: &str, labels: &str| {
+            let metadata: Metadata = serde_json::from_str(&format!(
+                r#"{{"name":"p","namespace":"n","ownerReferences":{references},"labels":{labels}}}"#
+            ))
+            .unwrap();
+            metadata.owner().map(|o| (o.kind, o.name))
+        };
+        let replicaset = r#"[{"kind":"ReplicaSet","name":"vllm-7d9f8b6c5","controller":true}]"#;
+        assert_eq!(
+            owner(replicaset, r#"{"pod-template-hash":"7d9f8b6c5"}"#),
+            Some(("Deployment".into(), "vllm".into()))
+        );
+        // A ReplicaSet of its own: no template hash, or one its name does not end in.
+        assert_eq!(
+            owner(replicaset, "{}"),
+            Some(("ReplicaSet".into(), "vllm-7d9f8b6c5".into()))
+        );
+        assert_eq!(
+            owner(replicaset, r#"{"pod-template-hash":"0000"}"#),
+            Some(("ReplicaSet".into(), "vllm-7d9f8b6c5".into()))
+        );
+        // Only the controller counts.
+        assert_eq!(owner(r#"[{"kind":"Node","name":"gpu-node-7"}]"#, "{}"), None);
+        assert_eq!(owner("[]", "{}"), None);
     }
 }

@@ -11,7 +11,7 @@ use opentelemetry::KeyValue;
 
 use crate::{
     engines,
-    model::{DeviceView, Outcome, PodRef, ProcessView, RequestRecord, Vendor},
+    model::{AttributeValue, DeviceView, Outcome, PodRef, ProcessView, RequestRecord, Vendor},
 };
 
 /// Distinct `gen_ai.request.model` values exported before the rest become `_OTHER`:
@@ -20,33 +20,22 @@ pub const MAX_MODELS: usize = 64;
 
 /// `process.*`, `container.id` and `k8s.*` of a process.
 pub fn process(p: &ProcessView) -> Vec<KeyValue> {
-    let id = &p.identity;
-    // The conventions' executable name is the base name of /proc/PID/exe; the command name if unreadable.
-    let executable = id
-        .exe
-        .rsplit('/')
-        .next()
-        .filter(|e| !e.is_empty())
-        .unwrap_or(&id.comm);
-    let mut attributes = vec![
-        KeyValue::new("process.pid", i64::from(id.pid)),
-        KeyValue::new("process.executable.name", executable.to_string()),
-    ];
-    if let Some(container) = &id.container_id {
-        attributes.push(KeyValue::new("container.id", container.clone()));
-    }
-    if let Some(pod) = &p.pod {
-        attributes.extend(pod_attributes(pod));
-    }
-    attributes
+    key_values(p.identity.attributes(p.pod.as_ref()))
 }
 
-pub fn pod_attributes(pod: &PodRef) -> [KeyValue; 3] {
-    [
-        KeyValue::new("k8s.namespace.name", pod.namespace.clone()),
-        KeyValue::new("k8s.pod.name", pod.name.clone()),
-        KeyValue::new("k8s.container.name", pod.container.clone()),
-    ]
+/// `k8s.*` of a pod's container.
+pub fn pod_attributes(pod: &PodRef) -> Vec<KeyValue> {
+    key_values(pod.attributes())
+}
+
+fn key_values(attributes: Vec<(&'static str, AttributeValue)>) -> Vec<KeyValue> {
+    attributes
+        .into_iter()
+        .map(|(key, value)| match value {
+            AttributeValue::Int(i) => KeyValue::new(key, i),
+            AttributeValue::Text(s) => KeyValue::new(key, s),
+        })
+        .collect()
 }
 
 /// The GenAI conventions' attributes of a request: `server.port`,
