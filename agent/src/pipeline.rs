@@ -89,8 +89,9 @@ pub struct WatchOptions {
 
 /// What the sinks are built with: once the GPU probes are loaded, before they attach.
 pub struct Started {
-    /// Pods are known (sinks name them).
-    pub kube_on: bool,
+    /// The node whose pods are known (`--kube-node`, `NODE_NAME` or the host
+    /// name), when they are: sinks name the pods, and the node.
+    pub kube_node: Option<String>,
 }
 
 /// Watches what `config` names as `options` say, delivering to the sinks
@@ -132,7 +133,11 @@ pub fn watch(
         profiler.borrow_mut().add_call_stacks(call_stacks);
     }
     let sinks = sinks(Started {
-        kube_on: kube.is_some(),
+        kube_node: config
+            .kube
+            .as_ref()
+            .filter(|_| kube.is_some())
+            .map(|k| k.node.clone()),
     })?;
     let processes = GpuProcesses::start(
         Discovery::new("/proc"),

@@ -41,15 +41,42 @@ everything = render({
     "serviceMonitor": {"enabled": True},
     "otlp": {"endpoint": "http://otel-collector.monitoring:4317", "protocol": "grpc"},
     "extraEnv": [{"name": "OTEL_METRIC_EXPORT_INTERVAL", "value": "15000"}],
+    "profiling": {
+        "enabled": True,
+        "every": "30s",
+        "pyroscope": {
+            "url": "http://pyroscope.monitoring:4040",
+            "tenantId": "team-a",
+            "basicAuthSecret": "pyroscope-credentials",
+        },
+    },
 })
 kinds = sorted(k for k, _ in map(key, everything))
 if "ServiceMonitor" not in kinds:
     failures.append(f"serviceMonitor.enabled renders no ServiceMonitor: {kinds}")
 env = next(d for d in everything if d["kind"] == "DaemonSet")["spec"]["template"]["spec"]["containers"][0]["env"]
 names = [e["name"] for e in env]
-for want in ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_METRIC_EXPORT_INTERVAL"]:
+for want in [
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_METRIC_EXPORT_INTERVAL",
+    "PYROSCOPE_TENANT_ID",
+    "PYROSCOPE_BASIC_AUTH_USER",
+    "PYROSCOPE_BASIC_AUTH_PASSWORD",
+]:
     if want not in names:
         failures.append(f"{want} missing from the rendered env: {names}")
+args = next(d for d in everything if d["kind"] == "DaemonSet")["spec"]["template"]["spec"]["containers"][0]["args"]
+profiling = ["--profile", "--profile-every", "30s", "--profile-frequency", "49", "--gpu-call-stacks", "64",
+             "--pyroscope-url", "http://pyroscope.monitoring:4040"]
+if args[-len(profiling):] != profiling:
+    failures.append(f"profiling.enabled renders the arguments {args}")
+try:
+    render({"profiling": {"enabled": True}})
+    failures.append("profiling.enabled without profiling.pyroscope.url renders")
+except Exception as e:
+    if "profiling.pyroscope.url is required" not in str(e):
+        failures.append(f"profiling.enabled without a URL fails otherwise: {e}")
 out.mkdir(parents=True, exist_ok=True)
 (out / "everything.yaml").write_text(yaml.safe_dump_all(everything))
 

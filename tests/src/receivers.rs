@@ -283,3 +283,67 @@ pub fn scrape(addr: &str) -> String {
         .and_then(|mut r| r.body_mut().read_to_string())
         .unwrap_or_else(|e| panic!("scraping {addr}: {e}"))
 }
+
+/// A Grafana Pyroscope push endpoint (`tests/receivers/pyroscope.py`) that
+/// decodes every series it gets with pprof's and Pyroscope's published
+/// definitions, not the agent's types.
+pub struct PyroscopeReceiver {
+    child: Child,
+    pub port: u16,
+    series: std::sync::mpsc::Receiver<String>,
+}
+
+impl PyroscopeReceiver {
+    /// Answers its first `fail_first` pushes 503, as a server that is down.
+    pub fn start(fail_first: u32) -> Self {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("receivers/pyroscope.py");
+        let mut child = Command::new(crate::venv_python())
+            .arg(script)
+            .arg(fixture(
+                "pprof/usr/share/gocode/src/github.com/google/pprof/proto",
+            ))
+            .args(["--fail-first", &fail_first.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting the Pyroscope receiver");
+        let series = crate::line_reader(child.stdout.take().unwrap());
+        let first = crate::next_line(&series, Instant::now() + STEP, "the Pyroscope receiver to listen");
+        let port = first
+            .strip_prefix("listening ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the Pyroscope receiver said {first:?}"));
+        Self { child, port, series }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Series received (decoded, one JSON object each) until `enough` holds
+    /// of all received so far; fails after [`STEP`] with what came.
+    pub fn series_until(&self, what: &str, mut enough: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + STEP;
+        let mut received = Vec::new();
+        while !enough(&received) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.series.recv_timeout(left) {
+                Ok(line) => received.push(serde_json::from_str(&line).unwrap()),
+                Err(_) => panic!(
+                    "timed out waiting for {what}; received:\n{}",
+                    received
+                        .iter()
+                        .map(|s| s["labels"].to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ),
+            }
+        }
+        received
+    }
+}
+
+impl Drop for PyroscopeReceiver {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}

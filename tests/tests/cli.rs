@@ -75,6 +75,18 @@ fn without_privileges_run_and_check_fail_with_one_clear_sentence() {
 }
 
 #[test]
+fn run_profile_without_a_place_to_ship_to_fails_at_once_saying_so() {
+    let out = Command::new(agent_binary())
+        .args(["run", "--profile"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--pyroscope-url"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one sentence, got: {stderr}");
+}
+
+#[test]
 fn run_with_duration_stops_by_itself_having_reported_every_call() {
     let mut agent = Agent::start(&["--duration", "10s"]);
     let mut w = Workload::start("cudart", &real_library("libcudart.so.12"), 100, 1 << 20);

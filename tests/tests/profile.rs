@@ -4,7 +4,12 @@
 use std::{collections::BTreeMap, path::Path, process::Command};
 
 use inferscope::profile::pprof;
-use inferscope_tests::{Agent, ReadyChild, cpu_burner};
+use inferscope_tests::{
+    Agent, ReadyChild, cpu_burner,
+    kube::{CONTAINER, ContainerCgroup, FakeCluster, NODE},
+    receivers::{PyroscopeReceiver, free_port, sample, scrape, wait_until},
+};
+use serde_json::Value;
 
 /// Runs `profile --pid PID ARGS -o OUT` to its end.
 fn run_profile(pid: u32, args: &[&str], out: &Path) {
@@ -426,4 +431,214 @@ fn pprof_files_once_and_continuously_carry_the_samples_and_their_cpu_time() {
         "{samples} samples in a period of about a second"
     );
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A series as the Pyroscope receiver decoded it: is it `kind` of `pid`?
+fn is_series(series: &Value, pid: u32, kind: &str) -> bool {
+    let labels = &series["labels"];
+    labels["process_pid"].as_str().and_then(|p| p.parse().ok()) == Some(pid) && labels["__name__"] == kind
+}
+
+/// Its stacks, frames joined by `;` (root first), with their first values.
+fn stacks_of(series: &Value) -> Vec<(String, i64)> {
+    series["profile"]["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let frames: Vec<&str> = s["frames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f.as_str().unwrap())
+                .collect();
+            (frames.join(";"), s["values"][0].as_i64().unwrap())
+        })
+        .collect()
+}
+
+/// Whether a stack of `series` contains `path` (frames joined by `;`).
+fn has_path(series: &Value, path: &str) -> bool {
+    stacks_of(series)
+        .iter()
+        .any(|(stack, n)| *n > 0 && stack.contains(path))
+}
+
+#[test]
+fn run_ships_profiles_to_pyroscope_labelled_as_the_metrics_name_each_workload() {
+    // The receiver refuses the first push (a server still starting): the
+    // agent tries it again, and nothing counts as dropped.
+    let receiver = PyroscopeReceiver::start(1);
+    let stub = inferscope_tests::stub_library("libcudart.so.12");
+    // The native launcher in a pod's container, the Python one on the host.
+    let mut command = Command::new(inferscope_tests::test_bin("gpu_launcher"));
+    command.arg(&stub);
+    let native = ReadyChild::start(command);
+    let _cgroup = ContainerCgroup::enter(native.pid());
+    let mut command = Command::new(inferscope_tests::venv_python());
+    command
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("python/gpu_launcher.py"))
+        .arg(&stub);
+    let python = ReadyChild::start(command);
+    let cluster = FakeCluster::start();
+    let url = receiver.url();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let (native_pid, python_pid) = (native.pid().to_string(), python.pid().to_string());
+    let mut args = vec![
+        "--output",
+        "none",
+        "--profile",
+        "--profile-every",
+        "1s",
+        "--gpu-call-stacks",
+        "4",
+        "--pyroscope-url",
+        &url,
+        "--prometheus-listen",
+        &metrics,
+        "--pid",
+        &native_pid,
+        "--pid",
+        &python_pid,
+    ];
+    let kube_args = cluster.agent_args();
+    args.extend(kube_args.iter().map(String::as_str));
+    let credentials = [
+        ("PYROSCOPE_TENANT_ID", Path::new("team-a")),
+        ("PYROSCOPE_BASIC_AUTH_USER", Path::new("123456")),
+        ("PYROSCOPE_BASIC_AUTH_PASSWORD", Path::new("glc_secret")),
+    ];
+    let agent = Agent::start_command("run", &credentials, &args);
+    let (native_id, python_id) = (native.pid(), python.pid());
+    // Until each process's launches and waits arrived with the frames that
+    // made them, the native one's under its pod.
+    let in_pod = |s: &Value| s["labels"]["k8s_pod_name"] == "vllm-0";
+    let native_launch = "main;prefill;launch;cudaLaunchKernel";
+    let python_launch = "prefill (gpu_launcher.py:31);launch (gpu_launcher.py:26)";
+    let series = receiver.series_until("launch and wait stacks of both workloads", |received| {
+        let found = |pid, kind: &str, path: &str, pod: bool| {
+            received
+                .iter()
+                .any(|s| is_series(s, pid, kind) && has_path(s, path) && (!pod || in_pod(s)))
+        };
+        found(native_id, "gpu_launches", native_launch, true)
+            && found(
+                native_id,
+                "gpu_sync_wait",
+                "main;prefill;cudaDeviceSynchronize",
+                true,
+            )
+            && found(native_id, "process_cpu", "main", true)
+            && found(python_id, "gpu_launches", python_launch, false)
+            && found(python_id, "gpu_sync_wait", "prefill (gpu_launcher.py:31)", false)
+            && found(python_id, "process_cpu", "(gpu_launcher.py:", false)
+    });
+    // The first push was refused, so what arrived came from later ones.
+    assert!(series.iter().all(|s| s["push"].as_u64() > Some(1)));
+    let dropped = scrape(&metrics);
+    agent.interrupt();
+    assert_eq!(
+        sample(
+            &dropped,
+            "inferscope_export_dropped_batches_total",
+            &["exporter=\"pyroscope\"", "signal=\"profiles\""]
+        ),
+        Some(0.0),
+        "the refused push was not tried again:\n{dropped}"
+    );
+    for s in &series {
+        assert_eq!(s["tenant"], "team-a");
+        // base64("123456:glc_secret")
+        assert_eq!(s["authorization"], "Basic MTIzNDU2OmdsY19zZWNyZXQ=");
+    }
+    let last = |pid, kind: &str| {
+        series
+            .iter()
+            .rev()
+            .find(|s| is_series(s, pid, kind) && (pid != native_id || in_pod(s)))
+            .unwrap_or_else(|| panic!("no {kind} of {pid}"))
+    };
+    let labels = &last(native_id, "gpu_launches")["labels"];
+    let expected = [
+        ("service_name", "inference/vllm"),
+        ("k8s_namespace_name", "inference"),
+        ("k8s_pod_name", "vllm-0"),
+        ("k8s_container_name", "engine"),
+        ("k8s_statefulset_name", "vllm"),
+        ("k8s_node_name", NODE),
+        ("container_id", CONTAINER),
+        ("process_executable_name", "gpu_launcher"),
+        ("process_pid", native_pid.as_str()),
+    ];
+    for (name, value) in expected {
+        assert_eq!(labels[name], value, "{name} in {labels}");
+    }
+    let labels = &last(python_id, "process_cpu")["labels"];
+    let executable = labels["process_executable_name"].as_str().unwrap();
+    assert!(executable.starts_with("python3"), "{labels}");
+    assert_eq!(labels["service_name"], executable, "{labels}");
+    assert_eq!(labels["k8s_node_name"], NODE, "{labels}");
+    assert!(labels.get("k8s_pod_name").is_none(), "{labels}");
+    // Each kind says what its values are, as Pyroscope's views read them.
+    let types = |pid, kind| {
+        let p = &last(pid, kind)["profile"];
+        (p["sample_types"].clone(), p["period_type"].clone())
+    };
+    for pid in [native_id, python_id] {
+        assert_eq!(
+            types(pid, "process_cpu"),
+            (
+                serde_json::json!([["samples", "count"], ["cpu", "nanoseconds"]]),
+                serde_json::json!(["cpu", "nanoseconds"])
+            )
+        );
+        assert_eq!(
+            types(pid, "gpu_launches").0,
+            serde_json::json!([["gpu_launches", "count"]])
+        );
+        assert_eq!(
+            types(pid, "gpu_sync_wait").0,
+            serde_json::json!([["gpu_sync_wait", "nanoseconds"]])
+        );
+    }
+    // Launches end in the runtime's function; three quarters under prefill.
+    let launches = stacks_of(last(native_id, "gpu_launches"));
+    assert!(
+        launches.iter().all(|(s, _)| s.ends_with("cudaLaunchKernel")),
+        "{launches:?}"
+    );
+}
+
+#[test]
+fn profiles_a_receiver_never_takes_are_counted_as_dropped_and_profiling_goes_on() {
+    let burner = cpu_burner();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let pid = burner.pid().to_string();
+    let nobody = format!("http://127.0.0.1:{}", free_port());
+    let mut agent = Agent::start_command(
+        "run",
+        &[],
+        &[
+            "--output",
+            "none",
+            "--profile",
+            "--profile-every",
+            "200ms",
+            "--pyroscope-url",
+            &nobody,
+            "--prometheus-listen",
+            &metrics,
+            "--pid",
+            &pid,
+        ],
+    );
+    // Periods come faster than failing pushes go (three tries each): the
+    // queue fills, and every period past it is counted at once.
+    let name = "inferscope_export_dropped_batches_total";
+    let labels = ["exporter=\"pyroscope\"", "signal=\"profiles\""];
+    wait_until("dropped profile batches to be counted", || {
+        sample(&scrape(&metrics), name, &labels).is_some_and(|n| n >= 2.0)
+    });
+    agent.wait_for_log("Pyroscope profile export failed, will keep trying");
+    agent.interrupt();
 }

@@ -24,8 +24,10 @@ const NCCL_WHEEL: &str = "nvidia-nccl-cu12==2.27.3";
 /// helm binary) with PyYAML, for the chart check (tests/deploy); the official
 /// OpenAI and Anthropic clients, which the Responses and Messages API tests
 /// stream through (tests/clients); CycloneDX's own library, whose schema
-/// validator checks the release's bill of materials.
-const SERVER_PACKAGES: [&str; 9] = [
+/// validator checks the release's bill of materials; protoc and protobuf
+/// (grpcio-tools), with which the profile receivers decode what they get from
+/// the published definitions (tests/receivers).
+const SERVER_PACKAGES: [&str; 10] = [
     "starlette==0.49.1",
     "uvicorn==0.38.0",
     "grpcio==1.76.0",
@@ -35,6 +37,7 @@ const SERVER_PACKAGES: [&str; 9] = [
     "openai==3.51.0",
     "anthropic==2.10.0",
     "cyclonedx-python-lib[json-validation]==11.12.0",
+    "grpcio-tools==1.76.0",
 ];
 /// VictoriaMetrics from Debian trixie (bookworm has none): ingests OTLP/HTTP and
 /// answers PromQL. Runs on bookworm once unpacked; pinned by digest.
@@ -44,6 +47,8 @@ const VICTORIA_METRICS_DEB: (&str, &str) = (
 );
 /// Debian's Prometheus, for `promtool` (checks the exposition format and alert rules).
 const PROMETHEUS_PACKAGE: &str = "prometheus";
+/// pprof's sources, for its published `profile.proto` (the profile receivers' decoder).
+const PPROF_PACKAGE: &str = "golang-github-google-pprof-dev";
 
 /// Returns the fixtures folder, fetching what is missing, and writes the paths
 /// of the (machine-wide cached) llama-server and model into it.
@@ -106,7 +111,7 @@ pub fn fetch(root: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// VictoriaMetrics and promtool, unpacked from their Debian packages into the fixtures.
+/// VictoriaMetrics, promtool and pprof's profile.proto, unpacked from their Debian packages into the fixtures.
 fn fetch_receivers(dir: &Path) -> Result<()> {
     let victoria = dir.join("victoria-metrics/usr/bin/victoria-metrics");
     if !victoria.exists() {
@@ -127,27 +132,38 @@ fn fetch_receivers(dir: &Path) -> Result<()> {
     }
     let promtool = dir.join("prometheus/usr/bin/promtool");
     if !promtool.exists() {
-        let debs = dir.join("debs");
-        std::fs::create_dir_all(&debs)?;
-        // A fresh machine's package lists may be empty.
-        let known = Command::new("apt-cache")
-            .args(["show", PROMETHEUS_PACKAGE])
-            .output()?;
-        if !known.status.success() {
-            run(Command::new("apt-get").args(["update", "-qq"]))?;
-        }
-        run(Command::new("apt-get")
-            .args(["download", "-q", PROMETHEUS_PACKAGE])
-            .current_dir(&debs))
-        .context("downloading Debian's prometheus package (for promtool)")?;
-        for deb in std::fs::read_dir(&debs)? {
-            run(Command::new("dpkg-deb")
-                .arg("-x")
-                .arg(deb?.path())
-                .arg(dir.join("prometheus")))?;
-        }
-        std::fs::remove_dir_all(&debs)?;
+        unpack_debian_package(PROMETHEUS_PACKAGE, dir, &dir.join("prometheus"))
+            .context("fetching Debian's prometheus package (for promtool)")?;
     }
+    let profile_proto = dir.join("pprof/usr/share/gocode/src/github.com/google/pprof/proto/profile.proto");
+    if !profile_proto.exists() {
+        unpack_debian_package(PPROF_PACKAGE, dir, &dir.join("pprof"))
+            .context("fetching pprof's profile.proto from Debian")?;
+        anyhow::ensure!(
+            profile_proto.exists(),
+            "{} missing after unpacking {PPROF_PACKAGE}",
+            profile_proto.display()
+        );
+    }
+    Ok(())
+}
+
+/// Downloads Debian's `package` (as apt verifies it) and unpacks it into `into`.
+fn unpack_debian_package(package: &str, dir: &Path, into: &Path) -> Result<()> {
+    let debs = dir.join("debs");
+    std::fs::create_dir_all(&debs)?;
+    // A fresh machine's package lists may be empty.
+    let known = Command::new("apt-cache").args(["show", package]).output()?;
+    if !known.status.success() {
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+    }
+    run(Command::new("apt-get")
+        .args(["download", "-q", package])
+        .current_dir(&debs))?;
+    for deb in std::fs::read_dir(&debs)? {
+        run(Command::new("dpkg-deb").arg("-x").arg(deb?.path()).arg(into))?;
+    }
+    std::fs::remove_dir_all(&debs)?;
     Ok(())
 }
 

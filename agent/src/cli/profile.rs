@@ -18,7 +18,7 @@ use super::{parse_duration, run::WatchArgs};
 use crate::{
     pipeline::{WatchOptions, watch},
     profile::{
-        Continuous, DEFAULT_GPU_CALL_STACK_EVERY, ProfileKind, Profiler, StackProfile, pprof,
+        Continuous, DEFAULT_GPU_CALL_STACK_EVERY, Folder, ProfileKind, Profiler, StackProfile, pprof,
         write_flamegraph, write_folded,
     },
     sinks::Sink,
@@ -105,7 +105,8 @@ pub fn profile(args: ProfileArgs) -> Result<ExitCode> {
                 humantime::format_duration(every),
                 args.output.display()
             );
-            let continuous = Continuous::new(profiler.clone(), args.output.clone(), every, args.keep);
+            let folder = Folder::new(args.output.clone(), args.keep);
+            let continuous = Continuous::new(profiler.clone(), every, vec![Box::new(folder)]);
             (None, vec![Box::new(continuous)])
         }
         None => {

@@ -1,6 +1,6 @@
 //! `inferscope run`: flags → sources and sinks → the pipeline, until stopped.
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+use std::{cell::RefCell, net::SocketAddr, path::PathBuf, process::ExitCode, rc::Rc, time::Duration};
 
 use anyhow::{Context as _, Result};
 use inferscope_shared::NET_CAPTURE_MAX;
@@ -8,7 +8,11 @@ use inferscope_shared::NET_CAPTURE_MAX;
 use super::parse_duration;
 use crate::{
     pipeline::{Started, WatchConfig, WatchOptions, watch},
-    sinks::{Format, OtlpConfig, OtlpProtocol, Sink, Telemetry, TelemetryConfig},
+    profile::{
+        Continuous, DEFAULT_GPU_CALL_STACK_EVERY, Profiler,
+        pyroscope::{Pyroscope, PyroscopeConfig},
+    },
+    sinks::{ExportHealth, Format, OtlpConfig, OtlpProtocol, Sink, Telemetry, TelemetryConfig},
     sources::KubeConfig,
 };
 
@@ -35,6 +39,34 @@ pub struct RunArgs {
     /// Serve the metrics for Prometheus at http://ADDR/metrics (for example 0.0.0.0:9464).
     #[arg(long, value_name = "ADDR")]
     prometheus_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    profiling: ProfilingArgs,
+}
+
+/// Continuous profiling inside `run`, shipped period by period.
+#[derive(clap::Args)]
+struct ProfilingArgs {
+    /// Also profile what is watched, continuously: CPU stacks, and where GPU
+    /// work is launched and waited for, shipped every --profile-every
+    /// (to --pyroscope-url).
+    #[arg(long)]
+    profile: bool,
+    /// The length of a profile period.
+    #[arg(long, default_value = "15s", value_name = "PERIOD", value_parser = parse_duration)]
+    profile_every: Duration,
+    /// CPU samples per second per CPU while profiling (a prime, so that
+    /// sampling does not beat with periodic work).
+    #[arg(long, default_value_t = 49, value_parser = clap::value_parser!(u64).range(1..))]
+    profile_frequency: u64,
+    /// While profiling, 1 in how many GPU kernel launches, graph launches and
+    /// synchronisations (at random) records where it was called from; 0: none.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_GPU_CALL_STACK_EVERY)]
+    gpu_call_stacks: u32,
+    /// Push the profiles to this Grafana Pyroscope server (base URL);
+    /// PYROSCOPE_TENANT_ID, PYROSCOPE_BASIC_AUTH_USER and
+    /// PYROSCOPE_BASIC_AUTH_PASSWORD apply.
+    #[arg(long, value_name = "URL", requires = "profile")]
+    pyroscope_url: Option<String>,
 }
 
 /// What to watch and how often: shared by every command that watches live.
@@ -83,26 +115,66 @@ pub struct WatchArgs {
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let profiling = &args.profiling;
+    let profiler = if profiling.profile {
+        anyhow::ensure!(
+            profiling.pyroscope_url.is_some(),
+            "--profile ships its profiles: name where with --pyroscope-url"
+        );
+        crate::probes::host::require_privileges()?;
+        let profiler = Profiler::start(profiling.profile_frequency, args.watch.pids())
+            .context("starting CPU sampling")?;
+        Some(Rc::new(RefCell::new(profiler)))
+    } else {
+        None
+    };
     let options = WatchOptions {
         duration: args.duration,
+        profiler: profiler.clone(),
+        gpu_call_stack_every: if profiler.is_some() {
+            profiling.gpu_call_stacks
+        } else {
+            0
+        },
         ..WatchOptions::default()
     };
-    watch(&args.watch.config(), options, |Started { kube_on }| {
-        let mut sinks: Vec<Box<dyn Sink>> = args.output.sink(std::io::stdout()).into_iter().collect();
-        let otlp = OtlpConfig::from_env(args.otlp_endpoint.clone(), args.otlp_protocol);
-        if otlp.is_some() || args.prometheus_listen.is_some() {
-            let node_name = kube_on.then(crate::sources::kube_node_name);
-            let telemetry = Telemetry::start(TelemetryConfig {
-                otlp,
-                trace_ratio: args.trace_ratio,
-                prometheus_listen: args.prometheus_listen,
-                node_name,
-            })
-            .context("starting metrics export")?;
-            sinks.push(Box::new(telemetry));
-        }
-        Ok(sinks)
-    })?;
+    watch(
+        &args.watch.config(),
+        options,
+        |Started { kube_node: node_name }| {
+            let mut sinks: Vec<Box<dyn Sink>> = args.output.sink(std::io::stdout()).into_iter().collect();
+            // Every exporter counts what it drops here; the metrics report it.
+            let health = ExportHealth::default();
+            let otlp = OtlpConfig::from_env(args.otlp_endpoint.clone(), args.otlp_protocol);
+            if otlp.is_some() || args.prometheus_listen.is_some() {
+                let telemetry = Telemetry::start(TelemetryConfig {
+                    otlp,
+                    trace_ratio: args.trace_ratio,
+                    prometheus_listen: args.prometheus_listen,
+                    node_name: node_name.clone(),
+                    health: health.clone(),
+                })
+                .context("starting metrics export")?;
+                sinks.push(Box::new(telemetry));
+            }
+            if let (Some(profiler), Some(url)) = (profiler, &profiling.pyroscope_url) {
+                let pyroscope = Pyroscope::start(PyroscopeConfig::from_env(url.clone(), node_name), health)
+                    .context("starting the Pyroscope sender")?;
+                log::info!(
+                    "profiling at {} Hz, 1 in {} GPU launches and synchronisations, every {}, to Pyroscope at {url}",
+                    profiling.profile_frequency,
+                    profiling.gpu_call_stacks,
+                    humantime::format_duration(profiling.profile_every)
+                );
+                sinks.push(Box::new(Continuous::new(
+                    profiler,
+                    profiling.profile_every,
+                    vec![Box::new(pyroscope)],
+                )));
+            }
+            Ok(sinks)
+        },
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -4,14 +4,15 @@
 //! `/proc/PID/map_files`), written as folded stacks or a flame graph (inferno).
 //! CPython processes get their Python frames too ([`python`]).
 
+pub mod continuous;
 pub mod pprof;
+pub mod pyroscope;
 pub mod python;
+pub mod workload;
 
 use std::{
-    cell::RefCell,
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     io::{self, Write},
-    rc::Rc,
 };
 
 /// Names addresses; one kept across calls caches what it parsed of each file.
@@ -21,10 +22,13 @@ use blazesym::symbolize::{
     source::{Kernel, Process, Source},
 };
 
+pub use self::{
+    continuous::{Continuous, Destination, Folder, Period},
+    workload::Workload,
+};
 use crate::{
     model::Snapshot,
     probes::{CallStackSample, GpuCall, GpuCallStacks, ProfileProbes, StackSample},
-    sinks::Sink,
 };
 
 /// 1 in how many GPU launches and synchronisations records its stack unless
@@ -44,6 +48,16 @@ pub enum ProfileKind {
 }
 
 impl ProfileKind {
+    /// Its name in profile stores (Pyroscope's `__name__`): the CPU's as
+    /// Grafana Alloy's eBPF profiler names it, so that its views apply.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cpu => "process_cpu",
+            Self::GpuLaunches => "gpu_launches",
+            Self::GpuSyncWait => "gpu_sync_wait",
+        }
+    }
+
     /// Inserted before a file's extension for profiles other than the CPU's.
     pub fn file_suffix(self) -> &'static str {
         match self {
@@ -109,9 +123,9 @@ pub struct Profiler {
     /// Where GPU calls are made from, once the GPU probes hand their tables over.
     call_stacks: Option<GpuCallStacks>,
     /// Processes sampled now.
-    sampled: std::collections::BTreeSet<u32>,
-    /// Names of every process sampled (exited ones too, for their samples).
-    comms: BTreeMap<u32, String>,
+    sampled: BTreeSet<u32>,
+    /// Who each process sampled is; exited ones until their last samples are taken.
+    workloads: BTreeMap<u32, Workload>,
     /// CPython processes whose frames are read.
     pythons: BTreeMap<u32, python::Python>,
     /// Kept: it caches what it parsed of each file.
@@ -138,7 +152,7 @@ impl Profiler {
             frequency_hz,
             call_stacks: None,
             sampled: Default::default(),
-            comms: BTreeMap::new(),
+            workloads: BTreeMap::new(),
             pythons: BTreeMap::new(),
             symbolizer: Symbolizer::new(),
             started: (std::time::SystemTime::now(), std::time::Instant::now()),
@@ -166,11 +180,13 @@ impl Profiler {
         self.call_stacks = Some(call_stacks);
     }
 
-    /// Samples `pid` from now on (once), under its command name.
+    /// Samples `pid` from now on (once), under its command name (and engine,
+    /// where recognised) until a snapshot says more of it.
     pub fn sample(&mut self, pid: u32) {
         if !self.sampled.insert(pid) {
             return;
         }
+        self.workloads.insert(pid, Workload::of_pid(pid));
         if let Err(e) = self.probes.sample(pid) {
             log::warn!("pid {pid} is not profiled: {e:#}");
         }
@@ -179,8 +195,6 @@ impl Profiler {
         {
             log::warn!("pid {pid}: no stacks at GPU calls: {e:#}");
         }
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        self.comms.insert(pid, comm.trim_end().to_string());
         self.pythons.remove(&pid);
         let Some(py) = python::detect(pid) else {
             return;
@@ -201,18 +215,29 @@ impl Profiler {
         }
     }
 
-    /// Samples each GPU process and server of `s` from now on; an exited
-    /// process is let go (its name stays for the samples it left).
+    /// Samples each GPU process and server of `s` from now on, named as the
+    /// snapshot names it; an exited process is let go (who it was stays for
+    /// the samples it left).
     pub fn follow(&mut self, s: &Snapshot) {
-        let processes = s
-            .processes
-            .iter()
-            .map(|p| (p.identity.pid, Some(&p.identity.comm)));
-        let servers = s.servers.iter().map(|v| (v.pid, v.comm.as_ref()));
-        for (pid, comm) in processes.chain(servers) {
-            self.sample(pid);
-            if let Some(comm) = comm.filter(|c| !c.is_empty()) {
-                self.comms.insert(pid, comm.clone());
+        for v in &s.servers {
+            self.sample(v.pid);
+            if let Some(comm) = v.comm.as_ref().filter(|c| !c.is_empty())
+                && let Some(w) = self.workloads.get_mut(&v.pid)
+            {
+                w.identity.comm = comm.clone();
+            }
+        }
+        for p in &s.processes {
+            self.sample(p.identity.pid);
+            // A worker under a server's front end runs the server's engine.
+            let served = p
+                .serves
+                .iter()
+                .find_map(|server| self.workloads.get(&server.pid)?.engine.clone());
+            if let Some(w) = self.workloads.get_mut(&p.identity.pid) {
+                w.identity = p.identity.clone();
+                w.pod = p.pod.clone();
+                w.engine = w.engine.take().or(served);
             }
         }
         for p in s.processes.iter().filter(|p| p.exited) {
@@ -227,6 +252,11 @@ impl Profiler {
                 calls.forget(pid);
             }
         }
+    }
+
+    /// Who each process sampled is (exited ones until their last samples are taken).
+    pub fn workloads(&self) -> &BTreeMap<u32, Workload> {
+        &self.workloads
     }
 
     /// Ends the profile: what was sampled until now is what [`Self::profiles`]
@@ -275,11 +305,17 @@ impl Profiler {
     }
 
     /// The profiles since the last call, named, and taken out of the kernel's
-    /// tables (a continuous profile's periods).
+    /// tables (a continuous profile's periods). Who made them is in
+    /// [`Self::workloads`] until the next call.
     pub fn take_profiles(&mut self) -> anyhow::Result<Vec<StackProfile>> {
         let cpu = self.probes.drain()?;
         let calls = self.call_stacks.as_mut().map(GpuCallStacks::drain).transpose()?;
-        Ok(self.name(cpu, calls))
+        let profiles = self.name(cpu, calls);
+        let in_period: BTreeSet<u32> = profiles.iter().flat_map(|p| &p.stacks).map(|s| s.pid).collect();
+        let sampled = &self.sampled;
+        self.workloads
+            .retain(|pid, _| sampled.contains(pid) || in_period.contains(pid));
+        Ok(profiles)
     }
 
     fn name(&self, cpu: Vec<StackSample>, calls: Option<Vec<CallStackSample>>) -> Vec<StackProfile> {
@@ -317,7 +353,7 @@ impl Profiler {
             .map(|(kind, rate, samples)| StackProfile {
                 kind,
                 rate,
-                stacks: symbolize(&self.symbolizer, &samples, &self.comms, &python_names),
+                stacks: symbolize(&self.symbolizer, &samples, &self.workloads, &python_names),
             })
             .collect()
     }
@@ -371,126 +407,10 @@ impl Profiler {
     }
 }
 
-/// Continuous profiling: the sink that writes the period's profiles as
-/// pprof files every `every`, keeping the newest `keep` periods in `dir`.
-pub struct Continuous {
-    profiler: Rc<RefCell<Profiler>>,
-    dir: std::path::PathBuf,
-    every: std::time::Duration,
-    keep: usize,
-    period_start: std::time::SystemTime,
-}
-
-/// Names of the files a continuous profile writes: the prefix, the period's
-/// start (RFC 3339, `:` as `-`, ending in `Z`), the kind's suffix, the extension.
-const ROTATED_PREFIX: &str = "inferscope-";
-const ROTATED_EXTENSION: &str = ".pb.gz";
-
-impl Continuous {
-    pub fn new(
-        profiler: Rc<RefCell<Profiler>>,
-        dir: std::path::PathBuf,
-        every: std::time::Duration,
-        keep: usize,
-    ) -> Self {
-        Self {
-            profiler,
-            dir,
-            every,
-            keep: keep.max(1),
-            period_start: std::time::SystemTime::now(),
-        }
-    }
-
-    /// Writes the period that ends now and drops the files of the oldest periods past `keep`.
-    fn rotate(&mut self, now: std::time::SystemTime) -> io::Result<()> {
-        let profiles = self
-            .profiler
-            .borrow_mut()
-            .take_profiles()
-            .map_err(io::Error::other)?;
-        let duration = now.duration_since(self.period_start).unwrap_or_default();
-        let stamp = humantime::format_rfc3339_millis(self.period_start)
-            .to_string()
-            .replace(':', "-");
-        // Profiles of GPU calls only where a process made any.
-        for profile in profiles
-            .iter()
-            .filter(|p| p.kind == ProfileKind::Cpu || !p.stacks.is_empty())
-        {
-            let name = format!(
-                "{ROTATED_PREFIX}{stamp}{}{ROTATED_EXTENSION}",
-                profile.kind.file_suffix()
-            );
-            let path = self.dir.join(name);
-            let encoded = pprof::profile(profile, self.period_start, duration);
-            pprof::write(io::BufWriter::new(std::fs::File::create(&path)?), &encoded)?;
-            log::info!("wrote {} ({} stacks)", path.display(), profile.stacks.len());
-        }
-        self.period_start = now;
-        let names: Vec<String> = std::fs::read_dir(&self.dir)?
-            .filter_map(Result::ok)
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect();
-        for old in past_keep(&names, self.keep) {
-            let old = self.dir.join(old);
-            // Someone else may have removed it already.
-            if let Err(e) = std::fs::remove_file(&old)
-                && e.kind() != io::ErrorKind::NotFound
-            {
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The files of `names` (a continuous profile's folder) that belong to
-/// periods older than the newest `keep`: every kind of profile of a period
-/// goes or stays together. Other files are not touched.
-fn past_keep(names: &[String], keep: usize) -> Vec<&String> {
-    let period = |name: &str| -> Option<String> {
-        let (stamp, _) = name
-            .strip_prefix(ROTATED_PREFIX)
-            .filter(|n| n.ends_with(ROTATED_EXTENSION))?
-            .split_once('Z')?;
-        Some(stamp.to_string())
-    };
-    let mut periods: Vec<String> = names.iter().filter_map(|n| period(n)).collect();
-    periods.sort_unstable();
-    periods.dedup();
-    let Some(oldest_kept) = periods.len().checked_sub(keep).map(|i| periods[i].clone()) else {
-        return Vec::new();
-    };
-    names
-        .iter()
-        .filter(|n| period(n).is_some_and(|p| p < oldest_kept))
-        .collect()
-}
-
-impl Sink for Continuous {
-    /// The pipeline has the profiler follow each snapshot; this only marks the periods.
-    fn snapshot(&mut self, _: &Snapshot) -> io::Result<()> {
-        let now = std::time::SystemTime::now();
-        if now.duration_since(self.period_start).unwrap_or_default() >= self.every {
-            // A period that cannot be written is lost, not the profiling.
-            if let Err(e) = self.rotate(now) {
-                log::warn!("profile period not written to {}: {e}", self.dir.display());
-                self.period_start = now;
-            }
-        }
-        Ok(())
-    }
-
-    /// The last, shorter period is written too.
-    fn close(&mut self) -> io::Result<()> {
-        self.rotate(std::time::SystemTime::now())
-    }
-}
-
-/// One stack, root first, and its sample count.
+/// One stack of one process, root first, and its sample count.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stack {
+    pub pid: u32,
     pub frames: Vec<String>,
     pub count: u64,
 }
@@ -498,7 +418,7 @@ pub struct Stack {
 /// Names every address of `samples`: user frames in their process, kernel
 /// frames (suffixed `_[k]`, as perf does) from kallsyms. A process gone by now
 /// or a frame without a symbol reads `[unknown]`. Each stack starts with the
-/// process's name from `comms` (else its pid). `symbolizer` keeps what it
+/// process's command name from `workloads` (else its pid). `symbolizer` keeps what it
 /// parsed of each file for the next call. Python frames (named in
 /// `python_names` by pid and code object) take the place of the interpreter's
 /// own: native frames before its first evaluation loop, the Python frames,
@@ -506,7 +426,7 @@ pub struct Stack {
 pub fn symbolize(
     symbolizer: &Symbolizer,
     samples: &[StackSample],
-    comms: &BTreeMap<u32, String>,
+    workloads: &BTreeMap<u32, Workload>,
     python_names: &HashMap<(u32, u64), String>,
 ) -> Vec<Stack> {
     let mut by_pid: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
@@ -530,10 +450,11 @@ pub fn symbolize(
     name_all(symbolizer, &source, &kernel, "_[k]", |addr, name| {
         names.insert((0, addr), name);
     });
-    let mut merged: BTreeMap<Vec<String>, u64> = BTreeMap::new();
+    let mut merged: BTreeMap<(Vec<String>, u32), u64> = BTreeMap::new();
     for s in samples {
-        let root = comms
+        let root = workloads
             .get(&s.pid)
+            .map(|w| &w.identity.comm)
             .filter(|c| !c.is_empty())
             .map_or_else(|| format!("pid {}", s.pid), |c| format!("{c} ({})", s.pid));
         let name = |n: Option<&String>| n.cloned().unwrap_or_else(|| "[unknown]".into());
@@ -553,11 +474,11 @@ pub fn symbolize(
         let mut frames = vec![sanitize(&root)];
         frames.extend(with_python(user, python));
         frames.extend(kernel);
-        *merged.entry(frames).or_default() += s.count;
+        *merged.entry((frames, s.pid)).or_default() += s.count;
     }
     merged
         .into_iter()
-        .map(|(frames, count)| Stack { frames, count })
+        .map(|((frames, pid), count)| Stack { pid, frames, count })
         .collect()
 }
 
@@ -642,30 +563,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rotation_keeps_whole_periods_and_nothing_else_is_touched() {
-        let names: Vec<String> = [
-            "inferscope-2026-11-30T21-00-00.000Z.pb.gz",
-            "inferscope-2026-11-30T21-00-00.000Z.gpu-launches.pb.gz",
-            "inferscope-2026-11-30T21-01-00.000Z.pb.gz",
-            "inferscope-2026-11-30T21-02-00.000Z.pb.gz",
-            "inferscope-2026-11-30T21-02-00.000Z.gpu-sync-wait.pb.gz",
-            "notes.txt",
-            "inferscope-junk.pb.gz",
-        ]
-        .map(String::from)
-        .to_vec();
-        let gone: Vec<&str> = past_keep(&names, 2).into_iter().map(String::as_str).collect();
-        assert_eq!(
-            gone,
-            [
-                "inferscope-2026-11-30T21-00-00.000Z.pb.gz",
-                "inferscope-2026-11-30T21-00-00.000Z.gpu-launches.pb.gz"
-            ]
-        );
-        assert!(past_keep(&names, 3).is_empty());
-    }
-
-    #[test]
     fn python_frames_take_the_interpreters_place() {
         let v = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
         let python = v(&["main (app.py:1)", "f (app.py:9)"]);
@@ -713,11 +610,14 @@ mod tests {
                 ..StackSample::default()
             },
         ];
-        let comms = BTreeMap::from([(u32::MAX, "a;b".to_string())]);
-        let stacks = symbolize(&Symbolizer::new(), &samples, &comms, &HashMap::new());
+        let mut workload = Workload::of_pid(u32::MAX);
+        workload.identity.comm = "a;b".into();
+        let workloads = BTreeMap::from([(u32::MAX, workload)]);
+        let stacks = symbolize(&Symbolizer::new(), &samples, &workloads, &HashMap::new());
         assert_eq!(
             stacks,
             [Stack {
+                pid: u32::MAX,
                 frames: vec![
                     format!("a:b ({})", u32::MAX),
                     "[unknown]".into(),

@@ -198,6 +198,7 @@ mod tests {
     #[test]
     fn each_kind_of_profile_says_what_its_values_are() {
         let stacks = vec![Stack {
+            pid: 1,
             frames: vec![
                 "python (1)".into(),
                 "step (a.py:3)".into(),

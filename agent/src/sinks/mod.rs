@@ -6,7 +6,7 @@ mod otel;
 mod text;
 
 pub use json::{JsonLines, RequestLines};
-pub use otel::{OtlpConfig, OtlpProtocol, Telemetry, TelemetryConfig, TelemetryError};
+pub use otel::{Export, ExportHealth, OtlpConfig, OtlpProtocol, Telemetry, TelemetryConfig, TelemetryError};
 pub use text::Text;
 
 use std::io;

@@ -1,6 +1,7 @@
-//! The OTLP exporters, counted: a batch an exporter gives up on (after its own
-//! retries with backoff) is counted per signal, exported as
-//! `inferscope.export.dropped_batches`, and said once per outage in the log.
+//! Exporters, counted: a batch an exporter gives up on (after its own retries
+//! with backoff) is counted per exporter and signal (OTLP's, and profiles
+//! pushed to Pyroscope), exported as `inferscope.export.dropped_batches`, and
+//! said once per outage in the log.
 
 use std::{
     sync::{
@@ -38,43 +39,96 @@ impl OtlpSignal {
     }
 }
 
-/// What export has lost so far, per signal; shared with the instrument that reports it.
+/// Where batches go: an exporter and the signal it carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Export {
+    Otlp(OtlpSignal),
+    /// Profiles pushed to Pyroscope.
+    Pyroscope,
+}
+
+impl Export {
+    pub const ALL: [Export; 4] = [
+        Export::Otlp(OtlpSignal::Metrics),
+        Export::Otlp(OtlpSignal::Traces),
+        Export::Otlp(OtlpSignal::Logs),
+        Export::Pyroscope,
+    ];
+
+    fn index(self) -> usize {
+        match self {
+            Export::Otlp(signal) => signal as usize,
+            Export::Pyroscope => OtlpSignal::ALL.len(),
+        }
+    }
+
+    /// `exporter` of `inferscope.export.dropped_batches`.
+    pub fn exporter(self) -> &'static str {
+        match self {
+            Export::Otlp(_) => "otlp",
+            Export::Pyroscope => "pyroscope",
+        }
+    }
+
+    /// `signal` of `inferscope.export.dropped_batches`.
+    pub fn signal(self) -> &'static str {
+        match self {
+            Export::Otlp(signal) => signal.name(),
+            Export::Pyroscope => "profiles",
+        }
+    }
+}
+
+const EXPORTS: usize = Export::ALL.len();
+
+/// What export has lost so far, per exporter and signal; shared with the
+/// instrument that reports it.
 #[derive(Clone, Default)]
 pub struct ExportHealth {
-    failed_batches: Arc<[AtomicU64; 3]>,
-    failing: Arc<[AtomicBool; 3]>,
-    /// Signals with an exporter.
-    exported: Arc<[AtomicBool; 3]>,
+    failed_batches: Arc<[AtomicU64; EXPORTS]>,
+    failing: Arc<[AtomicBool; EXPORTS]>,
+    /// Those with an exporter.
+    exported: Arc<[AtomicBool; EXPORTS]>,
 }
 
 impl ExportHealth {
-    /// The signals that have an exporter.
-    pub fn exported(&self) -> impl Iterator<Item = OtlpSignal> + '_ {
-        OtlpSignal::ALL
+    /// Where there is an exporter.
+    pub fn exported(&self) -> impl Iterator<Item = Export> + '_ {
+        Export::ALL
             .into_iter()
-            .filter(|&s| self.exported[s as usize].load(Ordering::Relaxed))
+            .filter(|&e| self.exported[e.index()].load(Ordering::Relaxed))
     }
 
-    pub fn failed_batches(&self, signal: OtlpSignal) -> u64 {
-        self.failed_batches[signal as usize].load(Ordering::Relaxed)
+    /// Counts `export`'s results from now on.
+    pub fn register(&self, export: Export) {
+        self.exported[export.index()].store(true, Ordering::Relaxed);
     }
 
-    fn record(&self, signal: OtlpSignal, result: &OTelSdkResult) {
-        let failing = &self.failing[signal as usize];
+    pub fn failed_batches(&self, export: Export) -> u64 {
+        self.failed_batches[export.index()].load(Ordering::Relaxed)
+    }
+
+    /// One batch's fate: a failure is counted, and said once per outage.
+    pub fn record<E: std::fmt::Display>(&self, export: Export, result: &Result<(), E>) {
+        let failing = &self.failing[export.index()];
+        let name = || match export {
+            Export::Otlp(signal) => format!("OTLP {}", signal.name()),
+            Export::Pyroscope => "Pyroscope profile".to_string(),
+        };
         match result {
             Ok(()) => {
                 if failing.swap(false, Ordering::Relaxed) {
                     log::info!(
-                        "OTLP {} export works again ({} batches dropped so far)",
-                        signal.name(),
-                        self.failed_batches(signal)
+                        "{} export works again ({} batches dropped so far)",
+                        name(),
+                        self.failed_batches(export)
                     );
                 }
             }
             Err(e) => {
-                self.failed_batches[signal as usize].fetch_add(1, Ordering::Relaxed);
+                self.failed_batches[export.index()].fetch_add(1, Ordering::Relaxed);
                 if !failing.swap(true, Ordering::Relaxed) {
-                    log::warn!("OTLP {} export failed, will keep trying: {e}", signal.name());
+                    log::warn!("{} export failed, will keep trying: {e}", name());
                 }
             }
         }
@@ -83,9 +137,12 @@ impl ExportHealth {
 
 impl std::fmt::Debug for ExportHealth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut d = f.debug_struct("ExportHealth");
-        for signal in OtlpSignal::ALL {
-            d.field(signal.name(), &self.failed_batches(signal));
+        let mut d = f.debug_map();
+        for export in Export::ALL {
+            d.entry(
+                &(export.exporter(), export.signal()),
+                &self.failed_batches(export),
+            );
         }
         d.finish()
     }
@@ -101,7 +158,7 @@ pub struct Counting<E> {
 
 impl<E> Counting<E> {
     pub fn new(inner: E, health: ExportHealth, signal: OtlpSignal) -> Self {
-        health.exported[signal as usize].store(true, Ordering::Relaxed);
+        health.register(Export::Otlp(signal));
         Self {
             inner,
             health,
@@ -110,7 +167,7 @@ impl<E> Counting<E> {
     }
 
     fn recorded(&self, result: OTelSdkResult) -> OTelSdkResult {
-        self.health.record(self.signal, &result);
+        self.health.record(Export::Otlp(self.signal), &result);
         result
     }
 }

@@ -679,11 +679,14 @@ fn agent(meter: &Meter, shared: &Shared, health: &ExportHealth) {
     meter
         .u64_observable_counter("inferscope.export.dropped_batches")
         .with_unit("{batch}")
-        .with_description("OTLP export batches given up after retries, by signal (cumulative metrics recover with the next batch).")
+        .with_description("Export batches given up after retries, by exporter and signal (cumulative metrics recover with the next batch).")
         .with_callback(move |observer| {
-            for signal in health.exported() {
-                let attributes = [KeyValue::new("exporter", "otlp"), KeyValue::new("signal", signal.name())];
-                observer.observe(health.failed_batches(signal), &attributes);
+            for export in health.exported() {
+                let attributes = [
+                    KeyValue::new("exporter", export.exporter()),
+                    KeyValue::new("signal", export.signal()),
+                ];
+                observer.observe(health.failed_batches(export), &attributes);
             }
         })
         .build();

@@ -39,7 +39,7 @@ use opentelemetry_sdk::{
 };
 use thiserror::Error;
 
-pub use self::exporter::ExportHealth;
+pub use self::exporter::{Export, ExportHealth};
 use self::{
     exporter::{Counting, OtlpSignal},
     instruments::RequestInstruments,
@@ -114,6 +114,8 @@ pub struct TelemetryConfig {
     pub prometheus_listen: Option<SocketAddr>,
     /// `k8s.node.name` of the resource, when known.
     pub node_name: Option<String>,
+    /// Where every exporter of this agent counts what it could not deliver.
+    pub health: ExportHealth,
 }
 
 /// The latest snapshot, read by instrument callbacks on the readers' threads.
@@ -187,7 +189,7 @@ impl Telemetry {
     pub fn start(config: TelemetryConfig) -> Result<Self, TelemetryError> {
         let resource = resource(config.node_name.as_deref());
         let mut builder = SdkMeterProvider::builder().with_resource(resource.clone());
-        let health = ExportHealth::default();
+        let health = config.health.clone();
         let mut otlp = match &config.otlp {
             Some(otlp) => Some(Otlp::new(otlp, health.clone())?),
             None => None,
