@@ -149,6 +149,9 @@ pub fn watch(
     let net = NetProbes::load(&btf, config.capture_bytes);
     // Kernel BTF is only needed to load; parsed, it weighs tens of MiB.
     drop(btf);
+    // Hand what parsing it took back to the system, not only to the allocator.
+    // SAFETY: malloc_trim only releases free memory at the heap's top.
+    unsafe { libc::malloc_trim(0) };
     // Request metrics need socket capture; GPU activity does not. Say so and go on without.
     let servers = match net {
         Ok(net) => {

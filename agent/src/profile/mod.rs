@@ -235,7 +235,12 @@ impl Profiler {
                 .iter()
                 .find_map(|server| self.workloads.get(&server.pid)?.engine.clone());
             if let Some(w) = self.workloads.get_mut(&p.identity.pid) {
+                // A name read before stays where the snapshot has none.
+                let comm = std::mem::take(&mut w.identity.comm);
                 w.identity = p.identity.clone();
+                if w.identity.comm.is_empty() {
+                    w.identity.comm = comm;
+                }
                 w.pod = p.pod.clone();
                 w.engine = w.engine.take().or(served);
             }
@@ -439,7 +444,13 @@ pub fn symbolize(
     for (pid, mut addrs) in by_pid {
         addrs.sort_unstable();
         addrs.dedup();
-        let source = Source::Process(Process::new(pid.into()));
+        // Names from the ELF symbol tables: DWARF would name little more
+        // (frames are not expanded into inlined functions), and parsing it
+        // keeps tens of MiB of a large library's debug sections resident.
+        let source = Source::Process(Process {
+            debug_syms: false,
+            ..Process::new(pid.into())
+        });
         name_all(symbolizer, &source, &addrs, "", |addr, name| {
             names.insert((pid, addr), name);
         });
