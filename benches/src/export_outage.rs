@@ -177,12 +177,17 @@ fn churn(cudart: &Path, stop: &AtomicBool) {
 }
 
 pub(crate) fn rss_kib(pid: u32) -> Result<u64> {
+    memory_kib(pid, "VmRSS")
+}
+
+/// A memory figure of `/proc/PID/status` (`VmRSS`, `VmHWM`: the peak), in KiB.
+pub(crate) fn memory_kib(pid: u32, field: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("VmRSS in /proc/PID/status")
+        .with_context(|| format!("{field} in /proc/PID/status"))
 }
 
 fn scrape(port: u16) -> Result<String> {

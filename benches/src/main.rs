@@ -13,7 +13,9 @@
 //! - Decode pipeline: captured events per second through HTTP/SSE decoding and
 //!   request derivation, on one core.
 //! - CPU profile: a CPU-bound loop's speed with sampling at 49 and 99 Hz against
-//!   none; the sampling program's time per sample; naming addresses, cold and cached.
+//!   none; the sampling program's time per sample; naming addresses, cold and
+//!   cached; and what continuous profiling shipped to Pyroscope (`run
+//!   --profile`) adds to the agent's CPU share and peak RSS under load.
 //! - Start-up: time to attach and to the first report, and peak RSS, with a
 //!   process mapping the real 200+ MB `libnccl.so.2`.
 //! - Export outage (only when named: `outage [MINUTES]`): RSS over time while the
@@ -21,6 +23,7 @@
 //! - Soak (only when named: `soak [MINUTES]`): the agent's CPU share and RSS
 //!   over time under mixed load.
 
+mod continuous_profile;
 mod decode;
 mod export_outage;
 mod gpu_launch;
@@ -44,7 +47,11 @@ fn main() -> anyhow::Result<()> {
         ("socket", &socket_overhead::run),
         ("server", &|| server_load::run(fixtures)),
         ("decode", &decode::run),
-        ("profile", &profile_overhead::run),
+        ("profile", &|| {
+            profile_overhead::run()?;
+            println!();
+            continuous_profile::run(fixtures, std::path::Path::new(&agent))
+        }),
         ("startup", &|| {
             startup::run(fixtures, std::path::Path::new(&agent))
         }),

@@ -27,13 +27,13 @@ use crate::{
     startup::Killed,
 };
 
-const STREAMS: usize = 100;
+pub(crate) const STREAMS: usize = 100;
 const SAMPLE: Duration = Duration::from_secs(60);
 const WARM_UP: Duration = Duration::from_secs(30);
 
 /// Launch attempts with the real runtime (no GPU here: each returns an error,
 /// and each is still a probed call), in bursts of 100 every 50 ms.
-const GPU_CALLER: &str = r#"
+pub(crate) const GPU_CALLER: &str = r#"
 import ctypes, sys, time
 rt = ctypes.CDLL(sys.argv[1])
 launch = rt.cudaLaunchKernel
@@ -51,20 +51,7 @@ pub fn run(fixtures: &Path, agent: &Path, minutes: u64) -> Result<()> {
     // The interpreter itself: a `python3` found on PATH may be a version
     // manager's shim, which runs a score of shell processes per start.
     let python = fixtures.join("venv/bin/python");
-    let mut server = Killed(
-        Command::new(&python)
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/servers/sse_server.py"))
-            .arg("--quiet")
-            .stdout(Stdio::piped())
-            .spawn()?,
-    );
-    let mut first = String::new();
-    BufReader::new(server.0.stdout.take().context("server stdout")?).read_line(&mut first)?;
-    let port: u16 = first
-        .trim()
-        .strip_prefix("listening ")
-        .context("listening PORT")?
-        .parse()?;
+    let (_server, port) = stream_server(&python)?;
     let _gpu = Killed(
         Command::new(&python)
             .args(["-c", GPU_CALLER])
@@ -149,8 +136,27 @@ pub fn run(fixtures: &Path, agent: &Path, minutes: u64) -> Result<()> {
     Ok(())
 }
 
+/// The Starlette ground-truth server (tests/servers/sse_server.py), quiet, and its port.
+pub(crate) fn stream_server(python: &Path) -> Result<(Killed, u16)> {
+    let mut server = Killed(
+        Command::new(python)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/servers/sse_server.py"))
+            .arg("--quiet")
+            .stdout(Stdio::piped())
+            .spawn()?,
+    );
+    let mut first = String::new();
+    BufReader::new(server.0.stdout.take().context("server stdout")?).read_line(&mut first)?;
+    let port: u16 = first
+        .trim()
+        .strip_prefix("listening ")
+        .context("listening PORT")?
+        .parse()?;
+    Ok((server, port))
+}
+
 /// One client streaming completions back to back on a keep-alive connection.
-fn stream_client(port: u16, i: usize, stop: &AtomicBool, requests: &AtomicU64) -> Result<()> {
+pub(crate) fn stream_client(port: u16, i: usize, stop: &AtomicBool, requests: &AtomicU64) -> Result<()> {
     let conn = TcpStream::connect(("127.0.0.1", port))?;
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut writer = conn;
@@ -177,7 +183,7 @@ fn churn(python: &Path, cudart: &Path, stop: &AtomicBool) {
 }
 
 /// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> Result<u64> {
+pub(crate) fn cpu_ticks(pid: u32) -> Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces) start at state (3rd).
     let rest = stat.rsplit_once(')').context("/proc/PID/stat")?.1;
@@ -186,7 +192,7 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
     Ok(field(14)? + field(15)?)
 }
 
-fn clock_ticks_per_second() -> f64 {
+pub(crate) fn clock_ticks_per_second() -> f64 {
     // SAFETY: sysconf reads a constant.
     unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
 }

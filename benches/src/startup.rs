@@ -108,12 +108,7 @@ pub fn run(fixtures: &Path, agent: &Path) -> Result<()> {
     {
         bail!("no report lists pid {pid} with nccl: {first}");
     }
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.0.id()))?;
-    let peak_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("VmHWM in /proc/PID/status")?;
+    let peak_kib = crate::export_outage::memory_kib(child.0.id(), "VmHWM")?;
     println!(
         "  libnccl.so.2 of {:.0} MB mapped before start: attached after {:.2} s; first report after {:.2} s; peak RSS {:.1} MiB (after 3 reports)",
         size as f64 / 1e6,
