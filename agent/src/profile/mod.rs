@@ -1,6 +1,5 @@
 //! `inferscope profile`: sampled stacks of GPU processes and inference
-//! servers, named with blazesym (ELF symbols, DWARF where present, the
-//! kernel's symbols; files of processes in containers through their
+//! servers, named with blazesym (ELF symbol tables, the kernel's symbols; files of processes in containers through their
 //! `/proc/PID/map_files`), written as folded stacks or a flame graph (inferno).
 //! CPython processes get their Python frames too ([`python`]).
 
