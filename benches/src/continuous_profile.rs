@@ -32,6 +32,8 @@ const ROUNDS: usize = 2;
 const WARM_UP: Duration = Duration::from_secs(20);
 /// Four periods.
 const WINDOW: Duration = Duration::from_secs(60);
+/// `run --profile`'s default period, named so that pushes per period can be told.
+const PERIOD: Duration = Duration::from_secs(15);
 
 /// The agent's CPU share over a window and its peak RSS.
 struct Cost {
@@ -68,7 +70,7 @@ pub fn run(fixtures: &Path, agent: &Path) -> Result<()> {
     streams.into_iter().for_each(|s| drop(s.join()));
     let mean = |costs: &[Cost]| costs.iter().map(|c| c.cpu_percent).sum::<f64>() / costs.len() as f64;
     let peak = |costs: &[Cost]| costs.iter().map(|c| c.peak_mib).fold(0.0, f64::max);
-    let periods = (ROUNDS as f64) * (WARM_UP + WINDOW).as_secs_f64() / 15.0;
+    let periods = (ROUNDS as f64) * (WARM_UP + WINDOW).as_secs_f64() / PERIOD.as_secs_f64();
     println!(
         "Continuous profiling's cost to the agent (run --profile: 49 Hz, 1 in 64 launch stacks, 15 s periods pushed to a \
          Pyroscope stand-in), under a launch loop and {STREAMS} streams, {ROUNDS} alternating rounds of {} s after {} s:",
@@ -110,6 +112,8 @@ fn measure(agent: &Path, port: u16, pyroscope: Option<u16>) -> Result<Cost> {
     if let Some(receiver) = pyroscope {
         command.args([
             "--profile",
+            "--profile-every",
+            &format!("{}s", PERIOD.as_secs()),
             "--pyroscope-url",
             &format!("http://127.0.0.1:{receiver}"),
         ]);

@@ -1,6 +1,7 @@
 //! `inferscope profile`: sampled stacks of GPU processes and inference
-//! servers, named with blazesym (ELF symbol tables, the kernel's symbols; files of processes in containers through their
-//! `/proc/PID/map_files`), written as folded stacks or a flame graph (inferno).
+//! servers, named with blazesym (ELF symbol tables, the kernel's symbols;
+//! files of processes in containers through their `/proc/PID/map_files`),
+//! written as folded stacks or a flame graph (inferno).
 //! CPython processes get their Python frames too ([`python`]).
 
 pub mod continuous;
