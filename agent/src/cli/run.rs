@@ -9,7 +9,8 @@ use super::parse_duration;
 use crate::{
     pipeline::{Started, WatchConfig, WatchOptions, watch},
     profile::{
-        Continuous, DEFAULT_GPU_CALL_STACK_EVERY, Profiler,
+        Continuous, DEFAULT_GPU_CALL_STACK_EVERY, Destination, Profiler,
+        otlp::OtlpProfiles,
         pyroscope::{Pyroscope, PyroscopeConfig},
     },
     sinks::{ExportHealth, Format, OtlpConfig, OtlpProtocol, Sink, Telemetry, TelemetryConfig},
@@ -47,8 +48,9 @@ pub struct RunArgs {
 #[derive(clap::Args)]
 struct ProfilingArgs {
     /// Also profile what is watched, continuously: CPU stacks, and where GPU
-    /// work is launched and waited for, shipped every --profile-every
-    /// (to --pyroscope-url).
+    /// work is launched and waited for, shipped every --profile-every to
+    /// --pyroscope-url and, as OTLP profiles, to the OTLP endpoint (unless
+    /// OTEL_PROFILES_EXPORTER=none).
     #[arg(long)]
     profile: bool,
     /// The length of a profile period.
@@ -116,10 +118,15 @@ pub struct WatchArgs {
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let profiling = &args.profiling;
+    let otlp = OtlpConfig::from_env(args.otlp_endpoint.clone(), args.otlp_protocol);
+    let otlp_profiles = otlp.clone().filter(|_| {
+        !std::env::var("OTEL_PROFILES_EXPORTER").is_ok_and(|v| v.trim().eq_ignore_ascii_case("none"))
+    });
     let profiler = if profiling.profile {
         anyhow::ensure!(
-            profiling.pyroscope_url.is_some(),
-            "--profile ships its profiles: name where with --pyroscope-url"
+            profiling.pyroscope_url.is_some() || otlp_profiles.is_some(),
+            "--profile ships its profiles: name where with --pyroscope-url or an OTLP endpoint \
+             (--otlp-endpoint, OTEL_EXPORTER_OTLP_ENDPOINT)"
         );
         crate::probes::host::require_privileges()?;
         let profiler = Profiler::start(profiling.profile_frequency, args.watch.pids())
@@ -145,10 +152,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             let mut sinks: Vec<Box<dyn Sink>> = args.output.sink(std::io::stdout()).into_iter().collect();
             // Every exporter counts what it drops here; the metrics report it.
             let health = ExportHealth::default();
-            let otlp = OtlpConfig::from_env(args.otlp_endpoint.clone(), args.otlp_protocol);
             if otlp.is_some() || args.prometheus_listen.is_some() {
                 let telemetry = Telemetry::start(TelemetryConfig {
-                    otlp,
+                    otlp: otlp.clone(),
                     trace_ratio: args.trace_ratio,
                     prometheus_listen: args.prometheus_listen,
                     node_name: node_name.clone(),
@@ -157,19 +163,31 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                 .context("starting metrics export")?;
                 sinks.push(Box::new(telemetry));
             }
-            if let (Some(profiler), Some(url)) = (profiler, &profiling.pyroscope_url) {
-                let pyroscope = Pyroscope::start(PyroscopeConfig::from_env(url.clone(), node_name), health)
-                    .context("starting the Pyroscope sender")?;
+            if let Some(profiler) = profiler {
+                let mut destinations: Vec<Box<dyn Destination>> = Vec::new();
+                if let Some(url) = &profiling.pyroscope_url {
+                    let config = PyroscopeConfig::from_env(url.clone(), node_name.clone());
+                    let pyroscope =
+                        Pyroscope::start(config, health.clone()).context("starting the Pyroscope sender")?;
+                    destinations.push(Box::new(pyroscope));
+                }
+                if let Some(otlp) = &otlp_profiles {
+                    let sender = OtlpProfiles::start(otlp, node_name.as_deref(), health)
+                        .context("starting the OTLP profiles sender")?;
+                    destinations.push(Box::new(sender));
+                }
+                let to: Vec<String> = destinations.iter().map(|d| d.describe()).collect();
                 log::info!(
-                    "profiling at {} Hz, 1 in {} GPU launches and synchronisations, every {}, to Pyroscope at {url}",
+                    "profiling at {} Hz, 1 in {} GPU launches and synchronisations, every {}, to {}",
                     profiling.profile_frequency,
                     profiling.gpu_call_stacks,
-                    humantime::format_duration(profiling.profile_every)
+                    humantime::format_duration(profiling.profile_every),
+                    to.join(" and ")
                 );
                 sinks.push(Box::new(Continuous::new(
                     profiler,
                     profiling.profile_every,
-                    vec![Box::new(pyroscope)],
+                    destinations,
                 )));
             }
             Ok(sinks)

@@ -129,7 +129,7 @@ impl ProcessIdentity {
 }
 
 /// The value of an OpenTelemetry attribute.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum AttributeValue {
     Int(i64),
     Text(String),

@@ -30,6 +30,15 @@ impl Period<'_> {
             .iter()
             .filter(|p| p.kind == ProfileKind::Cpu || !p.stacks.is_empty())
     }
+
+    /// Who made `pid`'s samples; for a process the profiler did not follow,
+    /// what its pid alone tells.
+    pub fn workload(&self, pid: u32) -> Workload {
+        self.workloads
+            .get(&pid)
+            .cloned()
+            .unwrap_or_else(|| Workload::of_pid(pid))
+    }
 }
 
 /// Where a continuous profile's periods go.

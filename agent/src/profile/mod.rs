@@ -5,9 +5,11 @@
 //! CPython processes get their Python frames too ([`python`]).
 
 pub mod continuous;
+pub mod otlp;
 pub mod pprof;
 pub mod pyroscope;
 pub mod python;
+mod ship;
 pub mod workload;
 
 use std::{
@@ -103,6 +105,28 @@ impl ProfileKind {
             Self::Cpu => "CPU time of GPU processes and servers",
             Self::GpuLaunches => "Where GPU kernels and graphs are launched from",
             Self::GpuSyncWait => "Where GPU processes wait for the GPU",
+        }
+    }
+
+    /// What each sample's value is, as (type, unit): a CPU sample counts
+    /// one interruption of the sampling clock, as the OpenTelemetry eBPF
+    /// profiler and Pyroscope count them.
+    pub fn sample_type(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Cpu => ("samples", "count"),
+            Self::GpuLaunches => ("gpu_launches", "count"),
+            Self::GpuSyncWait => ("gpu_sync_wait", "nanoseconds"),
+        }
+    }
+
+    /// What lies between two samples, as (type, unit), and how much of it at
+    /// `rate` (CPU: samples per second; GPU calls: 1 call in `rate` recorded).
+    pub fn period(self, rate: u64) -> ((&'static str, &'static str), i64) {
+        let rate = i64::try_from(rate.max(1)).unwrap_or(i64::MAX);
+        match self {
+            Self::Cpu => (("cpu", "nanoseconds"), 1_000_000_000 / rate),
+            Self::GpuLaunches => (("gpu_launches", "count"), rate),
+            Self::GpuSyncWait => (("gpu_sync_calls", "count"), rate),
         }
     }
 }

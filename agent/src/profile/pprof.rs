@@ -95,33 +95,23 @@ pub fn profile(profile: &StackProfile, start: SystemTime, duration: Duration) ->
         r#type: intern(r#type),
         unit: intern(unit),
     };
-    let rate = i64::try_from(profile.rate.max(1)).unwrap_or(i64::MAX);
-    // CPU: each sample stands for a period of CPU time; GPU calls: the
+    let ((period_kind, period_unit), period) = profile.kind.period(profile.rate);
+    let period_type = value_type(period_kind, period_unit);
+    let (kind, unit) = profile.kind.sample_type();
+    let mut sample_type = vec![value_type(kind, unit)];
+    // CPU: each sample also stands for a period of CPU time; GPU calls: the
     // counts are scaled already, one sample per `rate` calls.
-    let (sample_type, period_type, period, values): (_, _, _, fn(i64, i64) -> Vec<i64>) = match profile.kind {
-        ProfileKind::Cpu => (
-            vec![value_type("samples", "count"), value_type("cpu", "nanoseconds")],
-            value_type("cpu", "nanoseconds"),
-            1_000_000_000 / rate,
-            |count, period| vec![count, count.saturating_mul(period)],
-        ),
-        ProfileKind::GpuLaunches => (
-            vec![value_type("gpu_launches", "count")],
-            value_type("gpu_launches", "count"),
-            rate,
-            |count, _| vec![count],
-        ),
-        ProfileKind::GpuSyncWait => (
-            vec![value_type("gpu_sync_wait", "nanoseconds")],
-            value_type("gpu_sync_calls", "count"),
-            rate,
-            |count, _| vec![count],
-        ),
+    if profile.kind == ProfileKind::Cpu {
+        sample_type.push(value_type(period_kind, period_unit));
+    }
+    let values = |count: i64| match profile.kind {
+        ProfileKind::Cpu => vec![count, count.saturating_mul(period)],
+        _ => vec![count],
     };
     let comment = match profile.kind {
         ProfileKind::Cpu => Vec::new(),
         _ => vec![intern(&format!(
-            "1 in {rate} calls recorded its stack; values are scaled by {rate}"
+            "1 in {period} calls recorded its stack; values are scaled by {period}"
         ))],
     };
     // One function and one location per distinct frame name.
@@ -152,7 +142,7 @@ pub fn profile(profile: &StackProfile, start: SystemTime, duration: Duration) ->
         let count = i64::try_from(stack.count).unwrap_or(i64::MAX);
         sample.push(Sample {
             location_id: ids,
-            value: values(count, period),
+            value: values(count),
         });
     }
     Profile {

@@ -5,35 +5,21 @@
 //! process's identity as the metrics carry it (OpenTelemetry names with `_`
 //! for `.`, as Prometheus spells them).
 //!
-//! A period is encoded on the pipeline's thread and sent from a thread of
-//! its own, one at a time, with retries; while the server is down at most
-//! [`QUEUED_PERIODS`] wait, and a period that finds the queue full, or that
-//! fails every try, is counted as a dropped batch
-//! (`inferscope.export.dropped_batches{exporter="pyroscope"}`).
+//! Each period is encoded on the pipeline's thread and shipped as every
+//! profile store is ([`super::ship`]): counted under
+//! `inferscope.export.dropped_batches{exporter="pyroscope"}`.
 
-use std::{
-    collections::BTreeMap,
-    io,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-        mpsc::{Receiver, SyncSender, TrySendError, sync_channel},
-    },
-    thread::JoinHandle,
-    time::Duration,
-};
+use std::{collections::BTreeMap, io, time::Duration};
 
 use base64::Engine as _;
 use prost::Message as _;
 
-use super::{Destination, Period, ProfileKind, StackProfile, Workload, pprof};
+use super::{
+    Destination, Period, ProfileKind, StackProfile, Workload, pprof,
+    ship::{HttpPush, Shipper},
+};
 use crate::sinks::{Export, ExportHealth};
 
-/// Periods waiting to be sent while one is being sent: what memory holds when the server is down.
-pub const QUEUED_PERIODS: usize = 2;
-/// Tries per period, the first included, with [`BACKOFF`] doubling between them.
-const TRIES: u32 = 3;
-const BACKOFF: Duration = Duration::from_secs(1);
 /// The push path, after the server's base URL.
 const PUSH_PATH: &str = "/push.v1.PusherService/Push";
 
@@ -105,30 +91,33 @@ impl PyroscopeConfig {
 pub struct Pyroscope {
     url: String,
     node_name: Option<String>,
-    queue: Option<SyncSender<Vec<u8>>>,
-    sender: Option<JoinHandle<()>>,
-    /// Set at close: the last periods get one try each, not a backoff.
-    closing: Arc<AtomicBool>,
-    health: ExportHealth,
+    shipper: Shipper<Vec<u8>>,
 }
 
 impl Pyroscope {
     pub fn start(config: PyroscopeConfig, health: ExportHealth) -> io::Result<Self> {
-        health.register(Export::Pyroscope);
-        let (queue, queued) = sync_channel(QUEUED_PERIODS);
-        let closing = Arc::new(AtomicBool::new(false));
-        let client = Client::new(&config);
-        let sender = std::thread::Builder::new().name("pyroscope".into()).spawn({
-            let (closing, health) = (closing.clone(), health.clone());
-            move || send_all(&client, &queued, &closing, &health)
-        })?;
+        // A Connect unary call with a protobuf body.
+        let mut headers = vec![
+            ("Content-Type".to_string(), "application/proto".to_string()),
+            ("Connect-Protocol-Version".to_string(), "1".to_string()),
+        ];
+        if let Some(tenant) = &config.tenant {
+            headers.push(("X-Scope-OrgID".to_string(), tenant.clone()));
+        }
+        if let Some((user, password)) = &config.basic_auth {
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            headers.push(("Authorization".to_string(), format!("Basic {token}")));
+        }
+        let push = HttpPush::new(
+            format!("{}{PUSH_PATH}", config.url.trim_end_matches('/')),
+            headers,
+            config.timeout,
+            |_| Ok(()),
+        );
         Ok(Self {
+            shipper: Shipper::start("pyroscope", Export::Pyroscope, push, health)?,
             url: config.url,
             node_name: config.node_name,
-            queue: Some(queue),
-            sender: Some(sender),
-            closing,
-            health,
         })
     }
 
@@ -141,11 +130,7 @@ impl Pyroscope {
                 by_pid.entry(stack.pid).or_default().push(stack.clone());
             }
             for (pid, stacks) in by_pid {
-                let workload = period
-                    .workloads
-                    .get(&pid)
-                    .cloned()
-                    .unwrap_or_else(|| Workload::of_pid(pid));
+                let workload = period.workload(pid);
                 let own = StackProfile {
                     kind: profile.kind,
                     rate: profile.rate,
@@ -193,126 +178,15 @@ impl Destination for Pyroscope {
         if request.series.is_empty() {
             return Ok(());
         }
-        let queue = self.queue.as_ref().ok_or_else(|| io::Error::other("closed"))?;
-        match queue.try_send(request.encode_to_vec()) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => {
-                let full = format!("{QUEUED_PERIODS} periods already wait to be sent");
-                self.health.record(Export::Pyroscope, &Err(full));
-                Ok(())
-            }
-            Err(TrySendError::Disconnected(_)) => Err(io::Error::other("the sending thread ended")),
-        }
+        self.shipper.ship(request.encode_to_vec())
     }
 
-    /// Sends what waits, one try each, and ends the sending thread.
     fn close(&mut self) -> io::Result<()> {
-        self.closing.store(true, Ordering::Relaxed);
-        self.queue = None;
-        if let Some(sender) = self.sender.take() {
-            sender
-                .join()
-                .map_err(|_| io::Error::other("the Pyroscope sending thread panicked"))?;
-        }
-        Ok(())
+        self.shipper.close()
     }
 
     fn describe(&self) -> String {
         format!("Pyroscope at {}", self.url)
-    }
-}
-
-/// The HTTP side: one agent, the push URL, the headers every push carries.
-struct Client {
-    agent: ureq::Agent,
-    url: String,
-    headers: Vec<(&'static str, String)>,
-}
-
-impl Client {
-    fn new(config: &PyroscopeConfig) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(config.timeout))
-            .http_status_as_error(false)
-            .build()
-            .into();
-        // A Connect unary call with a protobuf body.
-        let mut headers = vec![
-            ("Content-Type", "application/proto".to_string()),
-            ("Connect-Protocol-Version", "1".to_string()),
-        ];
-        if let Some(tenant) = &config.tenant {
-            headers.push(("X-Scope-OrgID", tenant.clone()));
-        }
-        if let Some((user, password)) = &config.basic_auth {
-            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-            headers.push(("Authorization", format!("Basic {token}")));
-        }
-        Self {
-            agent,
-            url: format!("{}{PUSH_PATH}", config.url.trim_end_matches('/')),
-            headers,
-        }
-    }
-
-    fn push(&self, body: &[u8]) -> Result<(), PushError> {
-        let mut request = self.agent.post(&self.url);
-        for (name, value) in &self.headers {
-            request = request.header(*name, value);
-        }
-        let mut response = request.send(body).map_err(PushError::Transport)?;
-        let status = response.status().as_u16();
-        if response.status().is_success() {
-            return Ok(());
-        }
-        // The server's own error message, for the log; bounded.
-        let message = response
-            .body_mut()
-            .with_config()
-            .limit(4096)
-            .read_to_string()
-            .unwrap_or_default();
-        Err(PushError::Status {
-            status,
-            message: message.trim().chars().take(200).collect(),
-        })
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum PushError {
-    #[error("{0}")]
-    Transport(ureq::Error),
-    #[error("HTTP {status}: {message}")]
-    Status { status: u16, message: String },
-}
-
-impl PushError {
-    /// Worth another try: the server may answer later (down, overloaded, rate limiting).
-    fn transient(&self) -> bool {
-        match self {
-            PushError::Transport(_) => true,
-            PushError::Status { status, .. } => *status == 429 || *status >= 500,
-        }
-    }
-}
-
-/// Sends every period queued until the queue closes.
-fn send_all(client: &Client, queued: &Receiver<Vec<u8>>, closing: &AtomicBool, health: &ExportHealth) {
-    for body in queued {
-        let mut backoff = BACKOFF;
-        let mut tries = 1;
-        let result = loop {
-            match client.push(&body) {
-                Err(e) if e.transient() && tries < TRIES && !closing.load(Ordering::Relaxed) => {
-                    std::thread::sleep(backoff);
-                    backoff *= 2;
-                    tries += 1;
-                }
-                result => break result,
-            }
-        };
-        health.record(Export::Pyroscope, &result);
     }
 }
 
@@ -362,15 +236,5 @@ mod tests {
                 ("service_name", "inference/vllm"),
             ])
         );
-    }
-
-    #[test]
-    fn only_a_server_that_may_answer_later_is_tried_again() {
-        let status = |status| PushError::Status {
-            status,
-            message: String::new(),
-        };
-        assert!(status(503).transient() && status(429).transient());
-        assert!(!status(400).transient() && !status(401).transient());
     }
 }

@@ -6,7 +6,10 @@ mod otel;
 mod text;
 
 pub use json::{JsonLines, RequestLines};
-pub use otel::{Export, ExportHealth, OtlpConfig, OtlpProtocol, Telemetry, TelemetryConfig, TelemetryError};
+pub use otel::{
+    Export, ExportHealth, OtlpConfig, OtlpProtocol, OtlpSignal, Telemetry, TelemetryConfig, TelemetryError,
+    otlp_timeout, resource,
+};
 pub use text::Text;
 
 use std::io;

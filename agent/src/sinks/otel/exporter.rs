@@ -25,16 +25,24 @@ pub enum OtlpSignal {
     Metrics,
     Traces,
     Logs,
+    /// Continuous profiles (`run --profile`), which the SDK does not export: sent by the profiler.
+    Profiles,
 }
 
 impl OtlpSignal {
-    pub const ALL: [OtlpSignal; 3] = [OtlpSignal::Metrics, OtlpSignal::Traces, OtlpSignal::Logs];
+    pub const ALL: [OtlpSignal; 4] = [
+        OtlpSignal::Metrics,
+        OtlpSignal::Traces,
+        OtlpSignal::Logs,
+        OtlpSignal::Profiles,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             OtlpSignal::Metrics => "metrics",
             OtlpSignal::Traces => "traces",
             OtlpSignal::Logs => "logs",
+            OtlpSignal::Profiles => "profiles",
         }
     }
 }
@@ -48,10 +56,11 @@ pub enum Export {
 }
 
 impl Export {
-    pub const ALL: [Export; 4] = [
+    pub const ALL: [Export; 5] = [
         Export::Otlp(OtlpSignal::Metrics),
         Export::Otlp(OtlpSignal::Traces),
         Export::Otlp(OtlpSignal::Logs),
+        Export::Otlp(OtlpSignal::Profiles),
         Export::Pyroscope,
     ];
 

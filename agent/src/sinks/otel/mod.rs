@@ -39,11 +39,14 @@ use opentelemetry_sdk::{
 };
 use thiserror::Error;
 
-pub use self::exporter::{Export, ExportHealth};
 use self::{
-    exporter::{Counting, OtlpSignal},
+    exporter::Counting,
     instruments::RequestInstruments,
     traces::{GpuEventLogs, RequestSpans},
+};
+pub use self::{
+    exporter::{Export, ExportHealth, OtlpSignal},
+    http_client::timeout as otlp_timeout,
 };
 use super::Sink;
 use crate::model::{RequestRecord, Snapshot};
@@ -88,7 +91,7 @@ impl OtlpConfig {
         (named && !disabled).then_some(Self { endpoint, protocol })
     }
 
-    fn protocol(&self) -> OtlpProtocol {
+    pub fn protocol(&self) -> OtlpProtocol {
         // The specification's default.
         self.protocol.unwrap_or(OtlpProtocol::HttpProtobuf)
     }
@@ -304,7 +307,7 @@ impl Drop for Telemetry {
 
 /// The agent's resource: `service.name` (unless set by `OTEL_SERVICE_NAME`),
 /// `host.name`, `k8s.node.name`, and `OTEL_RESOURCE_ATTRIBUTES`.
-fn resource(node_name: Option<&str>) -> Resource {
+pub fn resource(node_name: Option<&str>) -> Resource {
     let mut builder = Resource::builder();
     if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
         builder = builder.with_service_name("inferscope");
