@@ -71,12 +71,25 @@ profiling = ["--profile", "--profile-every", "30s", "--profile-frequency", "49",
              "--pyroscope-url", "http://pyroscope.monitoring:4040"]
 if args[-len(profiling):] != profiling:
     failures.append(f"profiling.enabled renders the arguments {args}")
-try:
-    render({"profiling": {"enabled": True}})
-    failures.append("profiling.enabled without profiling.pyroscope.url renders")
-except Exception as e:
-    if "profiling.pyroscope.url is required" not in str(e):
-        failures.append(f"profiling.enabled without a URL fails otherwise: {e}")
+if "OTEL_PROFILES_EXPORTER" in names:
+    failures.append("profiling.otlp (the default) keeps profiles off OTLP")
+# Profiles over OTLP alone: no Pyroscope argument; profiling.otlp false keeps them off OTLP.
+otlp_only = {"otlp": {"endpoint": "http://otel-collector.monitoring:4317"}, "profiling": {"enabled": True}}
+container = next(d for d in render(otlp_only) if d["kind"] == "DaemonSet")["spec"]["template"]["spec"]["containers"][0]
+if "--profile" not in container["args"] or "--pyroscope-url" in container["args"]:
+    failures.append(f"profiling over OTLP alone renders the arguments {container['args']}")
+off = {"name": "OTEL_PROFILES_EXPORTER", "value": "none"}
+pyroscope_only = {"profiling": {"enabled": True, "otlp": False, "pyroscope": {"url": "http://pyroscope:4040"}}}
+container = next(d for d in render(pyroscope_only) if d["kind"] == "DaemonSet")["spec"]["template"]["spec"]["containers"][0]
+if off not in container["env"]:
+    failures.append(f"profiling.otlp false leaves profiles on OTLP: {container['env']}")
+for nowhere in [{"profiling": {"enabled": True}}, {**otlp_only, "profiling": {"enabled": True, "otlp": False}}]:
+    try:
+        render(nowhere)
+        failures.append(f"profiling with nowhere to ship to renders: {nowhere}")
+    except Exception as e:
+        if "profiling.enabled needs somewhere to ship to" not in str(e):
+            failures.append(f"profiling with nowhere to ship to fails otherwise: {e}")
 out.mkdir(parents=True, exist_ok=True)
 (out / "everything.yaml").write_text(yaml.safe_dump_all(everything))
 

@@ -1,6 +1,8 @@
 //! Real telemetry receivers for the export tests, from the fixtures:
 //! VictoriaMetrics (OTLP/HTTP in, PromQL out), rotel (an OTLP collector with
-//! gRPC and HTTP receivers that logs what it got and forwards it), and promtool.
+//! gRPC and HTTP receivers that logs what it got and forwards it), promtool,
+//! and profile receivers (Pyroscope's push API, OTLP profiles) that decode
+//! with published definitions.
 
 use std::{
     fs,
@@ -284,57 +286,62 @@ pub fn scrape(addr: &str) -> String {
         .unwrap_or_else(|e| panic!("scraping {addr}: {e}"))
 }
 
-/// A Grafana Pyroscope push endpoint (`tests/receivers/pyroscope.py`) that
-/// decodes every series it gets with pprof's and Pyroscope's published
-/// definitions, not the agent's types.
-pub struct PyroscopeReceiver {
+/// A receiver of `tests/receivers/`: a script that decodes what it gets with
+/// the published definitions of its protocol, not the agent's types, says
+/// `listening PORT...`, then prints one JSON object per thing received.
+struct DecodingReceiver {
     child: Child,
-    pub port: u16,
-    series: std::sync::mpsc::Receiver<String>,
+    ports: Vec<u16>,
+    received: std::sync::mpsc::Receiver<String>,
+    what: &'static str,
 }
 
-impl PyroscopeReceiver {
-    /// Answers its first `fail_first` pushes 503, as a server that is down.
-    pub fn start(fail_first: u32) -> Self {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("receivers/pyroscope.py");
+impl DecodingReceiver {
+    /// `script` decoding with the definitions in fixture `protos`; it
+    /// refuses its first `fail_first` requests, as a store that is down.
+    fn start(script: &str, protos: &str, fail_first: u32, what: &'static str) -> Self {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("receivers")
+            .join(script);
         let mut child = Command::new(crate::venv_python())
             .arg(script)
-            .arg(fixture(
-                "pprof/usr/share/gocode/src/github.com/google/pprof/proto",
-            ))
+            .arg(fixture(protos))
             .args(["--fail-first", &fail_first.to_string()])
             .stdout(Stdio::piped())
             .spawn()
-            .expect("starting the Pyroscope receiver");
-        let series = crate::line_reader(child.stdout.take().unwrap());
-        let first = crate::next_line(&series, Instant::now() + STEP, "the Pyroscope receiver to listen");
-        let port = first
+            .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+        let received = crate::line_reader(child.stdout.take().unwrap());
+        let first = crate::next_line(&received, Instant::now() + STEP, &format!("{what} to listen"));
+        let ports = first
             .strip_prefix("listening ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("the Pyroscope receiver said {first:?}"));
-        Self { child, port, series }
+            .and_then(|ports| ports.split(' ').map(|p| p.parse().ok()).collect())
+            .unwrap_or_else(|| panic!("{what} said {first:?}"));
+        Self {
+            child,
+            ports,
+            received,
+            what,
+        }
     }
 
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Series received (decoded, one JSON object each) until `enough` holds
-    /// of all received so far; fails after [`STEP`] with what came.
-    pub fn series_until(&self, what: &str, mut enough: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
+    /// What was received until `enough` holds of all of it; fails after
+    /// [`STEP`] listing what came, each as `summary` tells it.
+    fn until(
+        &self,
+        waiting_for: &str,
+        mut enough: impl FnMut(&[Value]) -> bool,
+        summary: impl Fn(&Value) -> String,
+    ) -> Vec<Value> {
         let deadline = Instant::now() + STEP;
         let mut received = Vec::new();
         while !enough(&received) {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.series.recv_timeout(left) {
+            match self.received.recv_timeout(left) {
                 Ok(line) => received.push(serde_json::from_str(&line).unwrap()),
                 Err(_) => panic!(
-                    "timed out waiting for {what}; received:\n{}",
-                    received
-                        .iter()
-                        .map(|s| s["labels"].to_string())
-                        .collect::<Vec<_>>()
-                        .join("\n")
+                    "timed out waiting for {waiting_for} from {}; received:\n{}",
+                    self.what,
+                    received.iter().map(&summary).collect::<Vec<_>>().join("\n")
                 ),
             }
         }
@@ -342,8 +349,73 @@ impl PyroscopeReceiver {
     }
 }
 
-impl Drop for PyroscopeReceiver {
+impl Drop for DecodingReceiver {
     fn drop(&mut self) {
         kill(&mut self.child);
+    }
+}
+
+/// A Grafana Pyroscope push endpoint (`tests/receivers/pyroscope.py`),
+/// decoding with pprof's `profile.proto` and Pyroscope's push messages.
+pub struct PyroscopeReceiver(DecodingReceiver);
+
+impl PyroscopeReceiver {
+    /// Answers its first `fail_first` pushes 503, as a server that is down.
+    pub fn start(fail_first: u32) -> Self {
+        Self(DecodingReceiver::start(
+            "pyroscope.py",
+            "pprof/usr/share/gocode/src/github.com/google/pprof/proto",
+            fail_first,
+            "the Pyroscope receiver",
+        ))
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.0.ports[0])
+    }
+
+    /// Series received (decoded, one JSON object each) until `enough` holds
+    /// of all received so far.
+    pub fn series_until(&self, what: &str, enough: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
+        self.0.until(what, enough, |s| s["labels"].to_string())
+    }
+}
+
+/// An OTLP profiles receiver over gRPC and HTTP (`tests/receivers/otlp_profiles.py`),
+/// decoding with the OpenTelemetry profiles protocol's published definitions.
+pub struct OtlpProfilesReceiver(DecodingReceiver);
+
+impl OtlpProfilesReceiver {
+    /// Refuses its first `fail_first` requests, as a collector that is down.
+    pub fn start(fail_first: u32) -> Self {
+        Self(DecodingReceiver::start(
+            "otlp_profiles.py",
+            "otlp-proto",
+            fail_first,
+            "the OTLP profiles receiver",
+        ))
+    }
+
+    /// The base endpoint of its HTTP receiver (`/v1development/profiles` follows).
+    pub fn http_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.0.ports[0])
+    }
+
+    pub fn grpc_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.0.ports[1])
+    }
+
+    /// Profiles received (decoded, one JSON object each) until `enough`
+    /// holds of all received so far.
+    pub fn profiles_until(&self, what: &str, enough: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
+        self.0.until(what, enough, |p| {
+            let pids: std::collections::BTreeSet<String> = p["samples"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| s["attributes"]["process.pid"].to_string())
+                .collect();
+            format!("{} of {pids:?} over {}", p["sample_type"], p["transport"])
+        })
     }
 }

@@ -83,6 +83,7 @@ fn run_profile_without_a_place_to_ship_to_fails_at_once_saying_so() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("--pyroscope-url"), "{stderr}");
+    assert!(stderr.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "one sentence, got: {stderr}");
 }
 

@@ -7,7 +7,7 @@ use inferscope::profile::pprof;
 use inferscope_tests::{
     Agent, ReadyChild, cpu_burner,
     kube::{CONTAINER, ContainerCgroup, FakeCluster, NODE},
-    receivers::{PyroscopeReceiver, free_port, sample, scrape, wait_until},
+    receivers::{OtlpProfilesReceiver, PyroscopeReceiver, free_port, sample, scrape, wait_until},
 };
 use serde_json::Value;
 
@@ -445,16 +445,19 @@ fn stacks_of(series: &Value) -> Vec<(String, i64)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| {
-            let frames: Vec<&str> = s["frames"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|f| f.as_str().unwrap())
-                .collect();
-            (frames.join(";"), s["values"][0].as_i64().unwrap())
-        })
+        .map(|s| (joined_frames(s), s["values"][0].as_i64().unwrap()))
         .collect()
+}
+
+/// A decoded stack's frames joined by `;`, root first.
+fn joined_frames(stack: &Value) -> String {
+    let frames: Vec<&str> = stack["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    frames.join(";")
 }
 
 /// Whether a stack of `series` contains `path` (frames joined by `;`).
@@ -464,45 +467,92 @@ fn has_path(series: &Value, path: &str) -> bool {
         .any(|(stack, n)| *n > 0 && stack.contains(path))
 }
 
+/// A native launcher in a pod's container and a Python one on the host, and
+/// the cluster that names the pod: the workloads continuous profiling is
+/// tested on.
+struct TwoWorkloads {
+    native: ReadyChild,
+    python: ReadyChild,
+    _cgroup: ContainerCgroup,
+    cluster: FakeCluster,
+}
+
+impl TwoWorkloads {
+    fn start() -> Self {
+        let stub = inferscope_tests::stub_library("libcudart.so.12");
+        let mut command = Command::new(inferscope_tests::test_bin("gpu_launcher"));
+        command.arg(&stub);
+        let native = ReadyChild::start(command);
+        let cgroup = ContainerCgroup::enter(native.pid());
+        let mut command = Command::new(inferscope_tests::venv_python());
+        command
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("python/gpu_launcher.py"))
+            .arg(&stub);
+        let python = ReadyChild::start(command);
+        Self {
+            native,
+            python,
+            _cgroup: cgroup,
+            cluster: FakeCluster::start(),
+        }
+    }
+
+    /// `run --profile` of both, a period a second, 1 in 4 GPU calls' stacks, then `extra`.
+    fn run_args(&self, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "--output",
+            "none",
+            "--profile",
+            "--profile-every",
+            "1s",
+            "--gpu-call-stacks",
+            "4",
+        ]
+        .map(String::from)
+        .to_vec();
+        for pid in [self.native.pid(), self.python.pid()] {
+            args.extend(["--pid".to_string(), pid.to_string()]);
+        }
+        args.extend(self.cluster.agent_args());
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    }
+
+    /// Whether `found(pid, kind, path, in_pod)` holds of each stack both must
+    /// have shipped: their launches, waits and CPU time (the store's name for
+    /// it: `cpu`), with the frames that made them, the native one's in its pod.
+    fn all_shipped(&self, cpu: &str, found: impl Fn(u32, &str, &str, bool) -> bool) -> bool {
+        let (native, python) = (self.native.pid(), self.python.pid());
+        found(native, "gpu_launches", NATIVE_LAUNCH, true)
+            && found(
+                native,
+                "gpu_sync_wait",
+                "main;prefill;cudaDeviceSynchronize",
+                true,
+            )
+            && found(native, cpu, "main", true)
+            && found(python, "gpu_launches", PYTHON_LAUNCH, false)
+            && found(python, "gpu_sync_wait", "prefill (gpu_launcher.py:31)", false)
+            && found(python, cpu, "(gpu_launcher.py:", false)
+    }
+}
+
+/// The native launcher's launch path, and the Python one's (its frames).
+const NATIVE_LAUNCH: &str = "main;prefill;launch;cudaLaunchKernel";
+const PYTHON_LAUNCH: &str = "prefill (gpu_launcher.py:31);launch (gpu_launcher.py:26)";
+
 #[test]
 fn run_ships_profiles_to_pyroscope_labelled_as_the_metrics_name_each_workload() {
     // The receiver refuses the first push (a server still starting): the
     // agent tries it again, and nothing counts as dropped.
     let receiver = PyroscopeReceiver::start(1);
-    let stub = inferscope_tests::stub_library("libcudart.so.12");
-    // The native launcher in a pod's container, the Python one on the host.
-    let mut command = Command::new(inferscope_tests::test_bin("gpu_launcher"));
-    command.arg(&stub);
-    let native = ReadyChild::start(command);
-    let _cgroup = ContainerCgroup::enter(native.pid());
-    let mut command = Command::new(inferscope_tests::venv_python());
-    command
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("python/gpu_launcher.py"))
-        .arg(&stub);
-    let python = ReadyChild::start(command);
-    let cluster = FakeCluster::start();
+    let workloads = TwoWorkloads::start();
+    let (native, python) = (&workloads.native, &workloads.python);
     let url = receiver.url();
     let metrics = format!("127.0.0.1:{}", free_port());
-    let (native_pid, python_pid) = (native.pid().to_string(), python.pid().to_string());
-    let mut args = vec![
-        "--output",
-        "none",
-        "--profile",
-        "--profile-every",
-        "1s",
-        "--gpu-call-stacks",
-        "4",
-        "--pyroscope-url",
-        &url,
-        "--prometheus-listen",
-        &metrics,
-        "--pid",
-        &native_pid,
-        "--pid",
-        &python_pid,
-    ];
-    let kube_args = cluster.agent_args();
-    args.extend(kube_args.iter().map(String::as_str));
+    let args = workloads.run_args(&["--pyroscope-url", &url, "--prometheus-listen", &metrics]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let native_pid = native.pid().to_string();
     let credentials = [
         ("PYROSCOPE_TENANT_ID", Path::new("team-a")),
         ("PYROSCOPE_BASIC_AUTH_USER", Path::new("123456")),
@@ -513,25 +563,12 @@ fn run_ships_profiles_to_pyroscope_labelled_as_the_metrics_name_each_workload() 
     // Until each process's launches and waits arrived with the frames that
     // made them, the native one's under its pod.
     let in_pod = |s: &Value| s["labels"]["k8s_pod_name"] == "vllm-0";
-    let native_launch = "main;prefill;launch;cudaLaunchKernel";
-    let python_launch = "prefill (gpu_launcher.py:31);launch (gpu_launcher.py:26)";
     let series = receiver.series_until("launch and wait stacks of both workloads", |received| {
-        let found = |pid, kind: &str, path: &str, pod: bool| {
+        workloads.all_shipped("process_cpu", |pid, kind, path, pod| {
             received
                 .iter()
                 .any(|s| is_series(s, pid, kind) && has_path(s, path) && (!pod || in_pod(s)))
-        };
-        found(native_id, "gpu_launches", native_launch, true)
-            && found(
-                native_id,
-                "gpu_sync_wait",
-                "main;prefill;cudaDeviceSynchronize",
-                true,
-            )
-            && found(native_id, "process_cpu", "main", true)
-            && found(python_id, "gpu_launches", python_launch, false)
-            && found(python_id, "gpu_sync_wait", "prefill (gpu_launcher.py:31)", false)
-            && found(python_id, "process_cpu", "(gpu_launcher.py:", false)
+        })
     });
     // The first push was refused, so what arrived came from later ones.
     assert!(series.iter().all(|s| s["push"].as_u64() > Some(1)));
@@ -607,6 +644,154 @@ fn run_ships_profiles_to_pyroscope_labelled_as_the_metrics_name_each_workload() 
         launches.iter().all(|(s, _)| s.ends_with("cudaLaunchKernel")),
         "{launches:?}"
     );
+}
+
+/// An OTLP profile as the receiver decoded it: is it `sample_type` and does a
+/// sample of `pid` (in the pod, when `in_pod`) contain `path`?
+fn otlp_has(profile: &Value, pid: u32, sample_type: &str, path: &str, in_pod: bool) -> bool {
+    profile["sample_type"][0] == sample_type
+        && profile["samples"].as_array().unwrap().iter().any(|s| {
+            let attributes = &s["attributes"];
+            attributes["process.pid"].as_i64() == Some(i64::from(pid))
+                && (!in_pod || attributes["k8s.pod.name"] == "vllm-0")
+                && s["values"][0].as_i64() > Some(0)
+                && joined_frames(s).contains(path)
+        })
+}
+
+/// The attributes of the last sample of `pid` in a `sample_type` profile.
+fn otlp_attributes<'a>(profiles: &'a [Value], pid: u32, sample_type: &str) -> &'a Value {
+    profiles
+        .iter()
+        .rev()
+        .filter(|p| p["sample_type"][0] == sample_type)
+        .flat_map(|p| p["samples"].as_array().unwrap().iter().rev())
+        .map(|s| &s["attributes"])
+        .find(|a| a["process.pid"].as_i64() == Some(i64::from(pid)))
+        .unwrap_or_else(|| panic!("no {sample_type} sample of {pid}"))
+}
+
+#[test]
+fn run_ships_otlp_profiles_over_grpc_with_the_metrics_resource_and_each_samples_workload() {
+    // The collector refuses the first request (still starting): it is sent again.
+    let receiver = OtlpProfilesReceiver::start(1);
+    let workloads = TwoWorkloads::start();
+    let (native, python) = (workloads.native.pid(), workloads.python.pid());
+    let endpoint = receiver.grpc_endpoint();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let args = workloads.run_args(&[
+        "--otlp-endpoint",
+        &endpoint,
+        "--otlp-protocol",
+        "grpc",
+        "--prometheus-listen",
+        &metrics,
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let headers = [(
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        Path::new("authorization=Bearer%20s3cret"),
+    )];
+    let agent = Agent::start_command("run", &headers, &args);
+    let profiles = receiver.profiles_until("launch and wait stacks of both workloads", |received| {
+        workloads.all_shipped("samples", |pid, kind, path, pod| {
+            received.iter().any(|p| otlp_has(p, pid, kind, path, pod))
+        })
+    });
+    let exposition = scrape(&metrics);
+    agent.interrupt();
+    assert_eq!(
+        sample(
+            &exposition,
+            "inferscope_export_dropped_batches_total",
+            &["exporter=\"otlp\"", "signal=\"profiles\""]
+        ),
+        Some(0.0),
+        "the refused request was not sent again:\n{exposition}"
+    );
+    for profile in &profiles {
+        assert_eq!(profile["violations"], serde_json::json!([]), "{profile}");
+        // The first request was refused, so what arrived came from later ones.
+        assert!(profile["request"].as_u64() > Some(1), "{profile}");
+        assert_eq!(profile["transport"], "grpc");
+        assert_eq!(profile["authorization"], "Bearer s3cret");
+        // The agent's resource, as its metrics carry it.
+        let resource = &profile["resource"];
+        assert_eq!(resource["service.name"], "inferscope", "{resource}");
+        assert_eq!(resource["k8s.node.name"], NODE, "{resource}");
+        assert!(resource["host.name"].is_string(), "{resource}");
+        assert_eq!(profile["scope"], "inferscope");
+    }
+    // Each sample names its workload as the metrics name it.
+    let attributes = otlp_attributes(&profiles, native, "gpu_launches");
+    let expected = [
+        ("k8s.namespace.name", "inference"),
+        ("k8s.pod.name", "vllm-0"),
+        ("k8s.container.name", "engine"),
+        ("k8s.statefulset.name", "vllm"),
+        ("container.id", CONTAINER),
+        ("process.executable.name", "gpu_launcher"),
+    ];
+    for (name, value) in expected {
+        assert_eq!(attributes[name], value, "{name} in {attributes}");
+    }
+    assert_eq!(attributes["process.pid"].as_i64(), Some(i64::from(native)));
+    let attributes = otlp_attributes(&profiles, python, "samples");
+    assert!(
+        attributes["process.executable.name"]
+            .as_str()
+            .unwrap()
+            .starts_with("python3"),
+        "{attributes}"
+    );
+    assert!(attributes.get("k8s.pod.name").is_none(), "{attributes}");
+    // Each kind says what its values are.
+    let types = |sample_type: &str| {
+        let p = profiles
+            .iter()
+            .find(|p| p["sample_type"][0] == sample_type)
+            .unwrap();
+        (p["sample_type"].clone(), p["period_type"].clone())
+    };
+    let pair = |a: &str, b: &str| serde_json::json!([a, b]);
+    assert_eq!(
+        types("samples"),
+        (pair("samples", "count"), pair("cpu", "nanoseconds"))
+    );
+    assert_eq!(types("gpu_launches").0, pair("gpu_launches", "count"));
+    assert_eq!(types("gpu_sync_wait").0, pair("gpu_sync_wait", "nanoseconds"));
+}
+
+#[test]
+fn run_ships_otlp_profiles_over_http_where_the_environment_names_the_collector() {
+    let receiver = OtlpProfilesReceiver::start(0);
+    let burner = cpu_burner();
+    let pid = burner.pid().to_string();
+    let endpoint = receiver.http_endpoint();
+    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", Path::new(&endpoint))];
+    let agent = Agent::start_command(
+        "run",
+        &env,
+        &[
+            "--output",
+            "none",
+            "--profile",
+            "--profile-every",
+            "500ms",
+            "--pid",
+            &pid,
+        ],
+    );
+    let profiles = receiver.profiles_until("the burner's CPU stacks", |received| {
+        received
+            .iter()
+            .any(|p| otlp_has(p, burner.pid(), "samples", "main;hot_path;spin", false))
+    });
+    agent.interrupt();
+    let profile = profiles.last().unwrap();
+    assert_eq!(profile["transport"], "http");
+    assert_eq!(profile["violations"], serde_json::json!([]), "{profile}");
+    assert_eq!(profile["resource"]["service.name"], "inferscope");
 }
 
 #[test]

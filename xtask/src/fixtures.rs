@@ -49,6 +49,15 @@ const VICTORIA_METRICS_DEB: (&str, &str) = (
 const PROMETHEUS_PACKAGE: &str = "prometheus";
 /// pprof's sources, for its published `profile.proto` (the profile receivers' decoder).
 const PPROF_PACKAGE: &str = "golang-github-google-pprof-dev";
+/// The OpenTelemetry profiles protocol's published definitions, as the
+/// opentelemetry-proto crate the agent builds with vendors them from the
+/// opentelemetry-proto repository (the OTLP profiles receiver's decoder).
+const OTLP_PROFILES_PROTOS: [&str; 4] = [
+    "opentelemetry/proto/common/v1/common.proto",
+    "opentelemetry/proto/resource/v1/resource.proto",
+    "opentelemetry/proto/profiles/v1development/profiles.proto",
+    "opentelemetry/proto/collector/profiles/v1development/profiles_service.proto",
+];
 
 /// Returns the fixtures folder, fetching what is missing, and writes the paths
 /// of the (machine-wide cached) llama-server and model into it.
@@ -101,6 +110,8 @@ pub fn fetch(root: &Path) -> Result<PathBuf> {
     anyhow::ensure!(rotel.status.success(), "rotel is not importable from the venv");
     std::fs::write(dir.join("rotel.path"), String::from_utf8(rotel.stdout)?.trim())?;
     fetch_receivers(&dir)?;
+    copy_otlp_profiles_protos(root, &dir.join("otlp-proto"))
+        .context("copying the OTLP profiles definitions")?;
     fetch_npm(root, &dir)?;
     let (server, model) = crate::llama::fetch(&python)?;
     std::fs::write(
@@ -144,6 +155,39 @@ fn fetch_receivers(dir: &Path) -> Result<()> {
             "{} missing after unpacking {PPROF_PACKAGE}",
             profile_proto.display()
         );
+    }
+    Ok(())
+}
+
+/// [`OTLP_PROFILES_PROTOS`] from the locked opentelemetry-proto crate's
+/// sources into `into`, at the same paths (their imports name them so).
+fn copy_otlp_profiles_protos(root: &Path, into: &Path) -> Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let metadata = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--locked"])
+        .current_dir(root)
+        .output()?;
+    anyhow::ensure!(
+        metadata.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&metadata.stderr)
+    );
+    let metadata: serde_json::Value = serde_json::from_slice(&metadata.stdout)?;
+    let manifest = metadata["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == "opentelemetry-proto")
+        .and_then(|p| p["manifest_path"].as_str())
+        .context("opentelemetry-proto is not among the workspace's packages")?;
+    let protos = Path::new(manifest)
+        .parent()
+        .context("a manifest path without a folder")?
+        .join("src/proto/opentelemetry-proto");
+    for proto in OTLP_PROFILES_PROTOS {
+        let to = into.join(proto);
+        std::fs::create_dir_all(to.parent().context("a proto path without a folder")?)?;
+        std::fs::copy(protos.join(proto), &to).with_context(|| format!("copying {proto}"))?;
     }
     Ok(())
 }
