@@ -16,6 +16,7 @@ pub mod diagnose;
 pub mod discover;
 pub mod engines;
 pub mod join;
+pub mod mcp;
 pub mod model;
 pub mod pipeline;
 pub mod probes;

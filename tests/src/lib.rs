@@ -83,7 +83,7 @@ fn through(launcher: &[&str], program: &Path) -> Command {
 }
 
 /// Lines of a child's stdout, read on a thread so that waits can time out.
-pub(crate) fn line_reader(stream: impl std::io::Read + Send + 'static) -> Receiver<String> {
+pub fn line_reader(stream: impl std::io::Read + Send + 'static) -> Receiver<String> {
     let (tx, rx) = channel();
     thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
@@ -95,7 +95,7 @@ pub(crate) fn line_reader(stream: impl std::io::Read + Send + 'static) -> Receiv
     rx
 }
 
-pub(crate) fn next_line(rx: &Receiver<String>, deadline: Instant, what: &str) -> String {
+pub fn next_line(rx: &Receiver<String>, deadline: Instant, what: &str) -> String {
     match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         Ok(line) => line,
         Err(RecvTimeoutError::Timeout) => panic!("timed out waiting for {what}"),

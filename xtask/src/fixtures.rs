@@ -26,8 +26,9 @@ const NCCL_WHEEL: &str = "nvidia-nccl-cu12==2.27.3";
 /// stream through (tests/clients); CycloneDX's own library, whose schema
 /// validator checks the release's bill of materials; protoc and protobuf
 /// (grpcio-tools), with which the profile receivers decode what they get from
-/// the published definitions (tests/receivers).
-const SERVER_PACKAGES: [&str; 10] = [
+/// the published definitions (tests/receivers); the official MCP SDK, the
+/// assistant's side of `inferscope mcp` (tests/clients).
+const SERVER_PACKAGES: [&str; 11] = [
     "starlette==0.49.1",
     "uvicorn==0.38.0",
     "grpcio==1.76.0",
@@ -38,6 +39,7 @@ const SERVER_PACKAGES: [&str; 10] = [
     "anthropic==2.10.0",
     "cyclonedx-python-lib[json-validation]==11.12.0",
     "grpcio-tools==1.76.0",
+    "mcp==2.3.0",
 ];
 /// VictoriaMetrics from Debian trixie (bookworm has none): ingests OTLP/HTTP and
 /// answers PromQL. Runs on bookworm once unpacked; pinned by digest.

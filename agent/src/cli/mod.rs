@@ -2,6 +2,7 @@
 
 mod check;
 mod diagnose;
+mod mcp;
 mod profile;
 mod record;
 mod run;
@@ -37,6 +38,8 @@ enum Command {
     Record(Box<record::RecordArgs>),
     /// A live view of inference servers and GPU processes in the terminal.
     Top(Box<top::TopArgs>),
+    /// A Model Context Protocol server over standard input and output, for assistants: live figures and diagnoses.
+    Mcp(Box<mcp::McpArgs>),
     /// Check what this host supports, and whether the agent can run here.
     Check,
 }
@@ -49,6 +52,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Top(args) => top::top(*args),
         Command::Record(args) => record::record(*args),
         Command::Profile(args) => profile::profile(*args),
+        Command::Mcp(args) => mcp::mcp(*args),
         Command::Check => check::check(),
     };
     match result {

@@ -708,18 +708,7 @@ mod tests {
     const UUID: &str = "GPU-0";
 
     fn snapshot(second: u64) -> Snapshot {
-        Snapshot {
-            schema: crate::model::SCHEMA_VERSION,
-            time: UNIX_EPOCH + Duration::from_secs(1_000 + second),
-            interval: Duration::from_secs(1),
-            processes: Vec::new(),
-            servers: Vec::new(),
-            devices: Vec::new(),
-            pods: Vec::new(),
-            gpu_events: Vec::new(),
-            drops: Counted::default(),
-            dropped_requests: Counted::default(),
-        }
+        Snapshot::empty_at(UNIX_EPOCH + Duration::from_secs(1_000 + second))
     }
 
     /// Requests finished in the interval with these first-token times, and the mean queue.

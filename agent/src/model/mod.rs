@@ -345,6 +345,25 @@ pub struct RequestStats {
     pub input_tokens: u64,
 }
 
+#[cfg(test)]
+impl Snapshot {
+    /// A one-second interval ending at `time` in which nothing was seen.
+    pub fn empty_at(time: SystemTime) -> Self {
+        Self {
+            schema: SCHEMA_VERSION,
+            time,
+            interval: Duration::from_secs(1),
+            processes: Vec::new(),
+            servers: Vec::new(),
+            devices: Vec::new(),
+            pods: Vec::new(),
+            gpu_events: Vec::new(),
+            drops: Counted::default(),
+            dropped_requests: Counted::default(),
+        }
+    }
+}
+
 impl RequestStats {
     /// No requests yet, with the OpenTelemetry GenAI buckets.
     pub fn empty() -> Self {
