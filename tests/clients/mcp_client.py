@@ -1,20 +1,23 @@
 """An assistant's side of `inferscope mcp`, through the official MCP Python
-SDK (PyPI `mcp`): starts the server over stdio, initialises, lists the tools
-and prints them as one JSON line, then calls a tool for each JSON line read
-on standard input ({"tool": NAME, "arguments": {...}}) and prints the answer
-as one JSON line ({"tool", "is_error", "text"}; an MCP error as
-{"tool", "error"}). Standard input closing ends
-the session, which ends the server.
+SDK (PyPI `mcp`): connects, initialises, lists the tools and prints them as
+one JSON line, then calls a tool for each JSON line read on standard input
+({"tool": NAME, "arguments": {...}}) and prints the answer as one JSON line
+({"tool", "is_error", "text"}; an MCP error as {"tool", "error"}). Standard
+input closing ends the session.
 
-Usage: mcp_client.py AGENT ARGS...   (the server's stderr is this script's)
+Usage: mcp_client.py stdio AGENT ARGS...   (starts the server; its stderr is this script's)
+       mcp_client.py http URL [TOKEN]      (a bearer token, when the server wants one)
 """
 
+import contextlib
 import json
 import sys
 
 import anyio
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
 
@@ -22,9 +25,20 @@ def say(value):
     print(json.dumps(value), flush=True)
 
 
+@contextlib.asynccontextmanager
+async def connected(argv):
+    if argv[0] == "stdio":
+        async with stdio_client(StdioServerParameters(command=argv[1], args=argv[2:])) as (read, write):
+            yield read, write
+    else:
+        headers = {"Authorization": f"Bearer {argv[2]}"} if len(argv) > 2 else None
+        async with create_mcp_http_client(headers=headers) as http:
+            async with streamable_http_client(argv[1], http_client=http) as (read, write):
+                yield read, write
+
+
 async def main():
-    server = StdioServerParameters(command=sys.argv[1], args=sys.argv[2:])
-    async with stdio_client(server) as (read, write):
+    async with connected(sys.argv[1:]) as (read, write):
         async with ClientSession(read, write) as session:
             init = await session.initialize()
             listed = await session.list_tools()

@@ -88,6 +88,18 @@ fn run_profile_without_a_place_to_ship_to_fails_at_once_saying_so() {
 }
 
 #[test]
+fn mcp_over_http_off_localhost_without_a_token_fails_at_once_saying_so() {
+    let out = Command::new(agent_binary())
+        .args(["mcp", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--token-file"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one sentence, got: {stderr}");
+}
+
+#[test]
 fn run_with_duration_stops_by_itself_having_reported_every_call() {
     let mut agent = Agent::start(&["--duration", "10s"]);
     let mut w = Workload::start("cudart", &real_library("libcudart.so.12"), 100, 1 << 20);

@@ -1,7 +1,8 @@
 //! `inferscope mcp` as an assistant meets it: the official MCP Python SDK
-//! (tests/clients/mcp_client.py) starts it over stdio, lists its tools and
-//! calls each while a server on a "GPU" streams real requests. Answers carry
-//! figures and names, bounded, and never the requests' text.
+//! (tests/clients/mcp_client.py) reaches it over stdio or streamable HTTP,
+//! lists its tools and calls each while a server on a "GPU" streams real
+//! requests. Answers carry figures and names, bounded, and never the
+//! requests' text; over HTTP off localhost, only with the token.
 
 use std::{
     io::Write as _,
@@ -14,8 +15,8 @@ use std::{
 
 use inferscope::diagnose::Diagnosis;
 use inferscope_tests::{
-    STEP, TestServer, agent_binary, chat_request, line_reader, next_line, read_chunked_response,
-    require_root, stub_library, venv_python,
+    Agent, STEP, TestServer, agent_binary, chat_request, line_reader, next_line, read_chunked_response,
+    receivers::free_port, require_root, stub_library, venv_python,
 };
 use serde_json::{Value, json};
 
@@ -30,28 +31,43 @@ struct Assistant {
     /// Closed to leave.
     calls: Option<ChildStdin>,
     answers: Receiver<String>,
-    log: Receiver<String>,
 }
 
 impl Assistant {
-    fn start(agent_args: &[&str]) -> Self {
+    /// Starts `inferscope mcp AGENT_ARGS` over stdio; also its log.
+    fn over_stdio(agent_args: &[&str]) -> (Self, Receiver<String>) {
         require_root();
+        let agent = agent_binary();
+        let mut args = vec![
+            "stdio",
+            agent.to_str().unwrap(),
+            "mcp",
+            "--log",
+            "info",
+            "--interval",
+            "100ms",
+        ];
+        args.extend(agent_args);
+        Self::start(&args)
+    }
+
+    /// The client with `args`, and what it (and a server it started) logs.
+    fn start(args: &[&str]) -> (Self, Receiver<String>) {
         let mut child = Command::new(venv_python())
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/mcp_client.py"))
-            .arg(agent_binary())
-            .args(["mcp", "--log", "info", "--interval", "100ms"])
-            .args(agent_args)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting the MCP client");
-        Self {
+        let log = line_reader(child.stderr.take().unwrap());
+        let assistant = Self {
             calls: child.stdin.take(),
             answers: line_reader(child.stdout.take().unwrap()),
-            log: line_reader(child.stderr.take().unwrap()),
             child,
-        }
+        };
+        (assistant, log)
     }
 
     fn next_answer(&self, what: &str) -> Value {
@@ -93,11 +109,6 @@ impl Assistant {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-
-    fn wait_for_log(&self, needle: &str) {
-        let deadline = Instant::now() + STEP;
-        while !next_line(&self.log, deadline, needle).contains(needle) {}
-    }
 }
 
 impl Drop for Assistant {
@@ -107,15 +118,24 @@ impl Drop for Assistant {
     }
 }
 
-#[test]
-fn an_assistant_lists_and_calls_every_tool_over_stdio_and_gets_figures_never_text() {
+/// A server on a "GPU" whose requests the agent is told to watch.
+fn gpu_server() -> TestServer {
     let lib = stub_library("libcudart.so.12");
-    let server = TestServer::start_program_with(
+    TestServer::start_program_with(
         Path::new(env!("CARGO_BIN_EXE_sse_truth_server")),
         &["--gpu-library", lib.to_str().unwrap()],
-    );
-    let pid = server.pid().to_string();
-    let mut assistant = Assistant::start(&["--pid", &pid]);
+    )
+}
+
+/// What every transport must give: the tools listed, read-only, with
+/// schemas; each called over requests of known first-token times (sent once
+/// `captured` says the agent captures the server); bounded answers without
+/// the prompt; a refused argument an error that ends nothing.
+fn tools_answer_with_figures_never_text(
+    assistant: &mut Assistant,
+    server: &TestServer,
+    captured: impl FnOnce(&str),
+) {
     let listed = assistant.next_answer("the tools listed");
     assert_eq!(listed["server"], "inferscope");
     let tools = listed["tools"].as_array().unwrap();
@@ -138,7 +158,7 @@ fn an_assistant_lists_and_calls_every_tool_over_stdio_and_gets_figures_never_tex
     }
 
     // Requests of known first-token times, the last the slowest.
-    assistant.wait_for_log(&format!("capturing requests to port {}", server.port));
+    captured(&format!("capturing requests to port {}", server.port));
     let mut conn = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     for i in 0..REQUESTS as u32 {
         conn.write_all(&chat_request("mcp-model", 4, TTFT_MS * (i + 1), 10, false))
@@ -199,8 +219,57 @@ fn an_assistant_lists_and_calls_every_tool_over_stdio_and_gets_figures_never_tex
         "{refused}"
     );
     assistant.call_json("running_now", json!({}));
+}
 
-    // The client leaving ends the server.
+#[test]
+fn an_assistant_lists_and_calls_every_tool_over_stdio_and_its_leaving_ends_the_server() {
+    let server = gpu_server();
+    let pid = server.pid().to_string();
+    let (mut assistant, log) = Assistant::over_stdio(&["--pid", &pid]);
+    tools_answer_with_figures_never_text(&mut assistant, &server, |needle| {
+        let deadline = Instant::now() + STEP;
+        while !next_line(&log, deadline, needle).contains(needle) {}
+    });
     let status = assistant.leave();
     assert!(status.success(), "{status}");
+}
+
+#[test]
+fn over_http_off_localhost_only_a_client_with_the_token_is_served() {
+    let server = gpu_server();
+    let pid = server.pid().to_string();
+    let token_file = std::env::temp_dir().join(format!("inferscope-mcp-token-{pid}"));
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    let port = free_port();
+    let listen = format!("0.0.0.0:{port}");
+    let token_path = token_file.to_str().unwrap();
+    let mut agent = Agent::start_command(
+        "mcp",
+        &[],
+        &["--listen", &listen, "--token-file", token_path, "--pid", &pid],
+    );
+    agent.wait_for_log(&format!(
+        "MCP over streamable HTTP at http://{listen}/mcp, bearer token required"
+    ));
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    // Without the token, or with another, nothing is served.
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "curl", "version": "1"}}});
+    for authorization in [None, Some("Bearer wrong-token"), Some("Basic czNjcmV0LXRva2Vu")] {
+        let mut request = ureq::post(&url)
+            .header("Accept", "application/json, text/event-stream")
+            .config()
+            .http_status_as_error(false)
+            .build();
+        if let Some(value) = authorization {
+            request = request.header("Authorization", value);
+        }
+        let response = request.send_json(&initialize).unwrap();
+        assert_eq!(response.status(), 401, "{authorization:?}");
+    }
+    let (mut assistant, _) = Assistant::start(&["http", &url, "s3cret-token"]);
+    tools_answer_with_figures_never_text(&mut assistant, &server, |needle| agent.wait_for_log(needle));
+    assistant.leave();
+    agent.interrupt();
+    std::fs::remove_file(token_file).unwrap();
 }
