@@ -6,13 +6,14 @@ by protoc (grpcio-tools), never inferscope's types.
 
 Usage: otlp_profiles.py PROTO_DIR [--fail-first N]
 Prints `listening HTTP_PORT GRPC_PORT`, then one JSON object per line per
-profile received: the transport, the request's number and its authorization
-header, the resource's attributes, the scope, the sample and period types,
+profile received: the transport, the request's number, its authorization
+header and (HTTP) content encoding, the resource's attributes, the scope, the sample and period types,
 times, and each sample's frames (root first), values and attributes; and the
 protocol rules the request broke ("violations"). The first N requests are
 refused as a collector that is down refuses them (HTTP 503, gRPC UNAVAILABLE).
 """
 
+import gzip
 import json
 import os
 import sys
@@ -148,7 +149,7 @@ def main():
     lock = threading.Lock()
     state = {"requests": 0}
 
-    def received(transport, authorization, request):
+    def received(transport, authorization, request, content_encoding=None):
         """Counts the request; returns False for one to refuse."""
         with lock:
             state["requests"] += 1
@@ -156,7 +157,9 @@ def main():
             if number <= fail_first:
                 return False
             for profile in decode(request):
-                profile.update(transport=transport, request=number, authorization=authorization)
+                profile.update(
+                    transport=transport, request=number, authorization=authorization, content_encoding=content_encoding
+                )
                 print(json.dumps(profile), flush=True)
         return True
 
@@ -167,8 +170,11 @@ def main():
                 self.send_response(404)
                 self.end_headers()
                 return
+            encoding = self.headers.get("Content-Encoding")
+            if encoding == "gzip":
+                body = gzip.decompress(body)
             request = service.ExportProfilesServiceRequest.FromString(body)
-            if not received("http", self.headers.get("Authorization"), request):
+            if not received("http", self.headers.get("Authorization"), request, encoding):
                 self.send_response(503)
                 self.end_headers()
                 return

@@ -688,10 +688,14 @@ fn run_ships_otlp_profiles_over_grpc_with_the_metrics_resource_and_each_samples_
         &metrics,
     ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let headers = [(
-        "OTEL_EXPORTER_OTLP_HEADERS",
-        Path::new("authorization=Bearer%20s3cret"),
-    )];
+    // Compressed as asked: the receiver's gRPC server takes gzip as it comes.
+    let headers = [
+        (
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            Path::new("authorization=Bearer%20s3cret"),
+        ),
+        ("OTEL_EXPORTER_OTLP_PROFILES_COMPRESSION", Path::new("gzip")),
+    ];
     let agent = Agent::start_command("run", &headers, &args);
     let profiles = receiver.profiles_until("launch and wait stacks of both workloads", |received| {
         workloads.all_shipped("samples", |pid, kind, path, pod| {
@@ -768,7 +772,10 @@ fn run_ships_otlp_profiles_over_http_where_the_environment_names_the_collector()
     let burner = cpu_burner();
     let pid = burner.pid().to_string();
     let endpoint = receiver.http_endpoint();
-    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", Path::new(&endpoint))];
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", Path::new(&endpoint)),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", Path::new("gzip")),
+    ];
     let agent = Agent::start_command(
         "run",
         &env,
@@ -790,6 +797,7 @@ fn run_ships_otlp_profiles_over_http_where_the_environment_names_the_collector()
     agent.interrupt();
     let profile = profiles.last().unwrap();
     assert_eq!(profile["transport"], "http");
+    assert_eq!(profile["content_encoding"], "gzip");
     assert_eq!(profile["violations"], serde_json::json!([]), "{profile}");
     assert_eq!(profile["resource"]["service.name"], "inferscope");
 }

@@ -2,7 +2,8 @@
 //! the signal's `v1development` protocol (proto v1.10, which collectors
 //! from 0.148 read), over gRPC (`ProfilesService/Export`) or HTTP/protobuf
 //! (`/v1development/profiles`) as the metrics' protocol is, under the
-//! standard `OTEL_EXPORTER_OTLP_*` settings (`_PROFILES_` ones first).
+//! standard `OTEL_EXPORTER_OTLP_*` settings (`_PROFILES_` ones first:
+//! endpoint, headers, timeout, gzip compression).
 //!
 //! One request per period: the agent's resource, as the metrics carry it;
 //! a profile per kind; each sample with the attributes of the process that
@@ -51,21 +52,26 @@ impl OtlpProfiles {
     /// To where `config` sends the metrics, with the resource they carry.
     pub fn start(config: &OtlpConfig, node_name: Option<&str>, health: ExportHealth) -> io::Result<Self> {
         let headers = headers();
+        let gzip = gzip();
         let timeout = otlp_timeout(OtlpSignal::Profiles);
         let export = Export::Otlp(OtlpSignal::Profiles);
         let (endpoint, shipper) = match config.protocol() {
             OtlpProtocol::Grpc => {
                 let endpoint = endpoint(config, "http://localhost:4317", "");
-                let push = GrpcPush::new(&endpoint, &headers, timeout)?;
+                let push = GrpcPush::new(&endpoint, &headers, timeout, gzip)?;
                 (endpoint, Shipper::start("otlp-profiles", export, push, health)?)
             }
             OtlpProtocol::HttpProtobuf => {
                 let endpoint = endpoint(config, "http://localhost:4318", HTTP_PATH);
                 let mut headers = headers;
                 headers.push(("Content-Type".into(), "application/x-protobuf".into()));
-                let push = Encoded(HttpPush::new(endpoint.clone(), headers, timeout, |answer| {
+                if gzip {
+                    headers.push(("Content-Encoding".into(), "gzip".into()));
+                }
+                let http = HttpPush::new(endpoint.clone(), headers, timeout, |answer| {
                     accepted(ExportProfilesServiceResponse::decode(answer).unwrap_or_default())
-                }));
+                });
+                let push = Encoded { http, gzip };
                 (endpoint, Shipper::start("otlp-profiles", export, push, health)?)
             }
         };
@@ -155,12 +161,28 @@ fn accepted(answer: ExportProfilesServiceResponse) -> Result<(), PushError> {
     }
 }
 
-/// A request over HTTP: encoded on the sending thread.
-struct Encoded(HttpPush);
+/// `OTEL_EXPORTER_OTLP_PROFILES_COMPRESSION`, else `OTEL_EXPORTER_OTLP_COMPRESSION`: `gzip` or `none`.
+fn gzip() -> bool {
+    env("OTEL_EXPORTER_OTLP_PROFILES_COMPRESSION")
+        .or_else(|| env("OTEL_EXPORTER_OTLP_COMPRESSION"))
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"))
+}
+
+/// A request over HTTP: encoded (and gzipped, when asked) on the sending thread.
+struct Encoded {
+    http: HttpPush,
+    gzip: bool,
+}
 
 impl Push<ExportProfilesServiceRequest> for Encoded {
     fn push(&mut self, request: &ExportProfilesServiceRequest) -> Result<(), PushError> {
-        self.0.push(&request.encode_to_vec())
+        let body = request.encode_to_vec();
+        if !self.gzip {
+            return self.http.push(&body);
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let gzipped = io::Write::write_all(&mut gz, &body).and_then(|()| gz.finish());
+        self.http.push(&gzipped.map_err(PushError::Encoding)?)
     }
 }
 
@@ -172,7 +194,12 @@ struct GrpcPush {
 }
 
 impl GrpcPush {
-    fn new(endpoint: &str, headers: &[(String, String)], timeout: std::time::Duration) -> io::Result<Self> {
+    fn new(
+        endpoint: &str,
+        headers: &[(String, String)],
+        timeout: std::time::Duration,
+        gzip: bool,
+    ) -> io::Result<Self> {
         let invalid = |e: tonic::transport::Error| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -207,9 +234,13 @@ impl GrpcPush {
                 _ => log::warn!("OTLP header {name:?} is not valid gRPC metadata: not sent"),
             }
         }
+        let mut client = ProfilesServiceClient::new(channel);
+        if gzip {
+            client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+        }
         Ok(Self {
             runtime,
-            client: ProfilesServiceClient::new(channel),
+            client,
             metadata,
         })
     }

@@ -38,6 +38,9 @@ pub enum PushError {
     Http { status: u16, message: String },
     #[error("gRPC {code:?}: {message}")]
     Grpc { code: tonic::Code, message: String },
+    /// The batch could not be encoded (compressed, say).
+    #[error("encoding: {0}")]
+    Encoding(io::Error),
     /// Taken, but the store said it kept only part of it.
     #[error("{rejected} profiles rejected: {message}")]
     Rejected { rejected: i64, message: String },
@@ -61,7 +64,7 @@ impl PushError {
                     | Code::Unavailable
                     | Code::DataLoss
             ),
-            PushError::Rejected { .. } => false,
+            PushError::Rejected { .. } | PushError::Encoding(_) => false,
         }
     }
 
