@@ -65,7 +65,7 @@ pub fn mcp(args: McpArgs) -> Result<ExitCode> {
         None => None,
     };
     let session_over = Arc::new(Notify::new());
-    std::thread::Builder::new().name("mcp".into()).spawn({
+    let server = std::thread::Builder::new().name("mcp".into()).spawn({
         let session_over = session_over.clone();
         move || {
             let served = match http {
@@ -73,10 +73,8 @@ pub fn mcp(args: McpArgs) -> Result<ExitCode> {
                 // The protocol owns standard output; the log goes to standard error.
                 None => serve_stdio(tools),
             };
-            if let Err(e) = served {
-                log::error!("MCP server: {e:#}");
-            }
             session_over.notify_one();
+            served
         }
     })?;
     let options = WatchOptions {
@@ -86,6 +84,13 @@ pub fn mcp(args: McpArgs) -> Result<ExitCode> {
     watch(&args.watch.config(), options, |_| {
         Ok(vec![Box::new(window) as Box<dyn Sink>])
     })?;
+    // Ended by the server (a session over, or a server that failed), or by a
+    // signal while it still serves: then its thread goes with the process.
+    if server.is_finished() {
+        server
+            .join()
+            .map_err(|_| anyhow::anyhow!("the MCP server panicked"))??;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
