@@ -478,20 +478,36 @@ fn write_initramfs(
         Entry::Bytes(init_script(build, fixtures).into_bytes(), 0o755),
     );
 
-    // Executables without their debug info (smaller guest, same code), at their own paths.
+    // Executables without their debug info (smaller guest, same code), at
+    // their own paths: the test servers alone are hundreds of MB with it, and
+    // the guest unpacks its initramfs into its memory.
     fs::create_dir_all(strip_dir)?;
     let mut elves: Vec<PathBuf> = Vec::new();
-    for exe in std::iter::once(&build.agent).chain(build.tests.values()) {
-        let stripped = strip_dir.join(exe.file_name().context("file name")?);
+    let strip = |exe: &Path, index: usize| -> Result<PathBuf> {
+        let name = exe.file_name().context("file name")?.to_string_lossy();
+        let stripped = strip_dir.join(format!("{index}-{name}"));
         run(Command::new("objcopy")
             .arg("--strip-debug")
             .arg(exe)
             .arg(&stripped))?;
-        entries.insert(exe.clone(), Entry::File(stripped));
+        Ok(stripped)
+    };
+    for (index, exe) in std::iter::once(&build.agent)
+        .chain(build.tests.values())
+        .enumerate()
+    {
+        entries.insert(exe.clone(), Entry::File(strip(exe, index)?));
         elves.push(exe.clone());
     }
-    for file in &build.files {
-        add_path(&mut entries, file)?;
+    for (index, file) in build.files.iter().enumerate() {
+        if is_executable_elf(file)? {
+            entries.insert(
+                file.clone(),
+                Entry::File(strip(file, build.tests.len() + 1 + index)?),
+            );
+        } else {
+            add_path(&mut entries, file)?;
+        }
         elves.push(file.clone());
     }
     let libraries = [
@@ -522,6 +538,19 @@ fn write_initramfs(
         entries.entry(d.into()).or_insert(Entry::Dir);
     }
     write_cpio(out, &entries)
+}
+
+/// A regular file (not a link to one) that is an ELF executable: a test
+/// server or workload, to be stripped (libraries keep their links).
+fn is_executable_elf(path: &Path) -> Result<bool> {
+    use std::io::Read as _;
+    let meta = fs::symlink_metadata(path).with_context(|| format!("{} missing", path.display()))?;
+    if !meta.file_type().is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Ok(false);
+    }
+    let mut magic = [0u8; 4];
+    let read = fs::File::open(path)?.read(&mut magic)?;
+    Ok(read == 4 && magic == *b"\x7fELF")
 }
 
 /// Adds a file at its path, through any symlinks on the way (each kept as a link).
