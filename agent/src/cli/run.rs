@@ -119,9 +119,7 @@ pub struct WatchArgs {
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let profiling = &args.profiling;
     let otlp = OtlpConfig::from_env(args.otlp_endpoint.clone(), args.otlp_protocol);
-    let otlp_profiles = otlp.clone().filter(|_| {
-        !std::env::var("OTEL_PROFILES_EXPORTER").is_ok_and(|v| v.trim().eq_ignore_ascii_case("none"))
-    });
+    let otlp_profiles = otlp.clone().filter(|_| OtlpConfig::exports_profiles());
     let profiler = if profiling.profile {
         anyhow::ensure!(
             profiling.pyroscope_url.is_some() || otlp_profiles.is_some(),

@@ -91,6 +91,12 @@ impl OtlpConfig {
         (named && !disabled).then_some(Self { endpoint, protocol })
     }
 
+    /// Whether continuous profiles go over OTLP too: unless `OTEL_PROFILES_EXPORTER=none`,
+    /// as spans and log records go unless theirs say so.
+    pub fn exports_profiles() -> bool {
+        !env_is("OTEL_PROFILES_EXPORTER", "none")
+    }
+
     pub fn protocol(&self) -> OtlpProtocol {
         // The specification's default.
         self.protocol.unwrap_or(OtlpProtocol::HttpProtobuf)
