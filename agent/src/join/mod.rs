@@ -46,6 +46,7 @@ struct ServerTotals {
     /// Its process's command name, kept once known (its last snapshot comes after it exited).
     comm: Option<String>,
     arrivals: u64,
+    waiting_time_s: f64,
     models: BTreeMap<String, RequestStats>,
 }
 
@@ -274,6 +275,7 @@ impl Join {
                 }
                 let arrived = q.map_or(0, |q| q.arrived);
                 totals.arrivals += arrived;
+                totals.waiting_time_s += q.map_or(0.0, |q| q.waiting_time_s);
                 let mut delta_models = deltas.remove(&key).unwrap_or_default();
                 for (model, delta) in &delta_models {
                     totals
@@ -314,6 +316,7 @@ impl Join {
                         running: q.running,
                         waiting_mean: q.waiting_mean,
                         running_mean: q.running_mean,
+                        waiting_time_s: totals.waiting_time_s,
                     }),
                     connections: q.map_or(0, |q| q.connections),
                     arrivals: Counted {
@@ -421,6 +424,7 @@ mod tests {
                 running: 2,
                 waiting_mean: 0.5,
                 running_mean: 1.5,
+                waiting_time_s: 0.25,
                 arrived,
                 connections: 3,
                 protocol: Protocol::Http2,
@@ -530,6 +534,8 @@ mod tests {
             (s.protocol, s.arrivals.total, s.arrivals.delta, s.queue.running),
             (Protocol::Http2, 3, 1, 2)
         );
+        // The time spent waiting accumulates over the three intervals.
+        assert_eq!(s.queue.waiting_time_s, 0.75);
     }
 
     #[test]

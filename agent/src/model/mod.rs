@@ -311,6 +311,11 @@ pub struct QueueView {
     /// Time-weighted over the interval.
     pub waiting_mean: f64,
     pub running_mean: f64,
+    /// Request-seconds spent waiting since the agent first saw the server:
+    /// the integral of `waiting`, cumulative, so that a store can give the
+    /// mean queue of any window (its increase over the window's length).
+    #[serde(default)]
+    pub waiting_time_s: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

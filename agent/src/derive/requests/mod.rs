@@ -243,6 +243,7 @@ impl RequestTracker {
                     running: q.running,
                     waiting_mean: q.waiting_area / span,
                     running_mean: q.running_area / span,
+                    waiting_time_s: q.waiting_area / 1e9,
                     arrived: q.started,
                     connections: connections.get(key).copied().unwrap_or(0),
                     protocol: q.protocol.unwrap_or_default(),

@@ -36,6 +36,8 @@ pub struct QueueReport {
     pub running: u64,
     pub waiting_mean: f64,
     pub running_mean: f64,
+    /// Request-seconds spent waiting over the interval (the integral of `waiting`).
+    pub waiting_time_s: f64,
     /// Generation requests that arrived during the interval.
     pub arrived: u64,
     /// Connections open at the interval's end.

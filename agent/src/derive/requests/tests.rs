@@ -100,6 +100,8 @@ fn queue_depth_is_waiting_until_the_first_token_then_running() {
     // Waiting: two for 100 ms, then one for 100 ms; running: one for the last 100 ms.
     assert!((q.waiting_mean - 1.5).abs() < 1e-9, "{q:?}");
     assert!((q.running_mean - 0.5).abs() < 1e-9, "{q:?}");
+    // 0.3 request-seconds in all.
+    assert!((q.waiting_time_s - 0.3).abs() < 1e-9, "{q:?}");
 }
 
 #[test]

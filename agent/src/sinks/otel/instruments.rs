@@ -569,12 +569,6 @@ fn devices(meter: &Meter, shared: &Shared) {
 
 /// Inference servers' queues and arrivals, and energy per token per model.
 fn servers(meter: &Meter, shared: &Shared) {
-    let server_attributes = |pid: u32, port: u16| {
-        vec![
-            KeyValue::new("process.pid", i64::from(pid)),
-            KeyValue::new("server.port", i64::from(port)),
-        ]
-    };
     for (name, description, value) in [
         (
             "inferscope.server.queue.waiting",
@@ -595,7 +589,7 @@ fn servers(meter: &Meter, shared: &Shared) {
             description,
             move |latest, emit| {
                 for s in latest.servers() {
-                    emit(saturating_i64(value(&s.queue)), &server_attributes(s.pid, s.port));
+                    emit(saturating_i64(value(&s.queue)), &server_attributes(latest, s));
                 }
             },
         );
@@ -608,7 +602,7 @@ fn servers(meter: &Meter, shared: &Shared) {
         "Client connections open, as far as capture saw them.",
         move |latest, emit| {
             for s in latest.servers() {
-                emit(saturating_i64(s.connections), &server_attributes(s.pid, s.port));
+                emit(saturating_i64(s.connections), &server_attributes(latest, s));
             }
         },
     );
@@ -620,7 +614,19 @@ fn servers(meter: &Meter, shared: &Shared) {
         "Requests received (whether or not they finished).",
         move |latest, emit| {
             for s in latest.servers() {
-                emit(s.arrivals.total, &server_attributes(s.pid, s.port));
+                emit(s.arrivals.total, &server_attributes(latest, s));
+            }
+        },
+    );
+    counter_f64(
+        meter,
+        shared,
+        "inferscope.server.queue.waiting.time",
+        "s",
+        "Request-seconds spent waiting for a first response byte: the integral of queue.waiting, so that its rate over any window is the mean queue.",
+        move |latest, emit| {
+            for s in latest.servers() {
+                emit(s.queue.waiting_time_s, &server_attributes(latest, s));
             }
         },
     );
@@ -634,7 +640,7 @@ fn servers(meter: &Meter, shared: &Shared) {
             for s in latest.servers() {
                 for m in &s.models {
                     if let Some(joules) = m.energy_per_output_token_joules {
-                        let mut attributes = server_attributes(s.pid, s.port);
+                        let mut attributes = server_attributes(latest, s);
                         attributes.push(KeyValue::new("gen_ai.request.model", m.model.clone()));
                         emit(joules, &attributes);
                     }
@@ -642,6 +648,21 @@ fn servers(meter: &Meter, shared: &Shared) {
             }
         },
     );
+}
+
+/// A server's `process.pid` and `server.port`, and its pod's `k8s.*` where
+/// its process is a GPU process in one (as its requests carry them).
+fn server_attributes(latest: &Latest, s: &crate::model::ServerView) -> Vec<KeyValue> {
+    let mut attributes = vec![
+        KeyValue::new("process.pid", i64::from(s.pid)),
+        KeyValue::new("server.port", i64::from(s.port)),
+    ];
+    let pod = latest
+        .processes()
+        .find(|p| p.identity.pid == s.pid)
+        .and_then(|p| p.pod.as_ref());
+    attributes.extend(pod.map(attributes::pod_attributes).unwrap_or_default());
+    attributes
 }
 
 /// The agent's own losses: events the kernel side dropped, batches export dropped.
