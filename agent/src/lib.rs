@@ -25,5 +25,6 @@ pub mod report;
 pub mod runtimes;
 pub mod sinks;
 pub mod sources;
+pub mod store;
 pub mod top;
 pub mod units;

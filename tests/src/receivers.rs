@@ -112,25 +112,12 @@ impl VictoriaMetrics {
 
     /// An instant PromQL query's result: (labels, value) per series.
     pub fn query(&self, promql: &str) -> Vec<(Value, f64)> {
-        let url = format!("http://127.0.0.1:{}/api/v1/query", self.port);
-        let body: Value = self
-            .agent
-            .get(&url)
-            .query("query", promql)
-            .call()
-            .and_then(|mut r| r.body_mut().read_json())
-            .unwrap_or_else(|e| panic!("querying {promql}: {e}"));
-        body["data"]["result"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{promql}: {body}"))
-            .iter()
-            .map(|s| {
-                (
-                    s["metric"].clone(),
-                    s["value"][1].as_str().unwrap().parse().unwrap(),
-                )
-            })
-            .collect()
+        instant_query(&self.agent, self.port, promql)
+    }
+
+    /// The base URL of its Prometheus query API.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 
     /// Waits until `promql` has exactly one series and `accept` takes its value; returns it.
@@ -155,6 +142,93 @@ impl VictoriaMetrics {
 }
 
 impl Drop for VictoriaMetrics {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+        let _ = fs::remove_dir_all(&self.data);
+    }
+}
+
+/// An instant PromQL query's result at the query API on `port`: (labels, value) per series.
+fn instant_query(agent: &ureq::Agent, port: u16, promql: &str) -> Vec<(Value, f64)> {
+    let url = format!("http://127.0.0.1:{port}/api/v1/query");
+    let body: Value = agent
+        .get(&url)
+        .query("query", promql)
+        .call()
+        .and_then(|mut r| r.body_mut().read_json())
+        .unwrap_or_else(|e| panic!("querying {promql}: {e}"));
+    body["data"]["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{promql}: {body}"))
+        .iter()
+        .map(|s| {
+            (
+                s["metric"].clone(),
+                s["value"][1].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Debian's Prometheus server scraping `targets` (`host:port`) every second,
+/// as a fleet's Prometheus scrapes each node's agent.
+pub struct Prometheus {
+    child: Child,
+    pub port: u16,
+    data: PathBuf,
+    agent: ureq::Agent,
+}
+
+impl Prometheus {
+    pub fn start(targets: &[&str]) -> Self {
+        let port = free_port();
+        let data = std::env::temp_dir().join(format!("inferscope-prometheus-{}-{port}", std::process::id()));
+        fs::create_dir_all(&data).unwrap();
+        let config = data.join("prometheus.yml");
+        let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+        fs::write(
+            &config,
+            format!(
+                "global: {{scrape_interval: 1s, scrape_timeout: 1s}}\n\
+                 scrape_configs:\n  - job_name: inferscope\n    static_configs:\n      - targets: [{}]\n",
+                targets.join(", ")
+            ),
+        )
+        .unwrap();
+        let child = Command::new(fixture("prometheus/usr/bin/prometheus"))
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", data.join("tsdb").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--log.level=error")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting Prometheus");
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        let prometheus = Self {
+            child,
+            port,
+            data,
+            agent,
+        };
+        wait_for_port(port, "Prometheus to listen");
+        prometheus
+    }
+
+    /// The base URL of its query API.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// An instant PromQL query's result: (labels, value) per series.
+    pub fn query(&self, promql: &str) -> Vec<(Value, f64)> {
+        instant_query(&self.agent, self.port, promql)
+    }
+}
+
+impl Drop for Prometheus {
     fn drop(&mut self) {
         kill(&mut self.child);
         let _ = fs::remove_dir_all(&self.data);

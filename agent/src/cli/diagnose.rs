@@ -5,7 +5,7 @@ use std::{
     io::{self, BufReader, Write as _},
     path::PathBuf,
     process::ExitCode,
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use anyhow::{Context as _, Result};
@@ -15,6 +15,7 @@ use crate::{
     diagnose::{self, Recorder, Recording},
     pipeline::{WatchOptions, watch},
     sinks::Sink,
+    store::{Slice, Store},
 };
 
 /// Where a recording comes from: a saved stream, or a live watch.
@@ -75,10 +76,82 @@ impl RecordingArgs {
     }
 }
 
+/// A metrics store the agents export to, read instead of watching.
+#[derive(clap::Args)]
+pub struct StoreArgs {
+    /// Read the agents' exported series from this Prometheus-compatible store
+    /// (Prometheus, VictoriaMetrics, Thanos, Mimir: the base URL its
+    /// `/api/v1/query_range` hangs off) instead of watching this host.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["input", "duration"])]
+    prometheus: Option<String>,
+    /// Start of the range read from the store: a duration before --until
+    /// (`6h`), or a time (`2026-12-07T21:00:00Z`).
+    #[arg(long, default_value = "1h", value_parser = parse_instant, requires = "prometheus")]
+    since: Instant,
+    /// End of the range read from the store: `now`, a duration ago, or a time.
+    #[arg(long, default_value = "now", value_parser = parse_instant, requires = "prometheus")]
+    until: Instant,
+    /// Label matchers narrowing the servers, requests and processes read
+    /// (`k8s.namespace.name="chat"`, or `k8s_namespace_name="chat"` in a
+    /// scraped store); the GPUs they use follow.
+    #[arg(long = "match", value_name = "MATCHERS", requires = "prometheus")]
+    matchers: Option<String>,
+    /// The length of each interval the rules compare [default: the range / 240, at least 1 s].
+    #[arg(long, value_parser = parse_duration, requires = "prometheus")]
+    step: Option<Duration>,
+    /// How long one query may take.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, requires = "prometheus")]
+    query_timeout: Duration,
+}
+
+/// A point in time given on the command line: `now`, a duration before now or before --until, or RFC 3339.
+#[derive(Clone, Copy, Debug)]
+pub enum Instant {
+    Now,
+    Before(Duration),
+    At(SystemTime),
+}
+
+fn parse_instant(s: &str) -> Result<Instant, String> {
+    if s == "now" {
+        return Ok(Instant::Now);
+    }
+    if let Ok(before) = parse_duration(s) {
+        return Ok(Instant::Before(before));
+    }
+    humantime::parse_rfc3339_weak(s)
+        .map(Instant::At)
+        .map_err(|_| format!("{s:?} is neither `now`, a duration (`6h`) nor a time (`2026-12-07T21:00:00Z`)"))
+}
+
+impl StoreArgs {
+    /// The store and the slice of it the flags name; `None` without --prometheus.
+    pub fn slice(&self) -> Result<Option<(Store, Slice)>> {
+        let Some(url) = &self.prometheus else {
+            return Ok(None);
+        };
+        let now = SystemTime::now();
+        let until = match self.until {
+            Instant::Now => now,
+            Instant::Before(d) => now.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH),
+            Instant::At(t) => t,
+        };
+        let since = match self.since {
+            Instant::Now => now,
+            Instant::Before(d) => until.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH),
+            Instant::At(t) => t,
+        };
+        let slice = Slice::new(since, until, self.step, self.matchers.clone())?;
+        Ok(Some((Store::new(url, self.query_timeout), slice)))
+    }
+}
+
 #[derive(clap::Args)]
 pub struct DiagnoseArgs {
     #[command(flatten)]
     from: RecordingArgs,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     output: DiagnoseFormat,
@@ -93,7 +166,15 @@ enum DiagnoseFormat {
 }
 
 pub fn diagnose(args: DiagnoseArgs) -> Result<ExitCode> {
-    let diagnosis = diagnose::diagnose(&args.from.recording()?);
+    let diagnosis = match args.store.slice()? {
+        Some((store, slice)) => {
+            store
+                .diagnose(&slice)
+                .with_context(|| format!("reading {}", store.url()))?
+                .diagnosis
+        }
+        None => diagnose::diagnose(&args.from.recording()?),
+    };
     let mut out = io::stdout().lock();
     match args.output {
         DiagnoseFormat::Text => diagnose::write_text(&mut out, &diagnosis)?,

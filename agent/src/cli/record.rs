@@ -4,7 +4,7 @@ use std::{cell::RefCell, path::PathBuf, process::ExitCode, rc::Rc};
 
 use anyhow::{Context as _, Result};
 
-use super::diagnose::RecordingArgs;
+use super::diagnose::{RecordingArgs, StoreArgs};
 use crate::{
     diagnose,
     pipeline::WatchOptions,
@@ -31,9 +31,27 @@ pub struct RecordArgs {
     /// called from, for the report's flame graphs of them (live only; 0: none).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_GPU_CALL_STACK_EVERY)]
     gpu_call_stacks: u32,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 pub fn record(args: RecordArgs) -> Result<ExitCode> {
+    if let Some((store, slice)) = args.store.slice()? {
+        let fleet = store
+            .diagnose(&slice)
+            .with_context(|| format!("reading {}", store.url()))?;
+        let nodes: Vec<(&str, &diagnose::Recording)> = fleet
+            .nodes
+            .iter()
+            .map(|n| (n.node.as_str(), &n.recording))
+            .collect();
+        let title = format!("inferscope report: {} node(s) from {}", nodes.len(), store.url());
+        return write_report(
+            &args.output,
+            &report::render(&nodes, &fleet.diagnosis, &title, &[]),
+            &fleet.diagnosis,
+        );
+    }
     // Live, the processes watched are also profiled, for the flame graph.
     let profiler = if args.from.is_live() && args.profile_frequency > 0 {
         match Profiler::start(args.profile_frequency, args.from.pids()) {
@@ -73,11 +91,15 @@ pub fn record(args: RecordArgs) -> Result<ExitCode> {
     let diagnosis = diagnose::diagnose(&recording);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let title = format!("inferscope report: {}", host.trim());
-    let page = report::render(&recording, &diagnosis, &title, &flamegraphs);
-    std::fs::write(&args.output, page).with_context(|| format!("writing {}", args.output.display()))?;
+    let page = report::render(&[("", &recording)], &diagnosis, &title, &flamegraphs);
+    write_report(&args.output, &page, &diagnosis)
+}
+
+fn write_report(path: &std::path::Path, page: &str, diagnosis: &diagnose::Diagnosis) -> Result<ExitCode> {
+    std::fs::write(path, page).with_context(|| format!("writing {}", path.display()))?;
     eprintln!(
         "inferscope: wrote {} ({} intervals, {} findings)",
-        args.output.display(),
+        path.display(),
         diagnosis.intervals,
         diagnosis.findings.len()
     );

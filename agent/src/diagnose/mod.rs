@@ -132,6 +132,20 @@ pub struct Diagnosis {
     pub findings: Vec<Finding>,
     /// Checks that could not run, and why (no GPU figures, no requests...).
     pub not_checked: Vec<String>,
+    /// Where the figures came from, when read from a metrics store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreSource>,
+}
+
+/// The store a diagnosis read, and what of it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoreSource {
+    pub url: String,
+    pub dialect: crate::store::Dialect,
+    #[serde(flatten)]
+    pub slice: crate::store::Slice,
+    /// The nodes whose series were read.
+    pub nodes: Vec<String>,
 }
 
 /// One condition, with what it was seen on and the numbers that show it.
@@ -148,6 +162,10 @@ pub struct Finding {
     pub to: SystemTime,
     /// The figures behind it, for tools to ground answers in.
     pub evidence: BTreeMap<Evidence, f64>,
+    /// Read from a store: PromQL giving the evidence's series, to paste into
+    /// Grafana or the store's own console.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queries: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -190,6 +208,9 @@ pub enum Severity {
 /// What a finding is about; only the fields that apply are present.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Subject {
+    /// The node (`k8s.node.name`, host or scrape target), read from a store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -211,6 +232,9 @@ impl std::fmt::Display for Subject {
     /// are left out, so no terminal sequence travels with them.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut parts = Vec::new();
+        if let Some(node) = &self.node {
+            parts.push(format!("node {node}"));
+        }
         match (&self.comm, self.pid) {
             (Some(comm), Some(pid)) => parts.push(format!("{comm} (pid {pid})")),
             (None, Some(pid)) => parts.push(format!("pid {pid}")),
@@ -283,6 +307,30 @@ pub fn diagnose(recording: &Recording) -> Diagnosis {
         ),
         findings,
         not_checked,
+        store: None,
+    }
+}
+
+impl Diagnosis {
+    /// One diagnosis of several, each of one node: the findings together
+    /// (most severe first), what each could not check said per node.
+    pub fn merge(parts: Vec<(String, Diagnosis)>) -> Diagnosis {
+        let mut all = diagnose(&Recording::default());
+        all.not_checked.clear();
+        for (node, d) in parts {
+            all.from = [all.from, d.from].into_iter().flatten().min();
+            all.to = [all.to, d.to].into_iter().flatten().max();
+            all.intervals = all.intervals.max(d.intervals);
+            all.servers += d.servers;
+            all.gpu_processes += d.gpu_processes;
+            all.devices += d.devices;
+            all.requests = all.requests.saturating_add(d.requests);
+            all.findings.extend(d.findings);
+            all.not_checked
+                .extend(d.not_checked.into_iter().map(|why| format!("node {node}: {why}")));
+        }
+        all.findings.sort_by_key(|f| (f.severity, f.finding, f.from));
+        all
     }
 }
 

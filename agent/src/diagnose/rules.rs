@@ -250,6 +250,7 @@ fn queueing(points: &[Point], subject: &Subject) -> Option<Finding> {
         from: first[0].from,
         to: last[last.len() - 1].to,
         evidence,
+        queries: Vec::new(),
     })
 }
 
@@ -282,6 +283,7 @@ fn slow_first_token(points: &[Point], subject: &Subject) -> Option<Finding> {
                 saturating_sum(points.iter().map(|p| p.ttft.1)) as f64,
             ),
         ]),
+        queries: Vec::new(),
     })
 }
 
@@ -334,6 +336,7 @@ fn request_problems(recording: &Recording, key: ServerRef, model: &str, subject:
                 (Evidence::Failed, failed as f64),
                 (Evidence::FailedShare, share(failed)),
             ]),
+            queries: Vec::new(),
         });
     }
     if cancelled > 0 && share(cancelled) >= REQUEST_PROBLEM_SHARE {
@@ -374,6 +377,7 @@ fn request_problems(recording: &Recording, key: ServerRef, model: &str, subject:
             from,
             to,
             evidence,
+            queries: Vec::new(),
         });
     }
     findings
@@ -450,6 +454,7 @@ fn processes(snapshots: &[Snapshot], comms: &BTreeMap<u32, String>) -> Vec<Findi
                     (Evidence::IntervalsLaunchBound, e.flagged.len() as f64),
                     (Evidence::IntervalsWithLaunches, e.active as f64),
                 ]),
+                queries: Vec::new(),
             });
         }
         let share = if e.seconds > 0.0 {
@@ -476,6 +481,7 @@ fn processes(snapshots: &[Snapshot], comms: &BTreeMap<u32, String>) -> Vec<Findi
                     (Evidence::SyncCallsPerSecond, per_s(e.sync_calls)),
                     (Evidence::KernelLaunchesPerSecond, per_s(e.launches)),
                 ]),
+                queries: Vec::new(),
             });
         }
     }
@@ -539,6 +545,7 @@ fn devices(snapshots: &[Snapshot]) -> Vec<Finding> {
                 from,
                 to,
                 evidence,
+                queries: Vec::new(),
             });
         }
         let fullest = seen
@@ -585,6 +592,7 @@ fn devices(snapshots: &[Snapshot]) -> Vec<Finding> {
                     from: s.start(),
                     to: s.time,
                     evidence,
+                    queries: Vec::new(),
                 });
             }
         }
@@ -638,6 +646,7 @@ fn devices(snapshots: &[Snapshot]) -> Vec<Finding> {
                 from: a.0.start(),
                 to: b.0.time,
                 evidence,
+                queries: Vec::new(),
             });
         }
     }
@@ -688,6 +697,7 @@ fn measurement_gaps(snapshots: &[Snapshot]) -> Option<Finding> {
         from,
         to,
         evidence,
+        queries: Vec::new(),
     })
 }
 

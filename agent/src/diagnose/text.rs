@@ -19,6 +19,22 @@ pub fn write_text(out: &mut impl Write, d: &Diagnosis) -> io::Result<()> {
         "{} intervals{span}. Servers: {}, GPU processes: {}, GPUs: {}, finished requests: {}.",
         d.intervals, d.servers, d.gpu_processes, d.devices, d.requests
     )?;
+    if let Some(store) = &d.store {
+        let matching = store
+            .slice
+            .matchers
+            .as_ref()
+            .map(|m| format!(", matching {{{m}}}"))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "Read from {} ({} names) at {} steps{matching}; nodes: {}.",
+            store.url,
+            json_name(&store.dialect),
+            humantime::format_duration(store.slice.step),
+            store.nodes.join(", ")
+        )?;
+    }
     if d.findings.is_empty() {
         writeln!(out, "\nNo findings.")?;
     }
@@ -53,5 +69,12 @@ fn write_finding(out: &mut impl Write, f: &Finding) -> io::Result<()> {
         .iter()
         .map(|(k, v)| format!("{k} {}", evidence_value(*v)))
         .collect();
-    writeln!(out, "  evidence: {}", evidence.join(", "))
+    writeln!(out, "  evidence: {}", evidence.join(", "))?;
+    if !f.queries.is_empty() {
+        writeln!(out, "  queries:")?;
+        for q in &f.queries {
+            writeln!(out, "    {q}")?;
+        }
+    }
+    Ok(())
 }

@@ -57,15 +57,11 @@ pub struct FlameGraph {
 
 /// The whole page; `flamegraphs`: the recording's profiles (CPU first), none from a saved stream.
 pub fn render(
-    recording: &Recording,
+    recordings: &[(&str, &Recording)],
     diagnosis: &Diagnosis,
     title: &str,
     flamegraphs: &[FlameGraph],
 ) -> String {
-    let snapshots = &recording.snapshots;
-    let start = diagnosis.from.unwrap_or(SystemTime::UNIX_EPOCH);
-    let at = |s: &Snapshot| s.time.duration_since(start).map_or(0.0, |d| d.as_secs_f64());
-    let span_s = snapshots.last().map_or(0.0, at);
     let mut page = format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; img-src data:\">\
@@ -76,7 +72,38 @@ pub fn render(
     );
     page.push_str("<h2>Findings</h2>");
     page.push_str(&findings(diagnosis));
+    let start = diagnosis.from.unwrap_or(SystemTime::UNIX_EPOCH);
+    for (node, recording) in recordings {
+        if !node.is_empty() {
+            let _ = write!(page, "<h2 class=\"node\">Node {}</h2>", escape(node));
+        }
+        sections(&mut page, recording, start);
+    }
+    if flamegraphs.is_empty() {
+        page.push_str(
+            "<h2>Profile</h2><p class=\"none\">No profile: a live <code>record</code> samples the watched processes; a saved stream or a store has none.</p>",
+        );
+    }
+    for graph in flamegraphs {
+        // As an image: its zoom script does not run, and nothing is fetched.
+        let _ = write!(
+            page,
+            "<h2>{}</h2><p class=\"sub\">{}</p>\
+             <img style=\"width:100%\" alt=\"flame graph\" src=\"data:image/svg+xml;base64,{}\">",
+            escape(&graph.title),
+            escape(&graph.caption),
+            base64::engine::general_purpose::STANDARD.encode(&graph.svg)
+        );
+    }
+    page.push_str("<p class=\"sub\">Written by inferscope record. Figures: docs/output.md; findings: docs/diagnose.md.</p></body></html>");
+    page
+}
 
+/// The requests, GPUs and GPU processes of one recording (one host or node), in time from `start`.
+fn sections(page: &mut String, recording: &Recording, start: SystemTime) {
+    let snapshots = &recording.snapshots;
+    let at = |s: &Snapshot| s.time.duration_since(start).map_or(0.0, |d| d.as_secs_f64());
+    let span_s = snapshots.last().map_or(0.0, at);
     page.push_str("<h2>Requests</h2>");
     page.push_str(&servers_table(recording));
     let servers = server_keys(snapshots);
@@ -236,24 +263,6 @@ pub fn render(
     if !busiest.is_empty() {
         page.push_str(&grid(&mut charts));
     }
-    if flamegraphs.is_empty() {
-        page.push_str(
-            "<h2>Profile</h2><p class=\"none\">No profile: a live <code>record</code> samples the watched processes; a saved stream has none.</p>",
-        );
-    }
-    for graph in flamegraphs {
-        // As an image: its zoom script does not run, and nothing is fetched.
-        let _ = write!(
-            page,
-            "<h2>{}</h2><p class=\"sub\">{}</p>\
-             <img style=\"width:100%\" alt=\"flame graph\" src=\"data:image/svg+xml;base64,{}\">",
-            escape(&graph.title),
-            escape(&graph.caption),
-            base64::engine::general_purpose::STANDARD.encode(&graph.svg)
-        );
-    }
-    page.push_str("<p class=\"sub\">Written by inferscope record. Figures: docs/output.md; findings: docs/diagnose.md.</p></body></html>");
-    page
 }
 
 fn grid(charts: &mut Vec<String>) -> String {
@@ -306,7 +315,11 @@ fn findings(d: &Diagnosis) -> String {
                 evidence_value(*v)
             );
         }
-        out.push_str("</table></div>");
+        out.push_str("</table>");
+        for q in &f.queries {
+            let _ = write!(out, "<pre>{}</pre>", escape(q));
+        }
+        out.push_str("</div>");
     }
     if !d.not_checked.is_empty() {
         out.push_str("<p>Not checked:</p><ul>");
@@ -558,7 +571,7 @@ mod tests {
     #[test]
     fn an_empty_recording_is_a_page_that_says_what_is_missing() {
         let recording = Recording::default();
-        let page = render(&recording, &diagnose(&recording), "empty <test>", &[]);
+        let page = render(&[("", &recording)], &diagnose(&recording), "empty <test>", &[]);
         assert!(page.starts_with("<!DOCTYPE html>") && page.ends_with("</html>"));
         assert!(page.contains("<title>empty &lt;test&gt;</title>"));
         // No empty charts: each section says what is missing instead.
