@@ -1,7 +1,9 @@
 //! `inferscope mcp`: a Model Context Protocol server (the official Rust SDK,
 //! rmcp) for assistants, over what the agent watches live: what runs now,
-//! the slowest recent requests, and `diagnose` over a recent window. Tools
-//! are read-only and their answers bounded (at most [`MAX_ITEMS`] entries a
+//! the slowest recent requests, `diagnose` over a recent window and, with
+//! `--profile`, a recent profile as text; with `--prometheus`, also over the
+//! fleet's store: `diagnose_fleet` and a read-only `query_store`. Tools are
+//! read-only and their answers bounded (at most [`MAX_ITEMS`] entries a
 //! list); like every output of the agent, they carry figures and names, never
 //! a prompt or an answer.
 
@@ -14,7 +16,7 @@ use std::{
 
 use rmcp::{
     ErrorData as McpError, ServerHandler,
-    handler::server::wrapper::Parameters,
+    handler::server::{router::tool::ToolRouter, wrapper::Parameters},
     model::{CallToolResult, ContentBlock},
     schemars, tool, tool_handler, tool_router,
 };
@@ -23,11 +25,17 @@ use serde::Serialize;
 use crate::{
     diagnose::{self, Recording},
     model::{Outcome, Protocol, RequestRecord, Snapshot},
+    profile::{Destination, Period, ProfileKind, StackProfile},
     sinks::Sink,
+    store::{Slice, Store, StoreError},
 };
 
 /// The most entries of any list a tool answers with.
 pub const MAX_ITEMS: usize = 50;
+/// The most points of a series `query_store` answers with over a range.
+const MAX_POINTS: u64 = 100;
+/// The deepest frames of a stack `profile` shows (the innermost).
+const MAX_FRAMES: usize = 48;
 /// Finished requests kept for `slowest_requests`, newest first out.
 const KEPT_REQUESTS: usize = 10_000;
 
@@ -43,6 +51,8 @@ pub struct Window {
 struct Kept {
     snapshots: VecDeque<Snapshot>,
     requests: VecDeque<RequestRecord>,
+    /// Profile periods (with --profile), by the time each ended.
+    profiles: VecDeque<(SystemTime, Vec<StackProfile>)>,
 }
 
 impl Window {
@@ -102,16 +112,73 @@ impl Sink for Window {
     }
 }
 
-/// The server's tools, over one window.
+/// With --profile, each period's profiles are kept for the `profile` tool.
+impl Destination for Window {
+    fn deliver(&mut self, period: &Period<'_>) -> io::Result<()> {
+        let end = period.start + period.duration;
+        let keep = self.keep;
+        let mut kept = self.lock();
+        kept.profiles
+            .push_back((end, period.delivered().cloned().collect()));
+        let oldest = end.checked_sub(keep);
+        while kept
+            .profiles
+            .front()
+            .is_some_and(|(t, _)| oldest.is_some_and(|oldest| *t < oldest))
+        {
+            kept.profiles.pop_front();
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        "the MCP server's profile tool".into()
+    }
+}
+
+/// The server's tools, over one window and, if given, a store.
 #[derive(Clone)]
 pub struct Tools {
     window: Window,
+    store: Option<Arc<Store>>,
+    router: ToolRouter<Self>,
 }
 
 #[derive(Debug, Default, serde::Deserialize, schemars::JsonSchema)]
 pub struct Since {
     /// Only the last this many seconds (default: all the agent keeps, `--keep`).
     pub last_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, serde::Deserialize, schemars::JsonSchema)]
+pub struct ProfileAsk {
+    /// Only the profile periods that ended in the last this many seconds (default: all kept).
+    pub last_seconds: Option<u64>,
+    /// How many stacks of each kind, the heaviest first, at most 50 (default 10).
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Default, serde::Deserialize, schemars::JsonSchema)]
+pub struct FleetAsk {
+    /// The range starts this many seconds before its end (default 3600).
+    pub since_seconds: Option<u64>,
+    /// The range ends this many seconds before now (default 0).
+    pub until_seconds_ago: Option<u64>,
+    /// PromQL label matchers narrowing the servers, requests and processes
+    /// (`k8s.namespace.name="chat"`; `k8s_namespace_name="chat"` in a scraped store).
+    #[serde(rename = "match")]
+    pub matchers: Option<String>,
+    /// The interval length the rules compare, in seconds (default: the range / 240).
+    pub step_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, serde::Deserialize, schemars::JsonSchema)]
+pub struct StoreQuery {
+    /// A PromQL expression (MetricsQL on VictoriaMetrics).
+    pub query: String,
+    /// Evaluate over the last this many seconds (at most 100 points a
+    /// series); without it, at this moment only.
+    pub range_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, serde::Deserialize, schemars::JsonSchema)]
@@ -179,6 +246,42 @@ struct RunningNow {
     left_out: usize,
 }
 
+/// The heaviest stacks of one kind of profile.
+#[derive(Serialize)]
+struct TopStacks {
+    kind: &'static str,
+    /// What was sampled, and what a stack's count is.
+    sampled: &'static str,
+    unit: &'static str,
+    total: u64,
+    stacks: Vec<TopStack>,
+    /// Distinct stacks left out past the limit.
+    left_out: usize,
+}
+
+#[derive(Serialize)]
+struct TopStack {
+    count: u64,
+    share: f64,
+    pid: u32,
+    /// Outermost first, `;` between frames; the innermost [`MAX_FRAMES`] when deeper.
+    stack: String,
+}
+
+/// A series a store answered with.
+#[derive(Serialize)]
+struct StoreSeries {
+    labels: std::collections::BTreeMap<String, String>,
+    /// (Unix seconds, value).
+    values: Vec<(f64, f64)>,
+}
+
+#[derive(Serialize)]
+struct StoreAnswer {
+    series: Vec<StoreSeries>,
+    left_out: usize,
+}
+
 /// A finished request, its figures only.
 #[derive(Serialize)]
 struct Request {
@@ -196,8 +299,40 @@ struct Request {
 
 #[tool_router]
 impl Tools {
-    pub fn new(window: Window) -> Self {
-        Self { window }
+    /// The tools over `window`; the store's only with `store`, `profile` only when `profiling`.
+    pub fn new(window: Window, store: Option<Store>, profiling: bool) -> Self {
+        let mut router = Self::tool_router();
+        if store.is_none() {
+            router.remove_route("diagnose_fleet");
+            router.remove_route("query_store");
+        }
+        if !profiling {
+            router.remove_route("profile");
+        }
+        Self {
+            window,
+            store: store.map(Arc::new),
+            router,
+        }
+    }
+
+    /// Runs `read` on the store, off the protocol's thread.
+    async fn with_store<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, McpError> {
+        let store = self.store.clone().ok_or_else(|| {
+            McpError::invalid_request("no store: start inferscope mcp with --prometheus", None)
+        })?;
+        tokio::task::spawn_blocking(move || read(&store))
+            .await
+            .map_err(|e| McpError::internal_error(format!("reading the store: {e}"), None))?
+            .map_err(|e| match e {
+                StoreError::Query { .. } | StoreError::EmptyRange | StoreError::TooManyPoints { .. } => {
+                    McpError::invalid_params(e.to_string(), None)
+                }
+                _ => McpError::internal_error(e.to_string(), None),
+            })
     }
 
     /// The moment `last_seconds` before now, if given.
@@ -249,15 +384,156 @@ impl Tools {
         diagnosis.not_checked.truncate(MAX_ITEMS);
         answer(&diagnosis)
     }
+
+    #[tool(
+        description = "Where time went recently on this host, from the agent's continuous profile: per \
+                       kind (CPU samples; where GPU kernels are launched from; where processes wait for \
+                       the GPU) the heaviest native and Python stacks, with their counts and shares.",
+        annotations(read_only_hint = true)
+    )]
+    async fn profile(
+        &self,
+        Parameters(ProfileAsk { last_seconds, limit }): Parameters<ProfileAsk>,
+    ) -> Result<CallToolResult, McpError> {
+        let since = Self::since(last_seconds);
+        let periods: Vec<Vec<StackProfile>> = self
+            .window
+            .lock()
+            .profiles
+            .iter()
+            .filter(|(end, _)| since.is_none_or(|since| *end >= since))
+            .map(|(_, profiles)| profiles.clone())
+            .collect();
+        answer(&top_stacks(&periods, limit.unwrap_or(10).min(MAX_ITEMS)))
+    }
+
+    #[tool(
+        description = "inferscope's diagnosis across the fleet, from the metrics store the agents export \
+                       to: the same findings as `diagnose`, per node, over a past range (default the last \
+                       hour), each with its time range, evidence and the PromQL behind it.",
+        annotations(read_only_hint = true)
+    )]
+    async fn diagnose_fleet(
+        &self,
+        Parameters(ask): Parameters<FleetAsk>,
+    ) -> Result<CallToolResult, McpError> {
+        let now = SystemTime::now();
+        let until = now
+            .checked_sub(Duration::from_secs(ask.until_seconds_ago.unwrap_or(0)))
+            .unwrap_or(now);
+        let since = until
+            .checked_sub(Duration::from_secs(ask.since_seconds.unwrap_or(3600)))
+            .unwrap_or(until);
+        let step = ask.step_seconds.map(|s| Duration::from_secs(s.max(1)));
+        let mut diagnosis = self
+            .with_store(move |store| store.diagnose(&Slice::new(since, until, step, ask.matchers)?))
+            .await?
+            .diagnosis;
+        diagnosis.findings.truncate(MAX_ITEMS);
+        diagnosis.not_checked.truncate(MAX_ITEMS);
+        answer(&diagnosis)
+    }
+
+    #[tool(
+        description = "A read-only PromQL query of the metrics store the agents export to (names as the \
+                       store keeps them: gen_ai.server.time_to_first_token_sum as OTLP sent it, or \
+                       gen_ai_server_time_to_first_token_seconds_sum as scraped), now or over the last \
+                       range_seconds; at most 50 series of at most 100 points.",
+        annotations(read_only_hint = true)
+    )]
+    async fn query_store(
+        &self,
+        Parameters(StoreQuery { query, range_seconds }): Parameters<StoreQuery>,
+    ) -> Result<CallToolResult, McpError> {
+        let series = self
+            .with_store(move |store| {
+                let now = SystemTime::now();
+                match range_seconds {
+                    None => store.instant(&query, now),
+                    Some(seconds) => {
+                        let seconds = seconds.max(1);
+                        let step = Duration::from_secs(seconds.div_ceil(MAX_POINTS - 1).max(1));
+                        let since = now.checked_sub(Duration::from_secs(seconds)).unwrap_or(now);
+                        store.range(&query, &Slice::new(since, now, Some(step), None)?)
+                    }
+                }
+            })
+            .await?;
+        let mut left_out = 0;
+        let series = bounded(series, &mut left_out)
+            .into_iter()
+            .map(|s| StoreSeries {
+                labels: s.labels,
+                values: s.values.into_iter().map(|(ms, v)| (ms as f64 / 1e3, v)).collect(),
+            })
+            .collect();
+        answer(&StoreAnswer { series, left_out })
+    }
 }
 
 #[tool_handler(
+    router = self.router,
     name = "inferscope",
-    instructions = "Live figures of the GPU inference servers and GPU processes on this host, measured \
-                    from the kernel by inferscope: what runs now, the slowest recent requests, and a \
-                    diagnosis with evidence. Figures and names only; never request or response text."
+    instructions = "Figures of the GPU inference servers and GPU processes measured from the kernel by \
+                    inferscope: live on this host (what runs now, the slowest recent requests, a \
+                    diagnosis with evidence, a recent profile) and, where a metrics store is configured, \
+                    across the fleet's history. Figures and names only; never request or response text."
 )]
 impl ServerHandler for Tools {}
+
+/// Samples of each distinct stack: by pid and frames.
+type Counts<'a> = std::collections::HashMap<(u32, &'a [String]), u64>;
+
+/// Per kind, the heaviest `limit` stacks over `periods` (same process and frames added up).
+fn top_stacks(periods: &[Vec<StackProfile>], limit: usize) -> Vec<TopStacks> {
+    let mut kinds: Vec<(ProfileKind, Counts<'_>)> = Vec::new();
+    for profile in periods.iter().flatten() {
+        let index = match kinds.iter().position(|(kind, _)| *kind == profile.kind) {
+            Some(i) => i,
+            None => {
+                kinds.push((profile.kind, Default::default()));
+                kinds.len() - 1
+            }
+        };
+        for stack in &profile.stacks {
+            *kinds[index].1.entry((stack.pid, &stack.frames)).or_default() += stack.count;
+        }
+    }
+    kinds
+        .into_iter()
+        .map(|(kind, stacks)| {
+            let total = crate::model::saturating_sum(stacks.values().copied());
+            let mut stacks: Vec<_> = stacks.into_iter().collect();
+            stacks.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            let left_out = stacks.len().saturating_sub(limit);
+            let stacks = stacks
+                .into_iter()
+                .take(limit)
+                .map(|((pid, frames), count)| {
+                    let cut = frames.len().saturating_sub(MAX_FRAMES);
+                    let mut stack = frames[cut..].join(";");
+                    if cut > 0 {
+                        stack = format!("…;{stack}");
+                    }
+                    TopStack {
+                        count,
+                        share: count as f64 / total.max(1) as f64,
+                        pid,
+                        stack,
+                    }
+                })
+                .collect();
+            TopStacks {
+                kind: kind.name(),
+                sampled: kind.sampled(),
+                unit: kind.count_name(),
+                total,
+                stacks,
+                left_out,
+            }
+        })
+        .collect()
+}
 
 /// A tool's answer: JSON text.
 fn answer(value: &impl Serialize) -> Result<CallToolResult, McpError> {

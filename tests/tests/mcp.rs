@@ -2,7 +2,9 @@
 //! (tests/clients/mcp_client.py) reaches it over stdio or streamable HTTP,
 //! lists its tools and calls each while a server on a "GPU" streams real
 //! requests. Answers carry figures and names, bounded, and never the
-//! requests' text; over HTTP off localhost, only with the token.
+//! requests' text; over HTTP off localhost, only with the token. Over stdio
+//! it also profiles (a CPU-bound process among what it watches) and reads a
+//! real VictoriaMetrics that another agent exports the same server's figures to.
 
 use std::{
     io::Write as _,
@@ -15,8 +17,10 @@ use std::{
 
 use inferscope::diagnose::Diagnosis;
 use inferscope_tests::{
-    Agent, STEP, TestServer, agent_binary, chat_request, line_reader, next_line, read_chunked_response,
-    receivers::free_port, require_root, stub_library, venv_python,
+    Agent, STEP, TestServer, agent_binary, chat_request, cpu_burner, line_reader, next_line,
+    read_chunked_response,
+    receivers::{VictoriaMetrics, free_port},
+    require_root, stub_library, venv_python,
 };
 use serde_json::{Value, json};
 
@@ -127,23 +131,30 @@ fn gpu_server() -> TestServer {
     )
 }
 
-/// What every transport must give: the tools listed, read-only, with
-/// schemas; each called over requests of known first-token times (sent once
-/// `captured` says the agent captures the server); bounded answers without
-/// the prompt; a refused argument an error that ends nothing.
+/// The tools of a plain watch.
+const LIVE_TOOLS: [&str; 3] = ["running_now", "slowest_requests", "diagnose"];
+/// With --profile and --prometheus, also these.
+const MORE_TOOLS: [&str; 3] = ["profile", "diagnose_fleet", "query_store"];
+
+/// What every transport must give: the tools listed (`expected`, no more),
+/// read-only, with schemas; each live one called over requests of known
+/// first-token times (sent once `captured` says the agent captures the
+/// server); bounded answers without the prompt; a refused argument an error
+/// that ends nothing.
 fn tools_answer_with_figures_never_text(
     assistant: &mut Assistant,
     server: &TestServer,
+    expected: &[&str],
     captured: impl FnOnce(&str),
 ) {
     let listed = assistant.next_answer("the tools listed");
     assert_eq!(listed["server"], "inferscope");
     let tools = listed["tools"].as_array().unwrap();
-    let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert_eq!(names.len(), 3, "{names:?}");
-    for want in ["running_now", "slowest_requests", "diagnose"] {
-        assert!(names.contains(&want), "{want} not in {names:?}");
-    }
+    let mut names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    let mut want = expected.to_vec();
+    names.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(names, want);
     for tool in tools {
         assert_eq!(tool["read_only"], true, "{tool}");
         assert_eq!(tool["input_schema"]["type"], "object", "{tool}");
@@ -221,17 +232,111 @@ fn tools_answer_with_figures_never_text(
     assistant.call_json("running_now", json!({}));
 }
 
+/// Calls `tool` with `arguments` until `done` takes its JSON answer; returns it.
+fn call_until(
+    assistant: &mut Assistant,
+    tool: &str,
+    arguments: Value,
+    mut done: impl FnMut(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let answer = assistant.call_json(tool, arguments.clone());
+        if done(&answer) {
+            return answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{tool} never answered as expected: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn an_assistant_lists_and_calls_every_tool_over_stdio_and_its_leaving_ends_the_server() {
+    let vm = VictoriaMetrics::start();
     let server = gpu_server();
+    let burner = cpu_burner();
     let pid = server.pid().to_string();
-    let (mut assistant, log) = Assistant::over_stdio(&["--pid", &pid]);
-    tools_answer_with_figures_never_text(&mut assistant, &server, |needle| {
+    let burner_pid = burner.pid().to_string();
+    // Another agent exports the server's figures to the store, as a node's DaemonSet would.
+    let endpoint = vm.otlp_endpoint();
+    let mut exporter = Agent::start_with_env(
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", Path::new(&endpoint)),
+            ("OTEL_METRIC_EXPORT_INTERVAL", Path::new("200")),
+            ("OTEL_RESOURCE_ATTRIBUTES", Path::new("k8s.node.name=mcp-node")),
+        ],
+        &["--pid", &pid],
+    );
+    let store = vm.url();
+    let (mut assistant, log) = Assistant::over_stdio(&[
+        "--pid",
+        &pid,
+        "--pid",
+        &burner_pid,
+        "--profile",
+        "--profile-every",
+        "1s",
+        "--prometheus",
+        &store,
+    ]);
+    let all: Vec<&str> = LIVE_TOOLS.iter().chain(&MORE_TOOLS).copied().collect();
+    tools_answer_with_figures_never_text(&mut assistant, &server, &all, |needle| {
+        exporter.wait_for_log(needle);
         let deadline = Instant::now() + STEP;
         while !next_line(&log, deadline, needle).contains(needle) {}
     });
+
+    // The profile: the burner's functions lead its CPU stacks; every list bounded.
+    let profile = call_until(&mut assistant, "profile", json!({"limit": 5}), |answer| {
+        answer.as_array().unwrap().iter().any(|kind| {
+            kind["kind"] == "process_cpu"
+                && kind["stacks"].as_array().unwrap().iter().any(|s| {
+                    s["pid"].as_u64() == Some(u64::from(burner.pid()))
+                        && s["stack"].as_str().unwrap().contains("hot_path")
+                })
+        })
+    });
+    for kind in profile.as_array().unwrap() {
+        assert!(kind["stacks"].as_array().unwrap().len() <= 5, "{kind}");
+    }
+
+    // The store: the fleet's diagnosis names the exporting node and counts its requests.
+    let fleet = call_until(
+        &mut assistant,
+        "diagnose_fleet",
+        json!({"since_seconds": 600, "step_seconds": 1}),
+        |d| d["requests"].as_u64() >= Some(REQUESTS as u64),
+    );
+    let fleet: Diagnosis = serde_json::from_value(fleet).unwrap();
+    assert_eq!(fleet.store.as_ref().unwrap().nodes, ["mcp-node"], "{fleet:?}");
+    let counted = assistant.call_json(
+        "query_store",
+        json!({"query": r#"sum(gen_ai.server.request.duration_count{k8s.node.name="mcp-node"})"#}),
+    );
+    assert_eq!(counted["series"][0]["values"][0][1], REQUESTS as f64, "{counted}");
+    // Every series the store holds: bounded, saying how many were left out.
+    let everything = assistant.call_json("query_store", json!({"query": r#"{__name__=~".+"}"#}));
+    assert_eq!(everything["series"].as_array().unwrap().len(), 50, "{everything}");
+    assert!(everything["left_out"].as_u64().unwrap() > 0, "{everything}");
+    // A range: its series at the step giving at most 100 points.
+    let range = assistant.call_json(
+        "query_store",
+        json!({"query": "gen_ai.server.request.duration_count", "range_seconds": 300}),
+    );
+    let points = range["series"][0]["values"].as_array().unwrap().len();
+    assert!((1..=100).contains(&points), "{range}");
+    let refused = assistant.call("query_store", json!({"query": "sum("}));
+    assert!(
+        refused.get("error").is_some() || refused["is_error"] == true,
+        "{refused}"
+    );
+
     let status = assistant.leave();
     assert!(status.success(), "{status}");
+    drop((exporter, burner));
 }
 
 #[test]
@@ -268,7 +373,9 @@ fn over_http_off_localhost_only_a_client_with_the_token_is_served() {
         assert_eq!(response.status(), 401, "{authorization:?}");
     }
     let (mut assistant, _) = Assistant::start(&["http", &url, "s3cret-token"]);
-    tools_answer_with_figures_never_text(&mut assistant, &server, |needle| agent.wait_for_log(needle));
+    tools_answer_with_figures_never_text(&mut assistant, &server, &LIVE_TOOLS, |needle| {
+        agent.wait_for_log(needle)
+    });
     assistant.leave();
     agent.interrupt();
     std::fs::remove_file(token_file).unwrap();

@@ -22,11 +22,16 @@ use rmcp::{
 };
 use tokio::sync::Notify;
 
-use super::{parse_duration, run::WatchArgs};
+use super::{
+    parse_duration,
+    run::{ProfilingArgs, WatchArgs},
+};
 use crate::{
     mcp::{Tools, Window},
     pipeline::{WatchOptions, watch},
+    profile::Destination,
     sinks::Sink,
+    store::Store,
 };
 
 /// Where HTTP clients post: the path MCP clients use by convention.
@@ -52,14 +57,29 @@ pub struct McpArgs {
     /// every host name is taken from clients that hold the token.
     #[arg(long = "allowed-host", value_name = "NAME", requires = "listen")]
     allowed_hosts: Vec<String>,
+    /// Also answer from this metrics store the agents export to (Prometheus,
+    /// VictoriaMetrics, Thanos, Mimir: its query API's base URL): the
+    /// `diagnose_fleet` and `query_store` tools.
+    #[arg(long, value_name = "URL")]
+    prometheus: Option<String>,
+    #[command(flatten)]
+    profiling: ProfilingArgs,
     #[command(flatten)]
     watch: WatchArgs,
 }
 
+/// How long one query of the store may take.
+const STORE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Serves until a signal comes, or over stdio until the client goes.
 pub fn mcp(args: McpArgs) -> Result<ExitCode> {
     let window = Window::new(args.keep);
-    let tools = Tools::new(window.clone());
+    let store = args
+        .prometheus
+        .as_deref()
+        .map(|url| Store::new(url, STORE_TIMEOUT));
+    let profiler = args.profiling.start(args.watch.pids())?;
+    let tools = Tools::new(window.clone(), store, profiler.is_some());
     let http = match args.listen {
         Some(addr) => Some(Http::bind(addr, &args)?),
         None => None,
@@ -79,10 +99,15 @@ pub fn mcp(args: McpArgs) -> Result<ExitCode> {
     })?;
     let options = WatchOptions {
         stop: Some(session_over),
-        ..WatchOptions::default()
+        ..args.profiling.options(profiler.clone(), None)
     };
     watch(&args.watch.config(), options, |_| {
-        Ok(vec![Box::new(window) as Box<dyn Sink>])
+        let mut sinks = vec![Box::new(window.clone()) as Box<dyn Sink>];
+        if let Some(profiler) = profiler {
+            let destinations = vec![Box::new(window) as Box<dyn Destination>];
+            sinks.push(Box::new(args.profiling.continuous(profiler, destinations)));
+        }
+        Ok(sinks)
     })?;
     // Ended by the server (a session over, or a server that failed), or by a
     // signal while it still serves: then its thread goes with the process.

@@ -42,15 +42,21 @@ pub struct RunArgs {
     prometheus_listen: Option<SocketAddr>,
     #[command(flatten)]
     profiling: ProfilingArgs,
+    /// Push the profiles to this Grafana Pyroscope server (base URL);
+    /// PYROSCOPE_TENANT_ID, PYROSCOPE_BASIC_AUTH_USER and
+    /// PYROSCOPE_BASIC_AUTH_PASSWORD apply.
+    #[arg(long, value_name = "URL", requires = "profile")]
+    pyroscope_url: Option<String>,
 }
 
-/// Continuous profiling inside `run`, shipped period by period.
+/// Continuous profiling beside the watch, period by period (`run`, `mcp`).
 #[derive(clap::Args)]
-struct ProfilingArgs {
+pub struct ProfilingArgs {
     /// Also profile what is watched, continuously: CPU stacks, and where GPU
-    /// work is launched and waited for, shipped every --profile-every to
-    /// --pyroscope-url and, as OTLP profiles, to the OTLP endpoint (unless
-    /// OTEL_PROFILES_EXPORTER=none).
+    /// work is launched and waited for, every --profile-every (`run` ships
+    /// each period to --pyroscope-url and, as OTLP profiles, to the OTLP
+    /// endpoint unless OTEL_PROFILES_EXPORTER=none; `mcp` keeps them for its
+    /// `profile` tool).
     #[arg(long)]
     profile: bool,
     /// The length of a profile period.
@@ -64,11 +70,53 @@ struct ProfilingArgs {
     /// synchronisations (at random) records where it was called from; 0: none.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_GPU_CALL_STACK_EVERY)]
     gpu_call_stacks: u32,
-    /// Push the profiles to this Grafana Pyroscope server (base URL);
-    /// PYROSCOPE_TENANT_ID, PYROSCOPE_BASIC_AUTH_USER and
-    /// PYROSCOPE_BASIC_AUTH_PASSWORD apply.
-    #[arg(long, value_name = "URL", requires = "profile")]
-    pyroscope_url: Option<String>,
+}
+
+impl ProfilingArgs {
+    /// The profiler --profile asks for, sampling `pids` (everything watched when empty).
+    pub fn start(&self, pids: &[u32]) -> Result<Option<Rc<RefCell<Profiler>>>> {
+        if !self.profile {
+            return Ok(None);
+        }
+        crate::probes::host::require_privileges()?;
+        let profiler = Profiler::start(self.profile_frequency, pids).context("starting CPU sampling")?;
+        Ok(Some(Rc::new(RefCell::new(profiler))))
+    }
+
+    /// How the watch feeds `profiler`: the GPU calls' stacks, 1 in --gpu-call-stacks.
+    pub fn options(
+        &self,
+        profiler: Option<Rc<RefCell<Profiler>>>,
+        duration: Option<Duration>,
+    ) -> WatchOptions {
+        WatchOptions {
+            duration,
+            gpu_call_stack_every: if profiler.is_some() {
+                self.gpu_call_stacks
+            } else {
+                0
+            },
+            profiler,
+            ..WatchOptions::default()
+        }
+    }
+
+    /// The sink ending a period every --profile-every, delivering it to `destinations`.
+    pub fn continuous(
+        &self,
+        profiler: Rc<RefCell<Profiler>>,
+        destinations: Vec<Box<dyn Destination>>,
+    ) -> Continuous {
+        let to: Vec<String> = destinations.iter().map(|d| d.describe()).collect();
+        log::info!(
+            "profiling at {} Hz, 1 in {} GPU launches and synchronisations, every {}, to {}",
+            self.profile_frequency,
+            self.gpu_call_stacks,
+            humantime::format_duration(self.profile_every),
+            to.join(" and ")
+        );
+        Continuous::new(profiler, self.profile_every, destinations)
+    }
 }
 
 /// What to watch and how often: shared by every command that watches live.
@@ -120,29 +168,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let profiling = &args.profiling;
     let otlp = OtlpConfig::from_env(args.otlp_endpoint.clone(), args.otlp_protocol);
     let otlp_profiles = otlp.clone().filter(|_| OtlpConfig::exports_profiles());
-    let profiler = if profiling.profile {
-        anyhow::ensure!(
-            profiling.pyroscope_url.is_some() || otlp_profiles.is_some(),
-            "--profile ships its profiles: name where with --pyroscope-url or an OTLP endpoint \
-             (--otlp-endpoint, OTEL_EXPORTER_OTLP_ENDPOINT)"
-        );
-        crate::probes::host::require_privileges()?;
-        let profiler = Profiler::start(profiling.profile_frequency, args.watch.pids())
-            .context("starting CPU sampling")?;
-        Some(Rc::new(RefCell::new(profiler)))
-    } else {
-        None
-    };
-    let options = WatchOptions {
-        duration: args.duration,
-        profiler: profiler.clone(),
-        gpu_call_stack_every: if profiler.is_some() {
-            profiling.gpu_call_stacks
-        } else {
-            0
-        },
-        ..WatchOptions::default()
-    };
+    anyhow::ensure!(
+        !profiling.profile || args.pyroscope_url.is_some() || otlp_profiles.is_some(),
+        "--profile ships its profiles: name where with --pyroscope-url or an OTLP endpoint \
+         (--otlp-endpoint, OTEL_EXPORTER_OTLP_ENDPOINT)"
+    );
+    let profiler = profiling.start(args.watch.pids())?;
+    let options = profiling.options(profiler.clone(), args.duration);
     watch(
         &args.watch.config(),
         options,
@@ -163,7 +195,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             }
             if let Some(profiler) = profiler {
                 let mut destinations: Vec<Box<dyn Destination>> = Vec::new();
-                if let Some(url) = &profiling.pyroscope_url {
+                if let Some(url) = &args.pyroscope_url {
                     let config = PyroscopeConfig::from_env(url.clone(), node_name.clone());
                     let pyroscope =
                         Pyroscope::start(config, health.clone()).context("starting the Pyroscope sender")?;
@@ -174,19 +206,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                         .context("starting the OTLP profiles sender")?;
                     destinations.push(Box::new(sender));
                 }
-                let to: Vec<String> = destinations.iter().map(|d| d.describe()).collect();
-                log::info!(
-                    "profiling at {} Hz, 1 in {} GPU launches and synchronisations, every {}, to {}",
-                    profiling.profile_frequency,
-                    profiling.gpu_call_stacks,
-                    humantime::format_duration(profiling.profile_every),
-                    to.join(" and ")
-                );
-                sinks.push(Box::new(Continuous::new(
-                    profiler,
-                    profiling.profile_every,
-                    destinations,
-                )));
+                sinks.push(Box::new(profiling.continuous(profiler, destinations)));
             }
             Ok(sinks)
         },

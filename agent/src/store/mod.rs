@@ -212,14 +212,38 @@ impl Store {
             ],
             Some(query),
         )?;
+        self.series(&data)
+    }
+
+    /// `query` evaluated at `at`: each series with its one value.
+    pub fn instant(&self, query: &str, at: SystemTime) -> Result<Vec<Series>, StoreError> {
+        let data = self.get("query", &[("query", query), ("time", &seconds(at))], Some(query))?;
+        self.series(&data)
+    }
+
+    /// The series of a query's `data`: a matrix (`values`) or a vector (`value`).
+    fn series(&self, data: &serde_json::Value) -> Result<Vec<Series>, StoreError> {
         let malformed = |message: &str| StoreError::Malformed {
             url: self.base.clone(),
             message: message.to_string(),
         };
-        let result = data
-            .get("result")
+        let result = data.get("result");
+        // A scalar is one unlabelled point.
+        if data.get("resultType").and_then(|t| t.as_str()) == Some("scalar") {
+            let point = result.ok_or_else(|| malformed("no result in a query's answer"))?;
+            let value = point.get(1).and_then(|v| v.as_str()).and_then(|v| v.parse().ok());
+            let time = point.get(0).and_then(|t| t.as_f64());
+            return Ok(match (time, value) {
+                (Some(t), Some(v)) => vec![Series {
+                    labels: BTreeMap::new(),
+                    values: BTreeMap::from([((t * 1e3).round() as i64, v)]),
+                }],
+                _ => Vec::new(),
+            });
+        }
+        let result = result
             .and_then(|r| r.as_array())
-            .ok_or_else(|| malformed("no result in a range query's answer"))?;
+            .ok_or_else(|| malformed("no result in a query's answer"))?;
         result
             .iter()
             .map(|s| {
@@ -230,9 +254,12 @@ impl Store {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
                     .collect();
+                let one = s.get("value").map(std::slice::from_ref);
                 let values = s
                     .get("values")
                     .and_then(|v| v.as_array())
+                    .map(Vec::as_slice)
+                    .or(one)
                     .ok_or_else(|| malformed("a series without values"))?
                     .iter()
                     .filter_map(|point| {
