@@ -17,7 +17,8 @@ pub fn of(
     node: &NodeRecording,
     finding: &Finding,
 ) -> Vec<String> {
-    let window = format!("[{}s]", step.as_secs().max(1));
+    // Windows of at least a minute, so that a pasted query spans several scrapes.
+    let window = format!("[{}s]", step.as_secs().max(60));
     let subject = &finding.subject;
     let pid = subject.pid.map(|p| p.to_string());
     let port = subject.port.map(|p| p.to_string());
