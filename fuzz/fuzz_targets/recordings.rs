@@ -116,6 +116,6 @@ fuzz_target!(|input: Input| {
     let diagnosis = diagnose(&recording);
     let mut text = Vec::new();
     write_text(&mut text, &diagnosis).unwrap();
-    let page = report::render(&recording, &diagnosis, "fuzz", &[]);
+    let page = report::render(&[("", &recording)], &diagnosis, "fuzz", &[]);
     assert!(!page.contains("<b>&") && !page.contains("m\"<"), "an outside name reached the page unescaped");
 });

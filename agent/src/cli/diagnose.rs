@@ -96,7 +96,7 @@ pub struct StoreArgs {
     /// scraped store); the GPUs they use follow.
     #[arg(long = "match", value_name = "MATCHERS", requires = "prometheus")]
     matchers: Option<String>,
-    /// The length of each interval the rules compare [default: the range / 240, at least 1 s].
+    /// The length of each interval the rules compare, at least 1 s [default: the range / 240].
     #[arg(long, value_parser = parse_duration, requires = "prometheus")]
     step: Option<Duration>,
     /// How long one query may take.

@@ -90,7 +90,10 @@ impl Slice {
         if span.is_zero() {
             return Err(StoreError::EmptyRange);
         }
-        let step = step.unwrap_or_else(|| Duration::from_secs((span.as_secs() / DEFAULT_POINTS).max(1)));
+        // The rules' resolution is a second: a shorter step only divides by zero.
+        let step = step
+            .unwrap_or_else(|| Duration::from_secs(span.as_secs() / DEFAULT_POINTS))
+            .max(Duration::from_secs(1));
         let points = (span.as_secs_f64() / step.as_secs_f64().max(1e-3)).ceil() as u64;
         if points > MAX_POINTS {
             return Err(StoreError::TooManyPoints { points });
