@@ -215,6 +215,9 @@ pub struct Subject {
     pub pid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comm: Option<String>,
+    /// In Kubernetes, the process's pod as `namespace/name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -239,6 +242,9 @@ impl std::fmt::Display for Subject {
             (Some(comm), Some(pid)) => parts.push(format!("{comm} (pid {pid})")),
             (None, Some(pid)) => parts.push(format!("pid {pid}")),
             _ => {}
+        }
+        if let Some(pod) = &self.pod {
+            parts.push(format!("pod {pod}"));
         }
         if let Some(port) = self.port {
             parts.push(format!("port {port}"));

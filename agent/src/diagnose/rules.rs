@@ -59,14 +59,12 @@ pub fn run(recording: &Recording) -> (Vec<Finding>, Vec<String>) {
     if !snapshots.iter().any(|s| !s.processes.is_empty()) {
         not_checked.push("GPU runtime activity: no process used a GPU runtime".to_string());
     }
-    let comms = comms(snapshots);
+    let who = Who::of(snapshots);
     for key in &servers {
         let points = server_points(snapshots, *key);
         let subject = Subject {
-            pid: Some(key.pid),
-            comm: comms.get(&key.pid).cloned(),
             port: Some(key.port),
-            ..Subject::default()
+            ..who.subject(key.pid)
         };
         let with_requests = points.iter().filter(|p| p.ttft.1 > 0).count();
         if with_requests < MIN_TREND_INTERVALS {
@@ -85,7 +83,7 @@ pub fn run(recording: &Recording) -> (Vec<Finding>, Vec<String>) {
             findings.extend(request_problems(recording, *key, &model, &subject));
         }
     }
-    findings.extend(processes(snapshots, &comms));
+    findings.extend(processes(snapshots, &who));
     findings.extend(devices(snapshots));
     findings.extend(measurement_gaps(snapshots));
     (findings, not_checked)
@@ -111,17 +109,47 @@ fn models(snapshots: &[Snapshot], key: ServerRef) -> BTreeSet<String> {
         .collect()
 }
 
-/// Command names by pid, of GPU processes and servers.
-fn comms(snapshots: &[Snapshot]) -> BTreeMap<u32, String> {
-    let servers = snapshots
-        .iter()
-        .flat_map(|s| &s.servers)
-        .filter_map(|v| Some((v.pid, v.comm.clone()?)));
-    let processes = snapshots
-        .iter()
-        .flat_map(|s| &s.processes)
-        .map(|p| (p.identity.pid, p.identity.comm.clone()));
-    servers.chain(processes).collect()
+/// Who each pid of the recording is: its command name and, in Kubernetes, its pod.
+#[derive(Default)]
+struct Who {
+    comms: BTreeMap<u32, String>,
+    /// `namespace/name`: a GPU process's own, and a server's that a GPU
+    /// process of a pod serves (an API server beside its engine's workers).
+    pods: BTreeMap<u32, String>,
+}
+
+impl Who {
+    fn of(snapshots: &[Snapshot]) -> Self {
+        let mut who = Self::default();
+        for s in snapshots {
+            for v in &s.servers {
+                if let Some(comm) = &v.comm {
+                    who.comms.insert(v.pid, comm.clone());
+                }
+            }
+            for p in &s.processes {
+                who.comms.insert(p.identity.pid, p.identity.comm.clone());
+                if let Some(pod) = &p.pod {
+                    let name = format!("{}/{}", pod.namespace, pod.name);
+                    for server in &p.serves {
+                        who.pods.entry(server.pid).or_insert_with(|| name.clone());
+                    }
+                    who.pods.insert(p.identity.pid, name);
+                }
+            }
+        }
+        who
+    }
+
+    /// A finding's subject: the process `pid`, named.
+    fn subject(&self, pid: u32) -> Subject {
+        Subject {
+            pid: Some(pid),
+            comm: self.comms.get(&pid).cloned(),
+            pod: self.pods.get(&pid).cloned(),
+            ..Subject::default()
+        }
+    }
 }
 
 /// One server over one interval, all its models together.
@@ -384,7 +412,7 @@ fn request_problems(recording: &Recording, key: ServerRef, model: &str, subject:
 }
 
 /// Launch-bound processes, and processes mostly blocked in synchronisation.
-fn processes(snapshots: &[Snapshot], comms: &BTreeMap<u32, String>) -> Vec<Finding> {
+fn processes(snapshots: &[Snapshot], who: &Who) -> Vec<Finding> {
     #[derive(Default)]
     struct Seen {
         from: Option<SystemTime>,
@@ -423,11 +451,7 @@ fn processes(snapshots: &[Snapshot], comms: &BTreeMap<u32, String>) -> Vec<Findi
         let (Some(from), Some(to)) = (e.from, e.to) else {
             continue;
         };
-        let subject = Subject {
-            pid: Some(pid),
-            comm: comms.get(&pid).cloned(),
-            ..Subject::default()
-        };
+        let subject = who.subject(pid);
         if e.flagged.len() >= 2 && 2 * e.flagged.len() >= e.active {
             let rate = mean(e.flagged.iter().map(|f| f.0)).unwrap_or(0.0);
             let sm = e.flagged.iter().map(|f| f.1).max().unwrap_or(0);
@@ -834,6 +858,23 @@ mod tests {
         assert_eq!(f.evidence[&Evidence::GpuUtilizationMeanLastThirdPercent], 95.0);
         assert_eq!(f.from, UNIX_EPOCH + Duration::from_secs(999));
         assert_eq!(f.to, UNIX_EPOCH + Duration::from_secs(1_008));
+        // A server is in the pod of a GPU process serving it (an engine's worker).
+        let mut snapshots = rising(true, Some(95));
+        let mut worker = process(11, GpuActivity::default());
+        worker.serves = vec![SERVER];
+        worker.pod = Some(crate::model::PodRef {
+            namespace: "chat".into(),
+            name: "llm-0".into(),
+            container: "engine".into(),
+            owner: None,
+        });
+        snapshots[0].processes.push(worker);
+        let d = diagnose(&Recording {
+            snapshots,
+            requests: Vec::new(),
+        });
+        assert_eq!(d.findings[0].subject.pod.as_deref(), Some("chat/llm-0"));
+        assert!(d.findings[0].subject.to_string().contains("pod chat/llm-0"));
     }
 
     #[test]

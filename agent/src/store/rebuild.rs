@@ -12,8 +12,9 @@ use super::{
 use crate::{
     diagnose::Recording,
     model::{
-        Counted, DeviceProcess, DeviceView, GpuActivity, GpuUsage, ModelView, ProcessGpu, ProcessIdentity,
-        ProcessView, QueueView, RequestStats, SCHEMA_VERSION, ServerView, Signal, Snapshot, Vendor,
+        Counted, DeviceProcess, DeviceView, GpuActivity, GpuUsage, ModelView, PodRef, ProcessGpu,
+        ProcessIdentity, ProcessView, QueueView, RequestStats, SCHEMA_VERSION, ServerView, Signal, Snapshot,
+        Vendor,
     },
 };
 
@@ -47,6 +48,7 @@ struct ModelSeries {
 #[derive(Default)]
 struct ProcessSeries {
     name: Option<String>,
+    pod: Option<PodRef>,
     launches: Values,
     sync_calls: Values,
     sync_time: Values,
@@ -199,6 +201,20 @@ pub(super) fn read(store: &Store, dialect: Dialect, slice: &Slice) -> Result<Vec
         }
     })?;
     let pid = |s: &Series| u32::try_from(number(s, "process.pid")?).ok();
+    // A process's name and pod, from whichever of its series carries them.
+    let identify = |p: &mut ProcessSeries, s: &Series| {
+        p.name = p.name.take().or_else(|| label(s, "process.executable.name"));
+        if p.pod.is_none()
+            && let (Some(namespace), Some(name)) = (label(s, "k8s.namespace.name"), label(s, "k8s.pod.name"))
+        {
+            p.pod = Some(PodRef {
+                namespace,
+                name,
+                container: label(s, "k8s.container.name").unwrap_or_default(),
+                owner: None,
+            });
+        }
+    };
     type Field = fn(&mut ProcessSeries) -> &mut Values;
     let fields: [(&Metric, Field); 5] = [
         (&CUDA_LAUNCHES, |p| &mut p.launches),
@@ -211,7 +227,7 @@ pub(super) fn read(store: &Store, dialect: Dialect, slice: &Slice) -> Result<Vec
         each(metric, true, &mut |n, s| {
             if let Some(pid) = pid(s) {
                 let p = n.processes.entry(pid).or_default();
-                p.name = p.name.take().or_else(|| label(s, "process.executable.name"));
+                identify(p, s);
                 add(field(p), &s.values);
             }
         })?;
@@ -220,7 +236,7 @@ pub(super) fn read(store: &Store, dialect: Dialect, slice: &Slice) -> Result<Vec
         each(metric, true, &mut |n, s| {
             if let (Some(pid), Some(uuid)) = (pid(s), label(s, "hw.id")) {
                 let p = n.processes.entry(pid).or_default();
-                p.name = p.name.take().or_else(|| label(s, "process.executable.name"));
+                identify(p, s);
                 let gpu = p.gpus.entry(uuid).or_default();
                 add(if memory { &mut gpu.0 } else { &mut gpu.1 }, &s.values);
             }
@@ -501,7 +517,7 @@ fn process(
             delta,
         },
         gpus,
-        pod: None,
+        pod: p.pod.clone(),
         serves: Vec::new(),
         signals,
         exited: false,
