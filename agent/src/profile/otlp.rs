@@ -35,7 +35,9 @@ use super::{
 };
 use crate::{
     model::AttributeValue,
-    sinks::{Export, ExportHealth, OtlpConfig, OtlpProtocol, OtlpSignal, otlp_timeout, resource},
+    sinks::{
+        Export, ExportHealth, OtlpConfig, OtlpProtocol, OtlpSignal, env_value as env, otlp_timeout, resource,
+    },
 };
 
 /// The HTTP path, after the base endpoint.
@@ -117,10 +119,6 @@ fn endpoint(config: &OtlpConfig, default: &str, path: &str) -> String {
         return endpoint;
     }
     base(&env("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_else(|| default.to_string()))
-}
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
 /// `OTEL_EXPORTER_OTLP_HEADERS`, then `OTEL_EXPORTER_OTLP_PROFILES_HEADERS`

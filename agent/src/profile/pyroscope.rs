@@ -75,7 +75,7 @@ impl PyroscopeConfig {
     /// Pyroscope's own SDKs read them: `PYROSCOPE_TENANT_ID`,
     /// `PYROSCOPE_BASIC_AUTH_USER` and `PYROSCOPE_BASIC_AUTH_PASSWORD`.
     pub fn from_env(url: String, node_name: Option<String>) -> Self {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let var = crate::sinks::env_value;
         Self {
             url,
             tenant: var("PYROSCOPE_TENANT_ID"),

@@ -8,7 +8,7 @@ mod text;
 pub use json::{JsonLines, RequestLines};
 pub use otel::{
     Export, ExportHealth, OtlpConfig, OtlpProtocol, OtlpSignal, Telemetry, TelemetryConfig, TelemetryError,
-    otlp_timeout, resource,
+    env_value, otlp_timeout, resource,
 };
 pub use text::Text;
 

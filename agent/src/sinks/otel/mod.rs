@@ -73,15 +73,13 @@ impl OtlpConfig {
     /// endpoint is named either way, unless `OTEL_SDK_DISABLED=true` or
     /// `OTEL_METRICS_EXPORTER=none`.
     pub fn from_env(endpoint: Option<String>, protocol: Option<OtlpProtocol>) -> Option<Self> {
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let disabled = env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
-            || env("OTEL_METRICS_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"));
+        let disabled = env_is("OTEL_SDK_DISABLED", "true") || env_is("OTEL_METRICS_EXPORTER", "none");
         let named = endpoint.is_some()
-            || env("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
-            || env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT").is_some();
+            || env_value("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
+            || env_value("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT").is_some();
         let protocol = protocol.or_else(|| {
-            match env("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
-                .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))?
+            match env_value("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
+                .or_else(|| env_value("OTEL_EXPORTER_OTLP_PROTOCOL"))?
                 .as_str()
             {
                 "grpc" => Some(OtlpProtocol::Grpc),
@@ -334,8 +332,14 @@ pub fn resource(node_name: Option<&str>) -> Resource {
     builder.with_attributes(attributes).build()
 }
 
+/// A variable's value, unless unset or blank (which the OpenTelemetry
+/// specification reads as unset).
+pub fn env_value(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
 fn env_is(name: &str, value: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| v.trim().eq_ignore_ascii_case(value))
+    env_value(name).is_some_and(|v| v.trim().eq_ignore_ascii_case(value))
 }
 
 /// Builds each signal's OTLP exporter as the configuration says, counted.
