@@ -68,6 +68,50 @@ struct DeviceSeries {
     xid: Values,
 }
 
+impl ServerSeries {
+    fn series(&self) -> impl Iterator<Item = &Values> {
+        [&self.waiting, &self.waiting_time].into_iter()
+    }
+}
+
+impl ModelSeries {
+    fn series(&self) -> impl Iterator<Item = &Values> {
+        [&self.ttft_sum, &self.ttft_count]
+            .into_iter()
+            .chain(self.outcomes.values())
+    }
+}
+
+impl ProcessSeries {
+    fn series(&self) -> impl Iterator<Item = &Values> {
+        [
+            &self.launches,
+            &self.sync_calls,
+            &self.sync_time,
+            &self.launch_bound,
+        ]
+        .into_iter()
+        .chain(self.gpus.values().flat_map(|(memory, sm)| [memory, sm]))
+    }
+}
+
+impl DeviceSeries {
+    fn series(&self) -> impl Iterator<Item = &Values> {
+        [
+            &self.utilization,
+            &self.memory_used,
+            &self.memory_limit,
+            &self.xid,
+        ]
+        .into_iter()
+    }
+}
+
+/// Whether any of `series` has a value at `t`: what it describes was there.
+fn seen_at<'a>(mut series: impl Iterator<Item = &'a Values>, t: i64) -> bool {
+    series.any(|v| v.contains_key(&t))
+}
+
 #[derive(Default)]
 struct NodeSeries {
     selector: Vec<(String, String)>,
@@ -326,30 +370,16 @@ fn increase(values: &Values, t: i64, step_ms: i64, first: i64) -> f64 {
 }
 
 fn snapshots(series: &NodeSeries, step_ms: i64) -> Vec<Snapshot> {
-    let all = || {
-        let servers = series
-            .servers
-            .values()
-            .flat_map(|s| [&s.waiting, &s.waiting_time]);
-        let models = series
-            .models
-            .values()
-            .flat_map(|m| [&m.ttft_count].into_iter().chain(m.outcomes.values()));
-        let processes = series
-            .processes
-            .values()
-            .flat_map(|p| [&p.launches, &p.sync_calls, &p.sync_time, &p.launch_bound]);
-        let devices = series
-            .devices
-            .values()
-            .flat_map(|d| [&d.utilization, &d.memory_used, &d.xid]);
-        let drops = series
-            .dropped_events
-            .values()
-            .chain(series.dropped_requests.values());
-        servers.chain(models).chain(processes).chain(devices).chain(drops)
-    };
-    let times: BTreeSet<i64> = all().flat_map(|v| v.keys().copied()).collect();
+    let all = series
+        .servers
+        .values()
+        .flat_map(ServerSeries::series)
+        .chain(series.models.values().flat_map(ModelSeries::series))
+        .chain(series.processes.values().flat_map(ProcessSeries::series))
+        .chain(series.devices.values().flat_map(DeviceSeries::series))
+        .chain(series.dropped_events.values())
+        .chain(series.dropped_requests.values());
+    let times: BTreeSet<i64> = all.flat_map(|v| v.keys().copied()).collect();
     let Some(&first) = times.first() else {
         return Vec::new();
     };
@@ -363,12 +393,7 @@ fn snapshots(series: &NodeSeries, step_ms: i64) -> Vec<Snapshot> {
             let processes: Vec<ProcessView> = series
                 .processes
                 .iter()
-                .filter(|(_, p)| {
-                    [&p.launches, &p.sync_calls, &p.sync_time, &p.launch_bound]
-                        .into_iter()
-                        .chain(p.gpus.values().map(|g| &g.0))
-                        .any(|v| v.contains_key(&t))
-                })
+                .filter(|(_, p)| seen_at(p.series(), t))
                 .map(|(&pid, p)| process(pid, p, t, step_s, &series.devices, &grow))
                 .collect();
             Snapshot {
@@ -391,7 +416,7 @@ fn servers(series: &NodeSeries, t: i64, step_s: f64, grow: &dyn Fn(&Values, i64)
     let mut servers: BTreeMap<(u32, u16), ServerView> = series
         .servers
         .iter()
-        .filter(|(_, s)| s.waiting.contains_key(&t) || s.waiting_time.contains_key(&t))
+        .filter(|(_, s)| seen_at(s.series(), t))
         .map(|(&(pid, port), s)| {
             let queue = QueueView {
                 waiting: s.waiting.get(&t).map_or(0, |&w| w.max(0.0) as u64),
@@ -403,12 +428,7 @@ fn servers(series: &NodeSeries, t: i64, step_s: f64, grow: &dyn Fn(&Values, i64)
         })
         .collect();
     for ((port, model), m) in &series.models {
-        if !m
-            .outcomes
-            .values()
-            .chain([&m.ttft_count])
-            .any(|v| v.contains_key(&t))
-        {
+        if !seen_at(m.series(), t) {
             continue;
         }
         // Requests carry the port, not the pid: they go to the port's server.
@@ -477,7 +497,7 @@ fn process(
     let gpus: Vec<ProcessGpu> = p
         .gpus
         .iter()
-        .filter(|(_, g)| g.0.contains_key(&t) || g.1.contains_key(&t))
+        .filter(|(_, (memory, sm))| seen_at([memory, sm].into_iter(), t))
         .map(|(uuid, (memory, sm))| ProcessGpu {
             uuid: uuid.clone(),
             index: devices.get(uuid).map_or(0, |d| d.index),
@@ -533,7 +553,7 @@ fn devices(
     series
         .devices
         .iter()
-        .filter(|(_, d)| d.utilization.contains_key(&t) || d.memory_used.contains_key(&t))
+        .filter(|(_, d)| seen_at(d.series(), t))
         .map(|(uuid, d)| {
             let mut view = DeviceView::new(
                 d.vendor.unwrap_or(Vendor::Nvidia),
