@@ -112,6 +112,17 @@ pub enum Instant {
     At(SystemTime),
 }
 
+impl Instant {
+    /// The time it names: a duration counts back from `before`.
+    fn resolve(self, now: SystemTime, before: SystemTime) -> SystemTime {
+        match self {
+            Self::Now => now,
+            Self::Before(d) => before.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH),
+            Self::At(t) => t,
+        }
+    }
+}
+
 fn parse_instant(s: &str) -> Result<Instant, String> {
     if s == "now" {
         return Ok(Instant::Now);
@@ -131,16 +142,8 @@ impl StoreArgs {
             return Ok(None);
         };
         let now = SystemTime::now();
-        let until = match self.until {
-            Instant::Now => now,
-            Instant::Before(d) => now.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH),
-            Instant::At(t) => t,
-        };
-        let since = match self.since {
-            Instant::Now => now,
-            Instant::Before(d) => until.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH),
-            Instant::At(t) => t,
-        };
+        let until = self.until.resolve(now, now);
+        let since = self.since.resolve(now, until);
         let slice = Slice::new(since, until, self.step, self.matchers.clone())?;
         Ok(Some((Store::new(url, self.query_timeout), slice)))
     }

@@ -94,7 +94,7 @@ impl Slice {
         let step = step
             .unwrap_or_else(|| Duration::from_secs(span.as_secs() / DEFAULT_POINTS))
             .max(Duration::from_secs(1));
-        let points = (span.as_secs_f64() / step.as_secs_f64().max(1e-3)).ceil() as u64;
+        let points = (span.as_secs_f64() / step.as_secs_f64()).ceil() as u64;
         if points > MAX_POINTS {
             return Err(StoreError::TooManyPoints { points });
         }
@@ -234,15 +234,10 @@ impl Store {
         // A scalar is one unlabelled point.
         if data.get("resultType").and_then(|t| t.as_str()) == Some("scalar") {
             let point = result.ok_or_else(|| malformed("no result in a query's answer"))?;
-            let value = point.get(1).and_then(|v| v.as_str()).and_then(|v| v.parse().ok());
-            let time = point.get(0).and_then(|t| t.as_f64());
-            return Ok(match (time, value) {
-                (Some(t), Some(v)) => vec![Series {
-                    labels: BTreeMap::new(),
-                    values: BTreeMap::from([((t * 1e3).round() as i64, v)]),
-                }],
-                _ => Vec::new(),
-            });
+            return Ok(Vec::from_iter(point_of(point).map(|point| Series {
+                labels: BTreeMap::new(),
+                values: BTreeMap::from([point]),
+            })));
         }
         let result = result
             .and_then(|r| r.as_array())
@@ -265,11 +260,7 @@ impl Store {
                     .or(one)
                     .ok_or_else(|| malformed("a series without values"))?
                     .iter()
-                    .filter_map(|point| {
-                        let time = point.get(0)?.as_f64()?;
-                        let value: f64 = point.get(1)?.as_str()?.parse().ok()?;
-                        value.is_finite().then_some(((time * 1e3).round() as i64, value))
-                    })
+                    .filter_map(point_of)
                     .collect();
                 Ok(Series { labels, values })
             })
@@ -334,6 +325,14 @@ impl Store {
             }),
         }
     }
+}
+
+/// A point as the query API gives it, `[unix seconds, "value"]`, as (ms, value);
+/// none where it is not one or its value is not finite (`NaN`, `+Inf`).
+fn point_of(point: &serde_json::Value) -> Option<(i64, f64)> {
+    let time = point.get(0)?.as_f64()?;
+    let value: f64 = point.get(1)?.as_str()?.parse().ok()?;
+    value.is_finite().then_some(((time * 1e3).round() as i64, value))
 }
 
 /// Unix seconds, as the query API takes them.
